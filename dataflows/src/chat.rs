@@ -1,0 +1,280 @@
+//! The chat views of DESIGN.md: `word_counts`, `channel_activity`, `user_counts`, `top_words`
+//! and `top_users`, from a collection of chat messages.
+//!
+//! ```text
+//!  chats ─► SplitMessages ─┬─ words (channel, window, word) ─► Preaggregate ─┬─► CountTotal ─────────────► word_counts
+//!                          │                                                  └─► (channel, word) ─► CountTotal ─► TopK ─► top_words
+//!                          └─ messages ((channel, window, user), #words) ─┬─► (channel, window): (1, #words, 0) ──┐
+//!                                                                         └─► (channel, window, user) ─┬─► distinct ─► (0, 0, 1) ─┴─► CountTotal ─► channel_activity
+//!                                                                                                      └─► (channel, user) ─► CountTotal ─┬─► user_counts
+//!                                                                                                                                          └─► TopK ─► top_users
+//! ```
+//!
+//! Every count is an arrangement maintained by differential: a late message changes the rows
+//! of its own window and the all-time counts, nothing else.
+
+use std::hash::Hash;
+
+use differential_dataflow::lattice::Lattice;
+use differential_dataflow::operators::{CountTotal, ThresholdTotal};
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::order::TotalOrder;
+use timely::progress::Timestamp;
+
+use crate::operators::{preaggregate, top_k};
+use crate::types::*;
+use crate::words::Splitter;
+
+/// Parameters of the chat views.
+#[derive(Clone, Debug)]
+pub struct ChatConfig {
+    /// Tumbling window length in seconds.
+    pub window_secs: i64,
+    /// How many rows `top_words` and `top_users` keep per channel.
+    pub top_k: usize,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            window_secs: 60,
+            top_k: 10,
+        }
+    }
+}
+
+/// The chat views, each a collection of rows with multiplicity 0 or 1.
+pub struct ChatViews<'s, T: Timestamp> {
+    pub word_counts: VecCollection<'s, T, WordCount>,
+    pub channel_activity: VecCollection<'s, T, ChannelActivity>,
+    pub user_counts: VecCollection<'s, T, UserCount>,
+    pub top_words: VecCollection<'s, T, TopWord>,
+    pub top_users: VecCollection<'s, T, TopUser>,
+}
+
+/// (channel, window_start, word)
+type WordKey = Hashed<(Name, i64, Name)>;
+/// (channel, window_start, user)
+type MessageKey = Hashed<(Name, i64, Name)>;
+
+/// returns every chat view of `chats`.
+pub fn chat_views<'s, T>(chats: VecCollection<'s, T, Chat>, config: &ChatConfig) -> ChatViews<'s, T>
+where
+    T: Timestamp + Lattice + TotalOrder + Hash,
+{
+    let (words, messages) = split_messages(chats, config.window_secs);
+    let words = preaggregate(words, "Preaggregate: words");
+
+    let word_counts = word_counts(words.clone());
+    let top_words = top_words(words, config.top_k);
+    let user_counts = user_counts(messages.clone());
+    let top_users = top_users(user_counts.clone(), config.top_k);
+    let channel_activity = channel_activity(messages);
+
+    ChatViews {
+        word_counts,
+        channel_activity,
+        user_counts,
+        top_words,
+        top_users,
+    }
+}
+
+/// returns `(words, messages)`: `(channel, window_start, word)` once per word occurrence, and
+/// `((channel, window_start, user), number of words)` once per message.
+///
+/// One operator with two outputs, so each message's text is split once and never cloned.
+pub fn split_messages<'s, T: Timestamp>(
+    chats: VecCollection<'s, T, Chat>,
+    window_secs: i64,
+) -> (
+    VecCollection<'s, T, WordKey>,
+    VecCollection<'s, T, (MessageKey, usize)>,
+) {
+    let mut builder = OperatorBuilder::new("SplitMessages".to_owned(), chats.inner.scope());
+    let mut input = builder.new_input(chats.inner, Pipeline);
+    let (words_out, words) = builder.new_output();
+    let (messages_out, messages) = builder.new_output();
+    let mut words_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<(WordKey, T, Diff)>>>::from(words_out);
+    let mut messages_out = OutputBuilder::<
+        _,
+        CapacityContainerBuilder<Vec<((MessageKey, usize), T, Diff)>>,
+    >::from(messages_out);
+
+    builder.build(move |initial| {
+        drop(initial);
+        let mut splitter = Splitter::default();
+        move |_frontiers| {
+            let mut words_out = words_out.activate();
+            let mut messages_out = messages_out.activate();
+            input.for_each_stamp(|cap, containers| {
+                let mut words_session = words_out.session(&cap);
+                let mut messages_session = messages_out.session(&cap);
+                for container in containers {
+                    for (chat, time, diff) in container.drain(..) {
+                        let window = window_start(chat.ts, window_secs);
+                        let mut count = 0;
+                        splitter.split(&chat.text, |word| {
+                            count += 1;
+                            let key = Hashed::new((chat.channel.clone(), window, Name::from(word)));
+                            words_session.give((key, time.clone(), diff));
+                        });
+                        let key = Hashed::new((chat.channel, window, chat.user));
+                        messages_session.give(((key, count), time, diff));
+                    }
+                }
+            });
+        }
+    });
+
+    (words.as_collection(), messages.as_collection())
+}
+
+/// returns `word_counts`: per (channel, window, word) the number of occurrences.
+fn word_counts<'s, T>(words: VecCollection<'s, T, WordKey>) -> VecCollection<'s, T, WordCount>
+where
+    T: Timestamp + Lattice + TotalOrder,
+{
+    words
+        .arrange_by_self_named("Arrange: word_counts")
+        .count_total()
+        .map(
+            |(
+                Hashed {
+                    key: (channel, window_start, word),
+                    ..
+                },
+                count,
+            )| WordCount {
+                channel,
+                window_start,
+                word,
+                count: count as i64,
+            },
+        )
+}
+
+/// returns `top_words`: per channel the `k` most frequent words of all time.
+fn top_words<'s, T>(words: VecCollection<'s, T, WordKey>, k: usize) -> VecCollection<'s, T, TopWord>
+where
+    T: Timestamp + Lattice + TotalOrder + Hash,
+{
+    let channel_words = preaggregate(
+        words.map(|w| Hashed::new((w.key.0, w.key.2))),
+        "Preaggregate: channel words",
+    );
+    let counts = channel_words
+        .arrange_by_self_named("Arrange: channel word counts")
+        .count_total()
+        .map(|(Hashed { key, .. }, count)| (key, count));
+    top_k(counts, k, "TopK: top_words").map(|(channel, rank, word, count)| TopWord {
+        channel,
+        rank,
+        word,
+        count: count as i64,
+    })
+}
+
+/// returns `user_counts`: per (channel, user) the number of messages of all time.
+fn user_counts<'s, T>(
+    messages: VecCollection<'s, T, (MessageKey, usize)>,
+) -> VecCollection<'s, T, UserCount>
+where
+    T: Timestamp + Lattice + TotalOrder + Hash,
+{
+    let users = preaggregate(
+        messages.map(|(m, _)| Hashed::new((m.key.0, m.key.2))),
+        "Preaggregate: channel users",
+    );
+    users
+        .arrange_by_self_named("Arrange: user_counts")
+        .count_total()
+        .map(
+            |(
+                Hashed {
+                    key: (channel, user),
+                    ..
+                },
+                messages,
+            )| UserCount {
+                channel,
+                user,
+                messages: messages as i64,
+            },
+        )
+}
+
+/// returns `top_users`: per channel the `k` users with the most messages.
+fn top_users<'s, T>(
+    user_counts: VecCollection<'s, T, UserCount>,
+    k: usize,
+) -> VecCollection<'s, T, TopUser>
+where
+    T: Timestamp + Lattice + TotalOrder,
+{
+    let counts = user_counts.map(|row| ((row.channel, row.user), row.messages as Diff));
+    top_k(counts, k, "TopK: top_users").map(|(channel, rank, user, messages)| TopUser {
+        channel,
+        rank,
+        user,
+        messages: messages as i64,
+    })
+}
+
+/// returns `channel_activity`: per (channel, window) the messages, words and distinct chatters.
+///
+/// Messages and words are summed as a difference pair, chatters come from the distinct
+/// (channel, window, user) triples; one `count_total` over the triple difference
+/// (messages, words, chatters) joins them without a join.
+fn channel_activity<'s, T>(
+    messages: VecCollection<'s, T, (MessageKey, usize)>,
+) -> VecCollection<'s, T, ChannelActivity>
+where
+    T: Timestamp + Lattice + TotalOrder + Hash,
+{
+    let sizes = preaggregate(
+        messages.clone().explode(|(m, words)| {
+            Some((
+                Hashed::new((m.key.0, m.key.1)),
+                (1 as Diff, words as Diff, 0 as Diff),
+            ))
+        }),
+        "Preaggregate: window sizes",
+    );
+    let chatters = preaggregate(
+        messages.map(|(key, _)| key),
+        "Preaggregate: window chatters",
+    )
+    .arrange_by_self_named("Arrange: window chatters")
+    .threshold_total(|_, count| if *count > 0 { 1 as Diff } else { 0 })
+    .explode(|m| {
+        Some((
+            Hashed::new((m.key.0, m.key.1)),
+            (0 as Diff, 0 as Diff, 1 as Diff),
+        ))
+    });
+    sizes
+        .concat(chatters)
+        .arrange_by_self_named("Arrange: channel_activity")
+        .count_total()
+        .map(
+            |(
+                Hashed {
+                    key: (channel, window_start),
+                    ..
+                },
+                (messages, words, chatters),
+            )| ChannelActivity {
+                channel,
+                window_start,
+                messages: messages as i64,
+                words: words as i64,
+                chatters: chatters as i64,
+            },
+        )
+}

@@ -1,0 +1,143 @@
+//! The types that cross workers: events in, view rows out (serde, so they travel as bincode).
+
+use std::hash::{BuildHasher, Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+
+/// The difference type of every collection: a signed multiplicity.
+pub type Diff = isize;
+
+/// A short string: channel, user and word names. Up to 24 bytes live inline, so the clones
+/// arrangements make while merging batches do not allocate.
+pub type Name = compact_str::CompactString;
+
+/// A key with its hash in front. Arrangements order and search keys by the hash first, so a
+/// seek compares integers and reads the key's bytes only to confirm a match; exchanges route
+/// by the same hash. The hash is fixed-seeded, identical in every process of a run.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Hashed<K> {
+    hash: u64,
+    pub key: K,
+}
+
+impl<K: Hash> Hashed<K> {
+    pub fn new(key: K) -> Self {
+        let hash = foldhash::quality::FixedState::with_seed(0x6368_6174_666c_6f77).hash_one(&key);
+        Hashed { hash, key }
+    }
+}
+
+impl<K> Hash for Hashed<K> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// A chat message: `{"ts", "channel", "user", "text"}`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Chat {
+    /// Event time, milliseconds since the Unix epoch (data: it picks the window).
+    pub ts: i64,
+    pub channel: Name,
+    pub user: Name,
+    pub text: String,
+}
+
+/// Whether an edge event adds or takes away weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum EdgeOp {
+    Add,
+    Del,
+}
+
+/// An interaction between two users: `{"ts", "src", "dst", "weight", "op"}`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Edge {
+    pub ts: i64,
+    pub src: Name,
+    pub dst: Name,
+    pub weight: i64,
+    pub op: EdgeOp,
+}
+
+/// A post or retweet with a place: `{"ts", "id", "user", "text", "place", "retweet_of"}`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Post {
+    pub ts: i64,
+    pub id: String,
+    pub user: Name,
+    pub text: String,
+    pub place: Option<String>,
+    pub retweet_of: Option<String>,
+}
+
+/// A viewer count of a channel: `{"ts", "channel", "viewers"}`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Viewers {
+    pub ts: i64,
+    pub channel: Name,
+    pub viewers: i64,
+}
+
+/// Input that could not be decoded, kept with where it came from and why.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The file or topic the input came from.
+    pub source: String,
+    /// Where in the source: a line number (files) or `partition:offset` (Kafka).
+    pub position: String,
+    pub error: String,
+    /// The input itself, lossily decoded and cut to at most 1 KiB.
+    pub raw: String,
+}
+
+/// `word_counts`: occurrences of a word in a channel's window.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WordCount {
+    pub channel: Name,
+    pub window_start: i64,
+    pub word: Name,
+    pub count: i64,
+}
+
+/// `channel_activity`: messages, words and distinct chatters of a channel's window.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ChannelActivity {
+    pub channel: Name,
+    pub window_start: i64,
+    pub messages: i64,
+    pub words: i64,
+    pub chatters: i64,
+}
+
+/// `user_counts`: all-time messages of a user in a channel.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct UserCount {
+    pub channel: Name,
+    pub user: Name,
+    pub messages: i64,
+}
+
+/// `top_words`: the K most frequent words of a channel, all-time.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TopWord {
+    pub channel: Name,
+    pub rank: u32,
+    pub word: Name,
+    pub count: i64,
+}
+
+/// `top_users`: the K most active users of a channel, all-time.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TopUser {
+    pub channel: Name,
+    pub rank: u32,
+    pub user: Name,
+    pub messages: i64,
+}
+
+/// The tumbling window an event time falls in: `floor(ts / 1000 / w) * w`, seconds since the
+/// epoch (floor also for times before 1970).
+pub fn window_start(ts_ms: i64, window_secs: i64) -> i64 {
+    ts_ms.div_euclid(1000).div_euclid(window_secs) * window_secs
+}

@@ -1,0 +1,59 @@
+//! timely's process and worker flags → a `timely::Config`.
+
+use std::io::BufRead;
+
+use timely::{CommunicationConfig, WorkerConfig};
+
+use crate::cli::TimelyArgs;
+
+/// Builds the timely configuration of `-w`, `-n`, `-p`, `-h`: without a hostfile, process `i`
+/// listens on 127.0.0.1:(2101 + i), as timely does on localhost.
+pub fn timely_config(args: &TimelyArgs) -> Result<timely::Config, String> {
+    let threads = args.workers as usize;
+    let processes = args.processes as usize;
+    let process = args.process as usize;
+    if process >= processes {
+        return Err(format!("-p {process} is out of range for -n {processes}"));
+    }
+    let communication = if processes > 1 {
+        let addresses = match &args.hostfile {
+            Some(path) => {
+                let file =
+                    std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let addresses: Vec<String> = std::io::BufReader::new(file)
+                    .lines()
+                    .map(|l| l.map(|l| l.trim().to_owned()))
+                    .filter(|l| !matches!(l, Ok(l) if l.is_empty()))
+                    .take(processes)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                if addresses.len() < processes {
+                    return Err(format!(
+                        "{} holds {} addresses, but -n is {processes}",
+                        path.display(),
+                        addresses.len()
+                    ));
+                }
+                addresses
+            }
+            None => (0..processes)
+                .map(|i| format!("127.0.0.1:{}", 2101 + i))
+                .collect(),
+        };
+        CommunicationConfig::Cluster {
+            threads,
+            process,
+            addresses,
+            report: false,
+            zerocopy: false,
+        }
+    } else if threads > 1 {
+        CommunicationConfig::Process(threads)
+    } else {
+        CommunicationConfig::Thread
+    };
+    Ok(timely::Config {
+        communication,
+        worker: WorkerConfig::default(),
+    })
+}

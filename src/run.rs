@@ -1,0 +1,192 @@
+//! Starting a pipeline run: timely configuration, workers, progress bar, and the report the
+//! `run` and `bench` commands print.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use dataflows::chat::ChatConfig;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::cli::{PipelineArgs, TimelyArgs};
+use crate::cluster::timely_config;
+use crate::sources::files::expand_inputs;
+use crate::worker::{run_worker, ChannelGlimpse, Job, Progress, WorkerReport};
+
+/// The result of one process's part of a run.
+#[derive(Debug)]
+pub struct Outcome {
+    pub reports: Vec<WorkerReport>,
+    pub seconds: f64,
+    pub processes: u64,
+    pub workers: u64,
+    pub input_bytes: u64,
+}
+
+impl Outcome {
+    fn sum(&self, f: impl Fn(&WorkerReport) -> u64) -> u64 {
+        self.reports.iter().map(f).sum()
+    }
+    /// Well-formed events read by this process.
+    pub fn events(&self) -> u64 {
+        self.sum(|r| r.chats + r.unrouted)
+    }
+    pub fn dead_letters(&self) -> u64 {
+        self.sum(|r| r.dead_letters)
+    }
+    pub fn latency(&self) -> Option<&Histogram<u64>> {
+        self.reports.iter().find_map(|r| r.latency_us.as_ref())
+    }
+    pub fn glimpse(&self) -> &[ChannelGlimpse] {
+        self.reports
+            .iter()
+            .find(|r| !r.glimpse.is_empty())
+            .map(|r| &r.glimpse[..])
+            .unwrap_or(&[])
+    }
+}
+
+/// Builds the job of `args`, writing change files into `out`.
+pub fn job(args: &PipelineArgs, out: std::path::PathBuf) -> Result<Job> {
+    let inputs = expand_inputs(&args.replay)?;
+    if inputs.is_empty() {
+        return Err(anyhow!("no input files in {:?}", args.replay));
+    }
+    Ok(Job {
+        inputs,
+        out,
+        chat: ChatConfig {
+            window_secs: args.window,
+            top_k: args.top_k,
+        },
+        batch: args.batch,
+        max_inflight: args.max_inflight,
+    })
+}
+
+/// Runs `job` on this process's workers and waits for them, drawing a progress bar on a
+/// terminal.
+pub fn execute(job: Job, timely: &TimelyArgs) -> Result<Outcome> {
+    let config = timely_config(timely).map_err(|e| anyhow!(e))?;
+    std::fs::create_dir_all(&job.out).with_context(|| format!("creating {}", job.out.display()))?;
+    let input_bytes: u64 = job
+        .inputs
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    tracing::info!(inputs = job.inputs.len(), bytes = input_bytes, out = %job.out.display(), "starting run");
+
+    let progress = Arc::new(Progress::default());
+    let start = Instant::now();
+    let job = Arc::new(job);
+    let worker_progress = Arc::clone(&progress);
+    let guards = timely::execute(config, move |worker| {
+        let report = run_worker(worker, &job, &worker_progress);
+        worker_progress.finished.fetch_add(1, Ordering::Relaxed);
+        report
+    })
+    .map_err(|e| anyhow!("starting timely: {e}"))?;
+
+    let bar = ProgressBar::with_draw_target(Some(input_bytes), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})")
+            .expect("valid progress template"),
+    );
+    while guards.guards().iter().any(|g| !g.is_finished()) {
+        bar.set_position(progress.bytes.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bar.finish_and_clear();
+
+    let mut reports = Vec::new();
+    for result in guards.join() {
+        match result {
+            Ok(Ok(report)) => reports.push(report),
+            Ok(Err(e)) => return Err(anyhow!("worker failed: {e}")),
+            Err(panic) => return Err(anyhow!("worker panicked: {panic}")),
+        }
+    }
+    reports.sort_by_key(|r| r.index);
+    Ok(Outcome {
+        reports,
+        seconds: start.elapsed().as_secs_f64(),
+        processes: timely.processes,
+        workers: timely.workers,
+        input_bytes,
+    })
+}
+
+/// The summary `chatflow run` prints.
+pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let events = outcome.events();
+    let unrouted = outcome.reports.iter().map(|r| r.unrouted).sum::<u64>();
+    let _ = writeln!(
+        s,
+        "chatflow: {} events read, {} dead letters, {:.2} s, {:.0} events/s ({} worker(s) × {} process(es){})",
+        events,
+        outcome.dead_letters(),
+        outcome.seconds,
+        events as f64 / outcome.seconds.max(1e-9),
+        outcome.workers,
+        outcome.processes,
+        if outcome.processes > 1 { ", this process's share" } else { "" },
+    );
+    if unrouted > 0 {
+        let _ = writeln!(
+            s,
+            "  {unrouted} edge/post/viewer events read; this build has no view for them yet"
+        );
+    }
+    for report in &outcome.reports {
+        if !report.rows_written.is_empty() {
+            let _ = writeln!(s, "changes written to {}:", out.display());
+            for (view, rows) in &report.rows_written {
+                let _ = writeln!(s, "  {view}.csv: {rows} rows");
+            }
+        }
+    }
+    let glimpse = outcome.glimpse();
+    if !glimpse.is_empty() {
+        let _ = writeln!(s, "busiest channels:");
+        for g in glimpse {
+            let words: Vec<String> = g
+                .top_words
+                .iter()
+                .map(|(w, c)| format!("{w} ({c})"))
+                .collect();
+            let users: Vec<String> = g
+                .top_users
+                .iter()
+                .map(|(u, c)| format!("{u} ({c})"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  {:<16} {:>9} messages  top words: {}",
+                g.channel,
+                g.messages,
+                words.join(", ")
+            );
+            let _ = writeln!(
+                s,
+                "  {:<16} {:>9}           top users: {}",
+                "",
+                "",
+                users.join(", ")
+            );
+        }
+    }
+    s
+}
+
+/// Peak resident memory of this process in bytes (VmHWM), where the OS tells it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,218 @@
+//! Bytes → events. A record that cannot be decoded is not an error of the run: it becomes a
+//! [`DeadLetter`] with its source, its position and the reason, and the run goes on.
+//!
+//! The kind of an event is read off its fields (DESIGN.md, "Events"): `channel`+`text` is a
+//! chat message, `src`+`dst` an edge, `channel`+`viewers` a viewer count, `id`+`text` a post.
+//! Unknown fields are ignored. Numbers must be integers (`ts` is milliseconds since the epoch).
+
+use std::borrow::Cow;
+
+use dataflows::{Chat, DeadLetter, Edge, EdgeOp, Name, Post, Viewers};
+use serde::Deserialize;
+
+/// Records longer than this are refused unread (1 MiB).
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+/// A dead letter keeps at most this much of the raw record (1 KiB).
+pub const MAX_RAW_BYTES: usize = 1024;
+
+/// A decoded input event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Chat(Chat),
+    Edge(Edge),
+    Post(Post),
+    Viewers(Viewers),
+}
+
+/// Every field any event kind may carry; which ones are present decides the kind.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    ts: Option<i64>,
+    #[serde(borrow)]
+    channel: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    src: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    dst: Option<Cow<'a, str>>,
+    weight: Option<i64>,
+    #[serde(borrow)]
+    op: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    place: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    retweet_of: Option<Cow<'a, str>>,
+    viewers: Option<i64>,
+}
+
+fn required<T>(field: Option<T>, kind: &str, name: &str) -> Result<T, String> {
+    field.ok_or_else(|| format!("{kind} event lacks field `{name}`"))
+}
+
+/// Decodes one record (a fixture line or a Kafka payload, without its line end).
+pub fn decode(bytes: &[u8]) -> Result<Event, String> {
+    if bytes.len() > MAX_RECORD_BYTES {
+        return Err(format!(
+            "record of {} bytes exceeds the limit of {} bytes",
+            bytes.len(),
+            MAX_RECORD_BYTES
+        ));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?;
+    let f: Fields = serde_json::from_str(text).map_err(|e| format!("invalid JSON event: {e}"))?;
+    let owned = |s: Cow<str>| s.into_owned();
+    let name = |s: Cow<str>| Name::from(&*s);
+    if f.channel.is_some() && f.text.is_some() {
+        Ok(Event::Chat(Chat {
+            ts: required(f.ts, "chat", "ts")?,
+            channel: name(f.channel.expect("checked above")),
+            user: name(required(f.user, "chat", "user")?),
+            text: owned(f.text.expect("checked above")),
+        }))
+    } else if f.src.is_some() && f.dst.is_some() {
+        let op = match f.op.as_deref() {
+            None | Some("add") => EdgeOp::Add,
+            Some("del") => EdgeOp::Del,
+            Some(other) => {
+                return Err(format!(
+                    "edge event has unknown op {other:?} (expected \"add\" or \"del\")"
+                ))
+            }
+        };
+        Ok(Event::Edge(Edge {
+            ts: required(f.ts, "edge", "ts")?,
+            src: name(f.src.expect("checked above")),
+            dst: name(f.dst.expect("checked above")),
+            weight: f.weight.unwrap_or(1),
+            op,
+        }))
+    } else if f.channel.is_some() && f.viewers.is_some() {
+        Ok(Event::Viewers(Viewers {
+            ts: required(f.ts, "viewers", "ts")?,
+            channel: name(f.channel.expect("checked above")),
+            viewers: f.viewers.expect("checked above"),
+        }))
+    } else if f.id.is_some() && f.text.is_some() {
+        Ok(Event::Post(Post {
+            ts: required(f.ts, "post", "ts")?,
+            id: owned(f.id.expect("checked above")),
+            user: name(required(f.user, "post", "user")?),
+            text: owned(f.text.expect("checked above")),
+            place: f.place.map(owned),
+            retweet_of: f.retweet_of.map(owned),
+        }))
+    } else {
+        Err(
+            "not an event: no field set identifies its kind (chat: channel+text, edge: src+dst, \
+             viewers: channel+viewers, post: id+text)"
+                .to_owned(),
+        )
+    }
+}
+
+/// The dead letter for a record that failed to decode; `raw` keeps at most 1 KiB of it,
+/// cut at a character boundary, with invalid UTF-8 replaced by U+FFFD.
+pub fn dead_letter(source: &str, position: String, error: String, raw: &[u8]) -> DeadLetter {
+    let mut end = raw.len().min(MAX_RAW_BYTES);
+    let mut text = String::from_utf8_lossy(&raw[..end]).into_owned();
+    // Cutting inside a multi-byte character leaves a replacement character at the end, and a
+    // lossy conversion may grow the text; trim back to the limit on a boundary.
+    while text.len() > MAX_RAW_BYTES {
+        end -= 1;
+        text = String::from_utf8_lossy(&raw[..end]).into_owned();
+    }
+    DeadLetter {
+        source: source.to_owned(),
+        position,
+        error,
+        raw: text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_by_fields() {
+        let chat =
+            decode(br#"{"ts":1,"channel":"c","user":"u","text":"hi","extra":[1,2]}"#).unwrap();
+        assert!(matches!(chat, Event::Chat(Chat { ts: 1, .. })));
+        let edge = decode(br#"{"ts":2,"src":"a","dst":"b"}"#).unwrap();
+        assert_eq!(
+            edge,
+            Event::Edge(Edge {
+                ts: 2,
+                src: "a".into(),
+                dst: "b".into(),
+                weight: 1,
+                op: EdgeOp::Add
+            })
+        );
+        let del = decode(br#"{"ts":2,"src":"a","dst":"b","weight":3,"op":"del"}"#).unwrap();
+        assert!(matches!(
+            del,
+            Event::Edge(Edge {
+                weight: 3,
+                op: EdgeOp::Del,
+                ..
+            })
+        ));
+        let viewers = decode(br#"{"ts":3,"channel":"c","viewers":10}"#).unwrap();
+        assert!(matches!(
+            viewers,
+            Event::Viewers(Viewers { viewers: 10, .. })
+        ));
+        let post = decode(
+            br#"{"ts":4,"id":"p","user":"u","text":"t","place":"Melbourne","retweet_of":null}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            post,
+            Event::Post(Post {
+                retweet_of: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn escapes_are_decoded() {
+        let chat = decode(br#"{"ts":1,"channel":"c","user":"u","text":"a\"b\u00e9"}"#).unwrap();
+        assert!(matches!(chat, Event::Chat(Chat { ref text, .. }) if text == "a\"bé"));
+    }
+
+    #[test]
+    fn errors_say_why() {
+        let err = |b: &[u8]| decode(b).unwrap_err();
+        assert!(err(b"not json").starts_with("invalid JSON event"));
+        assert!(err(br#"{"ts":1,"channel":"c","text":"x"}"#).contains("lacks field `user`"));
+        assert!(err(br#"{"ts":"x","channel":"c","user":"u","text":"x"}"#).contains("invalid type"));
+        assert!(err(br#"{"ts":1.5,"channel":"c","user":"u","text":"x"}"#).contains("invalid type"));
+        assert!(err(br#"{"ts":1,"channel":"c","user":"u","text":"x""#)
+            .starts_with("invalid JSON event"));
+        assert!(
+            err(b"{\"ts\":1,\"channel\":\"\xff\",\"user\":\"u\",\"text\":\"x\"}")
+                .starts_with("invalid UTF-8")
+        );
+        assert!(err(br#"{"ts":1}"#).starts_with("not an event"));
+        assert!(err(br#"[1,2]"#).starts_with("invalid JSON event"));
+        assert!(err(br#"{"ts":1,"src":"a","dst":"b","op":"mul"}"#).contains("unknown op"));
+        let big = vec![b' '; MAX_RECORD_BYTES + 1];
+        assert!(err(&big).contains("exceeds the limit"));
+    }
+
+    #[test]
+    fn dead_letter_raw_is_cut_on_a_boundary() {
+        let raw = "é".repeat(2000);
+        let dl = dead_letter("f", "1".into(), "e".into(), raw.as_bytes());
+        assert!(dl.raw.len() <= MAX_RAW_BYTES && dl.raw.chars().all(|c| c == 'é'));
+        let dl = dead_letter("f", "1".into(), "e".into(), b"ab\xffcd");
+        assert_eq!(dl.raw, "ab\u{fffd}cd");
+    }
+}

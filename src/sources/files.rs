@@ -1,0 +1,210 @@
+//! The replay source: event JSONL files, read by every worker in parallel.
+//!
+//! Delivery: every line of every input is read exactly once per run, by exactly one worker.
+//!
+//! ## Deterministic ingestion time
+//!
+//! The inputs form one log: the files in the order given on the command line (a directory
+//! stands for its `*.jsonl` files sorted by name), each line in file order. Line `g` of that
+//! log (0-based, counting every physical line, blank ones included) is owned by worker
+//! `g mod peers` and gets the timely timestamp
+//!
+//! ```text
+//!     time(g) = floor(g / batch)
+//! ```
+//!
+//! so the time of an event depends only on the input and `--batch`, never on the wall clock,
+//! thread scheduling or the number of workers. An event whose own `ts` is older than earlier
+//! events (a late event) simply arrives at its later ingestion time and corrects the window
+//! its `ts` picks.
+//!
+//! ```text
+//!   file₀ ─┐            worker w keeps lines g ≡ w (mod peers)
+//!   file₁ ─┼─► log g=0,1,2,… ─► tick ⌊g/batch⌋ ─► decode ─► chats / dead letters inputs
+//!   …     ─┘
+//! ```
+//!
+//! Lines longer than [`MAX_RECORD_BYTES`] are never buffered whole: the reader keeps the first
+//! KiB for the dead letter and skips the rest.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use crate::sources::decode::{MAX_RAW_BYTES, MAX_RECORD_BYTES};
+
+/// Expands `--replay` arguments: files stay, directories become their `*.jsonl` files sorted
+/// by name. A path given twice is read once.
+pub fn expand_inputs(paths: &[PathBuf]) -> io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "jsonl"))
+                .collect();
+            entries.sort();
+            if entries.is_empty() {
+                tracing::warn!(dir = %path.display(), "no *.jsonl files in directory");
+            }
+            files.extend(entries);
+        } else if path.is_file() {
+            files.push(path.clone());
+        } else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{}: no such file or directory", path.display()),
+            ));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
+    Ok(files)
+}
+
+/// One line of the log as its owning worker sees it.
+pub struct Line<'a> {
+    /// The file, as given.
+    pub source: &'a str,
+    /// 1-based line number within the file.
+    pub line_no: u64,
+    /// 0-based index in the whole log.
+    pub global: u64,
+    /// The line without its `\n` / `\r\n`, or its first KiB if it is too long.
+    pub bytes: &'a [u8],
+    /// `Some(length)` if the line was longer than [`MAX_RECORD_BYTES`].
+    pub oversized: Option<u64>,
+}
+
+struct OpenFile {
+    name: String,
+    reader: BufReader<File>,
+    line_no: u64,
+}
+
+/// A worker's cursor over the log.
+pub struct FileSource {
+    files: std::vec::IntoIter<PathBuf>,
+    current: Option<OpenFile>,
+    global: u64,
+    index: u64,
+    peers: u64,
+    line: Vec<u8>,
+    bytes_read: u64,
+}
+
+impl FileSource {
+    pub fn new(files: Vec<PathBuf>, index: usize, peers: usize) -> Self {
+        FileSource {
+            files: files.into_iter(),
+            current: None,
+            global: 0,
+            index: index as u64,
+            peers: peers as u64,
+            line: Vec::new(),
+            bytes_read: 0,
+        }
+    }
+
+    /// The global index of the next line to be read.
+    pub fn position(&self) -> u64 {
+        self.global
+    }
+
+    /// Bytes of input consumed so far (all lines, owned or not).
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    /// Reads the log up to (not including) global line `end`, calling `each` for the lines this
+    /// worker owns. Returns `Ok(false)` once the whole log has been read.
+    pub fn read_until(&mut self, end: u64, mut each: impl FnMut(Line)) -> io::Result<bool> {
+        while self.global < end {
+            if self.current.is_none() {
+                match self.files.next() {
+                    None => return Ok(false),
+                    Some(path) => self.current = Some(open(&path)?),
+                }
+            }
+            let file = self.current.as_mut().expect("opened above");
+            let owned = self.global % self.peers == self.index;
+            match next_line(&mut file.reader, owned, &mut self.line)? {
+                None => self.current = None,
+                Some((consumed, length)) => {
+                    file.line_no += 1;
+                    self.bytes_read += consumed;
+                    if owned {
+                        let oversized = (length > MAX_RECORD_BYTES as u64).then_some(length);
+                        let mut bytes = &self.line[..];
+                        if oversized.is_none() {
+                            if let Some(stripped) = bytes.strip_suffix(b"\r") {
+                                bytes = stripped;
+                            }
+                        }
+                        each(Line {
+                            source: &file.name,
+                            line_no: file.line_no,
+                            global: self.global,
+                            bytes,
+                            oversized,
+                        });
+                    }
+                    self.global += 1;
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn open(path: &Path) -> io::Result<OpenFile> {
+    let file = File::open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    Ok(OpenFile {
+        name: path.display().to_string(),
+        reader: BufReader::with_capacity(1 << 20, file),
+        line_no: 0,
+    })
+}
+
+/// Reads one line. If `keep`, its bytes (without `\n`) go to `line`, cut to [`MAX_RAW_BYTES`]
+/// when the line is longer than [`MAX_RECORD_BYTES`]. Returns the bytes consumed and the
+/// line's length, or `None` at the end of the file.
+fn next_line(
+    reader: &mut BufReader<File>,
+    keep: bool,
+    line: &mut Vec<u8>,
+) -> io::Result<Option<(u64, u64)>> {
+    line.clear();
+    let mut consumed = 0u64;
+    let mut length = 0u64;
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok((consumed > 0).then_some((consumed, length)));
+        }
+        let (chunk, done) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        if keep {
+            let room = (MAX_RECORD_BYTES + 1).saturating_sub(line.len());
+            line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
+        length += chunk.len() as u64;
+        let used = done.unwrap_or(buf.len());
+        consumed += used as u64;
+        reader.consume(used);
+        if done.is_some() {
+            break;
+        }
+    }
+    if length > MAX_RECORD_BYTES as u64 {
+        line.truncate(MAX_RAW_BYTES);
+    }
+    Ok(Some((consumed, length)))
+}

@@ -1,0 +1,318 @@
+//! The one place that wires sources → dataflows → sinks and steps a worker.
+//!
+//! ```text
+//!   FileSource ─decode─┬─► chats ──► dataflows::chat::chat_views ─┬─► CsvSink(word_counts) ──┐
+//!                      │                                          ├─► CsvSink(…)            ├─► probe ("written")
+//!                      └─► dead letters ──────────────────────────┴─► CsvSink(dead_letters) ─┘
+//! ```
+//!
+//! Each worker reads its share of the input log (see `sources::files` for the time rule),
+//! advances its inputs tick by tick and steps the dataflow. It never runs more than
+//! `max_inflight` lines ahead of the probe, which bounds memory. Worker 0 measures the latency of
+//! each tick: from the moment it closed the tick's input to the moment the probe shows every
+//! view's changes for that tick written to their files.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use dataflows::chat::{chat_views, ChatConfig};
+use dataflows::{ChannelActivity, Chat, DeadLetter, Diff, TopUser, TopWord};
+use differential_dataflow::input::Input;
+use hdrhistogram::Histogram;
+use timely::dataflow::operators::{Concatenate, Probe};
+use timely::dataflow::ProbeHandle;
+use timely::worker::Worker;
+
+use crate::sinks::csv::{csv_sink, SinkHandle};
+use crate::sinks::encode::ViewRow;
+use crate::sources::decode::{dead_letter, decode, Event, MAX_RECORD_BYTES};
+use crate::sources::files::{FileSource, Line};
+
+/// What a pipeline run does, the same for every worker.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub inputs: Vec<PathBuf>,
+    pub out: PathBuf,
+    pub chat: ChatConfig,
+    /// Input lines per tick.
+    pub batch: u64,
+    /// Lines the input may run ahead of the written output.
+    pub max_inflight: u64,
+}
+
+/// Shared with the main thread for the progress bar.
+#[derive(Default)]
+pub struct Progress {
+    /// Bytes of input scanned by the worker furthest ahead.
+    pub bytes: AtomicU64,
+    /// Workers of this process that have finished.
+    pub finished: AtomicU64,
+}
+
+/// The busiest channels and their leaders, for the run summary.
+#[derive(Clone, Debug, Default)]
+pub struct ChannelGlimpse {
+    pub channel: String,
+    pub messages: i64,
+    pub top_words: Vec<(String, i64)>,
+    pub top_users: Vec<(String, i64)>,
+}
+
+/// What one worker did.
+#[derive(Debug, Default)]
+pub struct WorkerReport {
+    pub index: usize,
+    /// Lines of the log this worker owned.
+    pub lines: u64,
+    pub chats: u64,
+    pub dead_letters: u64,
+    /// Well-formed events of kinds no view consumes yet (edges, posts, viewer counts).
+    pub unrouted: u64,
+    pub blank: u64,
+    pub ticks: u64,
+    /// Worker 0 only: per-tick latency in microseconds.
+    pub latency_us: Option<Histogram<u64>>,
+    /// Worker 0 only: the busiest channels.
+    pub glimpse: Vec<ChannelGlimpse>,
+    /// Worker 0 only: rows written per view.
+    pub rows_written: Vec<(&'static str, u64)>,
+}
+
+/// Type-erased access to a sink's shared state.
+trait SinkStatus {
+    fn view(&self) -> &'static str;
+    fn rows_written(&self) -> u64;
+    fn error(&self) -> Option<String>;
+}
+
+impl<R: ViewRow> SinkStatus for SinkHandle<R> {
+    fn view(&self) -> &'static str {
+        R::VIEW
+    }
+    fn rows_written(&self) -> u64 {
+        self.borrow().rows_written
+    }
+    fn error(&self) -> Option<String> {
+        self.borrow().error.clone()
+    }
+}
+
+/// Builds the dataflow on `worker`, feeds it this worker's share of the inputs and steps it
+/// until every view's changes are written.
+pub fn run_worker(
+    worker: &mut Worker,
+    job: &Job,
+    progress: &Progress,
+) -> Result<WorkerReport, String> {
+    let index = worker.index();
+    let peers = worker.peers();
+    let probe = ProbeHandle::new();
+    let out = job.out.clone();
+    let chat_config = job.chat.clone();
+
+    let (mut chats_in, mut dead_in, sinks, activity, top_words, top_users) = worker
+        .dataflow::<u64, _, _>(|scope| {
+            let (chats_in, chats) = scope.new_collection::<Chat, Diff>();
+            let (dead_in, dead) = scope.new_collection::<DeadLetter, Diff>();
+            let views = chat_views(chats, &chat_config);
+
+            let (s1, word_counts) = csv_sink(views.word_counts, &out, false);
+            let (s2, activity) = csv_sink(views.channel_activity, &out, true);
+            let (s3, user_counts) = csv_sink(views.user_counts, &out, false);
+            let (s4, top_words) = csv_sink(views.top_words, &out, true);
+            let (s5, top_users) = csv_sink(views.top_users, &out, true);
+            let (s6, dead_letters) = csv_sink(dead, &out, false);
+            scope
+                .concatenate([s1, s2, s3, s4, s5, s6])
+                .probe_with(&probe);
+
+            let sinks: Vec<Box<dyn SinkStatus>> = vec![
+                Box::new(word_counts),
+                Box::new(activity.clone()),
+                Box::new(user_counts),
+                Box::new(top_words.clone()),
+                Box::new(top_users.clone()),
+                Box::new(dead_letters),
+            ];
+            (chats_in, dead_in, sinks, activity, top_words, top_users)
+        });
+    let sink_error = |sinks: &[Box<dyn SinkStatus>]| sinks.iter().find_map(|s| s.error());
+    if let Some(e) = sink_error(&sinks) {
+        return Err(e);
+    }
+
+    let mut report = WorkerReport {
+        index,
+        ..Default::default()
+    };
+    let mut source = FileSource::new(job.inputs.clone(), index, peers);
+    let inflight_ticks = (job.max_inflight / job.batch).max(1);
+    let measure = index == 0;
+    let mut latency =
+        Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+    let mut closed: VecDeque<(u64, Instant)> = VecDeque::new();
+    let observe = |closed: &mut VecDeque<(u64, Instant)>, latency: &mut Histogram<u64>| {
+        let frontier = probe.with_frontier(|f| f.first().copied());
+        while let Some(&(tick, at)) = closed.front() {
+            if frontier.is_some_and(|f| f <= tick) {
+                break;
+            }
+            latency.saturating_record(at.elapsed().as_micros().max(1) as u64);
+            closed.pop_front();
+        }
+    };
+
+    let mut tick = 0u64;
+    loop {
+        let end = tick.saturating_add(1).saturating_mul(job.batch);
+        let more = source
+            .read_until(end, |line: Line| {
+                report.lines += 1;
+                if let Some(length) = line.oversized {
+                    let error = format!(
+                        "line of {length} bytes exceeds the limit of {MAX_RECORD_BYTES} bytes"
+                    );
+                    dead_in.insert(dead_letter(
+                        line.source,
+                        line.line_no.to_string(),
+                        error,
+                        line.bytes,
+                    ));
+                    report.dead_letters += 1;
+                    return;
+                }
+                if line.bytes.iter().all(u8::is_ascii_whitespace) {
+                    report.blank += 1;
+                    return;
+                }
+                match decode(line.bytes) {
+                    Ok(Event::Chat(chat)) => {
+                        chats_in.insert(chat);
+                        report.chats += 1;
+                    }
+                    Ok(_) => report.unrouted += 1,
+                    Err(error) => {
+                        dead_in.insert(dead_letter(
+                            line.source,
+                            line.line_no.to_string(),
+                            error,
+                            line.bytes,
+                        ));
+                        report.dead_letters += 1;
+                    }
+                }
+            })
+            .map_err(|e| format!("reading input: {e}"))?;
+        // Every worker scans all bytes; the bar shows the one furthest ahead.
+        progress
+            .bytes
+            .fetch_max(source.bytes_read(), Ordering::Relaxed);
+        if !more {
+            break;
+        }
+        tick += 1;
+        chats_in.advance_to(tick);
+        dead_in.advance_to(tick);
+        chats_in.flush();
+        dead_in.flush();
+        if measure {
+            closed.push_back((tick - 1, Instant::now()));
+        }
+        worker.step();
+        if measure {
+            observe(&mut closed, &mut latency);
+        }
+        while probe.less_than(&tick.saturating_sub(inflight_ticks)) {
+            worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+            if measure {
+                observe(&mut closed, &mut latency);
+            }
+        }
+        if let Some(e) = sink_error(&sinks) {
+            return Err(e);
+        }
+    }
+    progress
+        .bytes
+        .fetch_max(source.bytes_read(), Ordering::Relaxed);
+    drop(chats_in);
+    drop(dead_in);
+    if measure {
+        closed.push_back((tick, Instant::now()));
+    }
+    while !probe.done() {
+        worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+        if measure {
+            observe(&mut closed, &mut latency);
+        }
+    }
+    if measure {
+        observe(&mut closed, &mut latency);
+    }
+    if let Some(e) = sink_error(&sinks) {
+        return Err(e);
+    }
+
+    report.ticks = tick + 1;
+    if index == 0 {
+        report.latency_us = Some(latency);
+        report.rows_written = sinks.iter().map(|s| (s.view(), s.rows_written())).collect();
+        report.glimpse = glimpse(&activity, &top_words, &top_users, 5);
+    }
+    Ok(report)
+}
+
+/// The `n` channels with the most messages, with their top words and users.
+fn glimpse(
+    activity: &SinkHandle<ChannelActivity>,
+    top_words: &SinkHandle<TopWord>,
+    top_users: &SinkHandle<TopUser>,
+    n: usize,
+) -> Vec<ChannelGlimpse> {
+    let mut messages: HashMap<String, i64> = HashMap::new();
+    for (row, diff) in activity.borrow().contents.iter().flatten() {
+        *messages.entry(row.channel.to_string()).or_default() += row.messages * *diff as i64;
+    }
+    let mut busiest: Vec<(String, i64)> = messages.into_iter().collect();
+    busiest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    busiest.truncate(n);
+    let words = top_words.borrow();
+    let users = top_users.borrow();
+    busiest
+        .into_iter()
+        .map(|(channel, messages)| {
+            let mut top_words: Vec<(u32, String, i64)> = words
+                .contents
+                .iter()
+                .flatten()
+                .filter(|(r, _)| r.channel == channel)
+                .map(|(r, _)| (r.rank, r.word.to_string(), r.count))
+                .collect();
+            top_words.sort();
+            let mut top_users: Vec<(u32, String, i64)> = users
+                .contents
+                .iter()
+                .flatten()
+                .filter(|(r, _)| r.channel == channel)
+                .map(|(r, _)| (r.rank, r.user.to_string(), r.messages))
+                .collect();
+            top_users.sort();
+            ChannelGlimpse {
+                channel,
+                messages,
+                top_words: top_words
+                    .into_iter()
+                    .take(5)
+                    .map(|(_, w, c)| (w, c))
+                    .collect(),
+                top_users: top_users
+                    .into_iter()
+                    .take(3)
+                    .map(|(_, u, c)| (u, c))
+                    .collect(),
+            }
+        })
+        .collect()
+}
