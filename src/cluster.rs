@@ -18,8 +18,7 @@ pub fn timely_config(args: &TimelyArgs) -> Result<timely::Config, String> {
     let communication = if processes > 1 {
         let addresses = match &args.hostfile {
             Some(path) => {
-                let file =
-                    std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
                 let addresses: Vec<String> = std::io::BufReader::new(file)
                     .lines()
                     .map(|l| l.map(|l| l.trim().to_owned()))
@@ -36,9 +35,7 @@ pub fn timely_config(args: &TimelyArgs) -> Result<timely::Config, String> {
                 }
                 addresses
             }
-            None => (0..processes)
-                .map(|i| format!("127.0.0.1:{}", 2101 + i))
-                .collect(),
+            None => (0..processes).map(|i| format!("127.0.0.1:{}", 2101 + i)).collect(),
         };
         CommunicationConfig::Cluster {
             threads,

@@ -12,9 +12,7 @@ use chatflow::sources::import::import;
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = real_main() {
@@ -71,8 +69,7 @@ fn real_main() -> Result<()> {
         Command::Import(args) => {
             let report = match &args.out_file {
                 Some(path) => {
-                    let file = std::fs::File::create(path)
-                        .with_context(|| format!("creating {}", path.display()))?;
+                    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
                     import(args.format, &args.files, &mut std::io::BufWriter::new(file))?
                 }
                 None => {
@@ -86,8 +83,7 @@ fn real_main() -> Result<()> {
             eprintln!("chatflow import: {report}");
         }
         Command::Produce(args) => {
-            chatflow::produce::produce_file(&args)
-                .with_context(|| format!("writing {}", args.out_file.display()))?;
+            chatflow::produce::produce_file(&args).with_context(|| format!("writing {}", args.out_file.display()))?;
             eprintln!(
                 "chatflow produce: wrote {} chat events to {}",
                 args.count,

@@ -40,14 +40,13 @@ const CHANNELS: &[&str] = &[
 ];
 
 const COMMON: &[&str] = &[
-    "the", "a", "is", "i", "you", "it", "to", "and", "that", "this", "what", "no", "yes", "lol",
-    "he", "so", "chat", "of", "in", "game", "my", "just", "bro", "for", "not", "on", "was", "we",
-    "omg", "gg", "why", "be", "are", "like", "do", "me", "wtf", "they", "all", "have", "can",
-    "play", "now", "go", "with", "how", "one", "but", "get", "lmao", "stream", "good", "nice",
-    "win", "streamer", "here", "love", "man", "when", "did", "got", "time", "first", "team",
-    "dude", "guys", "clip", "insane", "bad", "never", "again", "mods", "hype", "sub", "next",
-    "round", "kill", "dead", "ez", "clutch", "throw", "ult", "boss", "run", "map", "sus", "based",
-    "true", "real", "w", "l", "2", "10", "100", "1v1", "2024", "o7",
+    "the", "a", "is", "i", "you", "it", "to", "and", "that", "this", "what", "no", "yes", "lol", "he", "so", "chat",
+    "of", "in", "game", "my", "just", "bro", "for", "not", "on", "was", "we", "omg", "gg", "why", "be", "are", "like",
+    "do", "me", "wtf", "they", "all", "have", "can", "play", "now", "go", "with", "how", "one", "but", "get", "lmao",
+    "stream", "good", "nice", "win", "streamer", "here", "love", "man", "when", "did", "got", "time", "first", "team",
+    "dude", "guys", "clip", "insane", "bad", "never", "again", "mods", "hype", "sub", "next", "round", "kill", "dead",
+    "ez", "clutch", "throw", "ult", "boss", "run", "map", "sus", "based", "true", "real", "w", "l", "2", "10", "100",
+    "1v1", "2024", "o7",
 ];
 
 const EMOTES: &[&str] = &[
@@ -131,8 +130,8 @@ const SYMBOLS: &[&str] = &[
 ];
 
 const SYLLABLES: &[&str] = &[
-    "ka", "zu", "mi", "ro", "te", "la", "po", "gri", "ven", "dor", "shi", "xo", "qua", "bel",
-    "nik", "tor", "ful", "ex", "yo", "sa",
+    "ka", "zu", "mi", "ro", "te", "la", "po", "gri", "ven", "dor", "shi", "xo", "qua", "bel", "nik", "tor", "ful",
+    "ex", "yo", "sa",
 ];
 
 /// A made-up but stable word or name for index `i`.
@@ -155,11 +154,7 @@ fn channel_name(i: u64) -> String {
 }
 
 fn user_name(i: u64) -> String {
-    format!(
-        "{}{}",
-        made_up(i.wrapping_mul(2_654_435_761) % 8000, 2),
-        i % 1000
-    )
+    format!("{}{}", made_up(i.wrapping_mul(2_654_435_761) % 8000, 2), i % 1000)
 }
 
 #[derive(Serialize)]
@@ -198,8 +193,7 @@ fn vocabulary(size: usize) -> Vec<String> {
             } else {
                 common.next()
             };
-            pick.map(|w| (*w).to_owned())
-                .unwrap_or_else(|| made_up(rank as u64, 2))
+            pick.map(|w| (*w).to_owned()).unwrap_or_else(|| made_up(rank as u64, 2))
         })
         .collect()
 }
@@ -244,9 +238,8 @@ impl ChatGenerator {
             let roll: f64 = rng.gen();
             if roll < 0.04 {
                 self.text.push('@');
-                self.text.push_str(&user_name(
-                    (self.user_zipf.sample(rng) as u64 - 1) % self.users,
-                ));
+                self.text
+                    .push_str(&user_name((self.user_zipf.sample(rng) as u64 - 1) % self.users));
             } else if roll < 0.10 {
                 self.text.push_str(SYMBOLS[rng.gen_range(0..SYMBOLS.len())]);
             } else if roll < 0.14 {

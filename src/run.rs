@@ -92,8 +92,10 @@ pub fn execute(job: Job, timely: &TimelyArgs) -> Result<Outcome> {
 
     let bar = ProgressBar::with_draw_target(Some(input_bytes), ProgressDrawTarget::stderr());
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})")
-            .expect("valid progress template"),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        )
+        .expect("valid progress template"),
     );
     while guards.guards().iter().any(|g| !g.is_finished()) {
         bar.set_position(progress.bytes.load(Ordering::Relaxed));
@@ -134,7 +136,11 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
         events as f64 / outcome.seconds.max(1e-9),
         outcome.workers,
         outcome.processes,
-        if outcome.processes > 1 { ", this process's share" } else { "" },
+        if outcome.processes > 1 {
+            ", this process's share"
+        } else {
+            ""
+        },
     );
     if unrouted > 0 {
         let _ = writeln!(
@@ -154,16 +160,8 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
     if !glimpse.is_empty() {
         let _ = writeln!(s, "busiest channels:");
         for g in glimpse {
-            let words: Vec<String> = g
-                .top_words
-                .iter()
-                .map(|(w, c)| format!("{w} ({c})"))
-                .collect();
-            let users: Vec<String> = g
-                .top_users
-                .iter()
-                .map(|(u, c)| format!("{u} ({c})"))
-                .collect();
+            let words: Vec<String> = g.top_words.iter().map(|(w, c)| format!("{w} ({c})")).collect();
+            let users: Vec<String> = g.top_users.iter().map(|(u, c)| format!("{u} ({c})")).collect();
             let _ = writeln!(
                 s,
                 "  {:<16} {:>9} messages  top words: {}",
@@ -171,13 +169,7 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
                 g.messages,
                 words.join(", ")
             );
-            let _ = writeln!(
-                s,
-                "  {:<16} {:>9}           top users: {}",
-                "",
-                "",
-                users.join(", ")
-            );
+            let _ = writeln!(s, "  {:<16} {:>9}           top users: {}", "", "", users.join(", "));
         }
     }
     s

@@ -101,43 +101,36 @@ impl<R: ViewRow> SinkStatus for SinkHandle<R> {
 
 /// Builds the dataflow on `worker`, feeds it this worker's share of the inputs and steps it
 /// until every view's changes are written.
-pub fn run_worker(
-    worker: &mut Worker,
-    job: &Job,
-    progress: &Progress,
-) -> Result<WorkerReport, String> {
+pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> Result<WorkerReport, String> {
     let index = worker.index();
     let peers = worker.peers();
     let probe = ProbeHandle::new();
     let out = job.out.clone();
     let chat_config = job.chat.clone();
 
-    let (mut chats_in, mut dead_in, sinks, activity, top_words, top_users) = worker
-        .dataflow::<u64, _, _>(|scope| {
-            let (chats_in, chats) = scope.new_collection::<Chat, Diff>();
-            let (dead_in, dead) = scope.new_collection::<DeadLetter, Diff>();
-            let views = chat_views(chats, &chat_config);
+    let (mut chats_in, mut dead_in, sinks, activity, top_words, top_users) = worker.dataflow::<u64, _, _>(|scope| {
+        let (chats_in, chats) = scope.new_collection::<Chat, Diff>();
+        let (dead_in, dead) = scope.new_collection::<DeadLetter, Diff>();
+        let views = chat_views(chats, &chat_config);
 
-            let (s1, word_counts) = csv_sink(views.word_counts, &out, false);
-            let (s2, activity) = csv_sink(views.channel_activity, &out, true);
-            let (s3, user_counts) = csv_sink(views.user_counts, &out, false);
-            let (s4, top_words) = csv_sink(views.top_words, &out, true);
-            let (s5, top_users) = csv_sink(views.top_users, &out, true);
-            let (s6, dead_letters) = csv_sink(dead, &out, false);
-            scope
-                .concatenate([s1, s2, s3, s4, s5, s6])
-                .probe_with(&probe);
+        let (s1, word_counts) = csv_sink(views.word_counts, &out, false);
+        let (s2, activity) = csv_sink(views.channel_activity, &out, true);
+        let (s3, user_counts) = csv_sink(views.user_counts, &out, false);
+        let (s4, top_words) = csv_sink(views.top_words, &out, true);
+        let (s5, top_users) = csv_sink(views.top_users, &out, true);
+        let (s6, dead_letters) = csv_sink(dead, &out, false);
+        scope.concatenate([s1, s2, s3, s4, s5, s6]).probe_with(&probe);
 
-            let sinks: Vec<Box<dyn SinkStatus>> = vec![
-                Box::new(word_counts),
-                Box::new(activity.clone()),
-                Box::new(user_counts),
-                Box::new(top_words.clone()),
-                Box::new(top_users.clone()),
-                Box::new(dead_letters),
-            ];
-            (chats_in, dead_in, sinks, activity, top_words, top_users)
-        });
+        let sinks: Vec<Box<dyn SinkStatus>> = vec![
+            Box::new(word_counts),
+            Box::new(activity.clone()),
+            Box::new(user_counts),
+            Box::new(top_words.clone()),
+            Box::new(top_users.clone()),
+            Box::new(dead_letters),
+        ];
+        (chats_in, dead_in, sinks, activity, top_words, top_users)
+    });
     let sink_error = |sinks: &[Box<dyn SinkStatus>]| sinks.iter().find_map(|s| s.error());
     if let Some(e) = sink_error(&sinks) {
         return Err(e);
@@ -150,8 +143,7 @@ pub fn run_worker(
     let mut source = FileSource::new(job.inputs.clone(), index, peers);
     let inflight_ticks = (job.max_inflight / job.batch).max(1);
     let measure = index == 0;
-    let mut latency =
-        Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
     let mut closed: VecDeque<(u64, Instant)> = VecDeque::new();
     let observe = |closed: &mut VecDeque<(u64, Instant)>, latency: &mut Histogram<u64>| {
         let frontier = probe.with_frontier(|f| f.first().copied());
@@ -171,15 +163,8 @@ pub fn run_worker(
             .read_until(end, |line: Line| {
                 report.lines += 1;
                 if let Some(length) = line.oversized {
-                    let error = format!(
-                        "line of {length} bytes exceeds the limit of {MAX_RECORD_BYTES} bytes"
-                    );
-                    dead_in.insert(dead_letter(
-                        line.source,
-                        line.line_no.to_string(),
-                        error,
-                        line.bytes,
-                    ));
+                    let error = format!("line of {length} bytes exceeds the limit of {MAX_RECORD_BYTES} bytes");
+                    dead_in.insert(dead_letter(line.source, line.line_no.to_string(), error, line.bytes));
                     report.dead_letters += 1;
                     return;
                 }
@@ -194,21 +179,14 @@ pub fn run_worker(
                     }
                     Ok(_) => report.unrouted += 1,
                     Err(error) => {
-                        dead_in.insert(dead_letter(
-                            line.source,
-                            line.line_no.to_string(),
-                            error,
-                            line.bytes,
-                        ));
+                        dead_in.insert(dead_letter(line.source, line.line_no.to_string(), error, line.bytes));
                         report.dead_letters += 1;
                     }
                 }
             })
             .map_err(|e| format!("reading input: {e}"))?;
         // Every worker scans all bytes; the bar shows the one furthest ahead.
-        progress
-            .bytes
-            .fetch_max(source.bytes_read(), Ordering::Relaxed);
+        progress.bytes.fetch_max(source.bytes_read(), Ordering::Relaxed);
         if !more {
             break;
         }
@@ -234,9 +212,7 @@ pub fn run_worker(
             return Err(e);
         }
     }
-    progress
-        .bytes
-        .fetch_max(source.bytes_read(), Ordering::Relaxed);
+    progress.bytes.fetch_max(source.bytes_read(), Ordering::Relaxed);
     drop(chats_in);
     drop(dead_in);
     if measure {
@@ -302,16 +278,8 @@ fn glimpse(
             ChannelGlimpse {
                 channel,
                 messages,
-                top_words: top_words
-                    .into_iter()
-                    .take(5)
-                    .map(|(_, w, c)| (w, c))
-                    .collect(),
-                top_users: top_users
-                    .into_iter()
-                    .take(3)
-                    .map(|(_, u, c)| (u, c))
-                    .collect(),
+                top_words: top_words.into_iter().take(5).map(|(_, w, c)| (w, c)).collect(),
+                top_users: top_users.into_iter().take(3).map(|(_, u, c)| (u, c)).collect(),
             }
         })
         .collect()

@@ -91,20 +91,14 @@ where
 pub fn split_messages<'s, T: Timestamp>(
     chats: VecCollection<'s, T, Chat>,
     window_secs: i64,
-) -> (
-    VecCollection<'s, T, WordKey>,
-    VecCollection<'s, T, (MessageKey, usize)>,
-) {
+) -> (VecCollection<'s, T, WordKey>, VecCollection<'s, T, (MessageKey, usize)>) {
     let mut builder = OperatorBuilder::new("SplitMessages".to_owned(), chats.inner.scope());
     let mut input = builder.new_input(chats.inner, Pipeline);
     let (words_out, words) = builder.new_output();
     let (messages_out, messages) = builder.new_output();
-    let mut words_out =
-        OutputBuilder::<_, CapacityContainerBuilder<Vec<(WordKey, T, Diff)>>>::from(words_out);
-    let mut messages_out = OutputBuilder::<
-        _,
-        CapacityContainerBuilder<Vec<((MessageKey, usize), T, Diff)>>,
-    >::from(messages_out);
+    let mut words_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<(WordKey, T, Diff)>>>::from(words_out);
+    let mut messages_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<((MessageKey, usize), T, Diff)>>>::from(messages_out);
 
     builder.build(move |initial| {
         drop(initial);
@@ -140,23 +134,20 @@ fn word_counts<'s, T>(words: VecCollection<'s, T, WordKey>) -> VecCollection<'s,
 where
     T: Timestamp + Lattice + TotalOrder,
 {
-    words
-        .arrange_by_self_named("Arrange: word_counts")
-        .count_total()
-        .map(
-            |(
-                Hashed {
-                    key: (channel, window_start, word),
-                    ..
-                },
-                count,
-            )| WordCount {
-                channel,
-                window_start,
-                word,
-                count: count as i64,
+    words.arrange_by_self_named("Arrange: word_counts").count_total().map(
+        |(
+            Hashed {
+                key: (channel, window_start, word),
+                ..
             },
-        )
+            count,
+        )| WordCount {
+            channel,
+            window_start,
+            word,
+            count: count as i64,
+        },
+    )
 }
 
 /// returns `top_words`: per channel the `k` most frequent words of all time.
@@ -181,9 +172,7 @@ where
 }
 
 /// returns `user_counts`: per (channel, user) the number of messages of all time.
-fn user_counts<'s, T>(
-    messages: VecCollection<'s, T, (MessageKey, usize)>,
-) -> VecCollection<'s, T, UserCount>
+fn user_counts<'s, T>(messages: VecCollection<'s, T, (MessageKey, usize)>) -> VecCollection<'s, T, UserCount>
 where
     T: Timestamp + Lattice + TotalOrder + Hash,
 {
@@ -191,29 +180,22 @@ where
         messages.map(|(m, _)| Hashed::new((m.key.0, m.key.2))),
         "Preaggregate: channel users",
     );
-    users
-        .arrange_by_self_named("Arrange: user_counts")
-        .count_total()
-        .map(
-            |(
-                Hashed {
-                    key: (channel, user),
-                    ..
-                },
-                messages,
-            )| UserCount {
-                channel,
-                user,
-                messages: messages as i64,
+    users.arrange_by_self_named("Arrange: user_counts").count_total().map(
+        |(
+            Hashed {
+                key: (channel, user), ..
             },
-        )
+            messages,
+        )| UserCount {
+            channel,
+            user,
+            messages: messages as i64,
+        },
+    )
 }
 
 /// returns `top_users`: per channel the `k` users with the most messages.
-fn top_users<'s, T>(
-    user_counts: VecCollection<'s, T, UserCount>,
-    k: usize,
-) -> VecCollection<'s, T, TopUser>
+fn top_users<'s, T>(user_counts: VecCollection<'s, T, UserCount>, k: usize) -> VecCollection<'s, T, TopUser>
 where
     T: Timestamp + Lattice + TotalOrder,
 {
@@ -231,33 +213,20 @@ where
 /// Messages and words are summed as a difference pair, chatters come from the distinct
 /// (channel, window, user) triples; one `count_total` over the triple difference
 /// (messages, words, chatters) joins them without a join.
-fn channel_activity<'s, T>(
-    messages: VecCollection<'s, T, (MessageKey, usize)>,
-) -> VecCollection<'s, T, ChannelActivity>
+fn channel_activity<'s, T>(messages: VecCollection<'s, T, (MessageKey, usize)>) -> VecCollection<'s, T, ChannelActivity>
 where
     T: Timestamp + Lattice + TotalOrder + Hash,
 {
     let sizes = preaggregate(
-        messages.clone().explode(|(m, words)| {
-            Some((
-                Hashed::new((m.key.0, m.key.1)),
-                (1 as Diff, words as Diff, 0 as Diff),
-            ))
-        }),
+        messages
+            .clone()
+            .explode(|(m, words)| Some((Hashed::new((m.key.0, m.key.1)), (1 as Diff, words as Diff, 0 as Diff)))),
         "Preaggregate: window sizes",
     );
-    let chatters = preaggregate(
-        messages.map(|(key, _)| key),
-        "Preaggregate: window chatters",
-    )
-    .arrange_by_self_named("Arrange: window chatters")
-    .threshold_total(|_, count| if *count > 0 { 1 as Diff } else { 0 })
-    .explode(|m| {
-        Some((
-            Hashed::new((m.key.0, m.key.1)),
-            (0 as Diff, 0 as Diff, 1 as Diff),
-        ))
-    });
+    let chatters = preaggregate(messages.map(|(key, _)| key), "Preaggregate: window chatters")
+        .arrange_by_self_named("Arrange: window chatters")
+        .threshold_total(|_, count| if *count > 0 { 1 as Diff } else { 0 })
+        .explode(|m| Some((Hashed::new((m.key.0, m.key.1)), (0 as Diff, 0 as Diff, 1 as Diff))));
     sizes
         .concat(chatters)
         .arrange_by_self_named("Arrange: channel_activity")

@@ -23,10 +23,7 @@ use crate::Diff;
 ///
 /// Stateless between activations, so it never delays data; it only merges what arrives
 /// together (typically one input batch of one worker).
-pub fn preaggregate<'s, T, D, R>(
-    updates: VecCollection<'s, T, D, R>,
-    name: &str,
-) -> VecCollection<'s, T, D, R>
+pub fn preaggregate<'s, T, D, R>(updates: VecCollection<'s, T, D, R>, name: &str) -> VecCollection<'s, T, D, R>
 where
     T: Timestamp + Hash,
     D: Data + Hash + Eq,
@@ -34,33 +31,29 @@ where
 {
     updates
         .inner
-        .unary::<CapacityContainerBuilder<Vec<(D, T, R)>>, _, _, _>(
-            Pipeline,
-            name,
-            |_cap, _info| {
-                let mut sums: HashMap<(D, T), R, RandomState> = HashMap::default();
-                move |input, output| {
-                    input.for_each_stamp(|cap, containers| {
-                        for container in containers {
-                            for (data, time, diff) in container.drain(..) {
-                                match sums.entry((data, time)) {
-                                    Entry::Occupied(mut e) => e.get_mut().plus_equals(&diff),
-                                    Entry::Vacant(e) => {
-                                        e.insert(diff);
-                                    }
+        .unary::<CapacityContainerBuilder<Vec<(D, T, R)>>, _, _, _>(Pipeline, name, |_cap, _info| {
+            let mut sums: HashMap<(D, T), R, RandomState> = HashMap::default();
+            move |input, output| {
+                input.for_each_stamp(|cap, containers| {
+                    for container in containers {
+                        for (data, time, diff) in container.drain(..) {
+                            match sums.entry((data, time)) {
+                                Entry::Occupied(mut e) => e.get_mut().plus_equals(&diff),
+                                Entry::Vacant(e) => {
+                                    e.insert(diff);
                                 }
                             }
                         }
-                        let mut session = output.session(&cap);
-                        for ((data, time), diff) in sums.drain() {
-                            if !diff.is_zero() {
-                                session.give((data, time, diff));
-                            }
+                    }
+                    let mut session = output.session(&cap);
+                    for ((data, time), diff) in sums.drain() {
+                        if !diff.is_zero() {
+                            session.give((data, time, diff));
                         }
-                    });
-                }
-            },
-        )
+                    }
+                });
+            }
+        })
         .as_collection()
 }
 
@@ -135,56 +128,47 @@ where
     let exchange = Exchange::new(|update: &(((G, I), Diff), T, Diff)| ((update.0).0).0.hashed());
     counts
         .inner
-        .unary_frontier::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
-            exchange,
-            name,
-            move |_cap, _info| {
-                let mut pending: BTreeMap<T, (Capability<T>, Vec<(G, I, Diff, Diff)>)> =
-                    BTreeMap::new();
-                let mut groups: HashMap<G, Ranking<I>, RandomState> = HashMap::default();
-                move |(input, frontier), output| {
-                    let port = output.output_index();
-                    input.for_each_stamp(|cap, containers| {
-                        for container in containers {
-                            for (((group, item), count), time, diff) in container.drain(..) {
-                                pending
-                                    .entry(time.clone())
-                                    .or_insert_with(|| (cap.delayed(&time, port), Vec::new()))
-                                    .1
-                                    .push((group, item, count, diff));
-                            }
+        .unary_frontier::<CapacityContainerBuilder<Vec<_>>, _, _, _>(exchange, name, move |_cap, _info| {
+            let mut pending: BTreeMap<T, (Capability<T>, Vec<(G, I, Diff, Diff)>)> = BTreeMap::new();
+            let mut groups: HashMap<G, Ranking<I>, RandomState> = HashMap::default();
+            move |(input, frontier), output| {
+                let port = output.output_index();
+                input.for_each_stamp(|cap, containers| {
+                    for container in containers {
+                        for (((group, item), count), time, diff) in container.drain(..) {
+                            pending
+                                .entry(time.clone())
+                                .or_insert_with(|| (cap.delayed(&time, port), Vec::new()))
+                                .1
+                                .push((group, item, count, diff));
                         }
-                    });
-                    while let Some(entry) = pending.first_entry() {
-                        if frontier.less_equal(entry.key()) {
-                            break;
-                        }
-                        let (time, (cap, updates)) = entry.remove_entry();
-                        let mut touched = HashSet::<G, RandomState>::default();
-                        for (group, item, count, diff) in updates {
-                            groups
-                                .entry(group.clone())
-                                .or_insert_with(Ranking::new)
-                                .update(item, count, diff);
-                            touched.insert(group);
-                        }
-                        let mut session = output.session(&cap);
-                        for group in touched {
-                            let ranking = groups.get_mut(&group).expect("touched groups exist");
-                            ranking.refresh(k, |rank, item, count, diff| {
-                                session.give((
-                                    (group.clone(), rank, item.clone(), count),
-                                    time.clone(),
-                                    diff,
-                                ));
-                            });
-                            if ranking.entries.is_empty() && ranking.top.is_empty() {
-                                groups.remove(&group);
-                            }
+                    }
+                });
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (time, (cap, updates)) = entry.remove_entry();
+                    let mut touched = HashSet::<G, RandomState>::default();
+                    for (group, item, count, diff) in updates {
+                        groups
+                            .entry(group.clone())
+                            .or_insert_with(Ranking::new)
+                            .update(item, count, diff);
+                        touched.insert(group);
+                    }
+                    let mut session = output.session(&cap);
+                    for group in touched {
+                        let ranking = groups.get_mut(&group).expect("touched groups exist");
+                        ranking.refresh(k, |rank, item, count, diff| {
+                            session.give(((group.clone(), rank, item.clone(), count), time.clone(), diff));
+                        });
+                        if ranking.entries.is_empty() && ranking.top.is_empty() {
+                            groups.remove(&group);
                         }
                     }
                 }
-            },
-        )
+            }
+        })
         .as_collection()
 }

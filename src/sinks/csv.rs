@@ -84,77 +84,71 @@ pub fn csv_sink<'s, R: ViewRow>(
     };
     let handle = Rc::clone(&shared);
     let exchange = Exchange::new(|_: &(R, u64, Diff)| 0);
-    let stream = rows
-        .inner
-        .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
-            exchange,
-            &format!("CsvSink({})", R::VIEW),
-            move |_cap, _info| {
-                let mut pending: BTreeMap<u64, (Capability<u64>, Vec<(R, Diff)>)> = BTreeMap::new();
-                let mut record = csv::ByteRecord::new();
-                move |(input, frontier), output| {
-                    let port = output.output_index();
-                    input.for_each_stamp(|cap, containers| {
-                        for container in containers {
-                            for (row, time, diff) in container.drain(..) {
-                                pending
-                                    .entry(time)
-                                    .or_insert_with(|| (cap.delayed(&time, port), Vec::new()))
-                                    .1
-                                    .push((row, diff));
-                            }
+    let stream = rows.inner.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        exchange,
+        &format!("CsvSink({})", R::VIEW),
+        move |_cap, _info| {
+            let mut pending: BTreeMap<u64, (Capability<u64>, Vec<(R, Diff)>)> = BTreeMap::new();
+            let mut record = csv::ByteRecord::new();
+            move |(input, frontier), output| {
+                let port = output.output_index();
+                input.for_each_stamp(|cap, containers| {
+                    for container in containers {
+                        for (row, time, diff) in container.drain(..) {
+                            pending
+                                .entry(time)
+                                .or_insert_with(|| (cap.delayed(&time, port), Vec::new()))
+                                .1
+                                .push((row, diff));
                         }
-                    });
-                    let mut wrote = false;
-                    let mut shared = shared.borrow_mut();
-                    while let Some(entry) = pending.first_entry() {
-                        if frontier.less_equal(entry.key()) {
-                            break;
-                        }
-                        let (time, (_cap, mut updates)) = entry.remove_entry();
-                        consolidate(&mut updates);
-                        if let Some(w) = writer.as_mut() {
-                            for (row, diff) in &updates {
-                                update_record(row, time, *diff, &mut record);
-                                if let Err(e) = w.write_byte_record(&record) {
-                                    shared
-                                        .error
-                                        .get_or_insert_with(|| format!("{}: {e}", path.display()));
-                                    writer = None;
-                                    break;
-                                }
-                            }
-                        }
-                        shared.rows_written += updates.len() as u64;
-                        if let Some(contents) = shared.contents.as_mut() {
-                            for (row, diff) in updates {
-                                match contents.entry(row) {
-                                    Entry::Occupied(mut e) => {
-                                        *e.get_mut() += diff;
-                                        if *e.get() == 0 {
-                                            e.remove();
-                                        }
-                                    }
-                                    Entry::Vacant(e) => {
-                                        e.insert(diff);
-                                    }
-                                }
-                            }
-                        }
-                        wrote = true;
                     }
-                    if wrote || frontier.is_empty() {
-                        if let Some(w) = writer.as_mut() {
-                            if let Err(e) = w.flush() {
-                                shared
-                                    .error
-                                    .get_or_insert_with(|| format!("{}: {e}", path.display()));
+                });
+                let mut wrote = false;
+                let mut shared = shared.borrow_mut();
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (time, (_cap, mut updates)) = entry.remove_entry();
+                    consolidate(&mut updates);
+                    if let Some(w) = writer.as_mut() {
+                        for (row, diff) in &updates {
+                            update_record(row, time, *diff, &mut record);
+                            if let Err(e) = w.write_byte_record(&record) {
+                                shared.error.get_or_insert_with(|| format!("{}: {e}", path.display()));
                                 writer = None;
+                                break;
                             }
+                        }
+                    }
+                    shared.rows_written += updates.len() as u64;
+                    if let Some(contents) = shared.contents.as_mut() {
+                        for (row, diff) in updates {
+                            match contents.entry(row) {
+                                Entry::Occupied(mut e) => {
+                                    *e.get_mut() += diff;
+                                    if *e.get() == 0 {
+                                        e.remove();
+                                    }
+                                }
+                                Entry::Vacant(e) => {
+                                    e.insert(diff);
+                                }
+                            }
+                        }
+                    }
+                    wrote = true;
+                }
+                if wrote || frontier.is_empty() {
+                    if let Some(w) = writer.as_mut() {
+                        if let Err(e) = w.flush() {
+                            shared.error.get_or_insert_with(|| format!("{}: {e}", path.display()));
+                            writer = None;
                         }
                     }
                 }
-            },
-        );
+            }
+        },
+    );
     (stream, handle)
 }

@@ -34,8 +34,7 @@ impl ViewRow for WordCount {
 
 impl ViewRow for ChannelActivity {
     const VIEW: &'static str = "channel_activity";
-    const COLUMNS: &'static [&'static str] =
-        &["channel", "window_start", "messages", "words", "chatters"];
+    const COLUMNS: &'static [&'static str] = &["channel", "window_start", "messages", "words", "chatters"];
     fn push_fields(&self, r: &mut csv::ByteRecord) {
         text(r, &self.channel);
         int(r, self.window_start);

@@ -140,8 +140,7 @@ mod tests {
 
     #[test]
     fn kinds_by_fields() {
-        let chat =
-            decode(br#"{"ts":1,"channel":"c","user":"u","text":"hi","extra":[1,2]}"#).unwrap();
+        let chat = decode(br#"{"ts":1,"channel":"c","user":"u","text":"hi","extra":[1,2]}"#).unwrap();
         assert!(matches!(chat, Event::Chat(Chat { ts: 1, .. })));
         let edge = decode(br#"{"ts":2,"src":"a","dst":"b"}"#).unwrap();
         assert_eq!(
@@ -164,21 +163,9 @@ mod tests {
             })
         ));
         let viewers = decode(br#"{"ts":3,"channel":"c","viewers":10}"#).unwrap();
-        assert!(matches!(
-            viewers,
-            Event::Viewers(Viewers { viewers: 10, .. })
-        ));
-        let post = decode(
-            br#"{"ts":4,"id":"p","user":"u","text":"t","place":"Melbourne","retweet_of":null}"#,
-        )
-        .unwrap();
-        assert!(matches!(
-            post,
-            Event::Post(Post {
-                retweet_of: None,
-                ..
-            })
-        ));
+        assert!(matches!(viewers, Event::Viewers(Viewers { viewers: 10, .. })));
+        let post = decode(br#"{"ts":4,"id":"p","user":"u","text":"t","place":"Melbourne","retweet_of":null}"#).unwrap();
+        assert!(matches!(post, Event::Post(Post { retweet_of: None, .. })));
     }
 
     #[test]
@@ -194,12 +181,8 @@ mod tests {
         assert!(err(br#"{"ts":1,"channel":"c","text":"x"}"#).contains("lacks field `user`"));
         assert!(err(br#"{"ts":"x","channel":"c","user":"u","text":"x"}"#).contains("invalid type"));
         assert!(err(br#"{"ts":1.5,"channel":"c","user":"u","text":"x"}"#).contains("invalid type"));
-        assert!(err(br#"{"ts":1,"channel":"c","user":"u","text":"x""#)
-            .starts_with("invalid JSON event"));
-        assert!(
-            err(b"{\"ts\":1,\"channel\":\"\xff\",\"user\":\"u\",\"text\":\"x\"}")
-                .starts_with("invalid UTF-8")
-        );
+        assert!(err(br#"{"ts":1,"channel":"c","user":"u","text":"x""#).starts_with("invalid JSON event"));
+        assert!(err(b"{\"ts\":1,\"channel\":\"\xff\",\"user\":\"u\",\"text\":\"x\"}").starts_with("invalid UTF-8"));
         assert!(err(br#"{"ts":1}"#).starts_with("not an event"));
         assert!(err(br#"[1,2]"#).starts_with("invalid JSON event"));
         assert!(err(br#"{"ts":1,"src":"a","dst":"b","op":"mul"}"#).contains("unknown op"));

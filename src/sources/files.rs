@@ -158,8 +158,7 @@ impl FileSource {
 }
 
 fn open(path: &Path) -> io::Result<OpenFile> {
-    let file = File::open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let file = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     Ok(OpenFile {
         name: path.display().to_string(),
         reader: BufReader::with_capacity(1 << 20, file),
@@ -170,11 +169,7 @@ fn open(path: &Path) -> io::Result<OpenFile> {
 /// Reads one line. If `keep`, its bytes (without `\n`) go to `line`, cut to [`MAX_RAW_BYTES`]
 /// when the line is longer than [`MAX_RECORD_BYTES`]. Returns the bytes consumed and the
 /// line's length, or `None` at the end of the file.
-fn next_line(
-    reader: &mut BufReader<File>,
-    keep: bool,
-    line: &mut Vec<u8>,
-) -> io::Result<Option<(u64, u64)>> {
+fn next_line(reader: &mut BufReader<File>, keep: bool, line: &mut Vec<u8>) -> io::Result<Option<(u64, u64)>> {
     line.clear();
     let mut consumed = 0u64;
     let mut length = 0u64;

@@ -19,6 +19,8 @@ use std::path::Path;
 use chrono::{DateTime, NaiveDateTime};
 use serde::Serialize;
 
+use crate::sources::decode::MAX_RECORD_BYTES;
+
 /// The log formats `chatflow import` reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ImportFormat {
@@ -72,35 +74,28 @@ struct ChatLine<'a> {
 }
 
 /// Imports `files` in `format`, writing one chat event per line to `out`.
-pub fn import(
-    format: ImportFormat,
-    files: &[impl AsRef<Path>],
-    out: &mut impl Write,
-) -> io::Result<ImportReport> {
+pub fn import(format: ImportFormat, files: &[impl AsRef<Path>], out: &mut impl Write) -> io::Result<ImportReport> {
     let mut report = ImportReport::default();
     for file in files {
         let file = file.as_ref();
-        let reader = io::BufReader::new(
-            std::fs::File::open(file)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.display())))?,
-        );
         let name = file.display().to_string();
+        let open_error = |e: io::Error| io::Error::new(e.kind(), format!("{name}: {e}"));
         match format {
-            ImportFormat::TwitchCsv => import_csv(&name, reader, out, &mut report)?,
-            ImportFormat::TwitchIrc => import_irc(&name, reader, out, &mut report)?,
+            ImportFormat::TwitchCsv => {
+                let data = std::fs::read(file).map_err(open_error)?;
+                import_csv(&name, &data, out, &mut report)?
+            }
+            ImportFormat::TwitchIrc => {
+                let reader = io::BufReader::new(std::fs::File::open(file).map_err(open_error)?);
+                import_irc(&name, reader, out, &mut report)?
+            }
         }
     }
     out.flush()?;
     Ok(report)
 }
 
-fn write_event(
-    out: &mut impl Write,
-    ts: i64,
-    channel: &str,
-    user: &str,
-    text: &str,
-) -> io::Result<()> {
+fn write_event(out: &mut impl Write, ts: i64, channel: &str, user: &str, text: &str) -> io::Result<()> {
     let text = clean_text(text);
     serde_json::to_writer(
         &mut *out,
@@ -131,14 +126,10 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp_millis());
     }
-    [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%d_%H:%M:%S%.f",
-    ]
-    .iter()
-    .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-    .map(|t| t.and_utc().timestamp_millis())
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d_%H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+        .map(|t| t.and_utc().timestamp_millis())
 }
 
 struct Columns {
@@ -162,26 +153,61 @@ fn header_columns(fields: &[String]) -> Option<Columns> {
     })
 }
 
-fn import_csv(
-    name: &str,
-    reader: impl io::Read,
-    out: &mut impl Write,
-    report: &mut ImportReport,
-) -> io::Result<()> {
+/// A parsed CSV record waiting to be written.
+struct Held {
+    start: usize,
+    line: u64,
+    ts: i64,
+    channel: String,
+    user: String,
+    text: String,
+}
+
+/// Physical line numbers of byte offsets: the csv crate's own line count skips blank lines.
+struct LineIndex {
+    newlines: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(data: &[u8]) -> Self {
+        LineIndex {
+            newlines: memchr::memchr_iter(b'\n', data).collect(),
+        }
+    }
+    /// The 1-based line of the first byte at or after `offset` that is not a line end.
+    fn line_of(&self, data: &[u8], mut offset: usize) -> u64 {
+        while offset < data.len() && (data[offset] == b'\n' || data[offset] == b'\r') {
+            offset += 1;
+        }
+        self.newlines.partition_point(|&n| n < offset) as u64 + 1
+    }
+}
+
+/// Imports one CSV log, read whole (line numbers and the truncation check need the bytes).
+fn import_csv(name: &str, data: &[u8], out: &mut impl Write, report: &mut ImportReport) -> io::Result<()> {
+    let lines = LineIndex::new(data);
+    // Each record is written once the next one has been read, so that the last one can be
+    // checked for truncation first.
+    let mut held: Option<Held> = None;
+    let flush = |held: Held, out: &mut _, report: &mut ImportReport| -> io::Result<()> {
+        write_event(out, held.ts, &held.channel, &held.user, &held.text)?;
+        report.events += 1;
+        Ok(())
+    };
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(reader);
+        .from_reader(data);
     let mut columns: Option<Columns> = None;
     let mut first = true;
     let mut record = csv::ByteRecord::new();
     loop {
-        let line = csv.position().line() + 1;
+        let start = csv.position().byte() as usize;
         match csv.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(line);
+                let line = lines.line_of(data, e.position().map_or(start, |p| p.byte() as usize));
                 report.unparsed.push(Unparsed {
                     file: name.into(),
                     line,
@@ -190,7 +216,8 @@ fn import_csv(
                 continue;
             }
         }
-        let line = record.position().map(|p| p.line()).unwrap_or(line);
+        let start = record.position().map_or(start, |p| p.byte() as usize);
+        let line = lines.line_of(data, start);
         let mut bad = |reason: String| {
             report.unparsed.push(Unparsed {
                 file: name.into(),
@@ -198,6 +225,13 @@ fn import_csv(
                 reason,
             })
         };
+        if record.as_slice().len() > MAX_RECORD_BYTES {
+            bad(format!(
+                "record of {} bytes exceeds the limit of {MAX_RECORD_BYTES} bytes",
+                record.as_slice().len()
+            ));
+            continue;
+        }
         let fields: Vec<String> = match record
             .iter()
             .map(|f| std::str::from_utf8(f).map(str::to_owned))
@@ -242,8 +276,31 @@ fn import_csv(
             bad("empty channel or user".into());
             continue;
         }
-        write_event(out, ts, channel, user, &fields[c.text])?;
-        report.events += 1;
+        let next = Held {
+            start,
+            line,
+            ts,
+            channel: channel.to_owned(),
+            user: user.to_owned(),
+            text: fields[c.text].clone(),
+        };
+        if let Some(previous) = held.replace(next) {
+            flush(previous, out, report)?;
+        }
+    }
+    if let Some(last) = held {
+        // Cut off: the data ends without a line end inside a quoted field.
+        let tail = &data[last.start..];
+        let truncated = !data.ends_with(b"\n") && memchr::memchr_iter(b'"', tail).count() % 2 == 1;
+        if truncated {
+            report.unparsed.push(Unparsed {
+                file: name.into(),
+                line: last.line,
+                reason: "truncated: the file ends inside a quoted field".into(),
+            });
+        } else {
+            flush(last, out, report)?;
+        }
     }
     Ok(())
 }
@@ -263,10 +320,7 @@ fn parse_irc(line: &str) -> Result<IrcLine<'_>, String> {
     let mut rest = line;
     if rest.starts_with('@') {
         // IRCv3 tags: `@key=value;… :prefix COMMAND …`
-        rest = rest
-            .split_once(' ')
-            .map(|(_, r)| r)
-            .ok_or("tags without a command")?;
+        rest = rest.split_once(' ').map(|(_, r)| r).ok_or("tags without a command")?;
     }
     let prefix = if let Some(r) = rest.strip_prefix(':') {
         let (prefix, r) = r.split_once(' ').ok_or("prefix without a command")?;
@@ -311,12 +365,7 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn import_irc(
-    name: &str,
-    mut reader: impl BufRead,
-    out: &mut impl Write,
-    report: &mut ImportReport,
-) -> io::Result<()> {
+fn import_irc(name: &str, mut reader: impl BufRead, out: &mut impl Write, report: &mut ImportReport) -> io::Result<()> {
     let mut raw = Vec::new();
     let mut line_no = 0u64;
     let mut current: Option<i64> = None;
@@ -333,6 +382,13 @@ fn import_irc(
                 reason,
             })
         };
+        if raw.len() > MAX_RECORD_BYTES {
+            bad(format!(
+                "line of {} bytes exceeds the limit of {MAX_RECORD_BYTES} bytes",
+                raw.len()
+            ));
+            continue;
+        }
         let line = match std::str::from_utf8(&raw) {
             Ok(line) => line.trim_end_matches(['\n', '\r']),
             Err(e) => {
@@ -363,11 +419,7 @@ fn import_irc(
         }
         match parse_irc(irc) {
             Ok(IrcLine::Server) => report.skipped += 1,
-            Ok(IrcLine::Message {
-                user,
-                channel,
-                text,
-            }) => match current {
+            Ok(IrcLine::Message { user, channel, text }) => match current {
                 Some(ts) => {
                     write_event(out, ts, channel, user, text)?;
                     report.events += 1;
@@ -420,14 +472,8 @@ mod tests {
                 text: ":rabbit: x"
             })
         );
-        assert_eq!(
-            parse_irc(":tmi.twitch.tv 001 me :Welcome, GLHF!"),
-            Ok(IrcLine::Server)
-        );
-        assert_eq!(
-            parse_irc(":me!me@me.tmi.twitch.tv JOIN #chan"),
-            Ok(IrcLine::Server)
-        );
+        assert_eq!(parse_irc(":tmi.twitch.tv 001 me :Welcome, GLHF!"), Ok(IrcLine::Server));
+        assert_eq!(parse_irc(":me!me@me.tmi.twitch.tv JOIN #chan"), Ok(IrcLine::Server));
         assert_eq!(parse_irc("PING :tmi.twitch.tv"), Ok(IrcLine::Server));
         assert!(parse_irc(":bob!bob@bob PRIVMSG #chan").is_err());
         assert!(parse_irc("garbage here").is_err());

@@ -1,0 +1,329 @@
+//! The `chatflow` binary end to end: fixture files in, change files out, compared with the
+//! oracle at several worker counts, batch sizes, arrival orders and as two processes.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use crate::oracle::{self, read_chats};
+use crate::support::*;
+
+fn run_views_of(input: &Path, out: &Path, extra: &[&str]) -> crate::oracle::Views {
+    let mut args = vec!["run", "--replay", path_str(input), "--out", path_str(out)];
+    args.extend_from_slice(extra);
+    run_ok(&args);
+    read_views(out, &CHAT_VIEWS)
+}
+
+fn read_bytes(dir: &Path, view: &str) -> Vec<u8> {
+    std::fs::read(dir.join(format!("{view}.csv"))).unwrap()
+}
+
+#[test]
+fn generated_fixture_matches_oracle_at_1_2_4_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = produce(dir.path(), "chat.jsonl", 30_000, 11, 0.02);
+    let expected = oracle::chat_views(&read_chats(&fixture), 60, 10);
+    assert!(
+        expected["word_counts"].len() > 1000,
+        "the fixture is too small to test much"
+    );
+    let mut first: Option<std::path::PathBuf> = None;
+    for workers in ["1", "2", "4"] {
+        let out = dir.path().join(format!("out-w{workers}"));
+        let actual = run_views_of(&fixture, &out, &["-w", workers, "--batch", "1000"]);
+        assert_views_eq(&actual, &expected, &format!("-w {workers}"));
+        // Sorted, consolidated times: the files do not depend on the number of workers.
+        match &first {
+            None => first = Some(out),
+            Some(base) => {
+                for view in CHAT_VIEWS {
+                    assert!(
+                        read_bytes(base, view) == read_bytes(&out, view),
+                        "{view}.csv differs between -w 1 and -w {workers}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn batch_sizes_and_arrival_order_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = produce(dir.path(), "chat.jsonl", 2_000, 5, 0.05);
+    let expected = oracle::chat_views(&read_chats(&fixture), 60, 3);
+    // A shuffled copy: the same events in another arrival order.
+    let mut lines: Vec<String> = std::fs::read_to_string(&fixture)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    for i in (1..lines.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        lines.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+    let shuffled = dir.path().join("shuffled.jsonl");
+    std::fs::write(&shuffled, lines.join("\n") + "\n").unwrap();
+
+    let cases: [(&Path, &str, &[&str]); 4] = [
+        (&fixture, "all at one time", &["--batch", "1000000000"]),
+        (&fixture, "one time per event", &["--batch", "1", "-w", "2"]),
+        (&shuffled, "shuffled, one time per event", &["--batch", "1"]),
+        (&shuffled, "shuffled, batches of 37", &["--batch", "37", "-w", "3"]),
+    ];
+    for (i, (input, name, flags)) in cases.iter().enumerate() {
+        let out = dir.path().join(format!("out{i}"));
+        let mut args = flags.to_vec();
+        args.extend(["--top-k", "3"]);
+        let actual = run_views_of(input, &out, &args);
+        assert_views_eq(&actual, &expected, name);
+    }
+    // One time per event really gives each line its own time.
+    let per_event = consolidated_times(&dir.path().join("out1/user_counts.csv"));
+    assert!(per_event > 1_500, "expected ~2000 distinct times, found {per_event}");
+}
+
+fn consolidated_times(path: &Path) -> usize {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let time_col = reader.headers().unwrap().iter().position(|h| h == "time").unwrap();
+    let times: std::collections::BTreeSet<String> = reader.records().map(|r| r.unwrap()[time_col].to_owned()).collect();
+    times.len()
+}
+
+#[test]
+fn two_processes_equal_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = produce(dir.path(), "chat.jsonl", 8_000, 3, 0.01);
+    let expected = oracle::chat_views(&read_chats(&fixture), 60, 10);
+    let single = dir.path().join("single");
+    run_views_of(&fixture, &single, &["--batch", "500"]);
+
+    let hostfile = dir.path().join("hosts");
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    let out = dir.path().join("cluster");
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            chatflow()
+                .args([
+                    "run",
+                    "--replay",
+                    path_str(&fixture),
+                    "--out",
+                    path_str(&out),
+                    "--batch",
+                    "500",
+                ])
+                .args(["-w", "2", "-n", "2", "-p", &p.to_string(), "-h", path_str(&hostfile)])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (p, child) in children.into_iter().enumerate() {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "process {p} failed: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert_views_eq(&read_views(&out, &CHAT_VIEWS), &expected, "-n 2 -w 2");
+    for view in CHAT_VIEWS {
+        assert!(
+            read_bytes(&single, view) == read_bytes(&out, view),
+            "{view}.csv differs between one process and two"
+        );
+    }
+}
+
+#[test]
+fn bad_input_becomes_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("mixed.jsonl");
+    let good = |i: i64| {
+        format!(
+            r#"{{"ts":{},"channel":"c","user":"u{}","text":"hello world {}"}}"#,
+            1_700_000_000_000 + i,
+            i % 3,
+            i
+        )
+    };
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut push = |line: &[u8]| {
+        bytes.extend_from_slice(line);
+        bytes.push(b'\n');
+    };
+    push(good(1).as_bytes()); // line 1
+    push(b"this is not json"); // 2
+    push(br#"{"ts":5,"channel":"c","text":"no user"}"#); // 3
+    push(br#"{"ts":"five","channel":"c","user":"u","text":"wrong type"}"#); // 4
+    push(b"{\"ts\":6,\"channel\":\"c\",\"user\":\"\xff\xfe\",\"text\":\"bad utf8\"}"); // 5
+    push(br#"{"ts":7,"channel":"c","user":"u","te"#); // 6: truncated
+    let mut huge = br#"{"ts":8,"channel":"c","user":"u","text":""#.to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 2 << 20));
+    huge.extend_from_slice(br#""}"#);
+    push(&huge); // 7: over 1 MiB
+    push(b""); // 8: blank, not an event
+    push(good(2).as_bytes()); // 9
+    push(br#"{"ts":9}"#); // 10: no kind
+    push(b"{\"ts\":10,\"channel\":\"c\",\"user\":\"u\",\"text\":\"crlf\"}\r"); // 11: CRLF is fine
+    std::fs::write(&input, &bytes).unwrap();
+
+    let out = dir.path().join("out");
+    let output = run_ok(&[
+        "run",
+        "--replay",
+        path_str(&input),
+        "--out",
+        path_str(&out),
+        "-w",
+        "2",
+        "--batch",
+        "3",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("3 events read, 7 dead letters"), "summary: {stdout}");
+
+    let dead = consolidated_file(&out.join("dead_letters.csv"), 4);
+    let source = path_str(&input).to_owned();
+    let expect = [
+        ("2", "invalid JSON event"),
+        ("3", "lacks field `user`"),
+        ("4", "invalid type"),
+        ("5", "invalid UTF-8"),
+        ("6", "invalid JSON event"),
+        ("7", "exceeds the limit of 1048576 bytes"),
+        ("10", "not an event"),
+    ];
+    assert_eq!(dead.len(), expect.len(), "dead letters: {dead:#?}");
+    for (position, error) in expect {
+        let row = dead
+            .keys()
+            .find(|r| r[1] == position)
+            .unwrap_or_else(|| panic!("no dead letter for line {position}: {dead:#?}"));
+        assert_eq!(row[0], source);
+        assert!(
+            row[2].contains(error),
+            "line {position}: error {:?} lacks {error:?}",
+            row[2]
+        );
+        assert!(row[3].len() <= 1024, "raw of line {position} is {} bytes", row[3].len());
+    }
+    let raw7 = &dead.keys().find(|r| r[1] == "7").unwrap()[3];
+    assert!(raw7.starts_with(r#"{"ts":8,"#) && raw7.len() == 1024);
+    let raw5 = &dead.keys().find(|r| r[1] == "5").unwrap()[3];
+    assert!(raw5.contains('\u{fffd}'), "non-UTF-8 bytes are replaced: {raw5:?}");
+
+    let valid = read_chats(&input);
+    assert_eq!(valid.len(), 3);
+    assert_views_eq(
+        &read_views(&out, &CHAT_VIEWS),
+        &oracle::chat_views(&valid, 60, 10),
+        "valid lines",
+    );
+}
+
+#[test]
+fn directories_and_repeated_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("inputs");
+    std::fs::create_dir(&inputs).unwrap();
+    let a = produce(&inputs, "a.jsonl", 1_500, 1, 0.0);
+    let b = produce(&inputs, "b.jsonl", 1_500, 2, 0.0);
+    std::fs::write(inputs.join("notes.txt"), "not an input\n").unwrap();
+    let mut all = read_chats(&a);
+    all.extend(read_chats(&b));
+    let expected = oracle::chat_views(&all, 60, 10);
+    let out = dir.path().join("out");
+    // The directory and one of its files again: each file is read once.
+    run_ok(&[
+        "run",
+        "--replay",
+        path_str(&inputs),
+        path_str(&a),
+        "--out",
+        path_str(&out),
+        "-w",
+        "2",
+    ]);
+    assert_views_eq(&read_views(&out, &CHAT_VIEWS), &expected, "directory input");
+}
+
+#[test]
+fn timely_flags_and_help() {
+    let help = run_ok(&["run", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--replay",
+        "--out",
+        "--window",
+        "--top-k",
+        "-w, --threads",
+        "-n, --processes",
+        "-p, --process",
+        "-h, --hostfile",
+    ] {
+        assert!(text.contains(flag), "run --help lacks {flag}:\n{text}");
+    }
+    let bad = chatflow()
+        .args(["run", "--replay", "x.jsonl", "-n", "2", "-p", "2"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let missing = chatflow()
+        .args(["run", "--replay", "/nonexistent/x.jsonl"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/x.jsonl"));
+}
+
+/// The real Twitch chat logs, imported and replayed, against the oracle.
+#[test]
+fn real_twitch_chat_logs_match_oracle() {
+    let Some(csv_dir) = shared_data("twitch-chat-csv") else {
+        return;
+    };
+    let mut files: Vec<_> = std::fs::read_dir(&csv_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+        .collect();
+    files.sort();
+    if let Some(irc) = shared_data("twitch-chat-irc/formatted/admiralbulldog_4_30.csv") {
+        files.push(irc);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("chat.jsonl");
+    let mut args = vec!["import", "--from", "twitch-csv", "--out-file", path_str(&events)];
+    args.extend(files.iter().map(|f| path_str(f)));
+    let output = run_ok(&args);
+    let report = String::from_utf8_lossy(&output.stderr);
+    let msgs = read_chats(&events);
+    assert!(
+        msgs.len() > 900_000,
+        "expected about a million messages, got {} ({report})",
+        msgs.len()
+    );
+    assert!(
+        report.contains(&format!("imported {} chat events", msgs.len())),
+        "{report}"
+    );
+    assert!(!msgs
+        .iter()
+        .any(|m| m.text.contains('\u{e0000}') || m.text.starts_with("\u{1}ACTION")));
+
+    let expected = oracle::chat_views(&msgs, 60, 10);
+    let out = dir.path().join("out");
+    let actual = run_views_of(&events, &out, &["-w", "2"]);
+    assert_views_eq(&actual, &expected, "real twitch chat");
+}

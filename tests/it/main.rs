@@ -1,0 +1,9 @@
+//! chatflow's integration tests, one binary. Tests that run the `chatflow` binary use the one
+//! cargo built for this test run.
+
+mod cli;
+mod decode;
+mod import;
+mod oracle;
+mod support;
+mod views;

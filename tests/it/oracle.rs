@@ -1,0 +1,123 @@
+//! The sequential oracle: DESIGN.md's views computed the plain way, with nothing shared with
+//! the dataflow code (its own tokenizer is the regex `[\p{L}\p{Nd}]+`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use regex::Regex;
+
+/// A chat event as the oracle sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Msg {
+    pub ts: i64,
+    pub channel: String,
+    pub user: String,
+    pub text: String,
+}
+
+/// Each view as a set of rows, a row being its fields as text in column order.
+pub type Views = BTreeMap<String, BTreeSet<Vec<String>>>;
+
+pub fn tokenize(text: &str) -> Vec<String> {
+    thread_local! {
+        static WORD: Regex = Regex::new(r"[\p{L}\p{Nd}]+").unwrap();
+    }
+    let lower = text.to_lowercase();
+    WORD.with(|re| re.find_iter(&lower).map(|m| m.as_str().to_owned()).collect())
+}
+
+/// floor(ts / 1000 / w) * w, computed in floating point (exact for millisecond timestamps).
+pub fn window(ts: i64, w: i64) -> i64 {
+    ((ts as f64) / 1000.0 / (w as f64)).floor() as i64 * w
+}
+
+fn ranked(counts: &HashMap<(String, String), i64>, k: usize) -> BTreeSet<Vec<String>> {
+    let mut per_group: BTreeMap<&str, Vec<(&str, i64)>> = BTreeMap::new();
+    for ((group, item), count) in counts {
+        per_group.entry(group).or_default().push((item, *count));
+    }
+    let mut rows = BTreeSet::new();
+    for (group, mut items) in per_group {
+        items.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_bytes().cmp(b.0.as_bytes())));
+        for (rank, (item, count)) in items.into_iter().take(k).enumerate() {
+            rows.insert(vec![
+                group.to_owned(),
+                (rank + 1).to_string(),
+                item.to_owned(),
+                count.to_string(),
+            ]);
+        }
+    }
+    rows
+}
+
+/// The chat views of `msgs` with window `w` seconds and top-`k` rankings.
+pub fn chat_views(msgs: &[Msg], w: i64, k: usize) -> Views {
+    let mut word_counts: HashMap<(String, i64, String), i64> = HashMap::new();
+    let mut activity: HashMap<(String, i64), (i64, i64, HashSet<String>)> = HashMap::new();
+    let mut user_counts: HashMap<(String, String), i64> = HashMap::new();
+    let mut channel_words: HashMap<(String, String), i64> = HashMap::new();
+    for m in msgs {
+        let win = window(m.ts, w);
+        let words = tokenize(&m.text);
+        let a = activity.entry((m.channel.clone(), win)).or_default();
+        a.0 += 1;
+        a.1 += words.len() as i64;
+        a.2.insert(m.user.clone());
+        *user_counts.entry((m.channel.clone(), m.user.clone())).or_default() += 1;
+        for word in words {
+            *word_counts.entry((m.channel.clone(), win, word.clone())).or_default() += 1;
+            *channel_words.entry((m.channel.clone(), word)).or_default() += 1;
+        }
+    }
+    let mut views = Views::new();
+    views.insert(
+        "word_counts".into(),
+        word_counts
+            .iter()
+            .map(|((c, w, word), n)| vec![c.clone(), w.to_string(), word.clone(), n.to_string()])
+            .collect(),
+    );
+    views.insert(
+        "channel_activity".into(),
+        activity
+            .iter()
+            .map(|((c, w), (m, n, u))| {
+                vec![
+                    c.clone(),
+                    w.to_string(),
+                    m.to_string(),
+                    n.to_string(),
+                    u.len().to_string(),
+                ]
+            })
+            .collect(),
+    );
+    views.insert(
+        "user_counts".into(),
+        user_counts
+            .iter()
+            .map(|((c, u), n)| vec![c.clone(), u.clone(), n.to_string()])
+            .collect(),
+    );
+    views.insert("top_words".into(), ranked(&channel_words, k));
+    views.insert("top_users".into(), ranked(&user_counts, k));
+    views
+}
+
+/// Reads chat events from JSONL with serde_json's generic values (not chatflow's decoder);
+/// lines that are not chat events, or longer than the 1 MiB limit, are skipped.
+pub fn read_chats(path: &std::path::Path) -> Vec<Msg> {
+    let text = std::fs::read(path).unwrap();
+    text.split(|b| *b == b'\n')
+        .filter(|line| line.len() <= 1 << 20)
+        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+        .filter_map(|v| {
+            Some(Msg {
+                ts: v.get("ts")?.as_i64()?,
+                channel: v.get("channel")?.as_str()?.to_owned(),
+                user: v.get("user")?.as_str()?.to_owned(),
+                text: v.get("text")?.as_str()?.to_owned(),
+            })
+        })
+        .collect()
+}

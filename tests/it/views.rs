@@ -1,0 +1,239 @@
+//! The chat dataflows against the oracle, driven directly (no files): batch equals streaming.
+//!
+//! The same events (a) all at one time, (b) one time per event, (c) in a shuffled arrival
+//! order with one time per event, on 1, 2 and 4 workers, must all consolidate to the oracle's
+//! views. Proptest generates the events, with late events, shared words, rank ties, unicode
+//! case rules and negative timestamps.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use dataflows::chat::{chat_views, ChatConfig};
+use dataflows::{Chat, Diff, Name};
+use differential_dataflow::input::Input;
+use proptest::prelude::*;
+use timely::dataflow::ProbeHandle;
+
+use crate::oracle::{self, Msg, Views};
+
+type Captured = Arc<Mutex<BTreeMap<(String, Vec<String>), i64>>>;
+
+/// Runs the chat views over `events` (time, message) on `workers` threads and returns the
+/// consolidated views, asserting every row has multiplicity 0 or 1.
+pub fn run_views(events: Vec<(u64, Msg)>, workers: usize, window: i64, k: usize) -> Views {
+    let captured: Captured = Arc::default();
+    let events = Arc::new(events);
+    let sink = Arc::clone(&captured);
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let index = worker.index();
+        let peers = worker.peers();
+        let probe = ProbeHandle::new();
+        let sink = Arc::clone(&sink);
+        let mut input = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, chats) = scope.new_collection::<Chat, Diff>();
+            let views = chat_views(
+                chats,
+                &ChatConfig {
+                    window_secs: window,
+                    top_k: k,
+                },
+            );
+            let record = move |view: &'static str| {
+                let sink = Arc::clone(&sink);
+                move |row: Vec<String>, diff: Diff| {
+                    *sink.lock().unwrap().entry((view.to_owned(), row)).or_default() += diff as i64;
+                }
+            };
+            let r = record("word_counts");
+            views
+                .word_counts
+                .inspect(move |(w, _, d)| {
+                    r(
+                        vec![
+                            w.channel.to_string(),
+                            w.window_start.to_string(),
+                            w.word.to_string(),
+                            w.count.to_string(),
+                        ],
+                        *d,
+                    )
+                })
+                .probe_with(&probe);
+            let r = record("channel_activity");
+            views
+                .channel_activity
+                .inspect(move |(a, _, d)| {
+                    r(
+                        vec![
+                            a.channel.to_string(),
+                            a.window_start.to_string(),
+                            a.messages.to_string(),
+                            a.words.to_string(),
+                            a.chatters.to_string(),
+                        ],
+                        *d,
+                    )
+                })
+                .probe_with(&probe);
+            let r = record("user_counts");
+            views
+                .user_counts
+                .inspect(move |(u, _, d)| {
+                    r(
+                        vec![u.channel.to_string(), u.user.to_string(), u.messages.to_string()],
+                        *d,
+                    )
+                })
+                .probe_with(&probe);
+            let r = record("top_words");
+            views
+                .top_words
+                .inspect(move |(t, _, d)| {
+                    r(
+                        vec![
+                            t.channel.to_string(),
+                            t.rank.to_string(),
+                            t.word.to_string(),
+                            t.count.to_string(),
+                        ],
+                        *d,
+                    )
+                })
+                .probe_with(&probe);
+            let r = record("top_users");
+            views
+                .top_users
+                .inspect(move |(t, _, d)| {
+                    r(
+                        vec![
+                            t.channel.to_string(),
+                            t.rank.to_string(),
+                            t.user.to_string(),
+                            t.messages.to_string(),
+                        ],
+                        *d,
+                    )
+                })
+                .probe_with(&probe);
+            input
+        });
+        // Worker i feeds events i, i + peers, …, in time order.
+        let mut mine: Vec<&(u64, Msg)> = events.iter().skip(index).step_by(peers).collect();
+        mine.sort_by_key(|(t, _)| *t);
+        for (time, m) in mine {
+            input.advance_to(*time);
+            input.insert(Chat {
+                ts: m.ts,
+                channel: Name::from(m.channel.as_str()),
+                user: Name::from(m.user.as_str()),
+                text: m.text.clone(),
+            });
+        }
+        drop(input);
+        worker.step_while(|| !probe.done());
+    })
+    .expect("timely runs");
+
+    let mut views = Views::new();
+    for view in crate::support::CHAT_VIEWS {
+        views.entry(view.to_owned()).or_default();
+    }
+    for ((view, row), m) in captured.lock().unwrap().iter() {
+        assert!(*m == 0 || *m == 1, "{view}: row {row:?} has multiplicity {m}");
+        if *m == 1 {
+            views.get_mut(view).unwrap().insert(row.clone());
+        }
+    }
+    views
+}
+
+fn msg_strategy() -> impl Strategy<Value = Msg> {
+    let token = prop::sample::select(vec![
+        "Kappa",
+        "kappa",
+        "KAPPA",
+        "pog",
+        "Pog!",
+        "gg",
+        "GG",
+        "ΣΑΣ",
+        "σας",
+        "İx",
+        "x²",
+        "日本",
+        "🔥",
+        "a_b",
+        "12",
+        "٣٤",
+        "café",
+        "CAFÉ",
+        "don't",
+        "e\u{301}",
+        "hi\u{e0000}",
+        "",
+        "...",
+        "@u1",
+    ]);
+    (
+        -90_000i64..400_000,
+        prop::sample::select(vec!["a", "b", "Ch"]),
+        prop::sample::select(vec!["u1", "u2", "u3", "ü"]),
+        prop::collection::vec(token, 0..6),
+    )
+        .prop_map(|(ts, channel, user, tokens)| Msg {
+            ts,
+            channel: channel.to_owned(),
+            user: user.to_owned(),
+            text: tokens.join(" "),
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// (a) all at one time, (b) one time per event, (c) shuffled arrival: all equal the oracle.
+    #[test]
+    fn batch_equals_streaming(
+        (msgs, shuffled) in prop::collection::vec(msg_strategy(), 0..60)
+            .prop_flat_map(|msgs| (Just(msgs.clone()), Just(msgs).prop_shuffle())),
+        window in prop::sample::select(vec![1i64, 60]),
+        k in 1usize..4,
+        workers in prop::sample::select(vec![1usize, 2, 4]),
+    ) {
+        let expected = oracle::chat_views(&msgs, window, k);
+        let at_once: Vec<(u64, Msg)> = msgs.iter().cloned().map(|m| (0, m)).collect();
+        let one_by_one: Vec<(u64, Msg)> = msgs.iter().cloned().enumerate().map(|(i, m)| (i as u64, m)).collect();
+        let shuffled: Vec<(u64, Msg)> = shuffled.into_iter().enumerate().map(|(i, m)| (i as u64, m)).collect();
+
+        for (name, events) in [("all at one time", at_once), ("one time per event", one_by_one), ("shuffled", shuffled)] {
+            let actual = run_views(events, workers, window, k);
+            crate::support::assert_views_eq(&actual, &expected, &format!("{name}, {workers} workers"));
+        }
+    }
+}
+
+/// Late events correct their old window: the late message's window gains a message and a
+/// word, and the rankings move.
+#[test]
+fn late_event_corrects_its_window() {
+    let m = |ts: i64, user: &str, text: &str| Msg {
+        ts,
+        channel: "c".into(),
+        user: user.into(),
+        text: text.into(),
+    };
+    let events = vec![
+        (0, m(120_000, "u1", "b b")),
+        (1, m(130_000, "u2", "a")),
+        (2, m(10_000, "u3", "a a")), // late: window 0, two ticks after window 120 opened
+    ];
+    let expected = oracle::chat_views(&events.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(), 60, 2);
+    for workers in [1, 2, 4] {
+        let actual = run_views(events.clone(), workers, 60, 2);
+        crate::support::assert_views_eq(&actual, &expected, "late event");
+    }
+    let row = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert!(expected["channel_activity"].contains(&row(&["c", "0", "1", "2", "1"])));
+    assert!(expected["top_words"].contains(&row(&["c", "1", "a", "3"])));
+    assert!(expected["top_words"].contains(&row(&["c", "2", "b", "2"])));
+}
