@@ -1,1 +1,72 @@
-fn main() {}
+//! Usage: cargo bench --bench chat_views [-- <messages> [<workers>...]]   (default: 1000000 1 2)
+//!
+//! Generates a seeded chat fixture (target/bench/), replays it through every chat view into CSV
+//! change files, and prints one JSON line per worker count: events/s, peak RSS and per-batch
+//! latency percentiles. `chatflow bench` measures the same with any input; this harness keeps
+//! the input fixed so that runs compare.
+
+use std::path::PathBuf;
+
+use chatflow::cli::{PipelineArgs, ProduceArgs, TimelyArgs};
+use chatflow::run::{execute, job, peak_rss_bytes};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let count: u64 = args
+        .first()
+        .map(|c| c.parse().expect("messages: a number"))
+        .unwrap_or(1_000_000);
+    let workers: Vec<u64> = if args.len() > 1 {
+        args[1..]
+            .iter()
+            .map(|w| w.parse().expect("workers: a number"))
+            .collect()
+    } else {
+        vec![1, 2]
+    };
+
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&dir).expect("create target/bench");
+    let fixture = dir.join(format!("chat-{count}-seed42.jsonl"));
+    if !fixture.exists() {
+        let produce = ProduceArgs {
+            out_file: fixture.clone(),
+            count,
+            seed: 42,
+            channels: 20,
+            users: 5_000,
+            late_fraction: 0.01,
+            rate: 200.0,
+            start_ms: 1_740_787_200_000,
+        };
+        chatflow::produce::produce_file(&produce).expect("write the fixture");
+    }
+    for w in workers {
+        let out = tempfile::tempdir().expect("scratch dir");
+        let pipeline = PipelineArgs {
+            replay: vec![fixture.clone()],
+            window: 60,
+            top_k: 10,
+            batch: 10_000,
+            max_inflight: 200_000,
+        };
+        let timely = TimelyArgs {
+            workers: w,
+            processes: 1,
+            process: 0,
+            hostfile: None,
+        };
+        let outcome = execute(job(&pipeline, out.path().to_path_buf()).expect("job"), &timely).expect("run");
+        let h = outcome.latency().expect("worker 0 measures latency");
+        println!(
+            "{{\"bench\":\"chat_views\",\"messages\":{},\"workers\":{w},\"seconds\":{:.3},\"events_per_s\":{:.0},\"peak_rss_bytes\":{},\"batch_latency_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}}}}",
+            outcome.events(),
+            outcome.seconds,
+            outcome.events() as f64 / outcome.seconds,
+            peak_rss_bytes().unwrap_or(0),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.max()
+        );
+    }
+}

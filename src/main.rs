@@ -93,8 +93,3 @@ fn real_main() -> Result<()> {
     }
     Ok(())
 }
-
-// Differential's arrangements allocate and free many small strings; glibc's allocator spends
-// a third of the run in malloc/free on that pattern, mimalloc a fraction of it.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -67,14 +67,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, String> {
     let f: Fields = serde_json::from_str(text).map_err(|e| format!("invalid JSON event: {e}"))?;
     let owned = |s: Cow<str>| s.into_owned();
     let name = |s: Cow<str>| Name::from(&*s);
-    if f.channel.is_some() && f.text.is_some() {
-        Ok(Event::Chat(Chat {
-            ts: required(f.ts, "chat", "ts")?,
-            channel: name(f.channel.expect("checked above")),
-            user: name(required(f.user, "chat", "user")?),
-            text: owned(f.text.expect("checked above")),
-        }))
-    } else if f.src.is_some() && f.dst.is_some() {
+    if f.src.is_some() || f.dst.is_some() {
         let op = match f.op.as_deref() {
             None | Some("add") => EdgeOp::Add,
             Some("del") => EdgeOp::Del,
@@ -86,29 +79,36 @@ pub fn decode(bytes: &[u8]) -> Result<Event, String> {
         };
         Ok(Event::Edge(Edge {
             ts: required(f.ts, "edge", "ts")?,
-            src: name(f.src.expect("checked above")),
-            dst: name(f.dst.expect("checked above")),
+            src: name(required(f.src, "edge", "src")?),
+            dst: name(required(f.dst, "edge", "dst")?),
             weight: f.weight.unwrap_or(1),
             op,
         }))
-    } else if f.channel.is_some() && f.viewers.is_some() {
+    } else if f.channel.is_some() && f.viewers.is_some() && f.text.is_none() {
         Ok(Event::Viewers(Viewers {
             ts: required(f.ts, "viewers", "ts")?,
             channel: name(f.channel.expect("checked above")),
             viewers: f.viewers.expect("checked above"),
         }))
-    } else if f.id.is_some() && f.text.is_some() {
+    } else if f.channel.is_some() {
+        Ok(Event::Chat(Chat {
+            ts: required(f.ts, "chat", "ts")?,
+            channel: name(f.channel.expect("checked above")),
+            user: name(required(f.user, "chat", "user")?),
+            text: owned(required(f.text, "chat", "text")?),
+        }))
+    } else if f.id.is_some() || f.place.is_some() || f.retweet_of.is_some() {
         Ok(Event::Post(Post {
             ts: required(f.ts, "post", "ts")?,
-            id: owned(f.id.expect("checked above")),
+            id: owned(required(f.id, "post", "id")?),
             user: name(required(f.user, "post", "user")?),
-            text: owned(f.text.expect("checked above")),
+            text: owned(required(f.text, "post", "text")?),
             place: f.place.map(owned),
             retweet_of: f.retweet_of.map(owned),
         }))
     } else {
         Err(
-            "not an event: no field set identifies its kind (chat: channel+text, edge: src+dst, \
+            "not an event: no field identifies its kind (chat: channel+text, edge: src+dst, \
              viewers: channel+viewers, post: id+text)"
                 .to_owned(),
         )
@@ -186,6 +186,9 @@ mod tests {
         assert!(err(br#"{"ts":1}"#).starts_with("not an event"));
         assert!(err(br#"[1,2]"#).starts_with("invalid JSON event"));
         assert!(err(br#"{"ts":1,"src":"a","dst":"b","op":"mul"}"#).contains("unknown op"));
+        assert!(err(br#"{"ts":1,"src":"a"}"#).contains("edge event lacks field `dst`"));
+        assert!(err(br#"{"ts":1,"channel":"c","user":"u"}"#).contains("chat event lacks field `text`"));
+        assert!(err(br#"{"ts":1,"id":"p","user":"u"}"#).contains("post event lacks field `text`"));
         let big = vec![b' '; MAX_RECORD_BYTES + 1];
         assert!(err(&big).contains("exceeds the limit"));
     }

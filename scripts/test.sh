@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs chatflow's whole test suite: unit tests, property tests and the integration tests that
+# drive the release binary (built once, here). Needs only the Rust toolchain.
+#
+# Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "scripts/test.sh: cargo is not on PATH; install the Rust toolchain (rustup) first" >&2
+    exit 1
+fi
+
+# Real data sets beside the checkout are used when present; say so either way.
+if [ -d ../shared/data ]; then
+    echo "scripts/test.sh: real data found in ../shared/data"
+else
+    echo "scripts/test.sh: ../shared/data is absent; tests on real logs will report SKIPPED"
+fi
+
+cargo test --release --workspace --locked "$@"
