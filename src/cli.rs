@@ -93,6 +93,9 @@ pub struct BenchArgs {
     /// Keep the change files in this directory (default: a temporary one, removed afterwards).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also report the time worker 0 spent in each named operator.
+    #[arg(long)]
+    pub profile: bool,
     #[command(flatten)]
     pub timely: TimelyArgs,
     /// Print help.

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod produce;
+pub mod profile;
 pub mod run;
 pub mod sinks;
 pub mod sources;

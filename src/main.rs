@@ -37,7 +37,8 @@ fn real_main() -> Result<()> {
                 .out
                 .clone()
                 .unwrap_or_else(|| scratch.as_ref().expect("made above").path().to_path_buf());
-            let job = job(&args.pipeline, out)?;
+            let mut job = job(&args.pipeline, out)?;
+            job.profile = args.profile;
             let outcome = execute(job, &args.timely)?;
             let latency = outcome.latency();
             let percentile = |q: f64| latency.map(|h| h.value_at_quantile(q));
@@ -61,6 +62,8 @@ fn real_main() -> Result<()> {
                     "p99": percentile(0.99),
                     "max": latency.map(|h| h.max()),
                 },
+                "operator_seconds": outcome.reports.iter().flat_map(|r| r.operator_seconds.iter()).take(20)
+                    .map(|(name, secs)| (name.clone(), json!((secs * 1000.0).round() / 1000.0))).collect::<serde_json::Map<_, _>>(),
                 "rows_written": outcome.reports.iter().flat_map(|r| r.rows_written.iter())
                     .map(|(v, n)| (v.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
             });

@@ -63,6 +63,7 @@ pub fn job(args: &PipelineArgs, out: std::path::PathBuf) -> Result<Job> {
         },
         batch: args.batch,
         max_inflight: args.max_inflight,
+        profile: false,
     })
 }
 

@@ -25,6 +25,7 @@ use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
 
+use crate::profile::OperatorProfile;
 use crate::sinks::csv::{csv_sink, SinkHandle};
 use crate::sinks::encode::ViewRow;
 use crate::sources::decode::{dead_letter, decode, Event, MAX_RECORD_BYTES};
@@ -40,6 +41,8 @@ pub struct Job {
     pub batch: u64,
     /// Lines the input may run ahead of the written output.
     pub max_inflight: u64,
+    /// Record time spent per operator (timely's scheduling log).
+    pub profile: bool,
 }
 
 /// Shared with the main thread for the progress bar.
@@ -78,6 +81,8 @@ pub struct WorkerReport {
     pub glimpse: Vec<ChannelGlimpse>,
     /// Worker 0 only: rows written per view.
     pub rows_written: Vec<(&'static str, u64)>,
+    /// Worker 0 only, with `profile`: seconds spent per operator, busiest first.
+    pub operator_seconds: Vec<(String, f64)>,
 }
 
 /// Type-erased access to a sink's shared state.
@@ -107,6 +112,7 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> Result
     let probe = ProbeHandle::new();
     let out = job.out.clone();
     let chat_config = job.chat.clone();
+    let profile = job.profile.then(|| OperatorProfile::install(worker));
 
     let (mut chats_in, mut dead_in, sinks, activity, top_words, top_users) = worker.dataflow::<u64, _, _>(|scope| {
         let (chats_in, chats) = scope.new_collection::<Chat, Diff>();
@@ -236,6 +242,7 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> Result
         report.latency_us = Some(latency);
         report.rows_written = sinks.iter().map(|s| (s.view(), s.rows_written())).collect();
         report.glimpse = glimpse(&activity, &top_words, &top_users, 5);
+        report.operator_seconds = profile.map(|p| p.seconds()).unwrap_or_default();
     }
     Ok(report)
 }

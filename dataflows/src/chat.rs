@@ -2,21 +2,20 @@
 //! and `top_users`, from a collection of chat messages.
 //!
 //! ```text
-//!  chats ─► SplitMessages ─┬─ words (channel, window, word) ─► Preaggregate ─┬─► CountTotal ─────────────► word_counts
-//!                          │                                                  └─► (channel, word) ─► CountTotal ─► TopK ─► top_words
-//!                          └─ messages ((channel, window, user), #words) ─┬─► (channel, window): (1, #words, 0) ──┐
-//!                                                                         └─► (channel, window, user) ─┬─► distinct ─► (0, 0, 1) ─┴─► CountTotal ─► channel_activity
-//!                                                                                                      └─► (channel, user) ─► CountTotal ─┬─► user_counts
-//!                                                                                                                                          └─► TopK ─► top_users
+//!  chats ─► SplitMessages ─┬─ words ─► Preaggregate ─┬─► Count ──────────────────────────► word_counts
+//!                          │  (channel, window, word)  └─► (channel, word) ─► TopK ──────────► top_words
+//!                          └─ messages ─┬─► (channel, window): (1, #words, 0) ─────────┐
+//!     ((channel, window, user), #words) ├─► (channel, window, user) ─► Distinct ─► (0, 0, 1) ─┴─► Count ─► channel_activity
+//!                                       └─► (channel, user) ─┬─► Count ─► user_counts
+//!                                                            └─► TopK ──► top_users
 //! ```
 //!
-//! Every count is an arrangement maintained by differential: a late message changes the rows
-//! of its own window and the all-time counts, nothing else.
+//! Every count is a running total per key (see `operators`): a late message changes the rows
+//! of its own window and the all-time counts, nothing else. `Preaggregate` merges each
+//! worker's updates of a batch before they are exchanged.
 
 use std::hash::Hash;
 
-use differential_dataflow::lattice::Lattice;
-use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
@@ -25,7 +24,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use crate::operators::{preaggregate, top_k};
+use crate::operators::{count_by_key, distinct_by_key, preaggregate, top_k};
 use crate::types::*;
 use crate::words::Splitter;
 
@@ -64,15 +63,16 @@ type MessageKey = Hashed<(Name, i64, Name)>;
 /// returns every chat view of `chats`.
 pub fn chat_views<'s, T>(chats: VecCollection<'s, T, Chat>, config: &ChatConfig) -> ChatViews<'s, T>
 where
-    T: Timestamp + Lattice + TotalOrder + Hash,
+    T: Timestamp + TotalOrder + Hash,
 {
     let (words, messages) = split_messages(chats, config.window_secs);
     let words = preaggregate(words, "Preaggregate: words");
 
     let word_counts = word_counts(words.clone());
     let top_words = top_words(words, config.top_k);
-    let user_counts = user_counts(messages.clone());
-    let top_users = top_users(user_counts.clone(), config.top_k);
+    let users = channel_users(messages.clone());
+    let user_counts = user_counts(users.clone());
+    let top_users = top_users(users, config.top_k);
     let channel_activity = channel_activity(messages);
 
     ChatViews {
@@ -132,90 +132,58 @@ pub fn split_messages<'s, T: Timestamp>(
 /// returns `word_counts`: per (channel, window, word) the number of occurrences.
 fn word_counts<'s, T>(words: VecCollection<'s, T, WordKey>) -> VecCollection<'s, T, WordCount>
 where
-    T: Timestamp + Lattice + TotalOrder,
+    T: Timestamp + TotalOrder,
 {
-    words.arrange_by_self_named("Arrange: word_counts").count_total().map(
-        |(
-            Hashed {
-                key: (channel, window_start, word),
-                ..
-            },
-            count,
-        )| WordCount {
-            channel,
-            window_start,
-            word,
-            count: count as i64,
-        },
-    )
+    count_by_key(words, "Count: word_counts").map(|(Hashed { key: (channel, window_start, word), .. }, count)| {
+        WordCount { channel, window_start, word, count: count as i64 }
+    })
 }
 
 /// returns `top_words`: per channel the `k` most frequent words of all time.
 fn top_words<'s, T>(words: VecCollection<'s, T, WordKey>, k: usize) -> VecCollection<'s, T, TopWord>
 where
-    T: Timestamp + Lattice + TotalOrder + Hash,
+    T: Timestamp + TotalOrder + Hash,
 {
-    let channel_words = preaggregate(
-        words.map(|w| Hashed::new((w.key.0, w.key.2))),
-        "Preaggregate: channel words",
-    );
-    let counts = channel_words
-        .arrange_by_self_named("Arrange: channel word counts")
-        .count_total()
-        .map(|(Hashed { key, .. }, count)| (key, count));
-    top_k(counts, k, "TopK: top_words").map(|(channel, rank, word, count)| TopWord {
-        channel,
-        rank,
-        word,
-        count: count as i64,
-    })
+    let channel_words = preaggregate(words.map(|w| (w.key.0, w.key.2)), "Preaggregate: channel words");
+    top_k(channel_words, k, "TopK: top_words")
+        .map(|(channel, rank, word, count)| TopWord { channel, rank, word, count: count as i64 })
+}
+
+/// returns `(channel, user)` once per message.
+fn channel_users<'s, T>(messages: VecCollection<'s, T, (MessageKey, usize)>) -> VecCollection<'s, T, (Name, Name)>
+where
+    T: Timestamp + Hash,
+{
+    preaggregate(messages.map(|(m, _)| (m.key.0, m.key.2)), "Preaggregate: channel users")
 }
 
 /// returns `user_counts`: per (channel, user) the number of messages of all time.
-fn user_counts<'s, T>(messages: VecCollection<'s, T, (MessageKey, usize)>) -> VecCollection<'s, T, UserCount>
+fn user_counts<'s, T>(users: VecCollection<'s, T, (Name, Name)>) -> VecCollection<'s, T, UserCount>
 where
-    T: Timestamp + Lattice + TotalOrder + Hash,
+    T: Timestamp + TotalOrder,
 {
-    let users = preaggregate(
-        messages.map(|(m, _)| Hashed::new((m.key.0, m.key.2))),
-        "Preaggregate: channel users",
-    );
-    users.arrange_by_self_named("Arrange: user_counts").count_total().map(
-        |(
-            Hashed {
-                key: (channel, user), ..
-            },
-            messages,
-        )| UserCount {
-            channel,
-            user,
-            messages: messages as i64,
-        },
-    )
+    count_by_key(users.map(Hashed::new), "Count: user_counts").map(|(Hashed { key: (channel, user), .. }, messages)| {
+        UserCount { channel, user, messages: messages as i64 }
+    })
 }
 
 /// returns `top_users`: per channel the `k` users with the most messages.
-fn top_users<'s, T>(user_counts: VecCollection<'s, T, UserCount>, k: usize) -> VecCollection<'s, T, TopUser>
+fn top_users<'s, T>(users: VecCollection<'s, T, (Name, Name)>, k: usize) -> VecCollection<'s, T, TopUser>
 where
-    T: Timestamp + Lattice + TotalOrder,
+    T: Timestamp + TotalOrder,
 {
-    let counts = user_counts.map(|row| ((row.channel, row.user), row.messages as Diff));
-    top_k(counts, k, "TopK: top_users").map(|(channel, rank, user, messages)| TopUser {
-        channel,
-        rank,
-        user,
-        messages: messages as i64,
-    })
+    top_k(users, k, "TopK: top_users")
+        .map(|(channel, rank, user, messages)| TopUser { channel, rank, user, messages: messages as i64 })
 }
 
 /// returns `channel_activity`: per (channel, window) the messages, words and distinct chatters.
 ///
 /// Messages and words are summed as a difference pair, chatters come from the distinct
-/// (channel, window, user) triples; one `count_total` over the triple difference
-/// (messages, words, chatters) joins them without a join.
+/// (channel, window, user) triples; one total over the triple difference
+/// (messages, words, chatters) puts them in one row without a join.
 fn channel_activity<'s, T>(messages: VecCollection<'s, T, (MessageKey, usize)>) -> VecCollection<'s, T, ChannelActivity>
 where
-    T: Timestamp + Lattice + TotalOrder + Hash,
+    T: Timestamp + TotalOrder + Hash,
 {
     let sizes = preaggregate(
         messages
@@ -223,27 +191,18 @@ where
             .explode(|(m, words)| Some((Hashed::new((m.key.0, m.key.1)), (1 as Diff, words as Diff, 0 as Diff)))),
         "Preaggregate: window sizes",
     );
-    let chatters = preaggregate(messages.map(|(key, _)| key), "Preaggregate: window chatters")
-        .arrange_by_self_named("Arrange: window chatters")
-        .threshold_total(|_, count| if *count > 0 { 1 as Diff } else { 0 })
-        .explode(|m| Some((Hashed::new((m.key.0, m.key.1)), (0 as Diff, 0 as Diff, 1 as Diff))));
-    sizes
-        .concat(chatters)
-        .arrange_by_self_named("Arrange: channel_activity")
-        .count_total()
-        .map(
-            |(
-                Hashed {
-                    key: (channel, window_start),
-                    ..
-                },
-                (messages, words, chatters),
-            )| ChannelActivity {
-                channel,
-                window_start,
-                messages: messages as i64,
-                words: words as i64,
-                chatters: chatters as i64,
-            },
-        )
+    let chatters = distinct_by_key(
+        preaggregate(messages.map(|(key, _)| key), "Preaggregate: window chatters"),
+        "Distinct: window chatters",
+    )
+    .explode(|m| Some((Hashed::new((m.key.0, m.key.1)), (0 as Diff, 0 as Diff, 1 as Diff))));
+    count_by_key(sizes.concat(chatters), "Count: channel_activity").map(
+        |(Hashed { key: (channel, window_start), .. }, (messages, words, chatters))| ChannelActivity {
+            channel,
+            window_start,
+            messages: messages as i64,
+            words: words as i64,
+            chatters: chatters as i64,
+        },
+    )
 }

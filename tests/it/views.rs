@@ -237,3 +237,96 @@ fn late_event_corrects_its_window() {
     assert!(expected["top_words"].contains(&row(&["c", "1", "a", "3"])));
     assert!(expected["top_words"].contains(&row(&["c", "2", "b", "2"])));
 }
+
+/// Runs `top_k` and `count_by_key` over timed updates ((group, item), time, delta) on
+/// `workers` threads; returns their outputs as (row, time, diff).
+type Updates = Vec<((u8, u8), u64, isize)>;
+type TopRows = Vec<((u8, u32, u8, isize), u64, isize)>;
+type CountRows = Vec<(((u8, u8), isize), u64, isize)>;
+
+fn run_operators(updates: Updates, workers: usize, k: usize) -> (TopRows, CountRows) {
+    use dataflows::operators::{count_by_key, top_k};
+    let top: Arc<Mutex<TopRows>> = Arc::default();
+    let counts: Arc<Mutex<CountRows>> = Arc::default();
+    let (top_sink, count_sink) = (Arc::clone(&top), Arc::clone(&counts));
+    let updates = Arc::new(updates);
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let probe = ProbeHandle::new();
+        let (top_sink, count_sink) = (Arc::clone(&top_sink), Arc::clone(&count_sink));
+        let mut input = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, occurrences) = scope.new_collection::<(u8, u8), isize>();
+            top_k(occurrences.clone(), k, "TopK: test")
+                .inspect(move |x| top_sink.lock().unwrap().push(x.clone()))
+                .probe_with(&probe);
+            count_by_key(occurrences, "Count: test")
+                .inspect(move |x| count_sink.lock().unwrap().push(x.clone()))
+                .probe_with(&probe);
+            input
+        });
+        let mut mine: Vec<_> = updates.iter().skip(index).step_by(peers).collect();
+        mine.sort_by_key(|(_, t, _)| *t);
+        for (data, time, diff) in mine {
+            input.advance_to(*time);
+            input.update(*data, *diff);
+        }
+        drop(input);
+        worker.step_while(|| !probe.done());
+    })
+    .expect("timely runs");
+    let top = std::mem::take(&mut *top.lock().unwrap());
+    let counts = std::mem::take(&mut *counts.lock().unwrap());
+    (top, counts)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// top_k and count_by_key under insertions and retractions, checked at every time against
+    /// a plain computation of the counts up to that time.
+    #[test]
+    fn top_k_and_counts_with_retractions(
+        updates in prop::collection::vec(((0u8..3, 0u8..6), 0u64..8, -2isize..4), 0..80),
+        k in 1usize..4,
+        workers in prop::sample::select(vec![1usize, 3]),
+    ) {
+        let (top, counts) = run_operators(updates.clone(), workers, k);
+        for t in 0..8u64 {
+            let mut truth: BTreeMap<(u8, u8), isize> = BTreeMap::new();
+            for (key, time, diff) in &updates {
+                if *time <= t {
+                    *truth.entry(*key).or_default() += diff;
+                }
+            }
+            truth.retain(|_, c| *c != 0);
+            // count_by_key: every nonzero total, once.
+            let mut got: BTreeMap<((u8, u8), isize), isize> = BTreeMap::new();
+            for (row, time, diff) in &counts {
+                if *time <= t {
+                    *got.entry(*row).or_default() += diff;
+                }
+            }
+            got.retain(|_, d| *d != 0);
+            let want: BTreeMap<((u8, u8), isize), isize> = truth.iter().map(|(k, c)| ((*k, *c), 1)).collect();
+            prop_assert_eq!(&got, &want, "counts at time {}", t);
+            // top_k: per group the k best positive counts, ties by item ascending.
+            let mut want_top: BTreeMap<(u8, u32, u8, isize), isize> = BTreeMap::new();
+            for group in 0..3u8 {
+                let mut items: Vec<(isize, u8)> =
+                    truth.iter().filter(|((g, _), c)| *g == group && **c > 0).map(|((_, i), c)| (*c, *i)).collect();
+                items.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                for (rank, (c, i)) in items.into_iter().take(k).enumerate() {
+                    want_top.insert((group, rank as u32 + 1, i, c), 1);
+                }
+            }
+            let mut got_top: BTreeMap<(u8, u32, u8, isize), isize> = BTreeMap::new();
+            for (row, time, diff) in &top {
+                if *time <= t {
+                    *got_top.entry(*row).or_default() += diff;
+                }
+            }
+            got_top.retain(|_, d| *d != 0);
+            prop_assert_eq!(&got_top, &want_top, "top {} at time {}", k, t);
+        }
+    }
+}
