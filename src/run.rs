@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::cli::{PipelineArgs, TimelyArgs};
 use crate::cluster::timely_config;
 use crate::sources::files::expand_inputs;
-use crate::worker::{run_worker, ChannelGlimpse, Job, Progress, WorkerReport};
+use crate::worker::{run_worker, Job, Progress, WorkerReport};
 
 /// The result of one process's part of a run.
 #[derive(Debug)]
@@ -39,12 +39,9 @@ impl Outcome {
     pub fn latency(&self) -> Option<&Histogram<u64>> {
         self.reports.iter().find_map(|r| r.latency_us.as_ref())
     }
-    pub fn glimpse(&self) -> &[ChannelGlimpse] {
-        self.reports
-            .iter()
-            .find(|r| !r.glimpse.is_empty())
-            .map(|r| &r.glimpse[..])
-            .unwrap_or(&[])
+    /// Whether this process holds worker 0, which writes the change files.
+    pub fn wrote_files(&self) -> bool {
+        self.reports.iter().any(|r| r.index == 0)
     }
 }
 
@@ -157,7 +154,11 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
             }
         }
     }
-    let glimpse = outcome.glimpse();
+    let glimpse = if outcome.wrote_files() {
+        glimpse(out, 5)
+    } else {
+        Vec::new()
+    };
     if !glimpse.is_empty() {
         let _ = writeln!(s, "busiest channels:");
         for g in glimpse {
@@ -182,4 +183,68 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// The busiest channels and their leaders, for the run summary.
+#[derive(Clone, Debug, Default)]
+pub struct ChannelGlimpse {
+    pub channel: String,
+    pub messages: i64,
+    pub top_words: Vec<(String, i64)>,
+    pub top_users: Vec<(String, i64)>,
+}
+
+/// The current rows of a change file (diffs summed), or nothing if it cannot be read.
+fn current_rows(path: &std::path::Path) -> Vec<csv::StringRecord> {
+    let Ok(mut reader) = csv::Reader::from_path(path) else {
+        return Vec::new();
+    };
+    let mut sums: std::collections::BTreeMap<Vec<String>, i64> = Default::default();
+    for record in reader.records().flatten() {
+        let n = record.len();
+        if n < 2 {
+            continue;
+        }
+        let diff: i64 = record[n - 1].parse().unwrap_or(0);
+        *sums
+            .entry(record.iter().take(n - 2).map(str::to_owned).collect())
+            .or_default() += diff;
+    }
+    sums.into_iter()
+        .filter(|(_, d)| *d > 0)
+        .map(|(row, _)| csv::StringRecord::from(row))
+        .collect()
+}
+
+/// The `n` channels with the most messages, with their top words and users, read back from the
+/// change files in `out`.
+pub fn glimpse(out: &std::path::Path, n: usize) -> Vec<ChannelGlimpse> {
+    let mut messages: std::collections::HashMap<String, i64> = Default::default();
+    for row in current_rows(&out.join("channel_activity.csv")) {
+        *messages.entry(row[0].to_owned()).or_default() += row[2].parse::<i64>().unwrap_or(0);
+    }
+    let mut busiest: Vec<(String, i64)> = messages.into_iter().collect();
+    busiest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    busiest.truncate(n);
+    let ranked = |file: &str, channel: &str, keep: usize| -> Vec<(String, i64)> {
+        let mut rows: Vec<(u32, String, i64)> = current_rows(&out.join(file))
+            .iter()
+            .filter(|r| &r[0] == channel)
+            .map(|r| (r[1].parse().unwrap_or(0), r[2].to_owned(), r[3].parse().unwrap_or(0)))
+            .collect();
+        rows.sort();
+        rows.into_iter()
+            .take(keep)
+            .map(|(_, item, count)| (item, count))
+            .collect()
+    };
+    busiest
+        .into_iter()
+        .map(|(channel, messages)| ChannelGlimpse {
+            top_words: ranked("top_words.csv", &channel, 5),
+            top_users: ranked("top_users.csv", &channel, 3),
+            channel,
+            messages,
+        })
+        .collect()
 }

@@ -12,13 +12,13 @@
 //! each tick: from the moment it closed the tick's input to the moment the probe shows every
 //! view's changes for that tick written to their files.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use dataflows::chat::{chat_views, ChatConfig};
-use dataflows::{ChannelActivity, Chat, DeadLetter, Diff, TopUser, TopWord};
+use dataflows::{ChannelActivity, Chat, DeadLetter, Diff, TopUser, TopWord, UserCount, WordCount};
 use differential_dataflow::input::Input;
 use hdrhistogram::Histogram;
 use timely::dataflow::operators::{Concatenate, Probe};
@@ -54,15 +54,6 @@ pub struct Progress {
     pub finished: AtomicU64,
 }
 
-/// The busiest channels and their leaders, for the run summary.
-#[derive(Clone, Debug, Default)]
-pub struct ChannelGlimpse {
-    pub channel: String,
-    pub messages: i64,
-    pub top_words: Vec<(String, i64)>,
-    pub top_users: Vec<(String, i64)>,
-}
-
 /// What one worker did.
 #[derive(Debug, Default)]
 pub struct WorkerReport {
@@ -77,31 +68,10 @@ pub struct WorkerReport {
     pub ticks: u64,
     /// Worker 0 only: per-tick latency in microseconds.
     pub latency_us: Option<Histogram<u64>>,
-    /// Worker 0 only: the busiest channels.
-    pub glimpse: Vec<ChannelGlimpse>,
     /// Worker 0 only: rows written per view.
     pub rows_written: Vec<(&'static str, u64)>,
     /// Worker 0 only, with `profile`: seconds spent per operator, busiest first.
     pub operator_seconds: Vec<(String, f64)>,
-}
-
-/// Type-erased access to a sink's shared state.
-trait SinkStatus {
-    fn view(&self) -> &'static str;
-    fn rows_written(&self) -> u64;
-    fn error(&self) -> Option<String>;
-}
-
-impl<R: ViewRow> SinkStatus for SinkHandle<R> {
-    fn view(&self) -> &'static str {
-        R::VIEW
-    }
-    fn rows_written(&self) -> u64 {
-        self.borrow().rows_written
-    }
-    fn error(&self) -> Option<String> {
-        self.borrow().error.clone()
-    }
 }
 
 /// Builds the dataflow on `worker`, feeds it this worker's share of the inputs and steps it
@@ -114,30 +84,27 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> Result
     let chat_config = job.chat.clone();
     let profile = job.profile.then(|| OperatorProfile::install(worker));
 
-    let (mut chats_in, mut dead_in, sinks, activity, top_words, top_users) = worker.dataflow::<u64, _, _>(|scope| {
+    let (mut chats_in, mut dead_in, sinks) = worker.dataflow::<u64, _, _>(|scope| {
         let (chats_in, chats) = scope.new_collection::<Chat, Diff>();
         let (dead_in, dead) = scope.new_collection::<DeadLetter, Diff>();
         let views = chat_views(chats, &chat_config);
 
-        let (s1, word_counts) = csv_sink(views.word_counts, &out, false);
-        let (s2, activity) = csv_sink(views.channel_activity, &out, true);
-        let (s3, user_counts) = csv_sink(views.user_counts, &out, false);
-        let (s4, top_words) = csv_sink(views.top_words, &out, true);
-        let (s5, top_users) = csv_sink(views.top_users, &out, true);
-        let (s6, dead_letters) = csv_sink(dead, &out, false);
-        scope.concatenate([s1, s2, s3, s4, s5, s6]).probe_with(&probe);
-
-        let sinks: Vec<Box<dyn SinkStatus>> = vec![
-            Box::new(word_counts),
-            Box::new(activity.clone()),
-            Box::new(user_counts),
-            Box::new(top_words.clone()),
-            Box::new(top_users.clone()),
-            Box::new(dead_letters),
-        ];
-        (chats_in, dead_in, sinks, activity, top_words, top_users)
+        let mut sinks: Vec<(&'static str, SinkHandle)> = Vec::new();
+        let mut streams = Vec::new();
+        let mut sink = |stream_and_handle: (_, SinkHandle), view: &'static str| {
+            streams.push(stream_and_handle.0);
+            sinks.push((view, stream_and_handle.1));
+        };
+        sink(csv_sink(views.word_counts, &out), WordCount::VIEW);
+        sink(csv_sink(views.channel_activity, &out), ChannelActivity::VIEW);
+        sink(csv_sink(views.user_counts, &out), UserCount::VIEW);
+        sink(csv_sink(views.top_words, &out), TopWord::VIEW);
+        sink(csv_sink(views.top_users, &out), TopUser::VIEW);
+        sink(csv_sink(dead, &out), DeadLetter::VIEW);
+        scope.concatenate(streams).probe_with(&probe);
+        (chats_in, dead_in, sinks)
     });
-    let sink_error = |sinks: &[Box<dyn SinkStatus>]| sinks.iter().find_map(|s| s.error());
+    let sink_error = |sinks: &[(&'static str, SinkHandle)]| sinks.iter().find_map(|(_, s)| s.borrow().error.clone());
     if let Some(e) = sink_error(&sinks) {
         return Err(e);
     }
@@ -240,54 +207,8 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> Result
     report.ticks = tick + 1;
     if index == 0 {
         report.latency_us = Some(latency);
-        report.rows_written = sinks.iter().map(|s| (s.view(), s.rows_written())).collect();
-        report.glimpse = glimpse(&activity, &top_words, &top_users, 5);
+        report.rows_written = sinks.iter().map(|(view, s)| (*view, s.borrow().rows_written)).collect();
         report.operator_seconds = profile.map(|p| p.seconds()).unwrap_or_default();
     }
     Ok(report)
-}
-
-/// The `n` channels with the most messages, with their top words and users.
-fn glimpse(
-    activity: &SinkHandle<ChannelActivity>,
-    top_words: &SinkHandle<TopWord>,
-    top_users: &SinkHandle<TopUser>,
-    n: usize,
-) -> Vec<ChannelGlimpse> {
-    let mut messages: HashMap<String, i64> = HashMap::new();
-    for (row, diff) in activity.borrow().contents.iter().flatten() {
-        *messages.entry(row.channel.to_string()).or_default() += row.messages * *diff as i64;
-    }
-    let mut busiest: Vec<(String, i64)> = messages.into_iter().collect();
-    busiest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    busiest.truncate(n);
-    let words = top_words.borrow();
-    let users = top_users.borrow();
-    busiest
-        .into_iter()
-        .map(|(channel, messages)| {
-            let mut top_words: Vec<(u32, String, i64)> = words
-                .contents
-                .iter()
-                .flatten()
-                .filter(|(r, _)| r.channel == channel)
-                .map(|(r, _)| (r.rank, r.word.to_string(), r.count))
-                .collect();
-            top_words.sort();
-            let mut top_users: Vec<(u32, String, i64)> = users
-                .contents
-                .iter()
-                .flatten()
-                .filter(|(r, _)| r.channel == channel)
-                .map(|(r, _)| (r.rank, r.user.to_string(), r.messages))
-                .collect();
-            top_users.sort();
-            ChannelGlimpse {
-                channel,
-                messages,
-                top_words: top_words.into_iter().take(5).map(|(_, w, c)| (w, c)).collect(),
-                top_users: top_users.into_iter().take(3).map(|(_, u, c)| (u, c)).collect(),
-            }
-        })
-        .collect()
 }

@@ -2,7 +2,7 @@
 //! and `top_users`, from a collection of chat messages.
 //!
 //! ```text
-//!  chats ─► SplitMessages ─┬─ words ─► Preaggregate ─┬─► Count ──────────────────────────► word_counts
+//!  chats ─► SplitMessages ─┬─ words ─────────────────┬─► Count ──────────────────────────► word_counts
 //!                          │  (channel, window, word)  └─► (channel, word) ─► TopK ──────────► top_words
 //!                          └─ messages ─┬─► (channel, window): (1, #words, 0) ─────────┐
 //!     ((channel, window, user), #words) ├─► (channel, window, user) ─► Distinct ─► (0, 0, 1) ─┴─► Count ─► channel_activity
@@ -14,6 +14,7 @@
 //! of its own window and the all-time counts, nothing else. `Preaggregate` merges each
 //! worker's updates of a batch before they are exchanged.
 
+use std::collections::HashMap;
 use std::hash::Hash;
 
 use differential_dataflow::{AsCollection, VecCollection};
@@ -66,7 +67,6 @@ where
     T: Timestamp + TotalOrder + Hash,
 {
     let (words, messages) = split_messages(chats, config.window_secs);
-    let words = preaggregate(words, "Preaggregate: words");
 
     let word_counts = word_counts(words.clone());
     let top_words = top_words(words, config.top_k);
@@ -84,11 +84,12 @@ where
     }
 }
 
-/// returns `(words, messages)`: `(channel, window_start, word)` once per word occurrence, and
-/// `((channel, window_start, user), number of words)` once per message.
+/// returns `(words, messages)`: `(channel, window_start, word)` with a diff of its number of
+/// occurrences, and `((channel, window_start, user), number of words)` once per message.
 ///
-/// One operator with two outputs, so each message's text is split once and never cloned.
-pub fn split_messages<'s, T: Timestamp>(
+/// One operator with two outputs, so each message's text is split once and never cloned; the
+/// word occurrences of each received batch are summed before they leave (pre-aggregation).
+pub fn split_messages<'s, T: Timestamp + Hash>(
     chats: VecCollection<'s, T, Chat>,
     window_secs: i64,
 ) -> (VecCollection<'s, T, WordKey>, VecCollection<'s, T, (MessageKey, usize)>) {
@@ -103,6 +104,7 @@ pub fn split_messages<'s, T: Timestamp>(
     builder.build(move |initial| {
         drop(initial);
         let mut splitter = Splitter::default();
+        let mut word_sums: HashMap<(WordKey, T), Diff, foldhash::fast::RandomState> = HashMap::default();
         move |_frontiers| {
             let mut words_out = words_out.activate();
             let mut messages_out = messages_out.activate();
@@ -116,10 +118,15 @@ pub fn split_messages<'s, T: Timestamp>(
                         splitter.split(&chat.text, |word| {
                             count += 1;
                             let key = Hashed::new((chat.channel.clone(), window, Name::from(word)));
-                            words_session.give((key, time.clone(), diff));
+                            *word_sums.entry((key, time.clone())).or_insert(0) += diff;
                         });
                         let key = Hashed::new((chat.channel, window, chat.user));
                         messages_session.give(((key, count), time, diff));
+                    }
+                }
+                for ((key, time), diff) in word_sums.drain() {
+                    if diff != 0 {
+                        words_session.give((key, time, diff));
                     }
                 }
             });
@@ -134,9 +141,22 @@ fn word_counts<'s, T>(words: VecCollection<'s, T, WordKey>) -> VecCollection<'s,
 where
     T: Timestamp + TotalOrder,
 {
-    count_by_key(words, "Count: word_counts").map(|(Hashed { key: (channel, window_start, word), .. }, count)| {
-        WordCount { channel, window_start, word, count: count as i64 }
-    })
+    count_by_key(words, "Count: word_counts").map(
+        |(
+            Hashed {
+                key: (channel, window_start, word),
+                ..
+            },
+            count,
+        )| {
+            WordCount {
+                channel,
+                window_start,
+                word,
+                count: count as i64,
+            }
+        },
+    )
 }
 
 /// returns `top_words`: per channel the `k` most frequent words of all time.
@@ -145,8 +165,12 @@ where
     T: Timestamp + TotalOrder + Hash,
 {
     let channel_words = preaggregate(words.map(|w| (w.key.0, w.key.2)), "Preaggregate: channel words");
-    top_k(channel_words, k, "TopK: top_words")
-        .map(|(channel, rank, word, count)| TopWord { channel, rank, word, count: count as i64 })
+    top_k(channel_words, k, "TopK: top_words").map(|(channel, rank, word, count)| TopWord {
+        channel,
+        rank,
+        word,
+        count: count as i64,
+    })
 }
 
 /// returns `(channel, user)` once per message.
@@ -162,9 +186,20 @@ fn user_counts<'s, T>(users: VecCollection<'s, T, (Name, Name)>) -> VecCollectio
 where
     T: Timestamp + TotalOrder,
 {
-    count_by_key(users.map(Hashed::new), "Count: user_counts").map(|(Hashed { key: (channel, user), .. }, messages)| {
-        UserCount { channel, user, messages: messages as i64 }
-    })
+    count_by_key(users.map(Hashed::new), "Count: user_counts").map(
+        |(
+            Hashed {
+                key: (channel, user), ..
+            },
+            messages,
+        )| {
+            UserCount {
+                channel,
+                user,
+                messages: messages as i64,
+            }
+        },
+    )
 }
 
 /// returns `top_users`: per channel the `k` users with the most messages.
@@ -172,8 +207,12 @@ fn top_users<'s, T>(users: VecCollection<'s, T, (Name, Name)>, k: usize) -> VecC
 where
     T: Timestamp + TotalOrder,
 {
-    top_k(users, k, "TopK: top_users")
-        .map(|(channel, rank, user, messages)| TopUser { channel, rank, user, messages: messages as i64 })
+    top_k(users, k, "TopK: top_users").map(|(channel, rank, user, messages)| TopUser {
+        channel,
+        rank,
+        user,
+        messages: messages as i64,
+    })
 }
 
 /// returns `channel_activity`: per (channel, window) the messages, words and distinct chatters.
@@ -197,7 +236,13 @@ where
     )
     .explode(|m| Some((Hashed::new((m.key.0, m.key.1)), (0 as Diff, 0 as Diff, 1 as Diff))));
     count_by_key(sizes.concat(chatters), "Count: channel_activity").map(
-        |(Hashed { key: (channel, window_start), .. }, (messages, words, chatters))| ChannelActivity {
+        |(
+            Hashed {
+                key: (channel, window_start),
+                ..
+            },
+            (messages, words, chatters),
+        )| ChannelActivity {
             channel,
             window_start,
             messages: messages as i64,

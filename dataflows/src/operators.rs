@@ -13,7 +13,6 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;
 
-use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::difference::{Monoid, Semigroup};
 use differential_dataflow::{AsCollection, Data, ExchangeData, Hashable, VecCollection};
 use foldhash::fast::RandomState;
@@ -65,7 +64,6 @@ where
         .as_collection()
 }
 
-
 /// returns what `process` makes of each completed time: updates are buffered by time and,
 /// once the input frontier has passed a time, all of its updates are handed to `process`
 /// (times in increasing order, hence the total order), which emits output updates at that time.
@@ -109,7 +107,9 @@ where
                     }
                     let (time, (cap, updates)) = entry.remove_entry();
                     let mut session = output.session(&cap);
-                    process(&time, updates, &mut |data, diff| session.give((data, time.clone(), diff)));
+                    process(&time, updates, &mut |data, diff| {
+                        session.give((data, time.clone(), diff))
+                    });
                 }
             }
         })
@@ -121,7 +121,11 @@ where
 ///
 /// Each worker keeps the current total of the keys hashed to it in a hash map. Within a time,
 /// a key's updates are summed first, so `changed` sees each changed key once per time.
-pub fn total_by_key<'s, T, K, R, D, F>(updates: VecCollection<'s, T, K, R>, name: &str, mut changed: F) -> VecCollection<'s, T, D>
+pub fn total_by_key<'s, T, K, R, D, F>(
+    updates: VecCollection<'s, T, K, R>,
+    name: &str,
+    mut changed: F,
+) -> VecCollection<'s, T, D>
 where
     T: Timestamp + TotalOrder,
     K: ExchangeData + Hash,
@@ -131,9 +135,22 @@ where
 {
     let exchange = Exchange::new(|update: &(K, T, R)| update.0.hashed());
     let mut totals: HashMap<K, R, RandomState> = HashMap::default();
-    in_time_order(updates, exchange, name, move |_time, mut updates, emit| {
-        consolidate(&mut updates);
+    // The time's changes per key, summed first (a hash map rather than a sort: most keys are
+    // distinct, and hashing them is cheaper than ordering them).
+    let mut deltas: HashMap<K, R, RandomState> = HashMap::default();
+    in_time_order(updates, exchange, name, move |_time, updates, emit| {
         for (key, delta) in updates {
+            match deltas.entry(key) {
+                Entry::Occupied(mut e) => e.get_mut().plus_equals(&delta),
+                Entry::Vacant(e) => {
+                    e.insert(delta);
+                }
+            }
+        }
+        for (key, delta) in deltas.drain() {
+            if delta.is_zero() {
+                continue;
+            }
             match totals.entry(key) {
                 Entry::Occupied(mut e) => {
                     let old = e.get().clone();
@@ -179,10 +196,12 @@ where
     T: Timestamp + TotalOrder,
     K: ExchangeData + Hash,
 {
-    total_by_key(updates, name, |key: &K, old: &Diff, new: &Diff, emit| match (*old > 0, *new > 0) {
-        (false, true) => emit(key.clone(), 1),
-        (true, false) => emit(key.clone(), -1),
-        _ => {}
+    total_by_key(updates, name, |key: &K, old: &Diff, new: &Diff, emit| {
+        match (*old > 0, *new > 0) {
+            (false, true) => emit(key.clone(), 1),
+            (true, false) => emit(key.clone(), -1),
+            _ => {}
+        }
     })
 }
 
@@ -196,7 +215,11 @@ struct Ranking<I> {
 
 impl<I: Ord + Hash + Clone> Ranking<I> {
     fn new() -> Self {
-        Ranking { counts: HashMap::default(), top: BTreeSet::new(), emitted: Vec::new() }
+        Ranking {
+            counts: HashMap::default(),
+            top: BTreeSet::new(),
+            emitted: Vec::new(),
+        }
     }
 
     /// Adds `delta` to `item`'s count and keeps `top` the best `k`; returns false if `top` may
@@ -227,8 +250,12 @@ impl<I: Ord + Hash + Clone> Ranking<I> {
 
     /// Recomputes `top` from every count.
     fn rebuild(&mut self, k: usize) {
-        let mut all: Vec<(Reverse<Diff>, &I)> =
-            self.counts.iter().filter(|(_, c)| **c > 0).map(|(i, c)| (Reverse(*c), i)).collect();
+        let mut all: Vec<(Reverse<Diff>, &I)> = self
+            .counts
+            .iter()
+            .filter(|(_, c)| **c > 0)
+            .map(|(i, c)| (Reverse(*c), i))
+            .collect();
         if all.len() > k {
             all.select_nth_unstable(k);
             all.truncate(k);
@@ -264,7 +291,11 @@ impl<I: Ord + Hash + Clone> Ranking<I> {
 /// plus O(log k) for items that enter or move within the top) and emits only the ranks whose
 /// row changed: a changed count moves one item, it does not rewrite the group's list. Only
 /// when an item of the top loses count is the group's top recomputed from all its counts.
-pub fn top_k<'s, T, G, I>(occurrences: VecCollection<'s, T, (G, I)>, k: usize, name: &str) -> VecCollection<'s, T, (G, u32, I, Diff)>
+pub fn top_k<'s, T, G, I>(
+    occurrences: VecCollection<'s, T, (G, I)>,
+    k: usize,
+    name: &str,
+) -> VecCollection<'s, T, (G, u32, I, Diff)>
 where
     T: Timestamp + TotalOrder,
     G: ExchangeData + Hash,

@@ -2,153 +2,206 @@
 //! view's columns, then `time`, then `diff`).
 //!
 //! ```text
-//!   view rows (every worker) ──Exchange(→ worker 0)──► CsvSink(view) ──► <dir>/<view>.csv
-//!                                                        │ holds a capability per open time
-//!                                                        └─► (empty stream, probed: "flushed")
+//!   view rows ─► CsvEncode(view)            ──Exchange(→ worker 0)──► CsvWrite(view) ──► <dir>/<view>.csv
+//!   (every      per completed time: consolidate,                      per completed time: merge the
+//!    worker)    encode, sort → one sorted run                         workers' runs, append, flush
+//!                                                                         └─► (empty, probed: "written")
 //! ```
 //!
-//! Every worker's share of a view is exchanged to worker 0, which alone writes the file. An
-//! update waits until the input frontier has passed its time; then the time's updates are
-//! sorted by row, consolidated (equal rows summed, zeros dropped) and appended, times in
-//! increasing order, and the file is flushed. So a file holds complete times only, its bytes
-//! do not depend on the number of workers, and a row's multiplicity after summing its diffs
-//! is that of the view. The operator keeps a capability for each time it has not yet written:
-//! a probe on its output passes a time only once that time is in the file.
+//! Every worker consolidates and encodes its own share of each completed time and sorts it by
+//! the encoded row (by a fixed-seed hash of it first, so that sorting compares integers: the
+//! order within a time looks random but is the same in every run); worker 0, which alone
+//! writes the file, merges the workers' sorted runs
+//! (summing equal rows, dropping zeros) and appends them, times in increasing order, then
+//! flushes. So the expensive part runs on every worker, a file holds complete times only, its
+//! bytes do not depend on the number of workers or processes, and a row's multiplicity after
+//! summing its diffs is that of the view. Both stages hold a capability for each time they
+//! have not finished: a probe on the writer passes a time once that time is in the file.
 //!
-//! Delivery: the file is rewritten from the start by each run, so a run that finishes leaves
-//! exactly the view's changes; a crashed run leaves a prefix of whole times plus perhaps part
-//! of one. Exactly-once across restarts is the ClickHouse sink's job.
+//! Delivery: each run rewrites the files from the start, so a run that finishes leaves exactly
+//! the view's changes; a crashed run leaves a prefix of whole times plus perhaps part of one.
+//! Exactly-once across restarts is the ClickHouse sink's job.
 
 use std::cell::RefCell;
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::rc::Rc;
 
+use dataflows::operators::in_time_order;
 use dataflows::Diff;
-use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::VecCollection;
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Capability;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::Stream;
 
-use crate::sinks::encode::{header, update_record, ViewRow};
+use crate::sinks::encode::{csv_header, CsvFields, ViewRow};
 
-/// What a sink shares with its worker: rows written, the first error, and optionally the
-/// view's current contents (for the run summary; only for small views).
-pub struct SinkShared<R> {
-    pub rows_written: u64,
-    pub error: Option<String>,
-    pub contents: Option<HashMap<R, Diff>>,
+/// One worker's updates of one time, encoded and sorted by (hash of the row, row).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EncodedRun {
+    /// The encoded rows, back to back.
+    bytes: Vec<u8>,
+    /// Where each row ends in `bytes`.
+    ends: Vec<u32>,
+    hashes: Vec<u64>,
+    diffs: Vec<Diff>,
 }
 
-pub type SinkHandle<R> = Rc<RefCell<SinkShared<R>>>;
+impl EncodedRun {
+    fn row(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.bytes[start..self.ends[i] as usize]
+    }
+    /// The sort key of row `i`.
+    fn key(&self, i: usize) -> (u64, &[u8]) {
+        (self.hashes[i], self.row(i))
+    }
+}
 
-/// Writes `rows` to `<dir>/<view>.csv` from worker 0; returns the sink's (empty) output stream,
-/// whose frontier passes a time once that time is written and flushed, and the shared state.
+/// The order of rows within a time: by a fixed-seed hash of the encoded row, then the row.
+/// Deterministic like lexicographic order, but sorting and merging compare integers.
+fn row_hash(row: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::with_seed(0x6373_765f_726f_7773).hash_one(row)
+}
+
+/// What a sink shares with its worker: rows written and the first error.
+#[derive(Default)]
+pub struct SinkShared {
+    pub rows_written: u64,
+    pub error: Option<String>,
+}
+
+pub type SinkHandle = Rc<RefCell<SinkShared>>;
+
+/// Writes `rows` to `<dir>/<view>.csv` from worker 0; returns the writer's (empty) output
+/// stream, whose frontier passes a time once that time is written and flushed, and the shared
+/// state.
 pub fn csv_sink<'s, R: ViewRow>(
     rows: VecCollection<'s, u64, R>,
     dir: &Path,
-    keep_contents: bool,
-) -> (Stream<'s, u64, Vec<()>>, SinkHandle<R>) {
-    let shared = Rc::new(RefCell::new(SinkShared {
-        rows_written: 0,
-        error: None,
-        contents: keep_contents.then(HashMap::new),
-    }));
+) -> (Stream<'s, u64, Vec<((), u64, Diff)>>, SinkHandle) {
+    let shared: SinkHandle = Rc::default();
     let writer_worker = rows.inner.scope().index() == 0;
     let path = dir.join(format!("{}.csv", R::VIEW));
-    let mut writer = if writer_worker {
-        match File::create(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))
-            .and_then(|file| {
-                let mut w = csv::WriterBuilder::new()
-                    .has_headers(false)
-                    .from_writer(BufWriter::with_capacity(1 << 20, file));
-                w.write_byte_record(&header::<R>())
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                Ok(w)
-            }) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                shared.borrow_mut().error = Some(e);
-                None
-            }
+    let mut writer = None;
+    if writer_worker {
+        match File::create(&path).and_then(|file| {
+            let mut w = BufWriter::with_capacity(1 << 20, file);
+            w.write_all(&csv_header::<R>())?;
+            Ok(w)
+        }) {
+            Ok(w) => writer = Some(w),
+            Err(e) => shared.borrow_mut().error = Some(format!("{}: {e}", path.display())),
         }
-    } else {
-        None
-    };
-    let handle = Rc::clone(&shared);
-    let exchange = Exchange::new(|_: &(R, u64, Diff)| 0);
-    let stream = rows.inner.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
-        exchange,
-        &format!("CsvSink({})", R::VIEW),
-        move |_cap, _info| {
-            let mut pending: BTreeMap<u64, (Capability<u64>, Vec<(R, Diff)>)> = BTreeMap::new();
-            let mut record = csv::ByteRecord::new();
-            move |(input, frontier), output| {
-                let port = output.output_index();
-                input.for_each_stamp(|cap, containers| {
-                    for container in containers {
-                        for (row, time, diff) in container.drain(..) {
-                            pending
-                                .entry(time)
-                                .or_insert_with(|| (cap.delayed(&time, port), Vec::new()))
-                                .1
-                                .push((row, diff));
-                        }
-                    }
-                });
-                let mut wrote = false;
-                let mut shared = shared.borrow_mut();
-                while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
-                    }
-                    let (time, (_cap, mut updates)) = entry.remove_entry();
-                    consolidate(&mut updates);
-                    if let Some(w) = writer.as_mut() {
-                        for (row, diff) in &updates {
-                            update_record(row, time, *diff, &mut record);
-                            if let Err(e) = w.write_byte_record(&record) {
-                                shared.error.get_or_insert_with(|| format!("{}: {e}", path.display()));
-                                writer = None;
-                                break;
-                            }
-                        }
-                    }
-                    shared.rows_written += updates.len() as u64;
-                    if let Some(contents) = shared.contents.as_mut() {
-                        for (row, diff) in updates {
-                            match contents.entry(row) {
-                                Entry::Occupied(mut e) => {
-                                    *e.get_mut() += diff;
-                                    if *e.get() == 0 {
-                                        e.remove();
-                                    }
-                                }
-                                Entry::Vacant(e) => {
-                                    e.insert(diff);
-                                }
-                            }
-                        }
-                    }
-                    wrote = true;
+    }
+
+    let runs = in_time_order(
+        rows,
+        Pipeline,
+        &format!("CsvEncode({})", R::VIEW),
+        |_time, updates, emit| {
+            // Encode, sort by the encoded row, and sum equal rows: consolidation on the bytes,
+            // which identify a row as well as the row itself does.
+            let mut encoded: Vec<u8> = Vec::new();
+            let mut rows: Vec<(u64, u32, u32, Diff)> = Vec::with_capacity(updates.len());
+            for (row, diff) in &updates {
+                let start = encoded.len();
+                row.fields(&mut CsvFields::new(&mut encoded));
+                rows.push((row_hash(&encoded[start..]), start as u32, encoded.len() as u32, *diff));
+            }
+            let bytes = |r: &(u64, u32, u32, Diff)| &encoded[r.1 as usize..r.2 as usize];
+            rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| bytes(a).cmp(bytes(b))));
+            let mut run = EncodedRun::default();
+            let mut i = 0;
+            while i < rows.len() {
+                let mut diff = rows[i].3;
+                let mut j = i + 1;
+                while j < rows.len() && rows[j].0 == rows[i].0 && bytes(&rows[j]) == bytes(&rows[i]) {
+                    diff += rows[j].3;
+                    j += 1;
                 }
-                if wrote || frontier.is_empty() {
-                    if let Some(w) = writer.as_mut() {
-                        if let Err(e) = w.flush() {
-                            shared.error.get_or_insert_with(|| format!("{}: {e}", path.display()));
-                            writer = None;
-                        }
-                    }
+                if diff != 0 {
+                    run.bytes.extend_from_slice(bytes(&rows[i]));
+                    run.ends.push(run.bytes.len() as u32);
+                    run.hashes.push(rows[i].0);
+                    run.diffs.push(diff);
+                }
+                i = j;
+            }
+            if !run.ends.is_empty() {
+                emit(run, 1);
+            }
+        },
+    );
+
+    let handle = Rc::clone(&shared);
+    let written = in_time_order(
+        runs,
+        Exchange::new(|_: &(EncodedRun, u64, Diff)| 0),
+        &format!("CsvWrite({})", R::VIEW),
+        move |time: &u64, runs: Vec<(EncodedRun, Diff)>, _emit: &mut dyn FnMut((), Diff)| {
+            let Some(w) = writer.as_mut() else { return };
+            let mut shared = shared.borrow_mut();
+            match write_merged(w, *time, &runs) {
+                Ok(rows) => shared.rows_written += rows,
+                Err(e) => {
+                    shared.error.get_or_insert_with(|| format!("{}: {e}", path.display()));
+                    writer = None;
                 }
             }
         },
     );
-    (stream, handle)
+    (written.inner, handle)
+}
+
+/// Merges sorted runs, summing equal rows, and appends `row,time,diff` lines; returns the
+/// number of lines written.
+fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)]) -> std::io::Result<u64> {
+    let mut heads: BinaryHeap<Reverse<((u64, &[u8]), usize, usize)>> = runs
+        .iter()
+        .enumerate()
+        .filter(|(_, (run, _))| !run.ends.is_empty())
+        .map(|(r, (run, _))| Reverse((run.key(0), r, 0)))
+        .collect();
+    let mut time_bytes = Vec::new();
+    time_bytes.push(b',');
+    time_bytes.extend_from_slice(itoa::Buffer::new().format(time).as_bytes());
+    time_bytes.push(b',');
+    let mut written = 0;
+    let mut current: Option<((u64, &[u8]), Diff)> = None;
+    let mut emit = |row: &[u8], diff: Diff, w: &mut BufWriter<File>| -> std::io::Result<()> {
+        if diff != 0 {
+            w.write_all(row)?;
+            w.write_all(&time_bytes)?;
+            w.write_all(itoa::Buffer::new().format(diff).as_bytes())?;
+            w.write_all(b"\n")?;
+            written += 1;
+        }
+        Ok(())
+    };
+    while let Some(Reverse((key, r, i))) = heads.pop() {
+        let (run, weight) = &runs[r];
+        let diff = run.diffs[i] * weight;
+        match &mut current {
+            Some((prev, sum)) if *prev == key => *sum += diff,
+            _ => {
+                if let Some((prev, sum)) = current.take() {
+                    emit(prev.1, sum, w)?;
+                }
+                current = Some((key, diff));
+            }
+        }
+        if i + 1 < run.ends.len() {
+            heads.push(Reverse((run.key(i + 1), r, i + 1)));
+        }
+    }
+    if let Some((prev, sum)) = current {
+        emit(prev.1, sum, w)?;
+    }
+    w.flush()?;
+    Ok(written)
 }
