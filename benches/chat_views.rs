@@ -48,7 +48,7 @@ fn main() {
             window: 60,
             top_k: 10,
             batch: 10_000,
-            max_inflight: 200_000,
+            max_inflight: 30_000,
         };
         let timely = TimelyArgs {
             workers: w,

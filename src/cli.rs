@@ -66,7 +66,7 @@ pub struct PipelineArgs {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch: u64,
     /// How many input lines may be in flight ahead of the written output (bounds memory).
-    #[arg(long = "max-inflight", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long = "max-inflight", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_inflight: u64,
 }
 

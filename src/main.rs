@@ -67,7 +67,7 @@ fn real_main() -> Result<()> {
                 "rows_written": outcome.reports.iter().flat_map(|r| r.rows_written.iter())
                     .map(|(v, n)| (v.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
             });
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            println!("{}", serde_json::to_string(&report)?);
         }
         Command::Import(args) => {
             let report = match &args.out_file {

@@ -205,6 +205,14 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> Result
     }
 
     report.ticks = tick + 1;
+    tracing::info!(
+        worker = index,
+        lines = report.lines,
+        chats = report.chats,
+        dead_letters = report.dead_letters,
+        ticks = report.ticks,
+        "worker finished"
+    );
     if index == 0 {
         report.latency_us = Some(latency);
         report.rows_written = sinks.iter().map(|(view, s)| (*view, s.borrow().rows_written)).collect();

@@ -64,6 +64,9 @@ where
         .as_collection()
 }
 
+/// Updates waiting for their time to complete, with a capability for that time.
+type Pending<T, U> = BTreeMap<T, (Capability<T>, Vec<U>)>;
+
 /// returns what `process` makes of each completed time: updates are buffered by time and,
 /// once the input frontier has passed a time, all of its updates are handed to `process`
 /// (times in increasing order, hence the total order), which emits output updates at that time.
@@ -87,7 +90,7 @@ where
     updates
         .inner
         .unary_frontier::<CapacityContainerBuilder<Vec<(D2, T, Diff)>>, _, _, _>(pact, name, move |_cap, _info| {
-            let mut pending: BTreeMap<T, (Capability<T>, Vec<(D, R)>)> = BTreeMap::new();
+            let mut pending: Pending<T, (D, R)> = BTreeMap::new();
             move |(input, frontier), output| {
                 let port = output.output_index();
                 input.for_each_stamp(|cap, containers| {

@@ -34,7 +34,7 @@ pub struct Splitter {
 
 impl Splitter {
     /// Calls `each` with every word of `text`, in order.
-    pub fn split<'a>(&'a mut self, text: &str, mut each: impl FnMut(&str)) {
+    pub fn split(&mut self, text: &str, mut each: impl FnMut(&str)) {
         self.buffer.clear();
         if text.is_ascii() {
             // ASCII fast path: lowercasing is byte-wise and words are runs of [a-z0-9].

@@ -77,13 +77,16 @@ pub struct SinkShared {
 
 pub type SinkHandle = Rc<RefCell<SinkShared>>;
 
+/// The writer's output: no data, only a frontier that passes a time once it is written.
+pub type Written<'s> = Stream<'s, u64, Vec<((), u64, Diff)>>;
+
+/// A run's next row in a merge: its sort key, the run, the row's index.
+type Head<'a> = Reverse<((u64, &'a [u8]), usize, usize)>;
+
 /// Writes `rows` to `<dir>/<view>.csv` from worker 0; returns the writer's (empty) output
 /// stream, whose frontier passes a time once that time is written and flushed, and the shared
 /// state.
-pub fn csv_sink<'s, R: ViewRow>(
-    rows: VecCollection<'s, u64, R>,
-    dir: &Path,
-) -> (Stream<'s, u64, Vec<((), u64, Diff)>>, SinkHandle) {
+pub fn csv_sink<'s, R: ViewRow>(rows: VecCollection<'s, u64, R>, dir: &Path) -> (Written<'s>, SinkHandle) {
     let shared: SinkHandle = Rc::default();
     let writer_worker = rows.inner.scope().index() == 0;
     let path = dir.join(format!("{}.csv", R::VIEW));
@@ -161,7 +164,7 @@ pub fn csv_sink<'s, R: ViewRow>(
 /// Merges sorted runs, summing equal rows, and appends `row,time,diff` lines; returns the
 /// number of lines written.
 fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)]) -> std::io::Result<u64> {
-    let mut heads: BinaryHeap<Reverse<((u64, &[u8]), usize, usize)>> = runs
+    let mut heads: BinaryHeap<Head> = runs
         .iter()
         .enumerate()
         .filter(|(_, (run, _))| !run.ends.is_empty())

@@ -84,19 +84,20 @@ pub fn decode(bytes: &[u8]) -> Result<Event, String> {
             weight: f.weight.unwrap_or(1),
             op,
         }))
-    } else if f.channel.is_some() && f.viewers.is_some() && f.text.is_none() {
-        Ok(Event::Viewers(Viewers {
-            ts: required(f.ts, "viewers", "ts")?,
-            channel: name(f.channel.expect("checked above")),
-            viewers: f.viewers.expect("checked above"),
-        }))
-    } else if f.channel.is_some() {
-        Ok(Event::Chat(Chat {
-            ts: required(f.ts, "chat", "ts")?,
-            channel: name(f.channel.expect("checked above")),
-            user: name(required(f.user, "chat", "user")?),
-            text: owned(required(f.text, "chat", "text")?),
-        }))
+    } else if let Some(channel) = f.channel {
+        match (f.viewers, f.text) {
+            (Some(viewers), None) => Ok(Event::Viewers(Viewers {
+                ts: required(f.ts, "viewers", "ts")?,
+                channel: name(channel),
+                viewers,
+            })),
+            (_, text) => Ok(Event::Chat(Chat {
+                ts: required(f.ts, "chat", "ts")?,
+                channel: name(channel),
+                user: name(required(f.user, "chat", "user")?),
+                text: owned(required(text, "chat", "text")?),
+            })),
+        }
     } else if f.id.is_some() || f.place.is_some() || f.retweet_of.is_some() {
         Ok(Event::Post(Post {
             ts: required(f.ts, "post", "ts")?,

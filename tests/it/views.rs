@@ -257,10 +257,10 @@ fn run_operators(updates: Updates, workers: usize, k: usize) -> (TopRows, CountR
         let mut input = worker.dataflow::<u64, _, _>(|scope| {
             let (input, occurrences) = scope.new_collection::<(u8, u8), isize>();
             top_k(occurrences.clone(), k, "TopK: test")
-                .inspect(move |x| top_sink.lock().unwrap().push(x.clone()))
+                .inspect(move |x| top_sink.lock().unwrap().push(*x))
                 .probe_with(&probe);
             count_by_key(occurrences, "Count: test")
-                .inspect(move |x| count_sink.lock().unwrap().push(x.clone()))
+                .inspect(move |x| count_sink.lock().unwrap().push(*x))
                 .probe_with(&probe);
             input
         });
