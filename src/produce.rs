@@ -12,9 +12,9 @@ use std::io::{self, Write};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Zipf};
-use serde::Serialize;
 
 use crate::cli::ProduceArgs;
+use crate::sources::decode::write_chat_line;
 
 const CHANNELS: &[&str] = &[
     "xqc",
@@ -157,14 +157,6 @@ fn user_name(i: u64) -> String {
     format!("{}{}", made_up(i.wrapping_mul(2_654_435_761) % 8000, 2), i % 1000)
 }
 
-#[derive(Serialize)]
-struct ChatLine<'a> {
-    ts: i64,
-    channel: &'a str,
-    user: &'a str,
-    text: &'a str,
-}
-
 /// The generator's state: its random stream and the samplers.
 pub struct ChatGenerator {
     rng: ChaCha8Rng,
@@ -263,16 +255,7 @@ impl ChatGenerator {
             i += 1;
         }
         let channel = &self.channels[channel_idx as usize];
-        serde_json::to_writer(
-            &mut *out,
-            &ChatLine {
-                ts,
-                channel,
-                user: &user,
-                text: &self.text,
-            },
-        )?;
-        out.write_all(b"\n")
+        write_chat_line(out, ts, channel, &user, &self.text)
     }
 }
 

@@ -34,45 +34,42 @@ pub struct Splitter {
 
 impl Splitter {
     /// Calls `each` with every word of `text`, in order.
-    pub fn split(&mut self, text: &str, mut each: impl FnMut(&str)) {
+    pub fn split(&mut self, text: &str, each: impl FnMut(&str)) {
         self.buffer.clear();
         if text.is_ascii() {
             // ASCII fast path: lowercasing is byte-wise and words are runs of [a-z0-9].
             self.buffer.push_str(text);
             self.buffer.make_ascii_lowercase();
-            let bytes = self.buffer.as_bytes();
-            let mut start = None;
-            for (i, b) in bytes.iter().enumerate() {
-                match (b.is_ascii_alphanumeric(), start) {
-                    (true, None) => start = Some(i),
-                    (false, Some(s)) => {
-                        each(&self.buffer[s..i]);
-                        start = None;
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(s) = start {
-                each(&self.buffer[s..]);
-            }
+            let flags = self.buffer.bytes().map(|b| b.is_ascii_alphanumeric()).enumerate();
+            runs(&self.buffer, flags, each);
         } else {
             // `str::to_lowercase`, not per char: the final-sigma rule needs the context.
             self.buffer = text.to_lowercase();
-            let mut start = None;
-            for (i, c) in self.buffer.char_indices() {
-                match (is_word_char(c), start) {
-                    (true, None) => start = Some(i),
-                    (false, Some(s)) => {
-                        each(&self.buffer[s..i]);
-                        start = None;
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(s) = start {
-                each(&self.buffer[s..]);
-            }
+            runs(
+                &self.buffer,
+                self.buffer.char_indices().map(|(i, c)| (i, is_word_char(c))),
+                each,
+            );
         }
+    }
+}
+
+/// Calls `each` with the maximal runs of `text` whose characters are flagged as word
+/// characters; `flags` gives each character's byte offset and flag.
+fn runs(text: &str, flags: impl Iterator<Item = (usize, bool)>, mut each: impl FnMut(&str)) {
+    let mut start = None;
+    for (i, word) in flags {
+        match (word, start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                each(&text[s..i]);
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        each(&text[s..]);
     }
 }
 

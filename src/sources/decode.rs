@@ -116,6 +116,33 @@ pub fn decode(bytes: &[u8]) -> Result<Event, String> {
     }
 }
 
+/// Writes a chat event as one JSON line, the format `decode` reads.
+pub fn write_chat_line(
+    out: &mut impl std::io::Write,
+    ts: i64,
+    channel: &str,
+    user: &str,
+    text: &str,
+) -> std::io::Result<()> {
+    #[derive(serde::Serialize)]
+    struct ChatLine<'a> {
+        ts: i64,
+        channel: &'a str,
+        user: &'a str,
+        text: &'a str,
+    }
+    serde_json::to_writer(
+        &mut *out,
+        &ChatLine {
+            ts,
+            channel,
+            user,
+            text,
+        },
+    )?;
+    out.write_all(b"\n")
+}
+
 /// The dead letter for a record that failed to decode; `raw` keeps at most 1 KiB of it,
 /// cut at a character boundary, with invalid UTF-8 replaced by U+FFFD.
 pub fn dead_letter(source: &str, position: String, error: String, raw: &[u8]) -> DeadLetter {

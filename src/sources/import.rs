@@ -17,9 +17,8 @@ use std::io::{self, BufRead, Write};
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDateTime};
-use serde::Serialize;
 
-use crate::sources::decode::MAX_RECORD_BYTES;
+use crate::sources::decode::{write_chat_line, MAX_RECORD_BYTES};
 
 /// The log formats `chatflow import` reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -65,14 +64,6 @@ impl fmt::Display for ImportReport {
     }
 }
 
-#[derive(Serialize)]
-struct ChatLine<'a> {
-    ts: i64,
-    channel: &'a str,
-    user: &'a str,
-    text: &'a str,
-}
-
 /// Imports `files` in `format`, writing one chat event per line to `out`.
 pub fn import(format: ImportFormat, files: &[impl AsRef<Path>], out: &mut impl Write) -> io::Result<ImportReport> {
     let mut report = ImportReport::default();
@@ -96,17 +87,7 @@ pub fn import(format: ImportFormat, files: &[impl AsRef<Path>], out: &mut impl W
 }
 
 fn write_event(out: &mut impl Write, ts: i64, channel: &str, user: &str, text: &str) -> io::Result<()> {
-    let text = clean_text(text);
-    serde_json::to_writer(
-        &mut *out,
-        &ChatLine {
-            ts,
-            channel,
-            user,
-            text: &text,
-        },
-    )?;
-    out.write_all(b"\n")
+    write_chat_line(out, ts, channel, user, &clean_text(text))
 }
 
 /// Removes what Twitch clients add around a message: the `/me` wrapper and U+E0000.
