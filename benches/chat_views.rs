@@ -12,15 +12,9 @@ use chatflow::run::{execute, job, peak_rss_bytes};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let count: u64 = args
-        .first()
-        .map(|c| c.parse().expect("messages: a number"))
-        .unwrap_or(1_000_000);
+    let count: u64 = args.first().map(|c| c.parse().expect("messages: a number")).unwrap_or(1_000_000);
     let workers: Vec<u64> = if args.len() > 1 {
-        args[1..]
-            .iter()
-            .map(|w| w.parse().expect("workers: a number"))
-            .collect()
+        args[1..].iter().map(|w| w.parse().expect("workers: a number")).collect()
     } else {
         vec![1, 2]
     };
@@ -49,13 +43,12 @@ fn main() {
             top_k: 10,
             batch: 10_000,
             max_inflight: 30_000,
+            hops: 2,
+            top_connections: 30,
+            focus: None,
+            mention_edges: false,
         };
-        let timely = TimelyArgs {
-            workers: w,
-            processes: 1,
-            process: 0,
-            hostfile: None,
-        };
+        let timely = TimelyArgs { workers: w, processes: 1, process: 0, hostfile: None };
         let outcome = execute(job(&pipeline, out.path().to_path_buf()).expect("job"), &timely).expect("run");
         let h = outcome.latency().expect("worker 0 measures latency");
         println!(

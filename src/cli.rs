@@ -11,11 +11,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use crate::sources::import::ImportFormat;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "chatflow",
-    version,
-    about = "Incremental analytics for social streams on differential dataflow"
-)]
+#[command(name = "chatflow", version, about = "Incremental analytics for social streams on differential dataflow")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -25,7 +21,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the pipeline: read events, maintain every view, write each view's changes.
     Run(RunArgs),
-    /// Convert real chat logs into chat event JSONL (written to stdout or --out-file).
+    /// Convert real chat logs or edge lists into event JSONL (written to stdout or --out-file).
     Import(ImportArgs),
     /// Generate synthetic chat traffic (a seeded, realistic fixture).
     Produce(ProduceArgs),
@@ -68,6 +64,18 @@ pub struct PipelineArgs {
     /// How many input lines may be in flight ahead of the written output (bounds memory).
     #[arg(long = "max-inflight", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_inflight: u64,
+    /// Longest walks reported by `reach` (2 or 3 hops).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(2..=3))]
+    pub hops: u32,
+    /// Rows kept per focus user by top_connections.
+    #[arg(long = "top-connections", default_value_t = 30)]
+    pub top_connections: usize,
+    /// Users for reach and top_connections, one per line (default: every user of the graph).
+    #[arg(long, value_name = "FILE")]
+    pub focus: Option<PathBuf>,
+    /// A chat message's `@name` also adds an edge (author, name, weight 1).
+    #[arg(long = "mention-edges")]
+    pub mention_edges: bool,
 }
 
 #[derive(Args, Debug)]
@@ -114,6 +122,9 @@ pub struct ImportArgs {
     /// Write the events here instead of stdout.
     #[arg(long = "out-file")]
     pub out_file: Option<PathBuf>,
+    /// The `ts` given to imported edges (edge lists carry no time), ms since the epoch.
+    #[arg(long = "edge-ts", default_value_t = 0)]
+    pub edge_ts: i64,
 }
 
 #[derive(Args, Debug, Clone)]

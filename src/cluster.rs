@@ -37,20 +37,11 @@ pub fn timely_config(args: &TimelyArgs) -> Result<timely::Config, String> {
             }
             None => (0..processes).map(|i| format!("127.0.0.1:{}", 2101 + i)).collect(),
         };
-        CommunicationConfig::Cluster {
-            threads,
-            process,
-            addresses,
-            report: false,
-            zerocopy: false,
-        }
+        CommunicationConfig::Cluster { threads, process, addresses, report: false, zerocopy: false }
     } else if threads > 1 {
         CommunicationConfig::Process(threads)
     } else {
         CommunicationConfig::Thread
     };
-    Ok(timely::Config {
-        communication,
-        worker: WorkerConfig::default(),
-    })
+    Ok(timely::Config { communication, worker: WorkerConfig::default() })
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use chatflow::cli::{Cli, Command};
 use chatflow::run::{execute, job, peak_rss_bytes, summary};
-use chatflow::sources::import::import;
+use chatflow::sources::import::{import, ImportOptions};
 
 fn main() {
     tracing_subscriber::fmt()
@@ -33,10 +33,7 @@ fn real_main() -> Result<()> {
                 Some(_) => None,
                 None => Some(tempfile::tempdir().context("creating a scratch directory")?),
             };
-            let out = args
-                .out
-                .clone()
-                .unwrap_or_else(|| scratch.as_ref().expect("made above").path().to_path_buf());
+            let out = args.out.clone().unwrap_or_else(|| scratch.as_ref().expect("made above").path().to_path_buf());
             let mut job = job(&args.pipeline, out)?;
             job.profile = args.profile;
             let outcome = execute(job, &args.timely)?;
@@ -70,15 +67,16 @@ fn real_main() -> Result<()> {
             println!("{}", serde_json::to_string(&report)?);
         }
         Command::Import(args) => {
+            let options = ImportOptions { edge_ts: args.edge_ts };
             let report = match &args.out_file {
                 Some(path) => {
                     let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-                    import(args.format, &args.files, &mut std::io::BufWriter::new(file))?
+                    import(args.format, &args.files, &options, &mut std::io::BufWriter::new(file))?
                 }
                 None => {
                     let stdout = std::io::stdout();
                     let mut out = std::io::BufWriter::new(stdout.lock());
-                    let report = import(args.format, &args.files, &mut out)?;
+                    let report = import(args.format, &args.files, &options, &mut out)?;
                     out.flush()?;
                     report
                 }
@@ -87,11 +85,7 @@ fn real_main() -> Result<()> {
         }
         Command::Produce(args) => {
             chatflow::produce::produce_file(&args).with_context(|| format!("writing {}", args.out_file.display()))?;
-            eprintln!(
-                "chatflow produce: wrote {} chat events to {}",
-                args.count,
-                args.out_file.display()
-            );
+            eprintln!("chatflow produce: wrote {} chat events to {}", args.count, args.out_file.display());
         }
     }
     Ok(())

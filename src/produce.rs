@@ -125,9 +125,7 @@ const FOREIGN: &[&str] = &[
     "१२३",
 ];
 
-const SYMBOLS: &[&str] = &[
-    "!", "?", "!!", "...", "🔥", "😂", "💀", "❤️", "👀", ",", ":", "-", "/", "™",
-];
+const SYMBOLS: &[&str] = &["!", "?", "!!", "...", "🔥", "😂", "💀", "❤️", "👀", ",", ":", "-", "/", "™"];
 
 const SYLLABLES: &[&str] = &[
     "ka", "zu", "mi", "ro", "te", "la", "po", "gri", "ven", "dor", "shi", "xo", "qua", "bel", "nik", "tor", "ful",
@@ -230,8 +228,7 @@ impl ChatGenerator {
             let roll: f64 = rng.gen();
             if roll < 0.04 {
                 self.text.push('@');
-                self.text
-                    .push_str(&user_name((self.user_zipf.sample(rng) as u64 - 1) % self.users));
+                self.text.push_str(&user_name((self.user_zipf.sample(rng) as u64 - 1) % self.users));
             } else if roll < 0.10 {
                 self.text.push_str(SYMBOLS[rng.gen_range(0..SYMBOLS.len())]);
             } else if roll < 0.14 {

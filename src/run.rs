@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use dataflows::chat::ChatConfig;
+use dataflows::network::NetworkConfig;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -31,7 +32,7 @@ impl Outcome {
     }
     /// Well-formed events read by this process.
     pub fn events(&self) -> u64 {
-        self.sum(|r| r.chats + r.unrouted)
+        self.sum(|r| r.chats + r.edges + r.unrouted)
     }
     pub fn dead_letters(&self) -> u64 {
         self.sum(|r| r.dead_letters)
@@ -51,17 +52,27 @@ pub fn job(args: &PipelineArgs, out: std::path::PathBuf) -> Result<Job> {
     if inputs.is_empty() {
         return Err(anyhow!("no input files in {:?}", args.replay));
     }
+    let focus = match &args.focus {
+        Some(path) => Some(read_focus(path)?),
+        None => None,
+    };
     Ok(Job {
         inputs,
         out,
-        chat: ChatConfig {
-            window_secs: args.window,
-            top_k: args.top_k,
-        },
+        chat: ChatConfig { window_secs: args.window, top_k: args.top_k },
+        network: NetworkConfig { hops: args.hops, top_n: args.top_connections },
+        focus,
+        mention_edges: args.mention_edges,
         batch: args.batch,
         max_inflight: args.max_inflight,
         profile: false,
     })
+}
+
+/// Reads a focus file: one user per line; blank lines and lines starting with `#` are skipped.
+pub fn read_focus(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading focus file {}", path.display()))?;
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect())
 }
 
 /// Runs `job` on this process's workers and waits for them, drawing a progress bar on a
@@ -69,12 +80,7 @@ pub fn job(args: &PipelineArgs, out: std::path::PathBuf) -> Result<Job> {
 pub fn execute(job: Job, timely: &TimelyArgs) -> Result<Outcome> {
     let config = timely_config(timely).map_err(|e| anyhow!(e))?;
     std::fs::create_dir_all(&job.out).with_context(|| format!("creating {}", job.out.display()))?;
-    let input_bytes: u64 = job
-        .inputs
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum();
+    let input_bytes: u64 = job.inputs.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
     tracing::info!(inputs = job.inputs.len(), bytes = input_bytes, out = %job.out.display(), "starting run");
 
     let progress = Arc::new(Progress::default());
@@ -125,6 +131,7 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
     let mut s = String::new();
     let events = outcome.events();
     let unrouted = outcome.reports.iter().map(|r| r.unrouted).sum::<u64>();
+    let (chats, edges) = (outcome.sum(|r| r.chats), outcome.sum(|r| r.edges));
     let _ = writeln!(
         s,
         "chatflow: {} events read, {} dead letters, {:.2} s, {:.0} events/s ({} worker(s) × {} process(es){})",
@@ -134,17 +141,11 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
         events as f64 / outcome.seconds.max(1e-9),
         outcome.workers,
         outcome.processes,
-        if outcome.processes > 1 {
-            ", this process's share"
-        } else {
-            ""
-        },
+        if outcome.processes > 1 { ", this process's share" } else { "" },
     );
+    let _ = writeln!(s, "  {chats} chat messages, {edges} edge events");
     if unrouted > 0 {
-        let _ = writeln!(
-            s,
-            "  {unrouted} edge/post/viewer events read; this build has no view for them yet"
-        );
+        let _ = writeln!(s, "  {unrouted} edge/post/viewer events read; this build has no view for them yet");
     }
     for report in &outcome.reports {
         if !report.rows_written.is_empty() {
@@ -154,23 +155,13 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
             }
         }
     }
-    let glimpse = if outcome.wrote_files() {
-        glimpse(out, 5)
-    } else {
-        Vec::new()
-    };
+    let glimpse = if outcome.wrote_files() { glimpse(out, 5) } else { Vec::new() };
     if !glimpse.is_empty() {
         let _ = writeln!(s, "busiest channels:");
         for g in glimpse {
             let words: Vec<String> = g.top_words.iter().map(|(w, c)| format!("{w} ({c})")).collect();
             let users: Vec<String> = g.top_users.iter().map(|(u, c)| format!("{u} ({c})")).collect();
-            let _ = writeln!(
-                s,
-                "  {:<16} {:>9} messages  top words: {}",
-                g.channel,
-                g.messages,
-                words.join(", ")
-            );
+            let _ = writeln!(s, "  {:<16} {:>9} messages  top words: {}", g.channel, g.messages, words.join(", "));
             let _ = writeln!(s, "  {:<16} {:>9}           top users: {}", "", "", users.join(", "));
         }
     }
@@ -206,14 +197,9 @@ fn current_rows(path: &std::path::Path) -> Vec<csv::StringRecord> {
             continue;
         }
         let diff: i64 = record[n - 1].parse().unwrap_or(0);
-        *sums
-            .entry(record.iter().take(n - 2).map(str::to_owned).collect())
-            .or_default() += diff;
+        *sums.entry(record.iter().take(n - 2).map(str::to_owned).collect()).or_default() += diff;
     }
-    sums.into_iter()
-        .filter(|(_, d)| *d > 0)
-        .map(|(row, _)| csv::StringRecord::from(row))
-        .collect()
+    sums.into_iter().filter(|(_, d)| *d > 0).map(|(row, _)| csv::StringRecord::from(row)).collect()
 }
 
 /// The `n` channels with the most messages, with their top words and users, read back from the
@@ -233,10 +219,7 @@ pub fn glimpse(out: &std::path::Path, n: usize) -> Vec<ChannelGlimpse> {
             .map(|r| (r[1].parse().unwrap_or(0), r[2].to_owned(), r[3].parse().unwrap_or(0)))
             .collect();
         rows.sort();
-        rows.into_iter()
-            .take(keep)
-            .map(|(_, item, count)| (item, count))
-            .collect()
+        rows.into_iter().take(keep).map(|(_, item, count)| (item, count)).collect()
     };
     busiest
         .into_iter()

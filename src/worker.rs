@@ -1,9 +1,11 @@
 //! The one place that wires sources → dataflows → sinks and steps a worker.
 //!
 //! ```text
-//!   FileSource ─decode─┬─► chats ──► dataflows::chat::chat_views ─┬─► CsvSink(word_counts) ──┐
-//!                      │                                          ├─► CsvSink(…)            ├─► probe ("written")
-//!                      └─► dead letters ──────────────────────────┴─► CsvSink(dead_letters) ─┘
+//!   FileSource ─decode─┬─► chats ──► dataflows::chat::chat_views ────────┬─► CsvSink(word_counts) ──┐
+//!                      │     └─(--mention-edges)─┐                          ├─► CsvSink(…)            │
+//!                      ├─► edges ───────────────┴─► network::network_views ─┼─► CsvSink(connections) ─┼─► probe ("written")
+//!   --focus file ──────┴─► focus ──────────────────┘                        │                         │
+//!                      └─► dead letters ────────────────────────────────────┴─► CsvSink(dead_letters) ─┘
 //! ```
 //!
 //! Each worker reads its share of the input log (see `sources::files` for the time rule),
@@ -18,7 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use dataflows::chat::{chat_views, ChatConfig};
-use dataflows::{ChannelActivity, Chat, DeadLetter, Diff, TopUser, TopWord, UserCount, WordCount};
+use dataflows::network::{mention_edges as mention_edges_of, network_views, NetworkConfig};
+use dataflows::{
+    ChannelActivity, Chat, Connection, DeadLetter, Diff, EdgeOp, Name, Reach, TopConnection, TopUser, TopWord,
+    UserCount, WordCount,
+};
 use differential_dataflow::input::Input;
 use hdrhistogram::Histogram;
 use timely::dataflow::operators::{Concatenate, Probe};
@@ -37,6 +43,11 @@ pub struct Job {
     pub inputs: Vec<PathBuf>,
     pub out: PathBuf,
     pub chat: ChatConfig,
+    pub network: NetworkConfig,
+    /// Users for reach and top_connections; `None`: every user.
+    pub focus: Option<Vec<String>>,
+    /// Chat `@name` mentions add edges.
+    pub mention_edges: bool,
     /// Input lines per tick.
     pub batch: u64,
     /// Lines the input may run ahead of the written output.
@@ -61,8 +72,9 @@ pub struct WorkerReport {
     /// Lines of the log this worker owned.
     pub lines: u64,
     pub chats: u64,
+    pub edges: u64,
     pub dead_letters: u64,
-    /// Well-formed events of kinds no view consumes yet (edges, posts, viewer counts).
+    /// Well-formed events of kinds no view consumes yet (posts, viewer counts).
     pub unrouted: u64,
     pub blank: u64,
     pub ticks: u64,
@@ -82,12 +94,20 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> Result
     let probe = ProbeHandle::new();
     let out = job.out.clone();
     let chat_config = job.chat.clone();
+    let network_config = job.network.clone();
+    let (focus_given, mention_edges) = (job.focus.is_some(), job.mention_edges);
     let profile = job.profile.then(|| OperatorProfile::install(worker));
 
-    let (mut chats_in, mut dead_in, sinks) = worker.dataflow::<u64, _, _>(|scope| {
+    let (mut chats_in, mut edges_in, focus_in, mut dead_in, sinks) = worker.dataflow::<u64, _, _>(|scope| {
         let (chats_in, chats) = scope.new_collection::<Chat, Diff>();
+        let (edges_in, mut edges) = scope.new_collection::<(Name, Name), Diff>();
+        let (focus_in, focus) = scope.new_collection::<Name, Diff>();
         let (dead_in, dead) = scope.new_collection::<DeadLetter, Diff>();
+        if mention_edges {
+            edges = edges.concat(mention_edges_of(chats.clone()));
+        }
         let views = chat_views(chats, &chat_config);
+        let network = network_views(edges, focus_given.then_some(focus), &network_config);
 
         let mut sinks: Vec<(&'static str, SinkHandle)> = Vec::new();
         let mut streams = Vec::new();
@@ -100,19 +120,27 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> Result
         sink(csv_sink(views.user_counts, &out), UserCount::VIEW);
         sink(csv_sink(views.top_words, &out), TopWord::VIEW);
         sink(csv_sink(views.top_users, &out), TopUser::VIEW);
+        sink(csv_sink(network.connections, &out), Connection::VIEW);
+        sink(csv_sink(network.reach, &out), Reach::VIEW);
+        sink(csv_sink(network.top_connections, &out), TopConnection::VIEW);
         sink(csv_sink(dead, &out), DeadLetter::VIEW);
         scope.concatenate(streams).probe_with(&probe);
-        (chats_in, dead_in, sinks)
+        (chats_in, edges_in, focus_in, dead_in, sinks)
     });
+    // The focus set is static: worker 0 enters it at time 0, then every worker closes it.
+    let mut focus_in = focus_in;
+    if index == 0 {
+        for user in job.focus.iter().flatten() {
+            focus_in.insert(Name::from(user.as_str()));
+        }
+    }
+    drop(focus_in);
     let sink_error = |sinks: &[(&'static str, SinkHandle)]| sinks.iter().find_map(|(_, s)| s.borrow().error.clone());
     if let Some(e) = sink_error(&sinks) {
         return Err(e);
     }
 
-    let mut report = WorkerReport {
-        index,
-        ..Default::default()
-    };
+    let mut report = WorkerReport { index, ..Default::default() };
     let mut source = FileSource::new(job.inputs.clone(), index, peers);
     let inflight_ticks = (job.max_inflight / job.batch).max(1);
     let measure = index == 0;
@@ -150,6 +178,11 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> Result
                         chats_in.insert(chat);
                         report.chats += 1;
                     }
+                    Ok(Event::Edge(edge)) => {
+                        let sign = if edge.op == EdgeOp::Del { -1 } else { 1 };
+                        edges_in.update((edge.src, edge.dst), sign * edge.weight as Diff);
+                        report.edges += 1;
+                    }
                     Ok(_) => report.unrouted += 1,
                     Err(error) => {
                         dead_in.insert(dead_letter(line.source, line.line_no.to_string(), error, line.bytes));
@@ -165,8 +198,10 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> Result
         }
         tick += 1;
         chats_in.advance_to(tick);
+        edges_in.advance_to(tick);
         dead_in.advance_to(tick);
         chats_in.flush();
+        edges_in.flush();
         dead_in.flush();
         if measure {
             closed.push_back((tick - 1, Instant::now()));
@@ -187,6 +222,7 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> Result
     }
     progress.bytes.fetch_max(source.bytes_read(), Ordering::Relaxed);
     drop(chats_in);
+    drop(edges_in);
     drop(dead_in);
     if measure {
         closed.push_back((tick, Instant::now()));

@@ -40,10 +40,7 @@ pub struct ChatConfig {
 
 impl Default for ChatConfig {
     fn default() -> Self {
-        ChatConfig {
-            window_secs: 60,
-            top_k: 10,
-        }
+        ChatConfig { window_secs: 60, top_k: 10 }
     }
 }
 
@@ -75,13 +72,7 @@ where
     let top_users = top_users(users, config.top_k);
     let channel_activity = channel_activity(messages);
 
-    ChatViews {
-        word_counts,
-        channel_activity,
-        user_counts,
-        top_words,
-        top_users,
-    }
+    ChatViews { word_counts, channel_activity, user_counts, top_words, top_users }
 }
 
 /// returns `(words, messages)`: `(channel, window_start, word)` with a diff of its number of
@@ -141,22 +132,9 @@ fn word_counts<'s, T>(words: VecCollection<'s, T, WordKey>) -> VecCollection<'s,
 where
     T: Timestamp + TotalOrder,
 {
-    count_by_key(words, "Count: word_counts").map(
-        |(
-            Hashed {
-                key: (channel, window_start, word),
-                ..
-            },
-            count,
-        )| {
-            WordCount {
-                channel,
-                window_start,
-                word,
-                count: count as i64,
-            }
-        },
-    )
+    count_by_key(words, "Count: word_counts").map(|(Hashed { key: (channel, window_start, word), .. }, count)| {
+        WordCount { channel, window_start, word, count: count as i64 }
+    })
 }
 
 /// returns `top_words`: per channel the `k` most frequent words of all time.
@@ -186,20 +164,8 @@ fn user_counts<'s, T>(users: VecCollection<'s, T, (Name, Name)>) -> VecCollectio
 where
     T: Timestamp + TotalOrder,
 {
-    count_by_key(users.map(Hashed::new), "Count: user_counts").map(
-        |(
-            Hashed {
-                key: (channel, user), ..
-            },
-            messages,
-        )| {
-            UserCount {
-                channel,
-                user,
-                messages: messages as i64,
-            }
-        },
-    )
+    count_by_key(users.map(Hashed::new), "Count: user_counts")
+        .map(|(Hashed { key: (channel, user), .. }, messages)| UserCount { channel, user, messages: messages as i64 })
 }
 
 /// returns `top_users`: per channel the `k` users with the most messages.
@@ -236,13 +202,7 @@ where
     )
     .explode(|m| Some((Hashed::new((m.key.0, m.key.1)), (0 as Diff, 0 as Diff, 1 as Diff))));
     count_by_key(sizes.concat(chatters), "Count: channel_activity").map(
-        |(
-            Hashed {
-                key: (channel, window_start),
-                ..
-            },
-            (messages, words, chatters),
-        )| ChannelActivity {
+        |(Hashed { key: (channel, window_start), .. }, (messages, words, chatters))| ChannelActivity {
             channel,
             window_start,
             messages: messages as i64,

@@ -6,6 +6,7 @@
 //! streams, and tests can drive it with any time assignment.
 
 pub mod chat;
+pub mod network;
 pub mod operators;
 pub mod types;
 pub mod words;

@@ -110,9 +110,7 @@ where
                     }
                     let (time, (cap, updates)) = entry.remove_entry();
                     let mut session = output.session(&cap);
-                    process(&time, updates, &mut |data, diff| {
-                        session.give((data, time.clone(), diff))
-                    });
+                    process(&time, updates, &mut |data, diff| session.give((data, time.clone(), diff)));
                 }
             }
         })
@@ -199,49 +197,46 @@ where
     T: Timestamp + TotalOrder,
     K: ExchangeData + Hash,
 {
-    total_by_key(updates, name, |key: &K, old: &Diff, new: &Diff, emit| {
-        match (*old > 0, *new > 0) {
-            (false, true) => emit(key.clone(), 1),
-            (true, false) => emit(key.clone(), -1),
-            _ => {}
-        }
+    total_by_key(updates, name, |key: &K, old: &Diff, new: &Diff, emit| match (*old > 0, *new > 0) {
+        (false, true) => emit(key.clone(), 1),
+        (true, false) => emit(key.clone(), -1),
+        _ => {}
     })
 }
 
-/// One group of a top-K: every item's count, the best `k` items, and the rows last emitted.
-struct Ranking<I> {
-    counts: HashMap<I, Diff, RandomState>,
-    /// The best min(k, positive items) items by (count desc, item asc).
-    top: BTreeSet<(Reverse<Diff>, I)>,
-    emitted: Vec<(I, Diff)>,
+/// One group of a top-K: every item's score, the best `k` items, and the rows last emitted.
+struct Ranking<I, R> {
+    scores: HashMap<I, R, RandomState>,
+    /// The best min(k, positive items) items by (score desc, item asc).
+    top: BTreeSet<(Reverse<R>, I)>,
+    emitted: Vec<(I, R)>,
 }
 
-impl<I: Ord + Hash + Clone> Ranking<I> {
+impl<I: Ord + Hash + Clone, R: Monoid + Ord> Ranking<I, R> {
     fn new() -> Self {
-        Ranking {
-            counts: HashMap::default(),
-            top: BTreeSet::new(),
-            emitted: Vec::new(),
-        }
+        Ranking { scores: HashMap::default(), top: BTreeSet::new(), emitted: Vec::new() }
     }
 
-    /// Adds `delta` to `item`'s count and keeps `top` the best `k`; returns false if `top` may
+    /// Adds `delta` to `item`'s score and keeps `top` the best `k`; returns false if `top` may
     /// now miss an item outside it (an item in it fell), which [`Self::rebuild`] repairs.
-    fn update(&mut self, item: I, delta: Diff, k: usize) -> bool {
-        let old = self.counts.get(&item).copied().unwrap_or(0);
-        let new = old + delta;
-        if new == 0 {
-            self.counts.remove(&item);
+    fn update(&mut self, item: I, delta: R, k: usize) -> bool {
+        let zero = R::zero();
+        let old = self.scores.get(&item).cloned().unwrap_or_else(R::zero);
+        let mut new = old.clone();
+        new.plus_equals(&delta);
+        if new.is_zero() {
+            self.scores.remove(&item);
         } else {
-            self.counts.insert(item.clone(), new);
+            self.scores.insert(item.clone(), new.clone());
         }
-        let was_in_top = old > 0 && self.top.remove(&(Reverse(old), item.clone()));
-        if new <= 0 {
+        let was_in_top = old > zero && self.top.remove(&(Reverse(old.clone()), item.clone()));
+        if new <= zero {
             return !was_in_top;
         }
         if was_in_top || self.top.len() < k {
+            let fell = was_in_top && new < old;
             self.top.insert((Reverse(new), item));
-            return !(was_in_top && new < old);
+            return !fell;
         }
         let candidate = (Reverse(new), item);
         if self.top.last().is_some_and(|worst| candidate < *worst) {
@@ -251,33 +246,30 @@ impl<I: Ord + Hash + Clone> Ranking<I> {
         true
     }
 
-    /// Recomputes `top` from every count.
+    /// Recomputes `top` from every score.
     fn rebuild(&mut self, k: usize) {
-        let mut all: Vec<(Reverse<Diff>, &I)> = self
-            .counts
-            .iter()
-            .filter(|(_, c)| **c > 0)
-            .map(|(i, c)| (Reverse(*c), i))
-            .collect();
+        let zero = R::zero();
+        let mut all: Vec<(Reverse<&R>, &I)> =
+            self.scores.iter().filter(|(_, c)| **c > zero).map(|(i, c)| (Reverse(c), i)).collect();
         if all.len() > k {
             all.select_nth_unstable(k);
             all.truncate(k);
         }
-        self.top = all.into_iter().map(|(c, i)| (c, i.clone())).collect();
+        self.top = all.into_iter().map(|(Reverse(c), i)| (Reverse(c.clone()), i.clone())).collect();
     }
 
     /// Emits each rank whose row changed since the last call: the old row retracted, the new
     /// one inserted.
-    fn emit_changes(&mut self, mut emit: impl FnMut(u32, &I, Diff, Diff)) {
-        let new: Vec<(I, Diff)> = self.top.iter().map(|(Reverse(c), i)| (i.clone(), *c)).collect();
+    fn emit_changes(&mut self, mut emit: impl FnMut(u32, &I, &R, Diff)) {
+        let new: Vec<(I, R)> = self.top.iter().map(|(Reverse(c), i)| (i.clone(), c.clone())).collect();
         for rank in 0..new.len().max(self.emitted.len()) {
             let (old_row, new_row) = (self.emitted.get(rank), new.get(rank));
             if old_row != new_row {
-                if let Some((item, count)) = old_row {
-                    emit(rank as u32 + 1, item, *count, -1);
+                if let Some((item, score)) = old_row {
+                    emit(rank as u32 + 1, item, score, -1);
                 }
-                if let Some((item, count)) = new_row {
-                    emit(rank as u32 + 1, item, *count, 1);
+                if let Some((item, score)) = new_row {
+                    emit(rank as u32 + 1, item, score, 1);
                 }
             }
         }
@@ -285,28 +277,30 @@ impl<I: Ord + Hash + Clone> Ranking<I> {
     }
 }
 
-/// returns rows `(group, rank, item, count)`: for each group the `k` items with the largest
-/// count, rank 1 first, ties broken by item ascending; an item's count is the total of the
-/// diffs of its `(group, item)` records (occurrences), and only positive counts rank.
+/// returns rows `(group, rank, item, score)`: for each group the `k` items with the largest
+/// score, rank 1 first, ties broken by item ascending. An item's score is the total of the
+/// diffs of its `(group, item)` records: with `isize` diffs, its number of occurrences; with a
+/// tuple, a lexicographic score. Only scores above zero rank.
 ///
-/// Each worker owns the groups hashed to it and keeps, per group, every item's count in a hash
+/// Each worker owns the groups hashed to it and keeps, per group, every item's score in a hash
 /// map and the best `k` in a small B-tree. A completed time adds its changes (O(1) per item,
 /// plus O(log k) for items that enter or move within the top) and emits only the ranks whose
-/// row changed: a changed count moves one item, it does not rewrite the group's list. Only
-/// when an item of the top loses count is the group's top recomputed from all its counts.
-pub fn top_k<'s, T, G, I>(
-    occurrences: VecCollection<'s, T, (G, I)>,
+/// row changed: a changed score moves one item, it does not rewrite the group's list. Only
+/// when an item of the top loses score is the group's top recomputed from all its scores.
+pub fn top_k<'s, T, G, I, R>(
+    scores: VecCollection<'s, T, (G, I), R>,
     k: usize,
     name: &str,
-) -> VecCollection<'s, T, (G, u32, I, Diff)>
+) -> VecCollection<'s, T, (G, u32, I, R)>
 where
     T: Timestamp + TotalOrder,
     G: ExchangeData + Hash,
     I: ExchangeData + Hash,
+    R: ExchangeData + Monoid,
 {
-    let exchange = Exchange::new(|update: &((G, I), T, Diff)| (update.0).0.hashed());
-    let mut groups: HashMap<G, Ranking<I>, RandomState> = HashMap::default();
-    in_time_order(occurrences, exchange, name, move |_time, updates, emit| {
+    let exchange = Exchange::new(|update: &((G, I), T, R)| (update.0).0.hashed());
+    let mut groups: HashMap<G, Ranking<I, R>, RandomState> = HashMap::default();
+    in_time_order(scores, exchange, name, move |_time, updates, emit| {
         let mut touched: HashMap<G, bool, RandomState> = HashMap::default();
         for ((group, item), delta) in updates {
             let ranking = groups.entry(group.clone()).or_insert_with(Ranking::new);
@@ -318,8 +312,9 @@ where
             if !intact {
                 ranking.rebuild(k);
             }
-            ranking.emit_changes(|rank, item, count, diff| emit((group.clone(), rank, item.clone(), count), diff));
-            if ranking.counts.is_empty() && ranking.emitted.is_empty() {
+            ranking
+                .emit_changes(|rank, item, score, diff| emit((group.clone(), rank, item.clone(), score.clone()), diff));
+            if ranking.scores.is_empty() && ranking.emitted.is_empty() {
                 groups.remove(&group);
             }
         }

@@ -136,6 +136,36 @@ pub struct TopUser {
     pub messages: i64,
 }
 
+/// `connections`: the strength of a pair of users (`user_a < user_b`): the sum of the weights
+/// of their current edges in either direction.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Connection {
+    pub user_a: Name,
+    pub user_b: Name,
+    pub strength: i64,
+}
+
+/// `reach`: the weighted walks of `hops` steps from a focus user to another user (the entry of
+/// the `hops`-th power of the strength matrix).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Reach {
+    pub user: Name,
+    pub other: Name,
+    pub hops: u32,
+    pub walks: i64,
+}
+
+/// `top_connections`: a focus user's best others, by strength, then walks of 2, then of 3 hops.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TopConnection {
+    pub user: Name,
+    pub rank: u32,
+    pub other: Name,
+    pub strength: i64,
+    pub walks2: i64,
+    pub walks3: i64,
+}
+
 /// The tumbling window an event time falls in: `floor(ts / 1000 / w) * w`, seconds since the
 /// epoch (floor also for times before 1970).
 pub fn window_start(ts_ms: i64, window_secs: i64) -> i64 {

@@ -45,11 +45,7 @@ impl Splitter {
         } else {
             // `str::to_lowercase`, not per char: the final-sigma rule needs the context.
             self.buffer = text.to_lowercase();
-            runs(
-                &self.buffer,
-                self.buffer.char_indices().map(|(i, c)| (i, is_word_char(c))),
-                each,
-            );
+            runs(&self.buffer, self.buffer.char_indices().map(|(i, c)| (i, is_word_char(c))), each);
         }
     }
 }

@@ -102,44 +102,39 @@ pub fn csv_sink<'s, R: ViewRow>(rows: VecCollection<'s, u64, R>, dir: &Path) -> 
         }
     }
 
-    let runs = in_time_order(
-        rows,
-        Pipeline,
-        &format!("CsvEncode({})", R::VIEW),
-        |_time, updates, emit| {
-            // Encode, sort by the encoded row, and sum equal rows: consolidation on the bytes,
-            // which identify a row as well as the row itself does.
-            let mut encoded: Vec<u8> = Vec::new();
-            let mut rows: Vec<(u64, u32, u32, Diff)> = Vec::with_capacity(updates.len());
-            for (row, diff) in &updates {
-                let start = encoded.len();
-                row.fields(&mut CsvFields::new(&mut encoded));
-                rows.push((row_hash(&encoded[start..]), start as u32, encoded.len() as u32, *diff));
+    let runs = in_time_order(rows, Pipeline, &format!("CsvEncode({})", R::VIEW), |_time, updates, emit| {
+        // Encode, sort by the encoded row, and sum equal rows: consolidation on the bytes,
+        // which identify a row as well as the row itself does.
+        let mut encoded: Vec<u8> = Vec::new();
+        let mut rows: Vec<(u64, u32, u32, Diff)> = Vec::with_capacity(updates.len());
+        for (row, diff) in &updates {
+            let start = encoded.len();
+            row.fields(&mut CsvFields::new(&mut encoded));
+            rows.push((row_hash(&encoded[start..]), start as u32, encoded.len() as u32, *diff));
+        }
+        let bytes = |r: &(u64, u32, u32, Diff)| &encoded[r.1 as usize..r.2 as usize];
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| bytes(a).cmp(bytes(b))));
+        let mut run = EncodedRun::default();
+        let mut i = 0;
+        while i < rows.len() {
+            let mut diff = rows[i].3;
+            let mut j = i + 1;
+            while j < rows.len() && rows[j].0 == rows[i].0 && bytes(&rows[j]) == bytes(&rows[i]) {
+                diff += rows[j].3;
+                j += 1;
             }
-            let bytes = |r: &(u64, u32, u32, Diff)| &encoded[r.1 as usize..r.2 as usize];
-            rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| bytes(a).cmp(bytes(b))));
-            let mut run = EncodedRun::default();
-            let mut i = 0;
-            while i < rows.len() {
-                let mut diff = rows[i].3;
-                let mut j = i + 1;
-                while j < rows.len() && rows[j].0 == rows[i].0 && bytes(&rows[j]) == bytes(&rows[i]) {
-                    diff += rows[j].3;
-                    j += 1;
-                }
-                if diff != 0 {
-                    run.bytes.extend_from_slice(bytes(&rows[i]));
-                    run.ends.push(run.bytes.len() as u32);
-                    run.hashes.push(rows[i].0);
-                    run.diffs.push(diff);
-                }
-                i = j;
+            if diff != 0 {
+                run.bytes.extend_from_slice(bytes(&rows[i]));
+                run.ends.push(run.bytes.len() as u32);
+                run.hashes.push(rows[i].0);
+                run.diffs.push(diff);
             }
-            if !run.ends.is_empty() {
-                emit(run, 1);
-            }
-        },
-    );
+            i = j;
+        }
+        if !run.ends.is_empty() {
+            emit(run, 1);
+        }
+    });
 
     let handle = Rc::clone(&shared);
     let written = in_time_order(

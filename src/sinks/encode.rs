@@ -116,6 +116,40 @@ impl ViewRow for TopUser {
     }
 }
 
+impl ViewRow for Connection {
+    const VIEW: &'static str = "connections";
+    const COLUMNS: &'static [&'static str] = &["user_a", "user_b", "strength"];
+    fn fields(&self, r: &mut impl Fields) {
+        r.text(&self.user_a);
+        r.text(&self.user_b);
+        r.int(self.strength);
+    }
+}
+
+impl ViewRow for Reach {
+    const VIEW: &'static str = "reach";
+    const COLUMNS: &'static [&'static str] = &["user", "other", "hops", "walks"];
+    fn fields(&self, r: &mut impl Fields) {
+        r.text(&self.user);
+        r.text(&self.other);
+        r.int(i64::from(self.hops));
+        r.int(self.walks);
+    }
+}
+
+impl ViewRow for TopConnection {
+    const VIEW: &'static str = "top_connections";
+    const COLUMNS: &'static [&'static str] = &["user", "rank", "other", "strength", "walks2", "walks3"];
+    fn fields(&self, r: &mut impl Fields) {
+        r.text(&self.user);
+        r.int(i64::from(self.rank));
+        r.text(&self.other);
+        r.int(self.strength);
+        r.int(self.walks2);
+        r.int(self.walks3);
+    }
+}
+
 impl ViewRow for DeadLetter {
     const VIEW: &'static str = "dead_letters";
     const COLUMNS: &'static [&'static str] = &["source", "position", "error", "raw"];
@@ -152,9 +186,6 @@ mod tests {
         f.text("two\nlines");
         f.text("");
         f.int(-42);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",\"\",-42"
-        );
+        assert_eq!(String::from_utf8(out).unwrap(), "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",\"\",-42");
     }
 }

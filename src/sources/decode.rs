@@ -57,11 +57,7 @@ fn required<T>(field: Option<T>, kind: &str, name: &str) -> Result<T, String> {
 /// Decodes one record (a fixture line or a Kafka payload, without its line end).
 pub fn decode(bytes: &[u8]) -> Result<Event, String> {
     if bytes.len() > MAX_RECORD_BYTES {
-        return Err(format!(
-            "record of {} bytes exceeds the limit of {} bytes",
-            bytes.len(),
-            MAX_RECORD_BYTES
-        ));
+        return Err(format!("record of {} bytes exceeds the limit of {} bytes", bytes.len(), MAX_RECORD_BYTES));
     }
     let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?;
     let f: Fields = serde_json::from_str(text).map_err(|e| format!("invalid JSON event: {e}"))?;
@@ -71,11 +67,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, String> {
         let op = match f.op.as_deref() {
             None | Some("add") => EdgeOp::Add,
             Some("del") => EdgeOp::Del,
-            Some(other) => {
-                return Err(format!(
-                    "edge event has unknown op {other:?} (expected \"add\" or \"del\")"
-                ))
-            }
+            Some(other) => return Err(format!("edge event has unknown op {other:?} (expected \"add\" or \"del\")")),
         };
         Ok(Event::Edge(Edge {
             ts: required(f.ts, "edge", "ts")?,
@@ -86,11 +78,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event, String> {
         }))
     } else if let Some(channel) = f.channel {
         match (f.viewers, f.text) {
-            (Some(viewers), None) => Ok(Event::Viewers(Viewers {
-                ts: required(f.ts, "viewers", "ts")?,
-                channel: name(channel),
-                viewers,
-            })),
+            (Some(viewers), None) => {
+                Ok(Event::Viewers(Viewers { ts: required(f.ts, "viewers", "ts")?, channel: name(channel), viewers }))
+            }
             (_, text) => Ok(Event::Chat(Chat {
                 ts: required(f.ts, "chat", "ts")?,
                 channel: name(channel),
@@ -108,11 +98,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event, String> {
             retweet_of: f.retweet_of.map(owned),
         }))
     } else {
-        Err(
-            "not an event: no field identifies its kind (chat: channel+text, edge: src+dst, \
+        Err("not an event: no field identifies its kind (chat: channel+text, edge: src+dst, \
              viewers: channel+viewers, post: id+text)"
-                .to_owned(),
-        )
+            .to_owned())
     }
 }
 
@@ -131,15 +119,21 @@ pub fn write_chat_line(
         user: &'a str,
         text: &'a str,
     }
-    serde_json::to_writer(
-        &mut *out,
-        &ChatLine {
-            ts,
-            channel,
-            user,
-            text,
-        },
-    )?;
+    serde_json::to_writer(&mut *out, &ChatLine { ts, channel, user, text })?;
+    out.write_all(b"\n")
+}
+
+/// Writes an edge event (`op` add) as one JSON line, the format `decode` reads.
+pub fn write_edge_line(out: &mut impl std::io::Write, ts: i64, src: &str, dst: &str, weight: i64) -> std::io::Result<()> {
+    #[derive(serde::Serialize)]
+    struct EdgeLine<'a> {
+        ts: i64,
+        src: &'a str,
+        dst: &'a str,
+        weight: i64,
+        op: &'static str,
+    }
+    serde_json::to_writer(&mut *out, &EdgeLine { ts, src, dst, weight, op: "add" })?;
     out.write_all(b"\n")
 }
 
@@ -154,12 +148,7 @@ pub fn dead_letter(source: &str, position: String, error: String, raw: &[u8]) ->
         end -= 1;
         text = String::from_utf8_lossy(&raw[..end]).into_owned();
     }
-    DeadLetter {
-        source: source.to_owned(),
-        position,
-        error,
-        raw: text,
-    }
+    DeadLetter { source: source.to_owned(), position, error, raw: text }
 }
 
 #[cfg(test)]
@@ -171,25 +160,9 @@ mod tests {
         let chat = decode(br#"{"ts":1,"channel":"c","user":"u","text":"hi","extra":[1,2]}"#).unwrap();
         assert!(matches!(chat, Event::Chat(Chat { ts: 1, .. })));
         let edge = decode(br#"{"ts":2,"src":"a","dst":"b"}"#).unwrap();
-        assert_eq!(
-            edge,
-            Event::Edge(Edge {
-                ts: 2,
-                src: "a".into(),
-                dst: "b".into(),
-                weight: 1,
-                op: EdgeOp::Add
-            })
-        );
+        assert_eq!(edge, Event::Edge(Edge { ts: 2, src: "a".into(), dst: "b".into(), weight: 1, op: EdgeOp::Add }));
         let del = decode(br#"{"ts":2,"src":"a","dst":"b","weight":3,"op":"del"}"#).unwrap();
-        assert!(matches!(
-            del,
-            Event::Edge(Edge {
-                weight: 3,
-                op: EdgeOp::Del,
-                ..
-            })
-        ));
+        assert!(matches!(del, Event::Edge(Edge { weight: 3, op: EdgeOp::Del, .. })));
         let viewers = decode(br#"{"ts":3,"channel":"c","viewers":10}"#).unwrap();
         assert!(matches!(viewers, Event::Viewers(Viewers { viewers: 10, .. })));
         let post = decode(br#"{"ts":4,"id":"p","user":"u","text":"t","place":"Melbourne","retweet_of":null}"#).unwrap();

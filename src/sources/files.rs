@@ -141,13 +141,7 @@ impl FileSource {
                                 bytes = stripped;
                             }
                         }
-                        each(Line {
-                            source: &file.name,
-                            line_no: file.line_no,
-                            global: self.global,
-                            bytes,
-                            oversized,
-                        });
+                        each(Line { source: &file.name, line_no: file.line_no, global: self.global, bytes, oversized });
                     }
                     self.global += 1;
                 }
@@ -159,11 +153,7 @@ impl FileSource {
 
 fn open(path: &Path) -> io::Result<OpenFile> {
     let file = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    Ok(OpenFile {
-        name: path.display().to_string(),
-        reader: BufReader::with_capacity(1 << 20, file),
-        line_no: 0,
-    })
+    Ok(OpenFile { name: path.display().to_string(), reader: BufReader::with_capacity(1 << 20, file), line_no: 0 })
 }
 
 /// Reads one line. If `keep`, its bytes (without `\n`) go to `line`, cut to [`MAX_RAW_BYTES`]

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use chrono::{DateTime, NaiveDateTime};
 
-use crate::sources::decode::{write_chat_line, MAX_RECORD_BYTES};
+use crate::sources::decode::{write_chat_line, write_edge_line, MAX_RECORD_BYTES};
 
 /// The log formats `chatflow import` reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -27,6 +27,15 @@ pub enum ImportFormat {
     TwitchCsv,
     /// Raw Twitch IRC log with `<date> ;;; ` timestamps.
     TwitchIrc,
+    /// Edge lists: `from,to` or `Source,Target,Weight` (header optional).
+    EdgesCsv,
+}
+
+/// Settings of an import beyond the format.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    /// `ts` of imported edges, which the edge lists do not carry (ms since the epoch).
+    pub edge_ts: i64,
 }
 
 /// A line that could not be imported.
@@ -48,7 +57,7 @@ pub struct ImportReport {
 
 impl fmt::Display for ImportReport {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "imported {} chat events", self.events)?;
+        write!(f, "imported {} events", self.events)?;
         if self.skipped > 0 {
             write!(f, ", skipped {} server lines", self.skipped)?;
         }
@@ -65,7 +74,12 @@ impl fmt::Display for ImportReport {
 }
 
 /// Imports `files` in `format`, writing one chat event per line to `out`.
-pub fn import(format: ImportFormat, files: &[impl AsRef<Path>], out: &mut impl Write) -> io::Result<ImportReport> {
+pub fn import(
+    format: ImportFormat,
+    files: &[impl AsRef<Path>],
+    options: &ImportOptions,
+    out: &mut impl Write,
+) -> io::Result<ImportReport> {
     let mut report = ImportReport::default();
     for file in files {
         let file = file.as_ref();
@@ -74,7 +88,13 @@ pub fn import(format: ImportFormat, files: &[impl AsRef<Path>], out: &mut impl W
         match format {
             ImportFormat::TwitchCsv => {
                 let data = std::fs::read(file).map_err(open_error)?;
-                import_csv(&name, &data, out, &mut report)?
+                let mut format = ChatCsv { columns: Columns { ts: 0, channel: 1, user: 2, text: 3 } };
+                import_csv(&name, &data, &mut format, out, &mut report)?
+            }
+            ImportFormat::EdgesCsv => {
+                let data = std::fs::read(file).map_err(open_error)?;
+                let mut format = EdgeCsv { src: 0, dst: 1, weight: None, width: 0, ts: options.edge_ts };
+                import_csv(&name, &data, &mut format, out, &mut report)?
             }
             ImportFormat::TwitchIrc => {
                 let reader = io::BufReader::new(std::fs::File::open(file).map_err(open_error)?);
@@ -121,11 +141,7 @@ struct Columns {
 }
 
 fn header_columns(fields: &[String]) -> Option<Columns> {
-    let find = |names: &[&str]| {
-        fields
-            .iter()
-            .position(|f| names.contains(&f.trim().to_lowercase().as_str()))
-    };
+    let find = |names: &[&str]| fields.iter().position(|f| names.contains(&f.trim().to_lowercase().as_str()));
     Some(Columns {
         ts: find(&["timestamp", "time", "ts"])?,
         channel: find(&["channel"])?,
@@ -134,14 +150,128 @@ fn header_columns(fields: &[String]) -> Option<Columns> {
     })
 }
 
+/// What distinguishes one CSV log format from another: its header and its records.
+trait CsvFormat {
+    /// Reads the first record: `Ok(true)` if it is a header (now remembered), `Ok(false)` if it
+    /// is data, `Err` if the file is not of this format at all.
+    fn header(&mut self, fields: &[String]) -> Result<bool, String>;
+    /// The event line (JSON, without line end) of a data record, or why it cannot be imported.
+    fn record(&mut self, fields: &[String]) -> Result<String, String>;
+}
+
+/// `Timestamp,Channel,User,Message` chat logs; a header may name and order the columns.
+struct ChatCsv {
+    columns: Columns,
+}
+
+impl CsvFormat for ChatCsv {
+    fn header(&mut self, fields: &[String]) -> Result<bool, String> {
+        if parse_timestamp(&fields[0]).is_some() {
+            return Ok(false);
+        }
+        match header_columns(fields) {
+            Some(columns) => {
+                self.columns = columns;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn record(&mut self, fields: &[String]) -> Result<String, String> {
+        let c = &self.columns;
+        let width = c.ts.max(c.channel).max(c.user).max(c.text) + 1;
+        if fields.len() < width {
+            return Err(format!("expected {width} fields, found {}", fields.len()));
+        }
+        let ts = parse_timestamp(&fields[c.ts]).ok_or_else(|| format!("bad timestamp {:?}", fields[c.ts]))?;
+        let channel = fields[c.channel].trim().trim_start_matches('#');
+        let user = fields[c.user].trim();
+        if channel.is_empty() || user.is_empty() {
+            return Err("empty channel or user".into());
+        }
+        let mut line = Vec::new();
+        write_chat_line(&mut line, ts, channel, user, &clean_text(&fields[c.text])).map_err(|e| e.to_string())?;
+        line.pop();
+        Ok(String::from_utf8(line).expect("JSON is UTF-8"))
+    }
+}
+
+/// Edge lists: `from,to` (MUSAE) or `Source,Target,Weight` (viewer overlap), header optional;
+/// the weight defaults to 1 and may have thousands separators (`1,234`).
+struct EdgeCsv {
+    src: usize,
+    dst: usize,
+    weight: Option<usize>,
+    /// Fields per record, fixed by the header or the first record: an unquoted `1,234`
+    /// shows up as one field too many and is refused rather than misread.
+    width: usize,
+    ts: i64,
+}
+
+/// An integer with optional thousands separators (`12,345` or `12 345`).
+fn parse_weight(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(w) = s.parse() {
+        return Some(w);
+    }
+    let (sign, digits) = s.strip_prefix('-').map_or(("", s), |d| ("-", d));
+    let sep = if digits.contains(',') { ',' } else { ' ' };
+    let groups: Vec<&str> = digits.split(sep).collect();
+    let well_grouped = groups.len() > 1
+        && (1..=3).contains(&groups[0].len())
+        && groups[1..].iter().all(|g| g.len() == 3)
+        && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_digit()));
+    well_grouped.then(|| format!("{sign}{}", groups.concat()).parse().ok()).flatten()
+}
+
+impl CsvFormat for EdgeCsv {
+    fn header(&mut self, fields: &[String]) -> Result<bool, String> {
+        let names: Vec<String> = fields.iter().map(|f| f.trim().to_lowercase()).collect();
+        let find = |options: &[&str]| names.iter().position(|n| options.contains(&n.as_str()));
+        if let (Some(src), Some(dst)) = (find(&["from", "source", "src"]), find(&["to", "target", "dst"])) {
+            self.src = src;
+            self.dst = dst;
+            self.weight = find(&["weight", "weights"]);
+            self.width = fields.len();
+            return Ok(true);
+        }
+        self.weight = (fields.len() > 2).then_some(2);
+        self.width = fields.len();
+        match self.record(fields) {
+            Ok(_) => Ok(false),
+            Err(e) => Err(format!(
+                "not an edge list: the first line {:?} is neither a header naming from/to or \
+                 Source/Target columns nor an edge ({e})",
+                fields.join(",")
+            )),
+        }
+    }
+
+    fn record(&mut self, fields: &[String]) -> Result<String, String> {
+        if fields.len() != self.width || self.width < 2 || self.width <= self.src.max(self.dst) {
+            return Err(format!("expected {} fields, found {}", self.width.max(2), fields.len()));
+        }
+        let (src, dst) = (fields[self.src].trim(), fields[self.dst].trim());
+        if src.is_empty() || dst.is_empty() {
+            return Err("empty source or target".into());
+        }
+        let weight = match self.weight {
+            None => 1,
+            Some(w) => parse_weight(&fields[w]).ok_or_else(|| format!("weight {:?} is not an integer", fields[w]))?,
+        };
+        let mut line = Vec::new();
+        write_edge_line(&mut line, self.ts, src, dst, weight).map_err(|e| e.to_string())?;
+        line.pop();
+        Ok(String::from_utf8(line).expect("JSON is UTF-8"))
+    }
+}
+
 /// A parsed CSV record waiting to be written.
 struct Held {
     start: usize,
     line: u64,
-    ts: i64,
-    channel: String,
-    user: String,
-    text: String,
+    event: String,
 }
 
 /// Physical line numbers of byte offsets: the csv crate's own line count skips blank lines.
@@ -151,9 +281,7 @@ struct LineIndex {
 
 impl LineIndex {
     fn new(data: &[u8]) -> Self {
-        LineIndex {
-            newlines: memchr::memchr_iter(b'\n', data).collect(),
-        }
+        LineIndex { newlines: memchr::memchr_iter(b'\n', data).collect() }
     }
     /// The 1-based line of the first byte at or after `offset` that is not a line end.
     fn line_of(&self, data: &[u8], mut offset: usize) -> u64 {
@@ -164,22 +292,25 @@ impl LineIndex {
     }
 }
 
-/// Imports one CSV log, read whole (line numbers and the truncation check need the bytes).
-fn import_csv(name: &str, data: &[u8], out: &mut impl Write, report: &mut ImportReport) -> io::Result<()> {
+/// Imports one CSV log in `format`, read whole (line numbers and the truncation check need the
+/// bytes).
+fn import_csv(
+    name: &str,
+    data: &[u8],
+    format: &mut dyn CsvFormat,
+    out: &mut impl Write,
+    report: &mut ImportReport,
+) -> io::Result<()> {
     let lines = LineIndex::new(data);
     // Each record is written once the next one has been read, so that the last one can be
     // checked for truncation first.
     let mut held: Option<Held> = None;
-    let flush = |held: Held, out: &mut _, report: &mut ImportReport| -> io::Result<()> {
-        write_event(out, held.ts, &held.channel, &held.user, &held.text)?;
+    let flush = |held: Held, out: &mut dyn Write, report: &mut ImportReport| -> io::Result<()> {
+        writeln!(out, "{}", held.event)?;
         report.events += 1;
         Ok(())
     };
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(data);
-    let mut columns: Option<Columns> = None;
+    let mut csv = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(data);
     let mut first = true;
     let mut record = csv::ByteRecord::new();
     loop {
@@ -189,84 +320,45 @@ fn import_csv(name: &str, data: &[u8], out: &mut impl Write, report: &mut Import
             Ok(true) => {}
             Err(e) => {
                 let line = lines.line_of(data, e.position().map_or(start, |p| p.byte() as usize));
-                report.unparsed.push(Unparsed {
-                    file: name.into(),
-                    line,
-                    reason: format!("bad CSV: {e}"),
-                });
+                report.unparsed.push(Unparsed { file: name.into(), line, reason: format!("bad CSV: {e}") });
                 continue;
             }
         }
         let start = record.position().map_or(start, |p| p.byte() as usize);
         let line = lines.line_of(data, start);
-        let mut bad = |reason: String| {
-            report.unparsed.push(Unparsed {
-                file: name.into(),
-                line,
-                reason,
-            })
-        };
+        let mut bad = |reason: String| report.unparsed.push(Unparsed { file: name.into(), line, reason });
         if record.as_slice().len() > MAX_RECORD_BYTES {
-            bad(format!(
-                "record of {} bytes exceeds the limit of {MAX_RECORD_BYTES} bytes",
-                record.as_slice().len()
-            ));
+            bad(format!("record of {} bytes exceeds the limit of {MAX_RECORD_BYTES} bytes", record.as_slice().len()));
             continue;
         }
-        let fields: Vec<String> = match record
-            .iter()
-            .map(|f| std::str::from_utf8(f).map(str::to_owned))
-            .collect()
-        {
+        let fields: Vec<String> = match record.iter().map(|f| std::str::from_utf8(f).map(str::to_owned)).collect() {
             Ok(fields) => fields,
             Err(e) => {
                 bad(format!("invalid UTF-8: {e}"));
                 continue;
             }
         };
-        if fields.len() == 1 && fields[0].trim().is_empty() {
+        if fields.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
         if first {
             first = false;
-            if parse_timestamp(&fields[0]).is_none() {
-                if let Some(c) = header_columns(&fields) {
-                    columns = Some(c);
-                    continue;
+            match format.header(&fields) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(reason) => {
+                    bad(reason);
+                    return Ok(());
                 }
             }
         }
-        let c = columns.get_or_insert(Columns {
-            ts: 0,
-            channel: 1,
-            user: 2,
-            text: 3,
-        });
-        let width = c.ts.max(c.channel).max(c.user).max(c.text) + 1;
-        if fields.len() < width {
-            bad(format!("expected {width} fields, found {}", fields.len()));
-            continue;
-        }
-        let Some(ts) = parse_timestamp(&fields[c.ts]) else {
-            bad(format!("bad timestamp {:?}", fields[c.ts]));
-            continue;
-        };
-        let channel = fields[c.channel].trim().trim_start_matches('#');
-        let user = fields[c.user].trim();
-        if channel.is_empty() || user.is_empty() {
-            bad("empty channel or user".into());
-            continue;
-        }
-        let next = Held {
-            start,
-            line,
-            ts,
-            channel: channel.to_owned(),
-            user: user.to_owned(),
-            text: fields[c.text].clone(),
-        };
-        if let Some(previous) = held.replace(next) {
-            flush(previous, out, report)?;
+        match format.record(&fields) {
+            Ok(event) => {
+                if let Some(previous) = held.replace(Held { start, line, event }) {
+                    flush(previous, out, report)?;
+                }
+            }
+            Err(reason) => bad(reason),
         }
     }
     if let Some(last) = held {
@@ -289,11 +381,7 @@ fn import_csv(name: &str, data: &[u8], out: &mut impl Write, report: &mut Import
 /// What one IRC line is.
 #[derive(Debug, PartialEq, Eq)]
 enum IrcLine<'a> {
-    Message {
-        user: &'a str,
-        channel: &'a str,
-        text: &'a str,
-    },
+    Message { user: &'a str, channel: &'a str, text: &'a str },
     Server,
 }
 
@@ -312,21 +400,11 @@ fn parse_irc(line: &str) -> Result<IrcLine<'_>, String> {
     };
     let (command, params) = rest.split_once(' ').unwrap_or((rest, ""));
     if command == "PRIVMSG" {
-        let nick = prefix
-            .and_then(|p| p.split('!').next())
-            .filter(|n| !n.is_empty())
-            .ok_or("PRIVMSG without a sender")?;
+        let nick =
+            prefix.and_then(|p| p.split('!').next()).filter(|n| !n.is_empty()).ok_or("PRIVMSG without a sender")?;
         let (target, text) = params.split_once(" :").ok_or("PRIVMSG without text")?;
-        let channel = target
-            .trim()
-            .strip_prefix('#')
-            .filter(|c| !c.is_empty())
-            .ok_or("PRIVMSG to no channel")?;
-        return Ok(IrcLine::Message {
-            user: nick,
-            channel,
-            text,
-        });
+        let channel = target.trim().strip_prefix('#').filter(|c| !c.is_empty()).ok_or("PRIVMSG to no channel")?;
+        return Ok(IrcLine::Message { user: nick, channel, text });
     }
     let is_command = !command.is_empty()
         && (command.chars().all(|c| c.is_ascii_uppercase())
@@ -356,18 +434,9 @@ fn import_irc(name: &str, mut reader: impl BufRead, out: &mut impl Write, report
             break;
         }
         line_no += 1;
-        let mut bad = |reason: String| {
-            report.unparsed.push(Unparsed {
-                file: name.into(),
-                line: line_no,
-                reason,
-            })
-        };
+        let mut bad = |reason: String| report.unparsed.push(Unparsed { file: name.into(), line: line_no, reason });
         if raw.len() > MAX_RECORD_BYTES {
-            bad(format!(
-                "line of {} bytes exceeds the limit of {MAX_RECORD_BYTES} bytes",
-                raw.len()
-            ));
+            bad(format!("line of {} bytes exceeds the limit of {MAX_RECORD_BYTES} bytes", raw.len()));
             continue;
         }
         let line = match std::str::from_utf8(&raw) {
@@ -439,19 +508,11 @@ mod tests {
     fn irc_lines() {
         assert_eq!(
             parse_irc(":bob!bob@bob.tmi.twitch.tv PRIVMSG #chan :hi :) there"),
-            Ok(IrcLine::Message {
-                user: "bob",
-                channel: "chan",
-                text: "hi :) there"
-            })
+            Ok(IrcLine::Message { user: "bob", channel: "chan", text: "hi :) there" })
         );
         assert_eq!(
             parse_irc("@badge-info=;color=#FF0000 :al!al@al.tmi.twitch.tv PRIVMSG #c ::rabbit: x"),
-            Ok(IrcLine::Message {
-                user: "al",
-                channel: "c",
-                text: ":rabbit: x"
-            })
+            Ok(IrcLine::Message { user: "al", channel: "c", text: ":rabbit: x" })
         );
         assert_eq!(parse_irc(":tmi.twitch.tv 001 me :Welcome, GLHF!"), Ok(IrcLine::Server));
         assert_eq!(parse_irc(":me!me@me.tmi.twitch.tv JOIN #chan"), Ok(IrcLine::Server));

@@ -23,10 +23,7 @@ fn generated_fixture_matches_oracle_at_1_2_4_workers() {
     let dir = tempfile::tempdir().unwrap();
     let fixture = produce(dir.path(), "chat.jsonl", 30_000, 11, 0.02);
     let expected = oracle::chat_views(&read_chats(&fixture), 60, 10);
-    assert!(
-        expected["word_counts"].len() > 1000,
-        "the fixture is too small to test much"
-    );
+    assert!(expected["word_counts"].len() > 1000, "the fixture is too small to test much");
     let mut first: Option<std::path::PathBuf> = None;
     for workers in ["1", "2", "4"] {
         let out = dir.path().join(format!("out-w{workers}"));
@@ -53,11 +50,7 @@ fn batch_sizes_and_arrival_order_agree() {
     let fixture = produce(dir.path(), "chat.jsonl", 2_000, 5, 0.05);
     let expected = oracle::chat_views(&read_chats(&fixture), 60, 3);
     // A shuffled copy: the same events in another arrival order.
-    let mut lines: Vec<String> = std::fs::read_to_string(&fixture)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let mut lines: Vec<String> = std::fs::read_to_string(&fixture).unwrap().lines().map(str::to_owned).collect();
     let mut seed = 0x9e3779b97f4a7c15u64;
     for i in (1..lines.len()).rev() {
         seed ^= seed << 13;
@@ -102,24 +95,12 @@ fn two_processes_equal_one() {
     run_views_of(&fixture, &single, &["--batch", "500"]);
 
     let hostfile = dir.path().join("hosts");
-    std::fs::write(
-        &hostfile,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
-    .unwrap();
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
     let out = dir.path().join("cluster");
     let children: Vec<_> = (0..2)
         .map(|p| {
             chatflow()
-                .args([
-                    "run",
-                    "--replay",
-                    path_str(&fixture),
-                    "--out",
-                    path_str(&out),
-                    "--batch",
-                    "500",
-                ])
+                .args(["run", "--replay", path_str(&fixture), "--out", path_str(&out), "--batch", "500"])
                 .args(["-w", "2", "-n", "2", "-p", &p.to_string(), "-h", path_str(&hostfile)])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -138,10 +119,7 @@ fn two_processes_equal_one() {
     }
     assert_views_eq(&read_views(&out, &CHAT_VIEWS), &expected, "-n 2 -w 2");
     for view in CHAT_VIEWS {
-        assert!(
-            read_bytes(&single, view) == read_bytes(&out, view),
-            "{view}.csv differs between one process and two"
-        );
+        assert!(read_bytes(&single, view) == read_bytes(&out, view), "{view}.csv differs between one process and two");
     }
 }
 
@@ -150,12 +128,7 @@ fn bad_input_becomes_dead_letters() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("mixed.jsonl");
     let good = |i: i64| {
-        format!(
-            r#"{{"ts":{},"channel":"c","user":"u{}","text":"hello world {}"}}"#,
-            1_700_000_000_000 + i,
-            i % 3,
-            i
-        )
+        format!(r#"{{"ts":{},"channel":"c","user":"u{}","text":"hello world {}"}}"#, 1_700_000_000_000 + i, i % 3, i)
     };
     let mut bytes: Vec<u8> = Vec::new();
     let mut push = |line: &[u8]| {
@@ -179,17 +152,7 @@ fn bad_input_becomes_dead_letters() {
     std::fs::write(&input, &bytes).unwrap();
 
     let out = dir.path().join("out");
-    let output = run_ok(&[
-        "run",
-        "--replay",
-        path_str(&input),
-        "--out",
-        path_str(&out),
-        "-w",
-        "2",
-        "--batch",
-        "3",
-    ]);
+    let output = run_ok(&["run", "--replay", path_str(&input), "--out", path_str(&out), "-w", "2", "--batch", "3"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("3 events read, 7 dead letters"), "summary: {stdout}");
 
@@ -211,11 +174,7 @@ fn bad_input_becomes_dead_letters() {
             .find(|r| r[1] == position)
             .unwrap_or_else(|| panic!("no dead letter for line {position}: {dead:#?}"));
         assert_eq!(row[0], source);
-        assert!(
-            row[2].contains(error),
-            "line {position}: error {:?} lacks {error:?}",
-            row[2]
-        );
+        assert!(row[2].contains(error), "line {position}: error {:?} lacks {error:?}", row[2]);
         assert!(row[3].len() <= 1024, "raw of line {position} is {} bytes", row[3].len());
     }
     let raw7 = &dead.keys().find(|r| r[1] == "7").unwrap()[3];
@@ -225,11 +184,7 @@ fn bad_input_becomes_dead_letters() {
 
     let valid = read_chats(&input);
     assert_eq!(valid.len(), 3);
-    assert_views_eq(
-        &read_views(&out, &CHAT_VIEWS),
-        &oracle::chat_views(&valid, 60, 10),
-        "valid lines",
-    );
+    assert_views_eq(&read_views(&out, &CHAT_VIEWS), &oracle::chat_views(&valid, 60, 10), "valid lines");
 }
 
 #[test]
@@ -245,16 +200,7 @@ fn directories_and_repeated_inputs() {
     let expected = oracle::chat_views(&all, 60, 10);
     let out = dir.path().join("out");
     // The directory and one of its files again: each file is read once.
-    run_ok(&[
-        "run",
-        "--replay",
-        path_str(&inputs),
-        path_str(&a),
-        "--out",
-        path_str(&out),
-        "-w",
-        "2",
-    ]);
+    run_ok(&["run", "--replay", path_str(&inputs), path_str(&a), "--out", path_str(&out), "-w", "2"]);
     assert_views_eq(&read_views(&out, &CHAT_VIEWS), &expected, "directory input");
 }
 
@@ -274,15 +220,9 @@ fn timely_flags_and_help() {
     ] {
         assert!(text.contains(flag), "run --help lacks {flag}:\n{text}");
     }
-    let bad = chatflow()
-        .args(["run", "--replay", "x.jsonl", "-n", "2", "-p", "2"])
-        .output()
-        .unwrap();
+    let bad = chatflow().args(["run", "--replay", "x.jsonl", "-n", "2", "-p", "2"]).output().unwrap();
     assert!(!bad.status.success());
-    let missing = chatflow()
-        .args(["run", "--replay", "/nonexistent/x.jsonl"])
-        .output()
-        .unwrap();
+    let missing = chatflow().args(["run", "--replay", "/nonexistent/x.jsonl"]).output().unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/x.jsonl"));
 }
@@ -309,18 +249,9 @@ fn real_twitch_chat_logs_match_oracle() {
     let output = run_ok(&args);
     let report = String::from_utf8_lossy(&output.stderr);
     let msgs = read_chats(&events);
-    assert!(
-        msgs.len() > 900_000,
-        "expected about a million messages, got {} ({report})",
-        msgs.len()
-    );
-    assert!(
-        report.contains(&format!("imported {} chat events", msgs.len())),
-        "{report}"
-    );
-    assert!(!msgs
-        .iter()
-        .any(|m| m.text.contains('\u{e0000}') || m.text.starts_with("\u{1}ACTION")));
+    assert!(msgs.len() > 900_000, "expected about a million messages, got {} ({report})", msgs.len());
+    assert!(report.contains(&format!("imported {} events", msgs.len())), "{report}");
+    assert!(!msgs.iter().any(|m| m.text.contains('\u{e0000}') || m.text.starts_with("\u{1}ACTION")));
 
     let expected = oracle::chat_views(&msgs, 60, 10);
     let out = dir.path().join("out");

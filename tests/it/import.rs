@@ -16,12 +16,7 @@ fn import(format: &str, files: &[&Path]) -> (Vec<Msg>, String) {
 }
 
 fn msg(ts: i64, channel: &str, user: &str, text: &str) -> Msg {
-    Msg {
-        ts,
-        channel: channel.into(),
-        user: user.into(),
-        text: text.into(),
-    }
+    Msg { ts, channel: channel.into(), user: user.into(), text: text.into() }
 }
 
 #[test]
@@ -41,7 +36,7 @@ fn irc_log_fixture() {
             msg(t(67), "samplechan", "gina", "last one GG"),
         ]
     );
-    assert!(report.contains("imported 7 chat events"), "{report}");
+    assert!(report.contains("imported 7 events"), "{report}");
     assert!(report.contains("skipped 9 server lines"), "{report}");
     assert!(report.contains("2 lines could not be parsed"), "{report}");
     assert!(report.contains("irc-sample.log:25: PRIVMSG without text"), "{report}");
@@ -63,13 +58,7 @@ fn irc_bad_lines_are_reported_not_fatal() {
     bytes.extend_from_slice(b"2024-01-01_00:00:04 ;;; :u!u@u PRIVMSG #c :trunc"); // 6: no line end, still a message
     std::fs::write(&path, &bytes).unwrap();
     let (msgs, report) = import("twitch-irc", &[&path]);
-    assert_eq!(
-        msgs,
-        vec![
-            msg(1_704_067_200_000, "c", "ok", "fine"),
-            msg(1_704_067_204_000, "c", "u", "trunc")
-        ]
-    );
+    assert_eq!(msgs, vec![msg(1_704_067_200_000, "c", "ok", "fine"), msg(1_704_067_204_000, "c", "u", "trunc")]);
     for expected in [
         "bad.log:1: message before any timestamp",
         "bad.log:3: invalid UTF-8",
@@ -101,11 +90,8 @@ fn csv_logs_with_the_real_traps() {
     std::fs::write(&headerless, &bytes).unwrap();
 
     let with_header = dir.path().join("formatted.csv");
-    std::fs::write(
-        &with_header,
-        "time,username,channel,message\n2019-04-30 08:56:59,collect,admiral,IF HENRIK\n",
-    )
-    .unwrap();
+    std::fs::write(&with_header, "time,username,channel,message\n2019-04-30 08:56:59,collect,admiral,IF HENRIK\n")
+        .unwrap();
 
     let (msgs, report) = import("twitch-csv", &[&headerless, &with_header]);
     let t0 = 1_739_751_496_000; // 2025-02-17T00:18:16Z

@@ -4,6 +4,7 @@
 mod cli;
 mod decode;
 mod import;
+mod network;
 mod oracle;
 mod support;
 mod views;

@@ -39,12 +39,7 @@ fn ranked(counts: &HashMap<(String, String), i64>, k: usize) -> BTreeSet<Vec<Str
     for (group, mut items) in per_group {
         items.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_bytes().cmp(b.0.as_bytes())));
         for (rank, (item, count)) in items.into_iter().take(k).enumerate() {
-            rows.insert(vec![
-                group.to_owned(),
-                (rank + 1).to_string(),
-                item.to_owned(),
-                count.to_string(),
-            ]);
+            rows.insert(vec![group.to_owned(), (rank + 1).to_string(), item.to_owned(), count.to_string()]);
         }
     }
     rows
@@ -82,22 +77,13 @@ pub fn chat_views(msgs: &[Msg], w: i64, k: usize) -> Views {
         activity
             .iter()
             .map(|((c, w), (m, n, u))| {
-                vec![
-                    c.clone(),
-                    w.to_string(),
-                    m.to_string(),
-                    n.to_string(),
-                    u.len().to_string(),
-                ]
+                vec![c.clone(), w.to_string(), m.to_string(), n.to_string(), u.len().to_string()]
             })
             .collect(),
     );
     views.insert(
         "user_counts".into(),
-        user_counts
-            .iter()
-            .map(|((c, u), n)| vec![c.clone(), u.clone(), n.to_string()])
-            .collect(),
+        user_counts.iter().map(|((c, u), n)| vec![c.clone(), u.clone(), n.to_string()]).collect(),
     );
     views.insert("top_words".into(), ranked(&channel_words, k));
     views.insert("top_users".into(), ranked(&user_counts, k));
@@ -118,6 +104,100 @@ pub fn read_chats(path: &std::path::Path) -> Vec<Msg> {
                 user: v.get("user")?.as_str()?.to_owned(),
                 text: v.get("text")?.as_str()?.to_owned(),
             })
+        })
+        .collect()
+}
+
+/// An edge event as the oracle sees it: a signed weight (negative for `del`).
+pub type EdgeUpdate = (String, String, i64);
+
+/// The network views of `edges` by sparse matrix powers: strengths, A², A³ for the focus
+/// users (every user of the graph if `None`), and each focus user's top `n` others.
+pub fn network_views(edges: &[EdgeUpdate], focus: Option<&[String]>, hops: u32, n: usize) -> Views {
+    let mut totals: HashMap<(String, String), i64> = HashMap::new();
+    for (src, dst, w) in edges {
+        if src != dst {
+            let pair = if src < dst { (src.clone(), dst.clone()) } else { (dst.clone(), src.clone()) };
+            *totals.entry(pair).or_default() += w;
+        }
+    }
+    totals.retain(|_, s| *s > 0);
+    let mut adjacency: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for ((a, b), s) in &totals {
+        adjacency.entry(a.clone()).or_default().insert(b.clone(), *s);
+        adjacency.entry(b.clone()).or_default().insert(a.clone(), *s);
+    }
+    // One row of a matrix power times A.
+    let times_a = |row: &BTreeMap<String, i64>| {
+        let mut next: BTreeMap<String, i64> = BTreeMap::new();
+        for (v, x) in row {
+            for (w, s) in adjacency.get(v).into_iter().flatten() {
+                *next.entry(w.clone()).or_default() += x * s;
+            }
+        }
+        next.retain(|_, x| *x != 0);
+        next
+    };
+    let users: BTreeSet<String> = match focus {
+        Some(focus) => focus.iter().cloned().collect(),
+        None => adjacency.keys().cloned().collect(),
+    };
+
+    let mut views = Views::new();
+    views.insert(
+        "connections".into(),
+        totals.iter().map(|((a, b), s)| vec![a.clone(), b.clone(), s.to_string()]).collect(),
+    );
+    let mut reach = BTreeSet::new();
+    let mut top = BTreeSet::new();
+    for f in &users {
+        let a1 = adjacency.get(f).cloned().unwrap_or_default();
+        let a2 = times_a(&a1);
+        let a3 = if hops >= 3 { times_a(&a2) } else { BTreeMap::new() };
+        for (h, row) in [(2, &a2), (3, &a3)] {
+            for (other, walks) in row.iter().filter(|(o, _)| *o != f) {
+                reach.insert(vec![f.clone(), other.clone(), h.to_string(), walks.to_string()]);
+            }
+        }
+        let mut scored: Vec<((i64, i64, i64), &String)> = a1
+            .keys()
+            .chain(a2.keys())
+            .chain(a3.keys())
+            .filter(|o| *o != f)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|o| {
+                let get = |m: &BTreeMap<String, i64>| m.get(o).copied().unwrap_or(0);
+                ((get(&a1), get(&a2), get(&a3)), o)
+            })
+            .filter(|(score, _)| *score > (0, 0, 0))
+            .collect();
+        scored.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.as_bytes().cmp(b.1.as_bytes())));
+        for (rank, ((s, w2, w3), o)) in scored.into_iter().take(n).enumerate() {
+            top.insert(vec![
+                f.clone(),
+                (rank + 1).to_string(),
+                o.clone(),
+                s.to_string(),
+                w2.to_string(),
+                w3.to_string(),
+            ]);
+        }
+    }
+    views.insert("reach".into(), reach);
+    views.insert("top_connections".into(), top);
+    views
+}
+
+/// Reads edge events from JSONL with serde_json's generic values (not chatflow's decoder).
+pub fn read_edges(path: &std::path::Path) -> Vec<EdgeUpdate> {
+    let text = std::fs::read(path).unwrap();
+    text.split(|b| *b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+        .filter_map(|v| {
+            let weight = v.get("weight").map_or(Some(1), |w| w.as_i64())?;
+            let sign = if v.get("op").and_then(|o| o.as_str()) == Some("del") { -1 } else { 1 };
+            Some((v.get("src")?.as_str()?.to_owned(), v.get("dst")?.as_str()?.to_owned(), sign * weight))
         })
         .collect()
 }

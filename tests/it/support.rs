@@ -6,13 +6,8 @@ use std::process::{Command, Output};
 
 use crate::oracle::Views;
 
-pub const CHAT_VIEWS: [&str; 5] = [
-    "word_counts",
-    "channel_activity",
-    "user_counts",
-    "top_words",
-    "top_users",
-];
+pub const CHAT_VIEWS: [&str; 5] = ["word_counts", "channel_activity", "user_counts", "top_words", "top_users"];
+pub const NETWORK_VIEWS: [&str; 3] = ["connections", "reach", "top_connections"];
 
 pub fn chatflow() -> Command {
     Command::new(env!("CARGO_BIN_EXE_chatflow"))
@@ -72,11 +67,7 @@ pub fn consolidated_file(path: &Path, columns: usize) -> BTreeMap<Vec<String>, i
     for record in reader.records() {
         let record = record.unwrap();
         let time: u64 = record[columns].parse().unwrap();
-        assert!(
-            time >= last_time,
-            "{}: time went back from {last_time} to {time}",
-            path.display()
-        );
+        assert!(time >= last_time, "{}: time went back from {last_time} to {time}", path.display());
         last_time = time;
         let diff: i64 = record[columns + 1].parse().unwrap();
         assert_ne!(diff, 0, "{}: a zero diff was written", path.display());
@@ -90,7 +81,9 @@ pub fn consolidated_file(path: &Path, columns: usize) -> BTreeMap<Vec<String>, i
 /// Reads every chat view of `dir` consolidated, asserting each row has multiplicity 0 or 1.
 pub fn read_views(dir: &Path, views: &[&str]) -> Views {
     let columns = |view: &str| match view {
-        "word_counts" | "top_words" | "top_users" | "dead_letters" => 4,
+        "word_counts" | "top_words" | "top_users" | "dead_letters" | "reach" => 4,
+        "connections" => 3,
+        "top_connections" => 6,
         "channel_activity" => 5,
         "user_counts" => 3,
         other => panic!("unknown view {other}"),
@@ -109,9 +102,7 @@ pub fn read_views(dir: &Path, views: &[&str]) -> Views {
 /// Asserts two sets of views are equal, reporting the first differences per view.
 pub fn assert_views_eq(actual: &Views, expected: &Views, what: &str) {
     for (view, rows) in expected {
-        let got = actual
-            .get(view)
-            .unwrap_or_else(|| panic!("{what}: view {view} missing"));
+        let got = actual.get(view).unwrap_or_else(|| panic!("{what}: view {view} missing"));
         if got != rows {
             let missing: Vec<_> = rows.difference(got).take(5).collect();
             let extra: Vec<_> = got.difference(rows).take(5).collect();
@@ -130,19 +121,12 @@ pub fn shared_data(sub: &str) -> Option<PathBuf> {
     if path.exists() {
         Some(path)
     } else {
-        eprintln!(
-            "SKIPPED: {} is absent (real data lives beside the checkout in ../shared/data)",
-            path.display()
-        );
+        eprintln!("SKIPPED: {} is absent (real data lives beside the checkout in ../shared/data)", path.display());
         None
     }
 }
 
 /// A free loopback TCP port (bound, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

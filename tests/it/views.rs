@@ -31,13 +31,7 @@ pub fn run_views(events: Vec<(u64, Msg)>, workers: usize, window: i64, k: usize)
         let sink = Arc::clone(&sink);
         let mut input = worker.dataflow::<u64, _, _>(|scope| {
             let (input, chats) = scope.new_collection::<Chat, Diff>();
-            let views = chat_views(
-                chats,
-                &ChatConfig {
-                    window_secs: window,
-                    top_k: k,
-                },
-            );
+            let views = chat_views(chats, &ChatConfig { window_secs: window, top_k: k });
             let record = move |view: &'static str| {
                 let sink = Arc::clone(&sink);
                 move |row: Vec<String>, diff: Diff| {
@@ -79,40 +73,21 @@ pub fn run_views(events: Vec<(u64, Msg)>, workers: usize, window: i64, k: usize)
             views
                 .user_counts
                 .inspect(move |(u, _, d)| {
-                    r(
-                        vec![u.channel.to_string(), u.user.to_string(), u.messages.to_string()],
-                        *d,
-                    )
+                    r(vec![u.channel.to_string(), u.user.to_string(), u.messages.to_string()], *d)
                 })
                 .probe_with(&probe);
             let r = record("top_words");
             views
                 .top_words
                 .inspect(move |(t, _, d)| {
-                    r(
-                        vec![
-                            t.channel.to_string(),
-                            t.rank.to_string(),
-                            t.word.to_string(),
-                            t.count.to_string(),
-                        ],
-                        *d,
-                    )
+                    r(vec![t.channel.to_string(), t.rank.to_string(), t.word.to_string(), t.count.to_string()], *d)
                 })
                 .probe_with(&probe);
             let r = record("top_users");
             views
                 .top_users
                 .inspect(move |(t, _, d)| {
-                    r(
-                        vec![
-                            t.channel.to_string(),
-                            t.rank.to_string(),
-                            t.user.to_string(),
-                            t.messages.to_string(),
-                        ],
-                        *d,
-                    )
+                    r(vec![t.channel.to_string(), t.rank.to_string(), t.user.to_string(), t.messages.to_string()], *d)
                 })
                 .probe_with(&probe);
             input
@@ -216,12 +191,7 @@ proptest! {
 /// word, and the rankings move.
 #[test]
 fn late_event_corrects_its_window() {
-    let m = |ts: i64, user: &str, text: &str| Msg {
-        ts,
-        channel: "c".into(),
-        user: user.into(),
-        text: text.into(),
-    };
+    let m = |ts: i64, user: &str, text: &str| Msg { ts, channel: "c".into(), user: user.into(), text: text.into() };
     let events = vec![
         (0, m(120_000, "u1", "b b")),
         (1, m(130_000, "u2", "a")),
