@@ -11,6 +11,7 @@ use chatflow::cli::{PipelineArgs, ProduceArgs, TimelyArgs};
 use chatflow::run::{execute, job, peak_rss_bytes};
 
 fn main() {
+    chatflow::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let count: u64 = args.first().map(|c| c.parse().expect("messages: a number")).unwrap_or(1_000_000);
     let workers: Vec<u64> = if args.len() > 1 {

@@ -11,6 +11,7 @@ use chatflow::run::{execute, job, peak_rss_bytes, summary};
 use chatflow::sources::import::{import, ImportOptions};
 
 fn main() {
+    chatflow::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

@@ -115,11 +115,13 @@ pub fn split_messages<'s, T: Timestamp + Hash>(
                         messages_session.give(((key, count), time, diff));
                     }
                 }
+                let used = word_sums.len();
                 for ((key, time), diff) in word_sums.drain() {
                     if diff != 0 {
                         words_session.give((key, time, diff));
                     }
                 }
+                crate::operators::trim_scratch(&mut word_sums, used);
             });
         }
     });

@@ -25,6 +25,15 @@ use timely::progress::Timestamp;
 
 use crate::Diff;
 
+/// Called after draining a reused scratch map of `used` entries: drops its table if it is far
+/// larger than that. Draining or clearing a hash map costs its capacity, not its length, so a
+/// table grown by one large batch (a graph load) would otherwise tax every small batch after.
+pub(crate) fn trim_scratch<K, V, S: Default>(map: &mut HashMap<K, V, S>, used: usize) {
+    if map.capacity() > 8 * used.max(1024) {
+        *map = HashMap::default();
+    }
+}
+
 /// returns the same collection, with the updates of each received batch summed per
 /// (record, time): fewer, heavier updates for the exchange and arrangement that follow.
 ///
@@ -53,19 +62,21 @@ where
                         }
                     }
                     let mut session = output.session(&cap);
+                    let used = sums.len();
                     for ((data, time), diff) in sums.drain() {
                         if !diff.is_zero() {
                             session.give((data, time, diff));
                         }
                     }
+                    trim_scratch(&mut sums, used);
                 });
             }
         })
         .as_collection()
 }
 
-/// Updates waiting for their time to complete, with a capability for that time.
-type Pending<T, U> = BTreeMap<T, (Capability<T>, Vec<U>)>;
+/// What has arrived for each time that is not complete yet, with a capability for that time.
+type Pending<T, A> = BTreeMap<T, (Capability<T>, A)>;
 
 /// returns what `process` makes of each completed time: updates are buffered by time and,
 /// once the input frontier has passed a time, all of its updates are handed to `process`
@@ -77,7 +88,7 @@ pub fn in_time_order<'s, T, D, R, D2, P, F>(
     updates: VecCollection<'s, T, D, R>,
     pact: P,
     name: &str,
-    mut process: F,
+    process: F,
 ) -> VecCollection<'s, T, D2>
 where
     T: Timestamp + TotalOrder,
@@ -87,20 +98,52 @@ where
     P: ParallelizationContract<T, Vec<(D, T, R)>>,
     F: FnMut(&T, Vec<(D, R)>, &mut dyn FnMut(D2, Diff)) + 'static,
 {
+    accumulate_in_time_order(
+        updates,
+        pact,
+        name,
+        |buffer: &mut Vec<(D, R)>, data, diff| buffer.push((data, diff)),
+        process,
+    )
+}
+
+/// [`in_time_order`], with each time's updates folded into an accumulator `A` by `absorb` as
+/// they arrive: summing into a map keeps a time's memory to its distinct keys, where a buffer
+/// would hold every update (a graph load's walks: tens of millions).
+pub fn accumulate_in_time_order<'s, T, D, R, A, D2, P, G, F>(
+    updates: VecCollection<'s, T, D, R>,
+    pact: P,
+    name: &str,
+    mut absorb: G,
+    mut process: F,
+) -> VecCollection<'s, T, D2>
+where
+    T: Timestamp + TotalOrder,
+    D: Data,
+    R: Semigroup + 'static,
+    A: Default + 'static,
+    D2: Data,
+    P: ParallelizationContract<T, Vec<(D, T, R)>>,
+    G: FnMut(&mut A, D, R) + 'static,
+    F: FnMut(&T, A, &mut dyn FnMut(D2, Diff)) + 'static,
+{
     updates
         .inner
         .unary_frontier::<CapacityContainerBuilder<Vec<(D2, T, Diff)>>, _, _, _>(pact, name, move |_cap, _info| {
-            let mut pending: Pending<T, (D, R)> = BTreeMap::new();
+            let mut pending: Pending<T, A> = BTreeMap::new();
             move |(input, frontier), output| {
                 let port = output.output_index();
                 input.for_each_stamp(|cap, containers| {
                     for container in containers {
                         for (data, time, diff) in container.drain(..) {
-                            pending
-                                .entry(time.clone())
-                                .or_insert_with(|| (cap.delayed(&time, port), Vec::new()))
-                                .1
-                                .push((data, diff));
+                            let slot = match pending.entry(time) {
+                                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                                std::collections::btree_map::Entry::Vacant(e) => {
+                                    let cap = cap.delayed(e.key(), port);
+                                    e.insert((cap, A::default()))
+                                }
+                            };
+                            absorb(&mut slot.1, data, diff);
                         }
                     }
                 });
@@ -108,13 +151,23 @@ where
                     if frontier.less_equal(entry.key()) {
                         break;
                     }
-                    let (time, (cap, updates)) = entry.remove_entry();
+                    let (time, (cap, accumulated)) = entry.remove_entry();
                     let mut session = output.session(&cap);
-                    process(&time, updates, &mut |data, diff| session.give((data, time.clone(), diff)));
+                    process(&time, accumulated, &mut |data, diff| session.give((data, time.clone(), diff)));
                 }
             }
         })
         .as_collection()
+}
+
+/// Adds `diff` to `key`'s entry of `map`.
+fn sum_into<K: Hash + Eq, R: Semigroup>(map: &mut HashMap<K, R, RandomState>, key: K, diff: R) {
+    match map.entry(key) {
+        Entry::Occupied(mut e) => e.get_mut().plus_equals(&diff),
+        Entry::Vacant(e) => {
+            e.insert(diff);
+        }
+    }
 }
 
 /// returns what `changed(key, old, new, emit)` emits whenever the total of a key's diffs
@@ -136,41 +189,38 @@ where
 {
     let exchange = Exchange::new(|update: &(K, T, R)| update.0.hashed());
     let mut totals: HashMap<K, R, RandomState> = HashMap::default();
-    // The time's changes per key, summed first (a hash map rather than a sort: most keys are
-    // distinct, and hashing them is cheaper than ordering them).
-    let mut deltas: HashMap<K, R, RandomState> = HashMap::default();
-    in_time_order(updates, exchange, name, move |_time, updates, emit| {
-        for (key, delta) in updates {
-            match deltas.entry(key) {
-                Entry::Occupied(mut e) => e.get_mut().plus_equals(&delta),
-                Entry::Vacant(e) => {
-                    e.insert(delta);
+    // A time's changes are summed per key as they arrive (a hash map rather than a sort: most
+    // keys are distinct, and hashing them is cheaper than ordering them).
+    accumulate_in_time_order(
+        updates,
+        exchange,
+        name,
+        sum_into,
+        move |_time, deltas: HashMap<K, R, RandomState>, emit| {
+            for (key, delta) in deltas {
+                if delta.is_zero() {
+                    continue;
                 }
-            }
-        }
-        for (key, delta) in deltas.drain() {
-            if delta.is_zero() {
-                continue;
-            }
-            match totals.entry(key) {
-                Entry::Occupied(mut e) => {
-                    let old = e.get().clone();
-                    let mut new = old.clone();
-                    new.plus_equals(&delta);
-                    changed(e.key(), &old, &new, emit);
-                    if new.is_zero() {
-                        e.remove();
-                    } else {
-                        *e.get_mut() = new;
+                match totals.entry(key) {
+                    Entry::Occupied(mut e) => {
+                        let old = e.get().clone();
+                        let mut new = old.clone();
+                        new.plus_equals(&delta);
+                        changed(e.key(), &old, &new, emit);
+                        if new.is_zero() {
+                            e.remove();
+                        } else {
+                            *e.get_mut() = new;
+                        }
+                    }
+                    Entry::Vacant(e) => {
+                        changed(e.key(), &R::zero(), &delta, emit);
+                        e.insert(delta);
                     }
                 }
-                Entry::Vacant(e) => {
-                    changed(e.key(), &R::zero(), &delta, emit);
-                    e.insert(delta);
-                }
             }
-        }
-    })
+        },
+    )
 }
 
 /// returns `(key, total)` rows: the running total of each key's diffs, as `count_total` would
@@ -204,64 +254,104 @@ where
     })
 }
 
-/// One group of a top-K: every item's score, the best `k` items, and the rows last emitted.
+/// One group of a top-K: every item's score, a buffer of the best items, and the rows last
+/// emitted.
+///
+/// Invariant: `top` holds at most `capacity` positive items, and every positive item outside
+/// it ranks after all of them. A group's first `k` rows are then the first `k` of `top`, as
+/// long as `top` holds `k` items or all positive ones. Items that fall out of the buffer only
+/// shrink it; the buffer is refilled from every score (O(n)) only when it runs short of `k`,
+/// which with a buffer of several times `k` happens rarely even under steady deletions.
 struct Ranking<I, R> {
     scores: HashMap<I, R, RandomState>,
-    /// The best min(k, positive items) items by (score desc, item asc).
+    /// How many items have a score above zero.
+    positive: usize,
     top: BTreeSet<(Reverse<R>, I)>,
     emitted: Vec<(I, R)>,
+    /// Whether a change since the last emission may have touched the shown rows.
+    dirty: bool,
 }
 
 impl<I: Ord + Hash + Clone, R: Monoid + Ord> Ranking<I, R> {
     fn new() -> Self {
-        Ranking { scores: HashMap::default(), top: BTreeSet::new(), emitted: Vec::new() }
+        Ranking { scores: HashMap::default(), positive: 0, top: BTreeSet::new(), emitted: Vec::new(), dirty: false }
     }
 
-    /// Adds `delta` to `item`'s score and keeps `top` the best `k`; returns false if `top` may
-    /// now miss an item outside it (an item in it fell), which [`Self::rebuild`] repairs.
-    fn update(&mut self, item: I, delta: R, k: usize) -> bool {
+    /// Adds `delta` to `item`'s score, keeping the invariant with a buffer of `capacity`.
+    fn update(&mut self, item: I, delta: R, k: usize, capacity: usize) {
         let zero = R::zero();
         let old = self.scores.get(&item).cloned().unwrap_or_else(R::zero);
         let mut new = old.clone();
         new.plus_equals(&delta);
+        // The shown rows can change only if the item was or becomes one of them: its old or
+        // new rank key is at or before the last shown row's.
+        if !self.dirty {
+            self.dirty = match self.emitted.get(k.saturating_sub(1)).filter(|_| self.emitted.len() >= k) {
+                None => true,
+                Some((last_item, last_score)) => {
+                    let shown =
+                        |score: &R| *score > zero && (Reverse(score), &item) <= (Reverse(last_score), last_item);
+                    shown(&old) || shown(&new)
+                }
+            };
+        }
         if new.is_zero() {
             self.scores.remove(&item);
         } else {
             self.scores.insert(item.clone(), new.clone());
         }
-        let was_in_top = old > zero && self.top.remove(&(Reverse(old.clone()), item.clone()));
-        if new <= zero {
-            return !was_in_top;
+        let (was_positive, is_positive) = (old > zero, new > zero);
+        let mut item = item;
+        if was_positive {
+            // Only items ranking at or before the buffer's last can be in it.
+            let old_key = (Reverse(old), item);
+            if self.top.last().is_some_and(|last| old_key <= *last) {
+                self.top.remove(&old_key);
+            }
+            item = old_key.1;
+            if !is_positive {
+                self.positive -= 1;
+            }
+        } else if is_positive {
+            self.positive += 1;
         }
-        if was_in_top || self.top.len() < k {
-            let fell = was_in_top && new < old;
-            self.top.insert((Reverse(new), item));
-            return !fell;
+        if !is_positive {
+            return;
         }
-        let candidate = (Reverse(new), item);
-        if self.top.last().is_some_and(|worst| candidate < *worst) {
-            self.top.insert(candidate);
-            self.top.pop_last();
+        let key = (Reverse(new), item);
+        // Positive items other than this one that are outside the buffer.
+        let others_outside = self.positive - 1 - self.top.len();
+        let joins = others_outside == 0 || self.top.last().is_some_and(|worst| key < *worst);
+        if joins {
+            self.top.insert(key);
+            if self.top.len() > capacity {
+                self.top.pop_last();
+            }
         }
-        true
     }
 
-    /// Recomputes `top` from every score.
-    fn rebuild(&mut self, k: usize) {
+    /// Refills `top` with the best `capacity` items if it holds fewer than `k` while more exist.
+    fn refill(&mut self, k: usize, capacity: usize) {
+        if self.top.len() >= k.min(self.positive) {
+            return;
+        }
         let zero = R::zero();
         let mut all: Vec<(Reverse<&R>, &I)> =
             self.scores.iter().filter(|(_, c)| **c > zero).map(|(i, c)| (Reverse(c), i)).collect();
-        if all.len() > k {
-            all.select_nth_unstable(k);
-            all.truncate(k);
+        if all.len() > capacity {
+            all.select_nth_unstable(capacity);
+            all.truncate(capacity);
         }
         self.top = all.into_iter().map(|(Reverse(c), i)| (Reverse(c.clone()), i.clone())).collect();
     }
 
     /// Emits each rank whose row changed since the last call: the old row retracted, the new
     /// one inserted.
-    fn emit_changes(&mut self, mut emit: impl FnMut(u32, &I, &R, Diff)) {
-        let new: Vec<(I, R)> = self.top.iter().map(|(Reverse(c), i)| (i.clone(), c.clone())).collect();
+    fn emit_changes(&mut self, k: usize, mut emit: impl FnMut(u32, &I, &R, Diff)) {
+        if !std::mem::take(&mut self.dirty) {
+            return;
+        }
+        let new: Vec<(I, R)> = self.top.iter().take(k).map(|(Reverse(c), i)| (i.clone(), c.clone())).collect();
         for rank in 0..new.len().max(self.emitted.len()) {
             let (old_row, new_row) = (self.emitted.get(rank), new.get(rank));
             if old_row != new_row {
@@ -283,10 +373,11 @@ impl<I: Ord + Hash + Clone, R: Monoid + Ord> Ranking<I, R> {
 /// tuple, a lexicographic score. Only scores above zero rank.
 ///
 /// Each worker owns the groups hashed to it and keeps, per group, every item's score in a hash
-/// map and the best `k` in a small B-tree. A completed time adds its changes (O(1) per item,
-/// plus O(log k) for items that enter or move within the top) and emits only the ranks whose
-/// row changed: a changed score moves one item, it does not rewrite the group's list. Only
-/// when an item of the top loses score is the group's top recomputed from all its scores.
+/// map and a buffer of the best few times `k` in a small B-tree. A completed time adds its
+/// changes (O(1) per item, plus O(log k) for items that enter or move within the buffer) and
+/// emits only the ranks whose row changed: a changed score moves one item, it does not
+/// rewrite the group's list. Only when deletions have drained the buffer below `k` is it
+/// refilled from all the group's scores.
 pub fn top_k<'s, T, G, I, R>(
     scores: VecCollection<'s, T, (G, I), R>,
     k: usize,
@@ -298,22 +389,42 @@ where
     I: ExchangeData + Hash,
     R: ExchangeData + Monoid,
 {
+    top_k_buffered(scores, k, 4 * k.max(8), name)
+}
+
+/// [`top_k`] with a buffer of `capacity` best items per group (at least `k`); small buffers
+/// let tests reach the refill path.
+pub fn top_k_buffered<'s, T, G, I, R>(
+    scores: VecCollection<'s, T, (G, I), R>,
+    k: usize,
+    capacity: usize,
+    name: &str,
+) -> VecCollection<'s, T, (G, u32, I, R)>
+where
+    T: Timestamp + TotalOrder,
+    G: ExchangeData + Hash,
+    I: ExchangeData + Hash,
+    R: ExchangeData + Monoid,
+{
     let exchange = Exchange::new(|update: &((G, I), T, R)| (update.0).0.hashed());
     let mut groups: HashMap<G, Ranking<I, R>, RandomState> = HashMap::default();
-    in_time_order(scores, exchange, name, move |_time, updates, emit| {
-        let mut touched: HashMap<G, bool, RandomState> = HashMap::default();
-        for ((group, item), delta) in updates {
+    let capacity = capacity.max(k);
+    // A time's changes, summed per group and item as they arrive.
+    type Sums<G, I, R> = HashMap<G, HashMap<I, R, RandomState>, RandomState>;
+    let absorb =
+        |sums: &mut Sums<G, I, R>, (group, item): (G, I), diff| sum_into(sums.entry(group).or_default(), item, diff);
+    accumulate_in_time_order(scores, exchange, name, absorb, move |_time, sums: Sums<G, I, R>, emit| {
+        for (group, items) in sums {
             let ranking = groups.entry(group.clone()).or_insert_with(Ranking::new);
-            let intact = ranking.update(item, delta, k);
-            *touched.entry(group).or_insert(true) &= intact;
-        }
-        for (group, intact) in touched {
-            let ranking = groups.get_mut(&group).expect("touched groups exist");
-            if !intact {
-                ranking.rebuild(k);
+            for (item, delta) in items {
+                if !delta.is_zero() {
+                    ranking.update(item, delta, k, capacity);
+                }
             }
-            ranking
-                .emit_changes(|rank, item, score, diff| emit((group.clone(), rank, item.clone(), score.clone()), diff));
+            ranking.refill(k, capacity);
+            ranking.emit_changes(k, |rank, item, score, diff| {
+                emit((group.clone(), rank, item.clone(), score.clone()), diff)
+            });
             if ranking.scores.is_empty() && ranking.emitted.is_empty() {
                 groups.remove(&group);
             }

@@ -124,7 +124,13 @@ pub fn write_chat_line(
 }
 
 /// Writes an edge event (`op` add) as one JSON line, the format `decode` reads.
-pub fn write_edge_line(out: &mut impl std::io::Write, ts: i64, src: &str, dst: &str, weight: i64) -> std::io::Result<()> {
+pub fn write_edge_line(
+    out: &mut impl std::io::Write,
+    ts: i64,
+    src: &str,
+    dst: &str,
+    weight: i64,
+) -> std::io::Result<()> {
     #[derive(serde::Serialize)]
     struct EdgeLine<'a> {
         ts: i64,

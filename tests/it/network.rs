@@ -19,7 +19,13 @@ type Captured = Arc<Mutex<Vec<(String, Vec<String>, u64, i64)>>>;
 
 /// Runs the network views over timed edge updates on `workers` threads and returns every
 /// output update as (view, row, time, diff).
-fn run_network(events: Vec<(u64, EdgeUpdate)>, focus: Option<Vec<String>>, workers: usize, hops: u32, n: usize) -> Captured {
+fn run_network(
+    events: Vec<(u64, EdgeUpdate)>,
+    focus: Option<Vec<String>>,
+    workers: usize,
+    hops: u32,
+    n: usize,
+) -> Captured {
     let captured: Captured = Arc::default();
     let sink = Arc::clone(&captured);
     let events = Arc::new(events);
@@ -107,9 +113,8 @@ fn consolidated_at(captured: &Captured, t: u64) -> Views {
 
 fn edge_strategy() -> impl Strategy<Value = EdgeUpdate> {
     let user = prop::sample::select(vec!["a", "b", "c", "d", "e", "f", "g"]);
-    (user.clone(), user, 1i64..5, prop::bool::weighted(0.3)).prop_map(|(s, d, w, del)| {
-        (s.to_owned(), d.to_owned(), if del { -w } else { w })
-    })
+    (user.clone(), user, 1i64..5, prop::bool::weighted(0.3))
+        .prop_map(|(s, d, w, del)| (s.to_owned(), d.to_owned(), if del { -w } else { w }))
 }
 
 proptest! {
@@ -270,7 +275,8 @@ fn viewer_overlap_month_to_month() {
     let diff_file = dir.path().join("jan-to-feb.jsonl");
     std::fs::write(&diff_file, diff).unwrap();
     // Focus on the channels common to both months, to keep the walks small.
-    let focus: Vec<String> = after.keys().map(|p| p.0.clone()).filter(|u| before.keys().any(|q| &q.0 == u)).take(150).collect();
+    let focus: Vec<String> =
+        after.keys().map(|p| p.0.clone()).filter(|u| before.keys().any(|q| &q.0 == u)).take(150).collect();
     let focus_file = dir.path().join("focus.txt");
     std::fs::write(&focus_file, focus.join("\n")).unwrap();
     let flags = ["-w", "2", "--focus", path_str(&focus_file), "--batch", "500"];
@@ -295,7 +301,13 @@ fn chat_mentions_become_edges() {
     ];
     std::fs::write(&input, lines.join("\n")).unwrap();
     let e = |s: &str, d: &str, w: i64| (s.to_owned(), d.to_owned(), w);
-    let edges = [e("alice", "bob", 1), e("alice", "carol", 1), e("bob", "alice", 1), e("carol", "dave", 4), e("dave", "example", 1)];
+    let edges = [
+        e("alice", "bob", 1),
+        e("alice", "carol", 1),
+        e("bob", "alice", 1),
+        e("carol", "dave", 4),
+        e("dave", "example", 1),
+    ];
     let expected = oracle::network_views(&edges, None, 3, 30);
     let actual = run_network_views(&[&input], &dir.path().join("out"), &["--mention-edges", "--hops", "3", "-w", "2"]);
     assert_views_eq(&actual, &expected, "mentions");
@@ -324,7 +336,14 @@ fn edge_lists_with_the_real_traps() {
     let e = |s: &str, d: &str, w: i64| (s.to_owned(), d.to_owned(), w);
     assert_eq!(
         edges,
-        vec![e("Ninja", "Xposed", 238), e("Ninja", "Shroud", 1234), e("C", "D", -3), e("1", "2", 1), e("2", "3", 1), e("x", "y", 5)]
+        vec![
+            e("Ninja", "Xposed", 238),
+            e("Ninja", "Shroud", 1234),
+            e("C", "D", -3),
+            e("1", "2", 1),
+            e("2", "3", 1),
+            e("x", "y", 5)
+        ]
     );
     for expected in [
         "overlap.csv:4: weight \"12.5\" is not an integer",

@@ -214,8 +214,8 @@ type Updates = Vec<((u8, u8), u64, isize)>;
 type TopRows = Vec<((u8, u32, u8, isize), u64, isize)>;
 type CountRows = Vec<(((u8, u8), isize), u64, isize)>;
 
-fn run_operators(updates: Updates, workers: usize, k: usize) -> (TopRows, CountRows) {
-    use dataflows::operators::{count_by_key, top_k};
+fn run_operators(updates: Updates, workers: usize, k: usize, capacity: usize) -> (TopRows, CountRows) {
+    use dataflows::operators::{count_by_key, top_k_buffered};
     let top: Arc<Mutex<TopRows>> = Arc::default();
     let counts: Arc<Mutex<CountRows>> = Arc::default();
     let (top_sink, count_sink) = (Arc::clone(&top), Arc::clone(&counts));
@@ -226,7 +226,7 @@ fn run_operators(updates: Updates, workers: usize, k: usize) -> (TopRows, CountR
         let (top_sink, count_sink) = (Arc::clone(&top_sink), Arc::clone(&count_sink));
         let mut input = worker.dataflow::<u64, _, _>(|scope| {
             let (input, occurrences) = scope.new_collection::<(u8, u8), isize>();
-            top_k(occurrences.clone(), k, "TopK: test")
+            top_k_buffered(occurrences.clone(), k, capacity, "TopK: test")
                 .inspect(move |x| top_sink.lock().unwrap().push(*x))
                 .probe_with(&probe);
             count_by_key(occurrences, "Count: test")
@@ -256,11 +256,15 @@ proptest! {
     /// a plain computation of the counts up to that time.
     #[test]
     fn top_k_and_counts_with_retractions(
-        updates in prop::collection::vec(((0u8..3, 0u8..6), 0u64..8, -2isize..4), 0..80),
+        // Up to 60 items per group: more than the top-K buffer holds, so that it overflows,
+        // and deletions that drain it and force refills.
+        updates in prop::collection::vec(((0u8..3, 0u8..60), 0u64..8, -3isize..4), 0..400),
         k in 1usize..4,
+        extra in 0usize..4,
         workers in prop::sample::select(vec![1usize, 3]),
     ) {
-        let (top, counts) = run_operators(updates.clone(), workers, k);
+        // A buffer barely larger than k: overflows, drains and refills all happen.
+        let (top, counts) = run_operators(updates.clone(), workers, k, k + extra);
         for t in 0..8u64 {
             let mut truth: BTreeMap<(u8, u8), isize> = BTreeMap::new();
             for (key, time, diff) in &updates {

@@ -1,0 +1,160 @@
+//! Usage: cargo bench --bench network_updates [-- [--graph FILE] [--changes N] [--hops 2|3] [--focus FILE] [-w N] [--profile]]
+//!
+//! Loads a graph (an edge list CSV or edge-event JSONL; default: MUSAE ENGB from
+//! ../shared/data) through the network views into CSV change files, then applies `N` (default
+//! 10,000) single-edge changes one at a time — each its own timely time, half deleting a
+//! current edge, half adding a random one — and measures each change's latency from closing
+//! its input to the probe showing its changes written. Prints one JSON line: load seconds,
+//! peak RSS, and latency p50/p99/max in microseconds.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chatflow::sinks::csv::csv_sink;
+use chatflow::sources::decode::{decode, Event};
+use chatflow::sources::import::{import, ImportFormat, ImportOptions};
+use dataflows::network::{network_views, NetworkConfig};
+use dataflows::{Diff, EdgeOp, Name};
+use differential_dataflow::input::Input;
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use timely::dataflow::operators::{Concatenate, Probe};
+use timely::dataflow::ProbeHandle;
+
+fn main() {
+    chatflow::tune_allocator();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let graph = flag("--graph")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared/data/musae-twitch/input/edges/ENGB_edges.csv"));
+    let changes: usize = flag("--changes").map_or(10_000, |c| c.parse().expect("--changes N"));
+    let hops: u32 = flag("--hops").map_or(2, |h| h.parse().expect("--hops 2|3"));
+    let workers: usize = flag("-w").map_or(1, |w| w.parse().expect("-w N"));
+    let profile = args.iter().any(|a| a == "--profile");
+    let focus: Option<Vec<String>> = flag("--focus").map(|f| {
+        std::fs::read_to_string(f)
+            .expect("focus file")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect()
+    });
+
+    // Edge events, from an edge list (imported in memory) or JSONL.
+    let bytes = if graph.extension().is_some_and(|e| e == "csv") {
+        let mut out = Vec::new();
+        import(ImportFormat::EdgesCsv, &[&graph], &ImportOptions::default(), &mut out).expect("import the edge list");
+        out
+    } else {
+        std::fs::read(&graph).expect("read the graph")
+    };
+    let edges: Vec<(Name, Name, Diff)> = bytes
+        .split(|b| *b == b'\n')
+        .filter_map(|line| match decode(line) {
+            Ok(Event::Edge(e)) => Some((e.src, e.dst, if e.op == EdgeOp::Del { -e.weight } else { e.weight } as Diff)),
+            _ => None,
+        })
+        .collect();
+    let edge_count = edges.len();
+    let edges = Arc::new(edges);
+    let result: Arc<Mutex<Option<(f64, Histogram<u64>)>>> = Arc::default();
+    let out = tempfile::tempdir().expect("scratch dir");
+    let out_dir = out.path().to_path_buf();
+    let result_slot = Arc::clone(&result);
+
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let probe = ProbeHandle::new();
+        let focus = focus.clone();
+        let operators = profile.then(|| chatflow::profile::OperatorProfile::install(worker));
+        let (mut edges_in, mut focus_in) = worker.dataflow::<u64, _, _>(|scope| {
+            let (edges_in, edges) = scope.new_collection::<(Name, Name), Diff>();
+            let (focus_in, focus_coll) = scope.new_collection::<Name, Diff>();
+            let views = network_views(edges, focus.is_some().then_some(focus_coll), &NetworkConfig { hops, top_n: 30 });
+            let streams = vec![
+                csv_sink(views.connections, &out_dir).0,
+                csv_sink(views.reach, &out_dir).0,
+                csv_sink(views.top_connections, &out_dir).0,
+            ];
+            scope.concatenate(streams).probe_with(&probe);
+            (edges_in, focus_in)
+        });
+        if index == 0 {
+            for user in focus.iter().flatten() {
+                focus_in.insert(Name::from(user.as_str()));
+            }
+        }
+        drop(focus_in);
+
+        // Load: every edge at time 0, shared among the workers.
+        let start = Instant::now();
+        for (src, dst, w) in edges.iter().skip(index).step_by(peers) {
+            edges_in.update((src.clone(), dst.clone()), *w);
+        }
+        edges_in.advance_to(1);
+        edges_in.flush();
+        worker.step_while(|| probe.less_than(&1));
+        let load = start.elapsed().as_secs_f64();
+        let at_load = operators.as_ref().map(|p| p.seconds()).unwrap_or_default();
+
+        // Single-edge changes, one per time, all from worker 0 (the same seeded sequence).
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut current: Vec<(Name, Name, Diff)> = edges.iter().filter(|e| e.2 > 0).cloned().collect();
+        let nodes: Vec<Name> = current.iter().flat_map(|(a, b, _)| [a.clone(), b.clone()]).collect();
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+        for i in 0..changes as u64 {
+            let time = 1 + i;
+            if index == 0 {
+                if rng.gen_bool(0.5) && !current.is_empty() {
+                    let (a, b, w) = current.swap_remove(rng.gen_range(0..current.len()));
+                    edges_in.update((a, b), -w);
+                } else {
+                    let a = nodes[rng.gen_range(0..nodes.len())].clone();
+                    let b = nodes[rng.gen_range(0..nodes.len())].clone();
+                    edges_in.update((a.clone(), b.clone()), 1);
+                    current.push((a, b, 1));
+                }
+            }
+            edges_in.advance_to(time + 1);
+            edges_in.flush();
+            let sent = Instant::now();
+            while probe.less_than(&(time + 1)) {
+                worker.step_or_park(Some(Duration::from_micros(50)));
+            }
+            latency.saturating_record(sent.elapsed().as_micros().max(1) as u64);
+        }
+        if index == 0 {
+            if let Some(p) = &operators {
+                // Time per operator during the changes only (after the load).
+                let mut during: Vec<(String, f64)> = p
+                    .seconds()
+                    .into_iter()
+                    .map(|(name, secs)| {
+                        let before = at_load.iter().find(|(n, _)| *n == name).map_or(0.0, |(_, s)| *s);
+                        (name, secs - before)
+                    })
+                    .collect();
+                during.sort_by(|a, b| b.1.total_cmp(&a.1));
+                for (name, secs) in during.iter().take(12) {
+                    eprintln!("{secs:8.3}  {name}");
+                }
+            }
+            *result_slot.lock().unwrap() = Some((load, latency));
+        }
+    })
+    .expect("timely runs");
+
+    let (load, latency) = result.lock().unwrap().take().expect("worker 0 reports");
+    println!(
+        "{{\"bench\":\"network_updates\",\"graph\":{:?},\"edges\":{},\"hops\":{hops},\"workers\":{workers},\"load_seconds\":{load:.3},\"changes\":{changes},\"latency_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}},\"peak_rss_bytes\":{}}}",
+        graph.display().to_string(),
+        edge_count,
+        latency.value_at_quantile(0.5),
+        latency.value_at_quantile(0.99),
+        latency.max(),
+        chatflow::run::peak_rss_bytes().unwrap_or(0),
+    );
+}
