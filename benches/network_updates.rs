@@ -22,6 +22,9 @@ use rand::{Rng, SeedableRng};
 use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::ProbeHandle;
 
+/// Load seconds and the latency of each change (µs), from worker 0.
+type Measured = (f64, Histogram<u64>);
+
 fn main() {
     chatflow::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -60,7 +63,7 @@ fn main() {
         .collect();
     let edge_count = edges.len();
     let edges = Arc::new(edges);
-    let result: Arc<Mutex<Option<(f64, Histogram<u64>)>>> = Arc::default();
+    let result: Arc<Mutex<Option<Measured>>> = Arc::default();
     let out = tempfile::tempdir().expect("scratch dir");
     let out_dir = out.path().to_path_buf();
     let result_slot = Arc::clone(&result);

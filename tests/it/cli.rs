@@ -90,9 +90,13 @@ fn consolidated_times(path: &Path) -> usize {
 fn two_processes_equal_one() {
     let dir = tempfile::tempdir().unwrap();
     let fixture = produce(dir.path(), "chat.jsonl", 8_000, 3, 0.01);
-    let expected = oracle::chat_views(&read_chats(&fixture), 60, 10);
+    let chats = read_chats(&fixture);
+    let expected = oracle::chat_views(&chats, 60, 10);
+    // Mentions make a graph too, so the network views cross processes as well.
+    let expected_network = oracle::network_views(&oracle::mention_edges(&chats), None, 2, 30);
+    assert!(expected_network["reach"].len() > 1000);
     let single = dir.path().join("single");
-    run_views_of(&fixture, &single, &["--batch", "500"]);
+    run_views_of(&fixture, &single, &["--batch", "500", "--mention-edges"]);
 
     let hostfile = dir.path().join("hosts");
     std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
@@ -100,7 +104,7 @@ fn two_processes_equal_one() {
     let children: Vec<_> = (0..2)
         .map(|p| {
             chatflow()
-                .args(["run", "--replay", path_str(&fixture), "--out", path_str(&out), "--batch", "500"])
+                .args(["run", "--replay", path_str(&fixture), "--out", path_str(&out), "--batch", "500", "--mention-edges"])
                 .args(["-w", "2", "-n", "2", "-p", &p.to_string(), "-h", path_str(&hostfile)])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -118,7 +122,8 @@ fn two_processes_equal_one() {
         );
     }
     assert_views_eq(&read_views(&out, &CHAT_VIEWS), &expected, "-n 2 -w 2");
-    for view in CHAT_VIEWS {
+    assert_views_eq(&read_views(&out, &NETWORK_VIEWS), &expected_network, "-n 2 -w 2, mentions");
+    for view in CHAT_VIEWS.iter().chain(&NETWORK_VIEWS) {
         assert!(read_bytes(&single, view) == read_bytes(&out, view), "{view}.csv differs between one process and two");
     }
 }

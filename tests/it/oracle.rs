@@ -201,3 +201,14 @@ pub fn read_edges(path: &std::path::Path) -> Vec<EdgeUpdate> {
         })
         .collect()
 }
+
+/// The edges chat mentions make: (author, name) for every `@name`, the name being the ASCII
+/// letters, digits and `_` after `@`, lowercased.
+pub fn mention_edges(msgs: &[Msg]) -> Vec<EdgeUpdate> {
+    let mention = Regex::new(r"@([A-Za-z0-9_]+)").unwrap();
+    msgs.iter()
+        .flat_map(|m| {
+            mention.captures_iter(&m.text).map(|c| (m.user.clone(), c[1].to_ascii_lowercase(), 1)).collect::<Vec<_>>()
+        })
+        .collect()
+}
