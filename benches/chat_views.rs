@@ -7,8 +7,9 @@
 
 use std::path::PathBuf;
 
-use chatflow::cli::{PipelineArgs, ProduceArgs, TimelyArgs};
-use chatflow::run::{execute, job, peak_rss_bytes};
+use chatflow::cli::{Cli, Command, TimelyArgs};
+use chatflow::run::{execute, job, peak_rss_bytes, Start};
+use clap::Parser;
 
 fn main() {
     chatflow::tune_allocator();
@@ -24,33 +25,26 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("create target/bench");
     let fixture = dir.join(format!("chat-{count}-seed42.jsonl"));
     if !fixture.exists() {
-        let produce = ProduceArgs {
-            out_file: fixture.clone(),
-            count,
-            seed: 42,
-            channels: 20,
-            users: 5_000,
-            late_fraction: 0.01,
-            rate: 200.0,
-            start_ms: 1_740_787_200_000,
+        let path = fixture.to_str().expect("UTF-8 path");
+        let Command::Produce(produce) =
+            Cli::parse_from(["chatflow", "produce", "--count", &count.to_string(), "--seed", "42", "--out-file", path])
+                .command
+        else {
+            unreachable!("parsed a produce command")
         };
-        chatflow::produce::produce_file(&produce).expect("write the fixture");
+        chatflow::produce::produce_file(&produce, &fixture).expect("write the fixture");
     }
     for w in workers {
         let out = tempfile::tempdir().expect("scratch dir");
-        let pipeline = PipelineArgs {
-            replay: vec![fixture.clone()],
-            window: 60,
-            top_k: 10,
-            batch: 10_000,
-            max_inflight: 30_000,
-            hops: 2,
-            top_connections: 30,
-            focus: None,
-            mention_edges: false,
+        let Command::Bench(bench) =
+            Cli::parse_from(["chatflow", "bench", "--replay", fixture.to_str().expect("UTF-8 path")]).command
+        else {
+            unreachable!("parsed a bench command")
         };
+        let pipeline = bench.pipeline;
         let timely = TimelyArgs { workers: w, processes: 1, process: 0, hostfile: None };
-        let outcome = execute(job(&pipeline, out.path().to_path_buf()).expect("job"), &timely).expect("run");
+        let outcome = execute(job(&pipeline, out.path().to_path_buf(), Start::FromBeginning).expect("job"), &timely)
+            .expect("run");
         let h = outcome.latency().expect("worker 0 measures latency");
         println!(
             "{{\"bench\":\"chat_views\",\"messages\":{},\"workers\":{w},\"seconds\":{:.3},\"events_per_s\":{:.0},\"peak_rss_bytes\":{},\"batch_latency_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}}}}",

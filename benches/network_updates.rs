@@ -78,9 +78,9 @@ fn main() {
             let (focus_in, focus_coll) = scope.new_collection::<Name, Diff>();
             let views = network_views(edges, focus.is_some().then_some(focus_coll), &NetworkConfig { hops, top_n: 30 });
             let streams = vec![
-                csv_sink(views.connections, &out_dir).0,
-                csv_sink(views.reach, &out_dir).0,
-                csv_sink(views.top_connections, &out_dir).0,
+                csv_sink(views.connections, &out_dir, None).0,
+                csv_sink(views.reach, &out_dir, None).0,
+                csv_sink(views.top_connections, &out_dir, None).0,
             ];
             scope.concatenate(streams).probe_with(&probe);
             (edges_in, focus_in)

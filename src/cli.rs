@@ -46,12 +46,61 @@ pub struct TimelyArgs {
     pub hostfile: Option<PathBuf>,
 }
 
+/// Kafka input: brokers, topics, client settings, and how the source keeps time.
+#[derive(Args, Debug, Clone)]
+pub struct KafkaArgs {
+    /// Read events from these Kafka brokers (host:port,...) instead of files.
+    #[arg(long, value_name = "BROKERS", conflicts_with = "replay")]
+    pub kafka: Option<String>,
+    /// Topic of chat events ("" to skip).
+    #[arg(long = "chat-topic", default_value = "chat")]
+    pub chat_topic: String,
+    /// Topic of edge events ("" to skip).
+    #[arg(long = "edges-topic", default_value = "edges")]
+    pub edges_topic: String,
+    /// Topic of post events ("" to skip).
+    #[arg(long = "posts-topic", default_value = "posts")]
+    pub posts_topic: String,
+    /// A librdkafka setting passed through (SASL, TLS, ...); repeatable.
+    #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub kafka_config: Vec<(String, String)>,
+    /// Stop once every owned partition has been read up to the end offsets seen at start.
+    #[arg(long = "until-caught-up")]
+    pub until_caught_up: bool,
+    /// Ingestion times are event times rounded up to this many milliseconds.
+    #[arg(long = "tick-ms", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tick_ms: u64,
+    /// A partition at its end for this long is bound to a later time (see the source's doc).
+    #[arg(long = "idle-ms", default_value_t = 1000)]
+    pub idle_ms: u64,
+}
+
+impl KafkaArgs {
+    /// The topics to read, in order chat, edges, posts, leaving out empty names.
+    pub fn topics(&self) -> Vec<String> {
+        [&self.chat_topic, &self.edges_topic, &self.posts_topic]
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .collect()
+    }
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))
+}
+
 /// What every pipeline run needs: inputs, view parameters, time assignment.
 #[derive(Args, Debug, Clone)]
 pub struct PipelineArgs {
     /// Event JSONL files or directories (every *.jsonl in them, sorted by name).
-    #[arg(long, num_args = 1.., required = true, value_name = "FILE|DIR")]
+    #[arg(long, num_args = 1.., required_unless_present = "kafka", value_name = "FILE|DIR")]
     pub replay: Vec<PathBuf>,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     /// Tumbling window of the chat views, in seconds.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i64).range(1..))]
     pub window: i64,
@@ -61,7 +110,7 @@ pub struct PipelineArgs {
     /// Input lines per ingestion tick: line g of the inputs gets time floor(g / batch).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch: u64,
-    /// How many input lines may be in flight ahead of the written output (bounds memory).
+    /// How many input records may be in flight ahead of the written output (bounds memory).
     #[arg(long = "max-inflight", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_inflight: u64,
     /// Longest walks reported by `reach` (2 or 3 hops).
@@ -86,6 +135,13 @@ pub struct RunArgs {
     /// Directory for the change files, one <view>.csv per view.
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
+    /// Continue the deployment in --out: keep its clock bindings, recompute from the beginning
+    /// of the log and append only what its change files lack.
+    #[arg(long, conflicts_with = "from_beginning")]
+    pub resume: bool,
+    /// Start a new deployment in --out (the default): clear its files and clock bindings.
+    #[arg(long = "from-beginning")]
+    pub from_beginning: bool,
     #[command(flatten)]
     pub timely: TimelyArgs,
     /// Print help.
@@ -127,15 +183,36 @@ pub struct ImportArgs {
     pub edge_ts: i64,
 }
 
+/// What `chatflow produce` generates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProduceKind {
+    /// Chat messages.
+    Chat,
+    /// Edge events in batches, adds and (with --delete-fraction) deletes.
+    Edges,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ProduceArgs {
     /// Write the events to this JSONL file.
-    #[arg(long = "out-file", required = true)]
-    pub out_file: PathBuf,
-    /// Number of chat messages.
-    #[arg(long, default_value_t = 100_000)]
-    pub count: u64,
-    /// Random seed: the same seed and flags give the same file.
+    #[arg(long = "out-file", required_unless_present = "kafka", conflicts_with = "kafka")]
+    pub out_file: Option<PathBuf>,
+    /// Produce into these Kafka brokers instead, paced in real time.
+    #[arg(long, value_name = "BROKERS")]
+    pub kafka: Option<String>,
+    /// Replay this event JSONL file into the topics (chat keyed by channel, edges by src).
+    #[arg(long, requires = "kafka", value_name = "FILE")]
+    pub from: Option<PathBuf>,
+    /// With --from: replay at this multiple of the events' own pace, or `max`.
+    #[arg(long, default_value = "max")]
+    pub speed: String,
+    /// What to generate.
+    #[arg(long, value_enum, default_value = "chat")]
+    pub kind: ProduceKind,
+    /// Number of events (default: 100000 into a file; until interrupted into Kafka).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Random seed: the same seed and flags give the same events.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Number of channels (their popularity is Zipf-distributed).
@@ -147,10 +224,38 @@ pub struct ProduceArgs {
     /// Fraction of messages that arrive late, with a time up to 5 minutes before the stream's.
     #[arg(long = "late-fraction", default_value_t = 0.01)]
     pub late_fraction: f64,
-    /// Messages per second of event time.
+    /// Chat messages per second (of event time; into Kafka also of wall time).
     #[arg(long, default_value_t = 200.0)]
     pub rate: f64,
-    /// Event time of the first message, ms since the epoch (default 2025-03-01T00:00:00Z).
-    #[arg(long = "start-ms", default_value_t = 1_740_787_200_000)]
-    pub start_ms: i64,
+    /// Event time of the first message, ms since the epoch (default 2025-03-01T00:00:00Z; into
+    /// Kafka: now).
+    #[arg(long = "start-ms")]
+    pub start_ms: Option<i64>,
+    /// Edges per batch (--kind edges).
+    #[arg(long = "edges-per-batch", default_value_t = 10)]
+    pub edges_per_batch: u64,
+    /// Milliseconds between edge batches (--kind edges).
+    #[arg(long = "batch-interval-ms", default_value_t = 60_000)]
+    pub batch_interval_ms: u64,
+    /// Edges join user ids 0..N (--kind edges).
+    #[arg(long = "user-ids", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(2..))]
+    pub user_ids: u64,
+    /// Fraction of edge events that delete an earlier edge (--kind edges).
+    #[arg(long = "delete-fraction", default_value_t = 0.0)]
+    pub delete_fraction: f64,
+    /// Topic for chat events.
+    #[arg(long = "chat-topic", default_value = "chat")]
+    pub chat_topic: String,
+    /// Topic for edge events.
+    #[arg(long = "edges-topic", default_value = "edges")]
+    pub edges_topic: String,
+    /// Topic for post events.
+    #[arg(long = "posts-topic", default_value = "posts")]
+    pub posts_topic: String,
+    /// Partitions of topics this command creates.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// A librdkafka setting passed through; repeatable.
+    #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub kafka_config: Vec<(String, String)>,
 }

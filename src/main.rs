@@ -7,7 +7,7 @@ use clap::Parser;
 use serde_json::json;
 
 use chatflow::cli::{Cli, Command};
-use chatflow::run::{execute, job, peak_rss_bytes, summary};
+use chatflow::run::{execute, job, peak_rss_bytes, summary, Start};
 use chatflow::sources::import::{import, ImportOptions};
 
 fn main() {
@@ -25,7 +25,9 @@ fn main() {
 fn real_main() -> Result<()> {
     match Cli::parse().command {
         Command::Run(args) => {
-            let job = job(&args.pipeline, args.out.clone())?;
+            stop_on_signals()?;
+            let start = if args.resume { Start::Resume } else { Start::FromBeginning };
+            let job = job(&args.pipeline, args.out.clone(), start)?;
             let outcome = execute(job, &args.timely)?;
             print!("{}", summary(&outcome, &args.out));
         }
@@ -35,7 +37,8 @@ fn real_main() -> Result<()> {
                 None => Some(tempfile::tempdir().context("creating a scratch directory")?),
             };
             let out = args.out.clone().unwrap_or_else(|| scratch.as_ref().expect("made above").path().to_path_buf());
-            let mut job = job(&args.pipeline, out)?;
+            stop_on_signals()?;
+            let mut job = job(&args.pipeline, out, Start::FromBeginning)?;
             job.profile = args.profile;
             let outcome = execute(job, &args.timely)?;
             let latency = outcome.latency();
@@ -52,7 +55,12 @@ fn real_main() -> Result<()> {
                 "seconds": outcome.seconds,
                 "events_per_s": outcome.events() as f64 / outcome.seconds.max(1e-9),
                 "peak_rss_bytes": peak_rss_bytes(),
-                "ticks": outcome.reports.first().map(|r| r.ticks),
+                "advances": outcome.reports.first().map(|r| r.advances),
+                "freshness_us": {
+                    "count": outcome.freshness().len(),
+                    "p50": outcome.freshness().value_at_quantile(0.5),
+                    "p99": outcome.freshness().value_at_quantile(0.99),
+                },
                 "batch_latency_us": {
                     "count": latency.map(|h| h.len()),
                     "p50": percentile(0.50),
@@ -84,10 +92,30 @@ fn real_main() -> Result<()> {
             };
             eprintln!("chatflow import: {report}");
         }
-        Command::Produce(args) => {
-            chatflow::produce::produce_file(&args).with_context(|| format!("writing {}", args.out_file.display()))?;
-            eprintln!("chatflow produce: wrote {} chat events to {}", args.count, args.out_file.display());
-        }
+        Command::Produce(args) => match (&args.out_file, &args.kafka) {
+            (Some(path), _) => {
+                let n = chatflow::produce::produce_file(&args, path)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("chatflow produce: wrote {n} events to {}", path.display());
+            }
+            (None, Some(brokers)) => {
+                stop_on_signals()?;
+                let n = chatflow::produce::produce_kafka(&args, brokers)?;
+                eprintln!("chatflow produce: sent {n} events to {brokers}");
+            }
+            (None, None) => unreachable!("clap requires --out-file or --kafka"),
+        },
     }
     Ok(())
+}
+
+/// SIGINT and SIGTERM ask the workers (or the producer) to stop cleanly; a second one exits.
+fn stop_on_signals() -> Result<()> {
+    ctrlc::set_handler(|| {
+        if chatflow::worker::STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("chatflow: stopping after what is complete is written (again to exit at once)");
+    })
+    .context("installing the signal handler")
 }

@@ -1,11 +1,23 @@
-//! `chatflow produce`: seeded synthetic chat that looks like Twitch chat.
+//! `chatflow produce`: seeded synthetic traffic, into a file or into Kafka.
 //!
+//! Chat:
 //! Channels and users are Zipf-distributed (a few channels and chatters dominate), words are
 //! Zipf over a vocabulary of common words, Twitch emotes, non-ASCII words and a long tail of
 //! made-up words; emotes get spammed, casing varies, some messages mention a user. Event
 //! time advances at `--rate` messages per second with jitter, and `--late-fraction` of the
 //! messages arrive late, stamped up to 5 minutes before the stream's current time. The same
 //! seed and flags give the same bytes (ChaCha8, no wall clock).
+//!
+//! Edges, like the old producer: every `--batch-interval-ms` a batch of `--edges-per-batch`
+//! edges between user ids `0..--user-ids`, weight 1; with `--delete-fraction` that fraction
+//! of the events delete an edge added earlier.
+//!
+//! Into Kafka (`--kafka`), events are paced in real time: the stream's clock starts now and an
+//! event is sent when the wall clock reaches it (so `--rate 50000` is 50,000 messages/s).
+//! Records are keyed by channel (chat) or src (edges) and carry the event's `ts` as their
+//! Kafka timestamp. `--from FILE` replays a fixture instead, at `--speed` times its own pace
+//! or at full speed. Missing topics are created with `--partitions`. SIGINT/SIGTERM stop
+//! the producer after it has flushed what it sent.
 
 use std::io::{self, Write};
 
@@ -13,7 +25,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Zipf};
 
-use crate::cli::ProduceArgs;
+use crate::cli::{ProduceArgs, ProduceKind};
 use crate::sources::decode::write_chat_line;
 
 const CHANNELS: &[&str] = &[
@@ -188,8 +200,19 @@ fn vocabulary(size: usize) -> Vec<String> {
         .collect()
 }
 
+/// The default event time of the first message in a file: 2025-03-01T00:00:00Z.
+pub const DEFAULT_START_MS: i64 = 1_740_787_200_000;
+
+/// A seeded stream of events written as JSON lines.
+pub trait Generator {
+    /// Appends the next event's line to `out`; returns its partitioning key and `ts`.
+    fn next_event(&mut self, out: &mut Vec<u8>) -> (String, i64);
+    /// The stream's clock: when the next event is due (ms since the epoch).
+    fn clock_ms(&self) -> i64;
+}
+
 impl ChatGenerator {
-    pub fn new(args: &ProduceArgs) -> Self {
+    pub fn new(args: &ProduceArgs, start_ms: i64) -> Self {
         ChatGenerator {
             rng: ChaCha8Rng::seed_from_u64(args.seed),
             channel_zipf: Zipf::new(args.channels, 1.1).expect("channels >= 1"),
@@ -198,15 +221,15 @@ impl ChatGenerator {
             vocabulary: vocabulary(20_000),
             channels: (0..args.channels).map(channel_name).collect(),
             users: args.users,
-            clock_ms: args.start_ms as f64,
+            clock_ms: start_ms as f64,
             step_ms: 1000.0 / args.rate.max(1e-6),
             late_fraction: args.late_fraction.clamp(0.0, 1.0),
             text: String::new(),
         }
     }
 
-    /// Writes the next message as one JSON line.
-    pub fn write_next(&mut self, out: &mut impl Write) -> io::Result<()> {
+    /// Writes the next message as one JSON line; returns its channel and `ts`.
+    pub fn write_next(&mut self, out: &mut impl Write) -> io::Result<(String, i64)> {
         let rng = &mut self.rng;
         self.clock_ms += self.step_ms * rng.gen_range(0.0..2.0);
         let mut ts = self.clock_ms as i64;
@@ -252,20 +275,202 @@ impl ChatGenerator {
             i += 1;
         }
         let channel = &self.channels[channel_idx as usize];
-        write_chat_line(out, ts, channel, &user, &self.text)
+        write_chat_line(out, ts, channel, &user, &self.text)?;
+        Ok((channel.clone(), ts))
     }
 }
 
-/// Writes `args.count` messages to `args.out_file`.
-pub fn produce_file(args: &ProduceArgs) -> io::Result<()> {
-    if let Some(parent) = args.out_file.parent().filter(|p| !p.as_os_str().is_empty()) {
+impl Generator for ChatGenerator {
+    fn next_event(&mut self, out: &mut Vec<u8>) -> (String, i64) {
+        self.write_next(out).expect("writing to memory cannot fail")
+    }
+    fn clock_ms(&self) -> i64 {
+        self.clock_ms as i64
+    }
+}
+
+/// Batches of edges between numbered users, some deleting earlier ones.
+pub struct EdgeGenerator {
+    rng: ChaCha8Rng,
+    user_ids: u64,
+    per_batch: u64,
+    interval_ms: i64,
+    delete_fraction: f64,
+    clock_ms: i64,
+    in_batch: u64,
+    /// Edges added and not yet deleted.
+    live: Vec<(u64, u64)>,
+}
+
+impl EdgeGenerator {
+    pub fn new(args: &ProduceArgs, start_ms: i64) -> Self {
+        EdgeGenerator {
+            rng: ChaCha8Rng::seed_from_u64(args.seed),
+            user_ids: args.user_ids,
+            per_batch: args.edges_per_batch.max(1),
+            interval_ms: args.batch_interval_ms as i64,
+            delete_fraction: args.delete_fraction.clamp(0.0, 1.0),
+            clock_ms: start_ms,
+            in_batch: 0,
+            live: Vec::new(),
+        }
+    }
+}
+
+impl Generator for EdgeGenerator {
+    fn next_event(&mut self, out: &mut Vec<u8>) -> (String, i64) {
+        let ts = self.clock_ms;
+        let (src, dst, op) = if !self.live.is_empty() && self.rng.gen_bool(self.delete_fraction) {
+            let (src, dst) = self.live.swap_remove(self.rng.gen_range(0..self.live.len()));
+            (src, dst, "del")
+        } else {
+            let src = self.rng.gen_range(0..self.user_ids);
+            let mut dst = self.rng.gen_range(0..self.user_ids - 1);
+            if dst >= src {
+                dst += 1;
+            }
+            self.live.push((src, dst));
+            (src, dst, "add")
+        };
+        let line = serde_json::json!({"ts": ts, "src": src.to_string(), "dst": dst.to_string(), "weight": 1, "op": op});
+        serde_json::to_writer(&mut *out, &line).expect("writing to memory cannot fail");
+        out.push(b'\n');
+        self.in_batch += 1;
+        if self.in_batch == self.per_batch {
+            self.in_batch = 0;
+            self.clock_ms += self.interval_ms;
+        }
+        (src.to_string(), ts)
+    }
+    fn clock_ms(&self) -> i64 {
+        self.clock_ms
+    }
+}
+
+fn generator(args: &ProduceArgs, start_ms: i64) -> Box<dyn Generator> {
+    match args.kind {
+        ProduceKind::Chat => Box::new(ChatGenerator::new(args, start_ms)),
+        ProduceKind::Edges => Box::new(EdgeGenerator::new(args, start_ms)),
+    }
+}
+
+/// Writes `--count` events (default 100,000) to `--out-file`.
+pub fn produce_file(args: &ProduceArgs, path: &std::path::Path) -> io::Result<u64> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
-    let file = std::fs::File::create(&args.out_file)?;
+    let file = std::fs::File::create(path)?;
     let mut out = io::BufWriter::with_capacity(1 << 20, file);
-    let mut generator = ChatGenerator::new(args);
-    for _ in 0..args.count {
-        generator.write_next(&mut out)?;
+    let count = args.count.unwrap_or(100_000);
+    let mut generator = generator(args, args.start_ms.unwrap_or(DEFAULT_START_MS));
+    let mut line = Vec::new();
+    for _ in 0..count {
+        line.clear();
+        generator.next_event(&mut line);
+        out.write_all(&line)?;
     }
-    out.flush()
+    out.flush()?;
+    Ok(count)
+}
+
+/// Produces into Kafka: generated traffic paced in real time, or a fixture replay.
+pub fn produce_kafka(args: &ProduceArgs, brokers: &str) -> anyhow::Result<u64> {
+    use crate::sinks::kafka_out::TopicWriter;
+    let mut writer = TopicWriter::new(brokers, &args.kafka_config)?;
+    let topics = [args.chat_topic.as_str(), args.edges_topic.as_str(), args.posts_topic.as_str()];
+    let sent = match &args.from {
+        Some(path) => {
+            writer.ensure_topics(&topics, args.partitions)?;
+            replay_file(&mut writer, args, path)?
+        }
+        None => {
+            let topic = match args.kind {
+                ProduceKind::Chat => &args.chat_topic,
+                ProduceKind::Edges => &args.edges_topic,
+            };
+            writer.ensure_topics(&[topic], args.partitions)?;
+            let start = args.start_ms.unwrap_or_else(now_ms);
+            let mut generator = generator(args, start);
+            let began = std::time::Instant::now();
+            let mut line = Vec::new();
+            let mut sent = 0u64;
+            while args.count.is_none_or(|c| sent < c) && !crate::worker::STOP.load(std::sync::atomic::Ordering::Relaxed)
+            {
+                // The stream's clock runs at wall-clock speed from `start`.
+                let due = start + began.elapsed().as_millis() as i64;
+                if generator.clock_ms() > due {
+                    writer.poll();
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    continue;
+                }
+                line.clear();
+                let (key, ts) = generator.next_event(&mut line);
+                writer.send(topic, Some(&key), &line[..line.len() - 1], ts)?;
+                sent += 1;
+            }
+            sent
+        }
+    };
+    writer.flush()?;
+    Ok(sent)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Replays a fixture into the topics of its events' kinds: chat keyed by channel, edges by
+/// src, posts by user; lines that are not events go to the chat topic as they are, where the
+/// pipeline will make them dead letters.
+fn replay_file(
+    writer: &mut crate::sinks::kafka_out::TopicWriter,
+    args: &ProduceArgs,
+    path: &std::path::Path,
+) -> anyhow::Result<u64> {
+    use crate::sources::decode::{decode, Event};
+    let speed: Option<f64> = match args.speed.as_str() {
+        "max" => None,
+        factor => Some(
+            factor.parse::<f64>().map_err(|_| anyhow::anyhow!("--speed takes a number or `max`, not {factor:?}"))?,
+        ),
+    };
+    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut reader = io::BufReader::with_capacity(1 << 20, file);
+    let began = std::time::Instant::now();
+    let mut first_ts: Option<i64> = None;
+    let mut line = Vec::new();
+    let mut sent = 0u64;
+    loop {
+        if crate::worker::STOP.load(std::sync::atomic::Ordering::Relaxed) || args.count.is_some_and(|c| sent >= c) {
+            break;
+        }
+        line.clear();
+        if io::BufRead::read_until(&mut reader, b'\n', &mut line)? == 0 {
+            break;
+        }
+        while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            line.pop();
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let (topic, key, ts) = match decode(&line) {
+            Ok(Event::Chat(c)) => (&args.chat_topic, Some(c.channel.to_string()), Some(c.ts)),
+            Ok(Event::Edge(e)) => (&args.edges_topic, Some(e.src.to_string()), Some(e.ts)),
+            Ok(Event::Post(p)) => (&args.posts_topic, Some(p.user.to_string()), Some(p.ts)),
+            Ok(Event::Viewers(v)) => (&args.chat_topic, Some(v.channel.to_string()), Some(v.ts)),
+            Err(_) => (&args.chat_topic, None, None),
+        };
+        if let (Some(speed), Some(ts)) = (speed, ts) {
+            let first = *first_ts.get_or_insert(ts);
+            let due = ((ts - first).max(0) as f64 / speed) as u64;
+            while (began.elapsed().as_millis() as u64) < due {
+                writer.poll();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        writer.send(topic, key.as_deref(), &line, ts.unwrap_or_else(now_ms))?;
+        sent += 1;
+    }
+    Ok(sent)
 }

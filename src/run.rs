@@ -13,8 +13,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::{PipelineArgs, TimelyArgs};
 use crate::cluster::timely_config;
+use crate::sinks::progress::{read_upper, PROGRESS_FILE};
 use crate::sources::files::expand_inputs;
-use crate::worker::{run_worker, Job, Progress, WorkerReport};
+use crate::sources::kafka::{clear_bindings, partition_counts, require_topics, KafkaOptions};
+use crate::worker::{run_worker, Input, Job, Progress, WorkerReport};
 
 /// The result of one process's part of a run.
 #[derive(Debug)]
@@ -40,32 +42,94 @@ impl Outcome {
     pub fn latency(&self) -> Option<&Histogram<u64>> {
         self.reports.iter().find_map(|r| r.latency_us.as_ref())
     }
+    /// Freshness of live records over this process's workers (produce → written).
+    pub fn freshness(&self) -> Histogram<u64> {
+        let mut all = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+        for h in self.reports.iter().filter_map(|r| r.freshness_us.as_ref()) {
+            all.add(h).expect("same bounds");
+        }
+        all
+    }
+    /// The run's upper, as worker 0 recorded it.
+    pub fn upper(&self) -> Option<u64> {
+        self.reports.iter().find_map(|r| r.upper)
+    }
+    /// Whether the run was stopped by a signal.
+    pub fn interrupted(&self) -> bool {
+        self.reports.iter().any(|r| r.interrupted)
+    }
     /// Whether this process holds worker 0, which writes the change files.
     pub fn wrote_files(&self) -> bool {
         self.reports.iter().any(|r| r.index == 0)
     }
 }
 
+/// How a run treats what an earlier run left in its output directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// A new deployment: change files, progress and clock bindings start afresh.
+    FromBeginning,
+    /// Continue the deployment: keep the clock bindings and append what the files lack.
+    Resume,
+}
+
 /// Builds the job of `args`, writing change files into `out`.
-pub fn job(args: &PipelineArgs, out: std::path::PathBuf) -> Result<Job> {
-    let inputs = expand_inputs(&args.replay)?;
-    if inputs.is_empty() {
-        return Err(anyhow!("no input files in {:?}", args.replay));
-    }
+pub fn job(args: &PipelineArgs, out: std::path::PathBuf, start: Start) -> Result<Job> {
+    let input = match &args.kafka.kafka {
+        Some(brokers) => {
+            let asked = args.kafka.topics();
+            let topics = partition_counts(brokers, &args.kafka.kafka_config, &asked)?;
+            require_topics(&topics, &asked, brokers)?;
+            let options = KafkaOptions {
+                brokers: brokers.clone(),
+                topics: topics.iter().map(|(t, _)| t.clone()).collect(),
+                client_config: args.kafka.kafka_config.clone(),
+                tick_ms: args.kafka.tick_ms,
+                idle_ms: args.kafka.idle_ms,
+                until_caught_up: args.kafka.until_caught_up,
+                clock_dir: out.clone(),
+            };
+            Input::Kafka { options, topics }
+        }
+        None => {
+            let files = expand_inputs(&args.replay)?;
+            if files.is_empty() {
+                return Err(anyhow!("no input files in {:?}", args.replay));
+            }
+            Input::Replay { files, batch: args.batch }
+        }
+    };
     let focus = match &args.focus {
         Some(path) => Some(read_focus(path)?),
         None => None,
     };
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let resume_upper = match start {
+        Start::Resume => {
+            let upper = read_upper(&out)?;
+            match upper {
+                Some(upper) => tracing::info!(upper, "resuming: the change files hold every update before the upper"),
+                None => tracing::warn!(out = %out.display(), "nothing to resume; starting from the beginning"),
+            }
+            // Without a progress record the files may hold anything: start them again.
+            Some(upper.unwrap_or(0))
+        }
+        Start::FromBeginning => {
+            clear_bindings(&out)?;
+            let _ = std::fs::remove_file(out.join(PROGRESS_FILE));
+            None
+        }
+    };
     Ok(Job {
-        inputs,
+        input,
         out,
         chat: ChatConfig { window_secs: args.window, top_k: args.top_k },
         network: NetworkConfig { hops: args.hops, top_n: args.top_connections },
         focus,
         mention_edges: args.mention_edges,
-        batch: args.batch,
         max_inflight: args.max_inflight,
         profile: false,
+        resume_upper,
     })
 }
 
@@ -80,8 +144,11 @@ pub fn read_focus(path: &std::path::Path) -> Result<Vec<String>> {
 pub fn execute(job: Job, timely: &TimelyArgs) -> Result<Outcome> {
     let config = timely_config(timely).map_err(|e| anyhow!(e))?;
     std::fs::create_dir_all(&job.out).with_context(|| format!("creating {}", job.out.display()))?;
-    let input_bytes: u64 = job.inputs.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
-    tracing::info!(inputs = job.inputs.len(), bytes = input_bytes, out = %job.out.display(), "starting run");
+    let input_bytes: u64 = match &job.input {
+        Input::Replay { files, .. } => files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum(),
+        Input::Kafka { .. } => 0,
+    };
+    tracing::info!(bytes = input_bytes, out = %job.out.display(), "starting run");
 
     let progress = Arc::new(Progress::default());
     let start = Instant::now();
@@ -94,13 +161,14 @@ pub fn execute(job: Job, timely: &TimelyArgs) -> Result<Outcome> {
     })
     .map_err(|e| anyhow!("starting timely: {e}"))?;
 
-    let bar = ProgressBar::with_draw_target(Some(input_bytes), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
-        )
-        .expect("valid progress template"),
-    );
+    // A bar over the input's bytes for files; a spinner with the bytes read for Kafka.
+    let (total, template) = if input_bytes > 0 {
+        (Some(input_bytes), "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})")
+    } else {
+        (None, "{spinner} [{elapsed_precise}] {bytes} read ({bytes_per_sec})")
+    };
+    let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+    bar.set_style(ProgressStyle::with_template(template).expect("valid progress template"));
     while guards.guards().iter().any(|g| !g.is_finished()) {
         bar.set_position(progress.bytes.load(Ordering::Relaxed));
         std::thread::sleep(Duration::from_millis(100));
@@ -144,6 +212,22 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
         if outcome.processes > 1 { ", this process's share" } else { "" },
     );
     let _ = writeln!(s, "  {chats} chat messages, {edges} edge events");
+    if outcome.interrupted() {
+        let _ = writeln!(s, "  stopped on a signal; --resume continues from here");
+    }
+    if let Some(upper) = outcome.upper() {
+        let _ = writeln!(s, "  every change before time {upper} is written (_progress.csv)");
+    }
+    let fresh = outcome.freshness();
+    if fresh.len() > 0 {
+        let _ = writeln!(
+            s,
+            "  freshness (produce → written) of {} live records: p50 {:.1} ms, p99 {:.1} ms",
+            fresh.len(),
+            fresh.value_at_quantile(0.5) as f64 / 1000.0,
+            fresh.value_at_quantile(0.99) as f64 / 1000.0
+        );
+    }
     if unrouted > 0 {
         let _ = writeln!(s, "  {unrouted} edge/post/viewer events read; this build has no view for them yet");
     }

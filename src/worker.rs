@@ -1,23 +1,38 @@
 //! The one place that wires sources → dataflows → sinks and steps a worker.
 //!
 //! ```text
-//!   FileSource ─decode─┬─► chats ──► dataflows::chat::chat_views ────────┬─► CsvSink(word_counts) ──┐
-//!                      │     └─(--mention-edges)─┐                          ├─► CsvSink(…)            │
-//!                      ├─► edges ───────────────┴─► network::network_views ─┼─► CsvSink(connections) ─┼─► probe ("written")
-//!   --focus file ──────┴─► focus ──────────────────┘                        │                         │
-//!                      └─► dead letters ────────────────────────────────────┴─► CsvSink(dead_letters) ─┘
+//!   Source ──decode─┬─► chats ──► dataflows::chat::chat_views ────────┬─► CsvSink(word_counts) ──┐
+//!  (files or Kafka) │     └─(--mention-edges)─┐                          ├─► CsvSink(…)            │
+//!                   ├─► edges ───────────────┴─► network::network_views ─┼─► CsvSink(connections) ─┼─► probe ("written")
+//!   --focus file ───┼─► focus ──────────────────┘                        │                         │
+//!                   ├─► dead letters ────────────────────────────────────┴─► CsvSink(dead_letters) ─┤
+//!                   └─► positions ───────────────────────────────────────────► Progress ◄───────────┘
 //! ```
 //!
-//! Each worker reads its share of the input log (see `sources::files` for the time rule),
-//! advances its inputs tick by tick and steps the dataflow. It never runs more than
-//! `max_inflight` lines ahead of the probe, which bounds memory. Worker 0 measures the latency of
-//! each tick: from the moment it closed the tick's input to the moment the probe shows every
-//! view's changes for that tick written to their files.
+//! Each worker reads its share of the inputs; the source gives every record its ingestion time
+//! (see `sources::files` and `sources::kafka` for the rules) and tells how far the worker may
+//! advance its inputs. A worker never has more than `max_inflight` records read but not yet
+//! written, which bounds memory. Worker 0 measures the latency of each advance: from the
+//! moment it closed a time's input to the moment the probe shows every view's changes for it
+//! written; every worker measures the freshness of live records (produce → written).
+//!
+//! ## Stopping
+//!
+//! A worker stops reading when its source is exhausted or when SIGINT/SIGTERM arrives. It then
+//! broadcasts a stop notice with the time its inputs had reached. Once every worker's notice
+//! is in, the least of those times is the run's *upper*: every update before it is complete.
+//! A worker whose source was exhausted closes its inputs (so everything read is written); a
+//! worker told to stop keeps them open (so no incomplete time is written). Either way the
+//! workers step until the probe passes the upper, and worker 0 records it, with the positions
+//! read, in `<out>/_progress.csv`: a `--resume` run recomputes from the beginning of the log
+//! and appends only the changes at or after it.
 
-use std::collections::VecDeque;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dataflows::chat::{chat_views, ChatConfig};
 use dataflows::network::{mention_edges as mention_edges_of, network_views, NetworkConfig};
@@ -25,22 +40,39 @@ use dataflows::{
     ChannelActivity, Chat, Connection, DeadLetter, Diff, EdgeOp, Name, Reach, TopConnection, TopUser, TopWord,
     UserCount, WordCount,
 };
-use differential_dataflow::input::Input;
+use differential_dataflow::input::{Input as _, InputSession};
 use hdrhistogram::Histogram;
-use timely::dataflow::operators::{Concatenate, Probe};
-use timely::dataflow::ProbeHandle;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Concatenate, Input as TimelyInput, Inspect, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
 use crate::profile::OperatorProfile;
 use crate::sinks::csv::{csv_sink, SinkHandle};
 use crate::sinks::encode::ViewRow;
+use crate::sinks::progress::{progress_writer, write_progress};
 use crate::sources::decode::{dead_letter, decode, Event, MAX_RECORD_BYTES};
-use crate::sources::files::{FileSource, Line};
+use crate::sources::files::Replay;
+use crate::sources::kafka::{KafkaOptions, KafkaSource};
+use crate::sources::{InputPosition, Record, Source};
+
+/// Set by SIGINT/SIGTERM: workers stop reading, finish what is complete and exit.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Where a run's events come from.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Event JSONL files, `batch` lines per tick.
+    Replay { files: Vec<PathBuf>, batch: u64 },
+    /// Kafka topics (name, partition count).
+    Kafka { options: KafkaOptions, topics: Vec<(String, usize)> },
+}
 
 /// What a pipeline run does, the same for every worker.
 #[derive(Clone, Debug)]
 pub struct Job {
-    pub inputs: Vec<PathBuf>,
+    pub input: Input,
     pub out: PathBuf,
     pub chat: ChatConfig,
     pub network: NetworkConfig,
@@ -48,18 +80,18 @@ pub struct Job {
     pub focus: Option<Vec<String>>,
     /// Chat `@name` mentions add edges.
     pub mention_edges: bool,
-    /// Input lines per tick.
-    pub batch: u64,
-    /// Lines the input may run ahead of the written output.
+    /// Records the input may run ahead of the written output.
     pub max_inflight: u64,
     /// Record time spent per operator (timely's scheduling log).
     pub profile: bool,
+    /// Resuming a deployment: the change files hold every update before this time already.
+    pub resume_upper: Option<u64>,
 }
 
 /// Shared with the main thread for the progress bar.
 #[derive(Default)]
 pub struct Progress {
-    /// Bytes of input scanned by the worker furthest ahead.
+    /// Bytes of input read by the worker furthest ahead.
     pub bytes: AtomicU64,
     /// Workers of this process that have finished.
     pub finished: AtomicU64,
@@ -69,40 +101,77 @@ pub struct Progress {
 #[derive(Debug, Default)]
 pub struct WorkerReport {
     pub index: usize,
-    /// Lines of the log this worker owned.
-    pub lines: u64,
+    /// Records (lines or Kafka messages) this worker read.
+    pub records: u64,
     pub chats: u64,
     pub edges: u64,
     pub dead_letters: u64,
     /// Well-formed events of kinds no view consumes yet (posts, viewer counts).
     pub unrouted: u64,
     pub blank: u64,
-    pub ticks: u64,
-    /// Worker 0 only: per-tick latency in microseconds.
+    /// Times the worker advanced its inputs to.
+    pub advances: u64,
+    /// Whether the worker stopped on a signal rather than at the end of its input.
+    pub interrupted: bool,
+    /// Worker 0 only: latency per advance, in microseconds.
     pub latency_us: Option<Histogram<u64>>,
+    /// Live records only: from produce (Kafka timestamp) to written, in microseconds.
+    pub freshness_us: Option<Histogram<u64>>,
     /// Worker 0 only: rows written per view.
     pub rows_written: Vec<(&'static str, u64)>,
     /// Worker 0 only, with `profile`: seconds spent per operator, busiest first.
     pub operator_seconds: Vec<(String, f64)>,
+    /// Worker 0 only: the run's upper (see the module doc).
+    pub upper: Option<u64>,
+}
+
+/// The inputs a worker feeds.
+struct Inputs {
+    chats: InputSession<u64, Chat, Diff>,
+    edges: InputSession<u64, (Name, Name), Diff>,
+    dead: InputSession<u64, DeadLetter, Diff>,
+    positions: InputSession<u64, InputPosition, Diff>,
+}
+
+impl Inputs {
+    fn advance_to(&mut self, time: u64) {
+        self.chats.advance_to(time);
+        self.edges.advance_to(time);
+        self.dead.advance_to(time);
+        self.positions.advance_to(time);
+        self.chats.flush();
+        self.edges.flush();
+        self.dead.flush();
+        self.positions.flush();
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
 /// Builds the dataflow on `worker`, feeds it this worker's share of the inputs and steps it
-/// until every view's changes are written.
-pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> Result<WorkerReport, String> {
+/// until every view's changes are written (or a stop is complete).
+pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow::Result<WorkerReport> {
     let index = worker.index();
     let peers = worker.peers();
     let probe = ProbeHandle::new();
     let out = job.out.clone();
     let chat_config = job.chat.clone();
     let network_config = job.network.clone();
-    let (focus_given, mention_edges) = (job.focus.is_some(), job.mention_edges);
+    let (focus_given, mention_edges, resume) = (job.focus.is_some(), job.mention_edges, job.resume_upper);
     let profile = job.profile.then(|| OperatorProfile::install(worker));
 
-    let (mut chats_in, mut edges_in, focus_in, mut dead_in, sinks) = worker.dataflow::<u64, _, _>(|scope| {
+    let (inputs, focus_in, sinks, progress_state) = worker.dataflow::<u64, _, _>(|scope| {
         let (chats_in, chats) = scope.new_collection::<Chat, Diff>();
         let (edges_in, mut edges) = scope.new_collection::<(Name, Name), Diff>();
         let (focus_in, focus) = scope.new_collection::<Name, Diff>();
         let (dead_in, dead) = scope.new_collection::<DeadLetter, Diff>();
+        let (positions_in, positions) = scope.new_collection::<InputPosition, Diff>();
         if mention_edges {
             edges = edges.concat(mention_edges_of(chats.clone()));
         }
@@ -110,23 +179,37 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> Result
         let network = network_views(edges, focus_given.then_some(focus), &network_config);
 
         let mut sinks: Vec<(&'static str, SinkHandle)> = Vec::new();
-        let mut streams = Vec::new();
+        let mut written = Vec::new();
         let mut sink = |stream_and_handle: (_, SinkHandle), view: &'static str| {
-            streams.push(stream_and_handle.0);
+            written.push(stream_and_handle.0);
             sinks.push((view, stream_and_handle.1));
         };
-        sink(csv_sink(views.word_counts, &out), WordCount::VIEW);
-        sink(csv_sink(views.channel_activity, &out), ChannelActivity::VIEW);
-        sink(csv_sink(views.user_counts, &out), UserCount::VIEW);
-        sink(csv_sink(views.top_words, &out), TopWord::VIEW);
-        sink(csv_sink(views.top_users, &out), TopUser::VIEW);
-        sink(csv_sink(network.connections, &out), Connection::VIEW);
-        sink(csv_sink(network.reach, &out), Reach::VIEW);
-        sink(csv_sink(network.top_connections, &out), TopConnection::VIEW);
-        sink(csv_sink(dead, &out), DeadLetter::VIEW);
-        scope.concatenate(streams).probe_with(&probe);
-        (chats_in, edges_in, focus_in, dead_in, sinks)
+        sink(csv_sink(views.word_counts, &out, resume), WordCount::VIEW);
+        sink(csv_sink(views.channel_activity, &out, resume), ChannelActivity::VIEW);
+        sink(csv_sink(views.user_counts, &out, resume), UserCount::VIEW);
+        sink(csv_sink(views.top_words, &out, resume), TopWord::VIEW);
+        sink(csv_sink(views.top_users, &out, resume), TopUser::VIEW);
+        sink(csv_sink(network.connections, &out, resume), Connection::VIEW);
+        sink(csv_sink(network.reach, &out, resume), Reach::VIEW);
+        sink(csv_sink(network.top_connections, &out, resume), TopConnection::VIEW);
+        sink(csv_sink(dead, &out, resume), DeadLetter::VIEW);
+        let all_written = scope.concatenate(written);
+        let (progress_stream, progress_state) = progress_writer(positions, all_written, &out);
+        progress_stream.probe_with(&probe);
+        let inputs = Inputs { chats: chats_in, edges: edges_in, dead: dead_in, positions: positions_in };
+        (inputs, focus_in, sinks, progress_state)
     });
+
+    // Stop notices: each worker's input time when it stopped reading, seen by every worker.
+    let notices: Rc<RefCell<HashMap<usize, u64>>> = Rc::default();
+    let mut notice_in = InputHandle::<u64, CapacityContainerBuilder<Vec<(usize, u64)>>>::new();
+    let seen = Rc::clone(&notices);
+    worker.dataflow::<u64, _, _>(|scope| {
+        scope.input_from(&mut notice_in).broadcast().inspect(move |(worker, time)| {
+            seen.borrow_mut().insert(*worker, *time);
+        });
+    });
+
     // The focus set is static: worker 0 enters it at time 0, then every worker closes it.
     let mut focus_in = focus_in;
     if index == 0 {
@@ -137,122 +220,195 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> Result
     drop(focus_in);
     let sink_error = |sinks: &[(&'static str, SinkHandle)]| sinks.iter().find_map(|(_, s)| s.borrow().error.clone());
     if let Some(e) = sink_error(&sinks) {
-        return Err(e);
+        anyhow::bail!(e);
     }
 
+    let mut source: Box<dyn Source> = match &job.input {
+        Input::Replay { files, batch } => Box::new(Replay::new(files.clone(), index, peers, *batch)),
+        Input::Kafka { options, topics } => Box::new(KafkaSource::new(options, topics, index, peers)?),
+    };
+    let mut inputs = Some(inputs);
     let mut report = WorkerReport { index, ..Default::default() };
-    let mut source = FileSource::new(job.inputs.clone(), index, peers);
-    let inflight_ticks = (job.max_inflight / job.batch).max(1);
     let measure = index == 0;
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
-    let mut closed: VecDeque<(u64, Instant)> = VecDeque::new();
-    let observe = |closed: &mut VecDeque<(u64, Instant)>, latency: &mut Histogram<u64>| {
+    let mut latency = histogram();
+    let mut freshness = histogram();
+    // Times the inputs have advanced past, with when (latency) and how many records had been
+    // read by then (back-pressure).
+    let mut closed: VecDeque<(u64, Instant, u64)> = VecDeque::new();
+    // Live records' produce times, by ingestion time.
+    let mut produced: BTreeMap<u64, Vec<i64>> = BTreeMap::new();
+    let mut input_time = 0u64;
+    let mut read_done = 0u64;
+    let mut last_positions: Vec<InputPosition> = Vec::new();
+
+    let observe = |closed: &mut VecDeque<(u64, Instant, u64)>,
+                   produced: &mut BTreeMap<u64, Vec<i64>>,
+                   latency: &mut Histogram<u64>,
+                   freshness: &mut Histogram<u64>,
+                   read_done: &mut u64| {
         let frontier = probe.with_frontier(|f| f.first().copied());
-        while let Some(&(tick, at)) = closed.front() {
-            if frontier.is_some_and(|f| f <= tick) {
+        let done = |t: u64| frontier.is_none_or(|f| f > t);
+        while let Some(&(time, at, read)) = closed.front() {
+            if !done(time) {
                 break;
             }
-            latency.saturating_record(at.elapsed().as_micros().max(1) as u64);
+            if measure {
+                latency.saturating_record(at.elapsed().as_micros().max(1) as u64);
+            }
+            *read_done = read;
             closed.pop_front();
+        }
+        while let Some(entry) = produced.first_entry() {
+            if !done(*entry.key()) {
+                break;
+            }
+            let now = now_ms();
+            for p in entry.remove() {
+                freshness.saturating_record(((now - p).max(0) as u64 * 1000).max(1));
+            }
         }
     };
 
-    let mut tick = 0u64;
+    // Read until the source is exhausted or a stop is requested.
     loop {
-        let end = tick.saturating_add(1).saturating_mul(job.batch);
-        let more = source
-            .read_until(end, |line: Line| {
-                report.lines += 1;
-                if let Some(length) = line.oversized {
-                    let error = format!("line of {length} bytes exceeds the limit of {MAX_RECORD_BYTES} bytes");
-                    dead_in.insert(dead_letter(line.source, line.line_no.to_string(), error, line.bytes));
-                    report.dead_letters += 1;
-                    return;
-                }
-                if line.bytes.iter().all(u8::is_ascii_whitespace) {
-                    report.blank += 1;
-                    return;
-                }
-                match decode(line.bytes) {
-                    Ok(Event::Chat(chat)) => {
-                        chats_in.insert(chat);
-                        report.chats += 1;
-                    }
-                    Ok(Event::Edge(edge)) => {
-                        let sign = if edge.op == EdgeOp::Del { -1 } else { 1 };
-                        edges_in.update((edge.src, edge.dst), sign * edge.weight as Diff);
-                        report.edges += 1;
-                    }
-                    Ok(_) => report.unrouted += 1,
-                    Err(error) => {
-                        dead_in.insert(dead_letter(line.source, line.line_no.to_string(), error, line.bytes));
-                        report.dead_letters += 1;
-                    }
-                }
-            })
-            .map_err(|e| format!("reading input: {e}"))?;
-        // Every worker scans all bytes; the bar shows the one furthest ahead.
-        progress.bytes.fetch_max(source.bytes_read(), Ordering::Relaxed);
-        if !more {
+        if STOP.load(Ordering::Relaxed) {
+            report.interrupted = true;
             break;
         }
-        tick += 1;
-        chats_in.advance_to(tick);
-        edges_in.advance_to(tick);
-        dead_in.advance_to(tick);
-        chats_in.flush();
-        edges_in.flush();
-        dead_in.flush();
-        if measure {
-            closed.push_back((tick - 1, Instant::now()));
+        observe(&mut closed, &mut produced, &mut latency, &mut freshness, &mut read_done);
+        if report.records - read_done > job.max_inflight {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+            continue;
         }
-        worker.step();
-        if measure {
-            observe(&mut closed, &mut latency);
-        }
-        while probe.less_than(&tick.saturating_sub(inflight_ticks)) {
-            worker.step_or_park(Some(std::time::Duration::from_millis(1)));
-            if measure {
-                observe(&mut closed, &mut latency);
+        let before = report.records;
+        let ins = inputs.as_mut().expect("inputs are open while reading");
+        source.read(4096, &mut |record: Record| {
+            route(record, ins, &mut report, input_time, &mut produced);
+        })?;
+        progress.bytes.fetch_max(source.bytes_read(), Ordering::Relaxed);
+        match source.frontier() {
+            Some(time) if time > input_time => {
+                let positions = source.positions();
+                if positions != last_positions {
+                    for position in &positions {
+                        ins.positions.update_at(position.clone(), input_time, 1);
+                    }
+                    last_positions = positions;
+                }
+                closed.push_back((input_time, Instant::now(), report.records));
+                ins.advance_to(time);
+                input_time = time;
+                report.advances += 1;
             }
+            Some(_) => {}
+            None => break,
         }
+        let idle = report.records == before;
+        worker.step_or_park(Some(if idle { Duration::from_millis(1) } else { Duration::ZERO }));
         if let Some(e) = sink_error(&sinks) {
-            return Err(e);
+            anyhow::bail!(e);
         }
-    }
-    progress.bytes.fetch_max(source.bytes_read(), Ordering::Relaxed);
-    drop(chats_in);
-    drop(edges_in);
-    drop(dead_in);
-    if measure {
-        closed.push_back((tick, Instant::now()));
-    }
-    while !probe.done() {
-        worker.step_or_park(Some(std::time::Duration::from_millis(1)));
-        if measure {
-            observe(&mut closed, &mut latency);
-        }
-    }
-    if measure {
-        observe(&mut closed, &mut latency);
-    }
-    if let Some(e) = sink_error(&sinks) {
-        return Err(e);
     }
 
-    report.ticks = tick + 1;
+    // Stop: record where this worker's input stopped, close it if exhausted, and wait for the
+    // upper (the least of all workers' stop times) to be written.
+    if let Some(ins) = inputs.as_mut() {
+        for position in source.positions() {
+            ins.positions.update_at(position, input_time, 1);
+        }
+        ins.positions.flush();
+    }
+    if !report.interrupted {
+        inputs = None;
+    }
+    notice_in.send((index, input_time));
+    notice_in.advance_to(1);
+    closed.push_back((input_time, Instant::now(), report.records));
+    let upper = loop {
+        worker.step_or_park(Some(Duration::from_millis(1)));
+        observe(&mut closed, &mut produced, &mut latency, &mut freshness, &mut read_done);
+        if let Some(e) = sink_error(&sinks) {
+            anyhow::bail!(e);
+        }
+        let notices = notices.borrow();
+        if notices.len() == peers {
+            let upper = *notices.values().min().expect("peers > 0");
+            if probe.done() || !probe.less_than(&upper) {
+                break upper;
+            }
+        }
+    };
+    drop(inputs);
+    drop(notice_in);
+
     tracing::info!(
         worker = index,
-        lines = report.lines,
+        records = report.records,
         chats = report.chats,
+        edges = report.edges,
         dead_letters = report.dead_letters,
-        ticks = report.ticks,
+        upper,
+        interrupted = report.interrupted,
         "worker finished"
     );
     if index == 0 {
+        write_progress(&progress_state, &out, upper)?;
+        report.upper = Some(upper);
         report.latency_us = Some(latency);
         report.rows_written = sinks.iter().map(|(view, s)| (*view, s.borrow().rows_written)).collect();
         report.operator_seconds = profile.map(|p| p.seconds()).unwrap_or_default();
     }
+    report.freshness_us = Some(freshness);
     Ok(report)
+}
+
+/// Decodes a record and enters it into the inputs at its time.
+fn route(
+    record: Record,
+    inputs: &mut Inputs,
+    report: &mut WorkerReport,
+    input_time: u64,
+    produced: &mut BTreeMap<u64, Vec<i64>>,
+) {
+    report.records += 1;
+    // A source never gives a time below its frontier; the max only guards the invariant.
+    let time = record.time.max(input_time);
+    let position = record.position.to_string();
+    let Some(bytes) = record.bytes else {
+        inputs.dead.update_at(dead_letter(record.source, position, "record has no payload".into(), b""), time, 1);
+        report.dead_letters += 1;
+        return;
+    };
+    if let Some(length) = record.oversized {
+        let error = format!("record of {length} bytes exceeds the limit of {MAX_RECORD_BYTES} bytes");
+        inputs.dead.update_at(dead_letter(record.source, position, error, bytes), time, 1);
+        report.dead_letters += 1;
+        return;
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        report.blank += 1;
+        return;
+    }
+    match decode(bytes) {
+        Ok(Event::Chat(chat)) => {
+            inputs.chats.update_at(chat, time, 1);
+            report.chats += 1;
+        }
+        Ok(Event::Edge(edge)) => {
+            let sign = if edge.op == EdgeOp::Del { -1 } else { 1 };
+            inputs.edges.update_at((edge.src, edge.dst), time, sign * edge.weight as Diff);
+            report.edges += 1;
+        }
+        Ok(_) => report.unrouted += 1,
+        Err(error) => {
+            inputs.dead.update_at(dead_letter(record.source, position, error, bytes), time, 1);
+            report.dead_letters += 1;
+        }
+    }
+    // Freshness is measured for live records only (produced within the last ten minutes).
+    if let Some(p) = record.produced_ms {
+        if now_ms() - p < 600_000 {
+            produced.entry(time).or_default().push(p);
+        }
+    }
 }

@@ -18,9 +18,11 @@
 //! summing its diffs is that of the view. Both stages hold a capability for each time they
 //! have not finished: a probe on the writer passes a time once that time is in the file.
 //!
-//! Delivery: each run rewrites the files from the start, so a run that finishes leaves exactly
-//! the view's changes; a crashed run leaves a prefix of whole times plus perhaps part of one.
-//! Exactly-once across restarts is the ClickHouse sink's job.
+//! Delivery: exactly once. A new run rewrites the files from the start; a run that finishes
+//! leaves exactly the view's changes. A stopped or crashed run leaves a prefix of whole times
+//! (plus perhaps part of one after a crash); `--resume` recomputes from the beginning of the
+//! log (ingestion times are deterministic), cuts each file back to the recorded upper (see
+//! `progress`) and appends only the updates at or after it.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -86,23 +88,30 @@ type Head<'a> = Reverse<((u64, &'a [u8]), usize, usize)>;
 /// Writes `rows` to `<dir>/<view>.csv` from worker 0; returns the writer's (empty) output
 /// stream, whose frontier passes a time once that time is written and flushed, and the shared
 /// state.
-pub fn csv_sink<'s, R: ViewRow>(rows: VecCollection<'s, u64, R>, dir: &Path) -> (Written<'s>, SinkHandle) {
+///
+/// With `resume = Some(upper)`, the file already holds every update before `upper`: it is cut
+/// back to those (a crash may have left more) and appended to, and earlier times are skipped.
+pub fn csv_sink<'s, R: ViewRow>(
+    rows: VecCollection<'s, u64, R>,
+    dir: &Path,
+    resume: Option<u64>,
+) -> (Written<'s>, SinkHandle) {
     let shared: SinkHandle = Rc::default();
     let writer_worker = rows.inner.scope().index() == 0;
     let path = dir.join(format!("{}.csv", R::VIEW));
     let mut writer = None;
     if writer_worker {
-        match File::create(&path).and_then(|file| {
-            let mut w = BufWriter::with_capacity(1 << 20, file);
-            w.write_all(&csv_header::<R>())?;
-            Ok(w)
-        }) {
+        match open_change_file::<R>(&path, resume) {
             Ok(w) => writer = Some(w),
             Err(e) => shared.borrow_mut().error = Some(format!("{}: {e}", path.display())),
         }
     }
+    let skip = resume.unwrap_or(0);
 
-    let runs = in_time_order(rows, Pipeline, &format!("CsvEncode({})", R::VIEW), |_time, updates, emit| {
+    let runs = in_time_order(rows, Pipeline, &format!("CsvEncode({})", R::VIEW), move |time, updates, emit| {
+        if *time < skip {
+            return;
+        }
         // Encode, sort by the encoded row, and sum equal rows: consolidation on the bytes,
         // which identify a row as well as the row itself does.
         let mut encoded: Vec<u8> = Vec::new();
@@ -154,6 +163,52 @@ pub fn csv_sink<'s, R: ViewRow>(rows: VecCollection<'s, u64, R>, dir: &Path) -> 
         },
     );
     (written.inner, handle)
+}
+
+/// Opens a view's change file: new, with its header; or, when resuming at `upper`, cut back to
+/// its updates before `upper` (the first line at or after it and everything after go).
+fn open_change_file<R: ViewRow>(path: &Path, resume: Option<u64>) -> std::io::Result<BufWriter<File>> {
+    if let Some(upper) = resume {
+        if path.exists() {
+            let cut = {
+                let mut reader = csv::ReaderBuilder::new().has_headers(true).from_path(path)?;
+                let time_col = R::COLUMNS.len();
+                let mut cut = None;
+                let mut record = csv::ByteRecord::new();
+                loop {
+                    let start = reader.position().byte();
+                    match reader.read_byte_record(&mut record) {
+                        Ok(false) => break,
+                        Ok(true) => {}
+                        // A torn last line (a crash mid-write) goes with everything after it.
+                        Err(_) => {
+                            cut = Some(start);
+                            break;
+                        }
+                    }
+                    let time = std::str::from_utf8(record.get(time_col).unwrap_or(b""))
+                        .ok()
+                        .and_then(|t| t.parse::<u64>().ok());
+                    if time.is_none_or(|t| t >= upper) {
+                        cut = Some(record.position().map_or(start, |p| p.byte()));
+                        break;
+                    }
+                }
+                cut
+            };
+            let file = std::fs::OpenOptions::new().write(true).open(path)?;
+            if let Some(cut) = cut {
+                file.set_len(cut)?;
+            }
+            let mut file = file;
+            use std::io::Seek;
+            file.seek(std::io::SeekFrom::End(0))?;
+            return Ok(BufWriter::with_capacity(1 << 20, file));
+        }
+    }
+    let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    w.write_all(&csv_header::<R>())?;
+    Ok(w)
 }
 
 /// Merges sorted runs, summing equal rows, and appends `row,time,diff` lines; returns the

@@ -2,3 +2,5 @@
 
 pub mod csv;
 pub mod encode;
+pub mod kafka_out;
+pub mod progress;

@@ -32,6 +32,7 @@ use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use crate::sources::decode::{MAX_RAW_BYTES, MAX_RECORD_BYTES};
+use crate::sources::{InputPosition, Position, Record, Source};
 
 /// Expands `--replay` arguments: files stay, directories become their `*.jsonl` files sorted
 /// by name. A path given twice is read once.
@@ -82,8 +83,56 @@ struct OpenFile {
     line_no: u64,
 }
 
+/// [`FileSource`] with its tick length: the replay source of one worker.
+pub struct Replay {
+    pub files: FileSource,
+    /// Lines per tick.
+    pub batch: u64,
+    names: Vec<String>,
+}
+
+impl Replay {
+    pub fn new(files: Vec<PathBuf>, index: usize, peers: usize, batch: u64) -> Self {
+        let names = files.iter().map(|f| f.display().to_string()).collect();
+        Replay { files: FileSource::new(files, index, peers), batch, names }
+    }
+}
+
+impl Source for Replay {
+    fn read(&mut self, budget: usize, each: &mut dyn FnMut(Record)) -> anyhow::Result<()> {
+        let end = self.files.position().saturating_add(budget as u64);
+        let batch = self.batch;
+        self.files.read_until(end, |line: Line| {
+            each(Record {
+                time: line.global / batch,
+                source: line.source,
+                position: Position::Line(line.line_no),
+                bytes: Some(line.bytes),
+                oversized: line.oversized,
+                produced_ms: None,
+            })
+        })?;
+        Ok(())
+    }
+
+    fn frontier(&self) -> Option<u64> {
+        (!self.files.exhausted()).then(|| self.files.position() / self.batch)
+    }
+
+    fn positions(&self) -> Vec<InputPosition> {
+        // One entry for the whole log: the next global line (0-based) across all the files.
+        let source = self.names.join(" ");
+        vec![InputPosition { source, partition: 0, next: self.files.position() as i64 }]
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.files.bytes_read()
+    }
+}
+
 /// A worker's cursor over the log.
 pub struct FileSource {
+    exhausted: bool,
     files: std::vec::IntoIter<PathBuf>,
     current: Option<OpenFile>,
     global: u64,
@@ -96,6 +145,7 @@ pub struct FileSource {
 impl FileSource {
     pub fn new(files: Vec<PathBuf>, index: usize, peers: usize) -> Self {
         FileSource {
+            exhausted: false,
             files: files.into_iter(),
             current: None,
             global: 0,
@@ -111,6 +161,11 @@ impl FileSource {
         self.global
     }
 
+    /// Whether the whole log has been read.
+    pub fn exhausted(&self) -> bool {
+        self.exhausted
+    }
+
     /// Bytes of input consumed so far (all lines, owned or not).
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read
@@ -122,7 +177,10 @@ impl FileSource {
         while self.global < end {
             if self.current.is_none() {
                 match self.files.next() {
-                    None => return Ok(false),
+                    None => {
+                        self.exhausted = true;
+                        return Ok(false);
+                    }
                     Some(path) => self.current = Some(open(&path)?),
                 }
             }

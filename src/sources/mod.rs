@@ -1,5 +1,66 @@
 //! Sources: where events come from, and how raw bytes become events or dead letters.
+//!
+//! A source gives every record it reads an ingestion time that depends only on the input (see
+//! each source's module doc for its rule) and tells its worker the least time it can still
+//! give (its frontier), which is how far the worker may advance its inputs.
+
+use std::fmt;
 
 pub mod decode;
 pub mod files;
 pub mod import;
+pub mod kafka;
+
+/// Where a record sits in its source, for dead letters and progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Position {
+    /// A line of a file, 1-based.
+    Line(u64),
+    /// A Kafka record.
+    Offset { partition: i32, offset: i64 },
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Position::Line(line) => write!(f, "{line}"),
+            Position::Offset { partition, offset } => write!(f, "{partition}:{offset}"),
+        }
+    }
+}
+
+/// One record as a source hands it to its worker.
+pub struct Record<'a> {
+    /// The ingestion time the source gives it.
+    pub time: u64,
+    /// The file or topic.
+    pub source: &'a str,
+    pub position: Position,
+    /// The payload (its first KiB if `oversized`); `None` for a Kafka record without payload.
+    pub bytes: Option<&'a [u8]>,
+    /// `Some(length)` if the record is longer than the 1 MiB limit.
+    pub oversized: Option<u64>,
+    /// When the record was produced (Kafka's timestamp, ms since the epoch), if known.
+    pub produced_ms: Option<i64>,
+}
+
+/// How far one input of a worker has been read: the next line or offset.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct InputPosition {
+    pub source: String,
+    pub partition: i32,
+    pub next: i64,
+}
+
+/// A source of records for one worker.
+pub trait Source {
+    /// Reads up to about `budget` records — fewer if no more are ready now — handing each to
+    /// `each`.
+    fn read(&mut self, budget: usize, each: &mut dyn FnMut(Record)) -> anyhow::Result<()>;
+    /// The least ingestion time a record read from now on can get; `None` once exhausted.
+    fn frontier(&self) -> Option<u64>;
+    /// Where each of this worker's inputs stands.
+    fn positions(&self) -> Vec<InputPosition>;
+    /// Bytes read so far, for the progress bar.
+    fn bytes_read(&self) -> u64;
+}

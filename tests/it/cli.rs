@@ -104,7 +104,16 @@ fn two_processes_equal_one() {
     let children: Vec<_> = (0..2)
         .map(|p| {
             chatflow()
-                .args(["run", "--replay", path_str(&fixture), "--out", path_str(&out), "--batch", "500", "--mention-edges"])
+                .args([
+                    "run",
+                    "--replay",
+                    path_str(&fixture),
+                    "--out",
+                    path_str(&out),
+                    "--batch",
+                    "500",
+                    "--mention-edges",
+                ])
                 .args(["-w", "2", "-n", "2", "-p", &p.to_string(), "-h", path_str(&hostfile)])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

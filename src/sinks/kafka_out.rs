@@ -1,0 +1,115 @@
+//! Writing events into Kafka topics (the producer of `chatflow produce`): a librdkafka
+//! producer that waits for room when its queue is full, counts failed deliveries, and creates
+//! missing topics through the standard admin API.
+//!
+//! Delivery: at least once per `send` that returned Ok, once `flush` has returned Ok (failed
+//! deliveries make `flush` fail).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+
+use crate::sources::kafka::{client_config, partition_counts};
+
+/// Counts deliveries that failed.
+#[derive(Clone, Default)]
+pub struct Deliveries {
+    failed: Arc<AtomicU64>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
+        if let Err((e, _)) = result {
+            if self.failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(error = %e, "a Kafka delivery failed");
+            }
+        }
+    }
+}
+
+/// A producer into the brokers' topics.
+pub struct TopicWriter {
+    producer: BaseProducer<Deliveries>,
+    deliveries: Deliveries,
+    brokers: String,
+    extra: Vec<(String, String)>,
+}
+
+impl TopicWriter {
+    pub fn new(brokers: &str, extra: &[(String, String)]) -> Result<Self> {
+        let deliveries = Deliveries::default();
+        let mut config = client_config(brokers, &[]);
+        config.set("linger.ms", "5").set("acks", "all").set("queue.buffering.max.messages", "1000000");
+        for (k, v) in extra {
+            config.set(k, v);
+        }
+        let producer = config.create_with_context(deliveries.clone()).context("creating a Kafka producer")?;
+        Ok(TopicWriter { producer, deliveries, brokers: brokers.to_owned(), extra: extra.to_vec() })
+    }
+
+    /// Creates the `topics` missing on the brokers, with `partitions` partitions each.
+    pub fn ensure_topics(&self, topics: &[&str], partitions: i32) -> Result<()> {
+        let wanted: Vec<String> = topics.iter().filter(|t| !t.is_empty()).map(|t| t.to_string()).collect();
+        let existing = partition_counts(&self.brokers, &self.extra, &wanted)?;
+        let missing: Vec<&String> = wanted.iter().filter(|t| !existing.iter().any(|(e, _)| e == *t)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let admin: AdminClient<DefaultClientContext> =
+            client_config(&self.brokers, &self.extra).create().context("creating a Kafka admin client")?;
+        let new: Vec<NewTopic> =
+            missing.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = futures_executor::block_on(admin.create_topics(&new, &options)).context("creating topics")?;
+        for result in results {
+            match result {
+                Ok(topic) => tracing::info!(topic, partitions, "created topic"),
+                Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => tracing::debug!(topic, "topic exists"),
+                Err((topic, code)) => return Err(anyhow!("creating topic {topic}: {code}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues one record, waiting for room while the producer's queue is full.
+    pub fn send(&mut self, topic: &str, key: Option<&str>, payload: &[u8], timestamp_ms: i64) -> Result<()> {
+        let mut record = BaseRecord::to(topic).payload(payload).timestamp(timestamp_ms);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => return Err(anyhow!("producing to {topic}: {e}")),
+            }
+        }
+    }
+
+    /// Serves delivery reports.
+    pub fn poll(&self) {
+        self.producer.poll(Duration::ZERO);
+    }
+
+    /// Waits until every queued record is delivered; fails if any delivery failed.
+    pub fn flush(&self) -> Result<()> {
+        self.producer.flush(Duration::from_secs(60)).context("flushing the Kafka producer")?;
+        match self.deliveries.failed.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            n => Err(anyhow!("{n} records could not be delivered")),
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! The Kafka source: topics of chat, edge and post events (JSON), read with librdkafka.
+//!
+//! Delivery: every record of every owned partition is read once per run, from the beginning of
+//! the log; no offsets are committed to Kafka. Restarts are exactly-once because ingestion
+//! time is a function of the log (plus the recorded clock bindings below): a run that replays
+//! the log gives every record the same time, and the sinks skip what they already hold.
+//!
+//! ## Partition ownership
+//!
+//! Partition `p` of every topic belongs to worker `p mod peers`, `peers` being the workers of
+//! all processes. Partitions are assigned by hand (`assign`, no consumer group, no
+//! rebalancing), so the processes of a `-n 2` run split the work without talking to Kafka or
+//! to each other about it. Each worker has one consumer per topic.
+//!
+//! ## Ingestion time: the clock of a partition
+//!
+//! The record at offset `o` of a partition gets the time
+//!
+//! ```text
+//!     time(o) = max( ceil_tick( max{ ts(o') : o' ≤ o } ),  floor(o) )
+//! ```
+//!
+//! where `ts` is the record's Kafka timestamp (the producer's create time; `chatflow produce`
+//! sets it to the event's `ts`), `ceil_tick` rounds up to a multiple of `--tick-ms`, and
+//! `floor(o)` is the largest time of the partition's clock bindings `(o_b, t_b)` with
+//! `o_b ≤ o`. Without bindings the time is a function of the partition's own prefix: late
+//! events (older `ts`) take the running maximum, so times never go back, and the interleaving
+//! of partitions does not matter. A worker's frontier is the least time any of its partitions
+//! can still give (its next time), leaving out partitions that are finished.
+//!
+//! ## Idle partitions and reclocking
+//!
+//! A partition that receives nothing would hold its time, and with it every view, forever. So
+//! once a partition has been at its end for `--idle-ms`, its worker *binds* its next offset
+//! to a later time: the largest next time among the worker's partitions, or the wall clock
+//! less the idle time, whichever is later. The binding is appended to
+//! `<out>/_clock.w<worker>.csv` and fsynced *before* the partition's floor rises, so the
+//! frontier never passes a time that a restart could not reproduce: every record that arrives
+//! later gets at least the bound time (nothing lands behind the frontier, nothing is lost),
+//! and a run that resumes the deployment (`--resume`) reads the bindings back and gives every
+//! record the same time. This choice, made at run time and recorded, is what Materialize calls
+//! reclocking; it is the only input to ingestion time besides the log.
+//!
+//! ```text
+//!  partition ──poll──► (offset, ts) ──► running max ts ↑ tick ─┐
+//!      │                                                        ├─ max ──► time of the record
+//!      │               bindings (o_b ≤ offset) ──► floor ───────┘
+//!      └─ at its end for --idle-ms ──► bind(next offset, target) ──► _clock.w<i>.csv (fsync) ──► floor
+//! ```
+//!
+//! ## Errors
+//!
+//! A record without payload or over 1 MiB is handed on as such and becomes a dead letter with
+//! `source` = topic and `position` = `partition:offset`. Broker errors are logged and retried
+//! by librdkafka (a broker restart is survived); a missing topic is skipped with a warning.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context, Result};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::sources::decode::{MAX_RAW_BYTES, MAX_RECORD_BYTES};
+use crate::sources::{InputPosition, Position, Record, Source};
+
+/// What the Kafka source of a run reads and how it keeps time.
+#[derive(Clone, Debug)]
+pub struct KafkaOptions {
+    pub brokers: String,
+    /// Topics to read; those missing on the broker are skipped.
+    pub topics: Vec<String>,
+    /// librdkafka settings passed through (`--kafka-config key=value`).
+    pub client_config: Vec<(String, String)>,
+    pub tick_ms: u64,
+    pub idle_ms: u64,
+    /// Stop each partition at the end offset seen at start.
+    pub until_caught_up: bool,
+    /// Where the clock bindings are kept (the output directory).
+    pub clock_dir: PathBuf,
+}
+
+/// A client configuration for the brokers, with chatflow's settings and the user's.
+pub fn client_config(brokers: &str, extra: &[(String, String)]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (key, value) in extra {
+        config.set(key, value);
+    }
+    config
+}
+
+/// Partition counts of `topics` (missing topics are left out).
+pub fn partition_counts(brokers: &str, extra: &[(String, String)], topics: &[String]) -> Result<Vec<(String, usize)>> {
+    let consumer: BaseConsumer = client_config(brokers, extra)
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .context("creating a Kafka client")?;
+    let mut out = Vec::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .with_context(|| format!("reading metadata of topic {topic} from {brokers}"))?;
+        match metadata.topics().first() {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                out.push((topic.clone(), t.partitions().len()))
+            }
+            _ => tracing::warn!(topic, "topic not found; skipped"),
+        }
+    }
+    Ok(out)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One owned partition's reading position and clock.
+struct Partition {
+    partition: i32,
+    next_offset: i64,
+    /// Largest record timestamp so far (ms), or -1.
+    max_ts: i64,
+    floor: u64,
+    /// Recorded bindings not yet reached, by offset.
+    bindings: VecDeque<(i64, u64)>,
+    at_end_since: Option<Instant>,
+    last_bound: Option<Instant>,
+    /// With `--until-caught-up`: the end offset seen at start.
+    end: Option<i64>,
+}
+
+impl Partition {
+    /// The least time the partition's next record can get.
+    fn time(&self, tick: u64) -> u64 {
+        let clock = if self.max_ts <= 0 { 0 } else { (self.max_ts as u64).div_ceil(tick) * tick };
+        clock.max(self.floor)
+    }
+
+    fn apply_bindings(&mut self) {
+        while let Some(&(offset, time)) = self.bindings.front() {
+            if offset > self.next_offset {
+                break;
+            }
+            self.floor = self.floor.max(time);
+            self.bindings.pop_front();
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.end.is_some_and(|end| self.next_offset >= end)
+    }
+}
+
+/// One topic of a worker: its consumer and owned partitions.
+struct TopicReader {
+    topic: String,
+    consumer: BaseConsumer,
+    partitions: Vec<Partition>,
+}
+
+/// The Kafka source of one worker.
+pub struct KafkaSource {
+    readers: Vec<TopicReader>,
+    tick_ms: u64,
+    idle: Duration,
+    clock_path: PathBuf,
+    clock_file: Option<File>,
+    bytes: u64,
+}
+
+/// Reads every `_clock.w*.csv` of `dir`: bindings per (topic, partition), by offset, the
+/// largest time kept per offset.
+pub fn read_bindings(dir: &Path) -> Result<BTreeMap<(String, i32), BTreeMap<i64, u64>>> {
+    let mut out: BTreeMap<(String, i32), BTreeMap<i64, u64>> = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(out) };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("_clock.w") && name.ends_with(".csv")) {
+            continue;
+        }
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_path(entry.path())?;
+        for record in reader.records() {
+            // A torn last line (a crash while appending) is not a binding that took effect.
+            let Ok(record) = record else { continue };
+            if record.len() != 4 {
+                continue;
+            }
+            let (Ok(partition), Ok(offset), Ok(time)) = (record[1].parse(), record[2].parse(), record[3].parse())
+            else {
+                continue;
+            };
+            let slot = out.entry((record[0].to_owned(), partition)).or_default().entry(offset).or_insert(0);
+            *slot = (*slot).max(time);
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes the clock bindings of `dir` (a new deployment).
+pub fn clear_bindings(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("_clock.w") && name.ends_with(".csv") {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+impl KafkaSource {
+    /// Opens the partitions of `topics` (name, partition count) that worker `index` of `peers`
+    /// owns, from the beginning of the log, with the recorded clock bindings.
+    pub fn new(options: &KafkaOptions, topics: &[(String, usize)], index: usize, peers: usize) -> Result<Self> {
+        let bindings = read_bindings(&options.clock_dir)?;
+        let mut readers = Vec::new();
+        for (topic, count) in topics {
+            let owned: Vec<i32> = (0..*count as i32).filter(|p| *p as usize % peers == index).collect();
+            if owned.is_empty() {
+                continue;
+            }
+            let consumer: BaseConsumer = client_config(&options.brokers, &options.client_config)
+                .set("group.id", "chatflow")
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("enable.partition.eof", "true")
+                .set("auto.offset.reset", "earliest")
+                .set("allow.auto.create.topics", "false")
+                .create()
+                .context("creating a Kafka consumer")?;
+            let mut assignment = TopicPartitionList::new();
+            let mut partitions = Vec::new();
+            for &partition in &owned {
+                assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+                let end = if options.until_caught_up {
+                    let (_, high) = consumer
+                        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                        .with_context(|| format!("reading the end offset of {topic}/{partition}"))?;
+                    Some(high)
+                } else {
+                    None
+                };
+                let recorded = bindings.get(&(topic.clone(), partition)).cloned().unwrap_or_default();
+                let mut p = Partition {
+                    partition,
+                    next_offset: 0,
+                    max_ts: -1,
+                    floor: 0,
+                    bindings: recorded.into_iter().collect(),
+                    at_end_since: None,
+                    last_bound: None,
+                    end,
+                };
+                p.apply_bindings();
+                partitions.push(p);
+            }
+            consumer.assign(&assignment).with_context(|| format!("assigning partitions of {topic}"))?;
+            tracing::info!(worker = index, topic, partitions = ?owned, "reading Kafka partitions");
+            readers.push(TopicReader { topic: topic.clone(), consumer, partitions });
+        }
+        Ok(KafkaSource {
+            readers,
+            tick_ms: options.tick_ms.max(1),
+            idle: Duration::from_millis(options.idle_ms),
+            clock_path: options.clock_dir.join(format!("_clock.w{index}.csv")),
+            clock_file: None,
+            bytes: 0,
+        })
+    }
+
+    /// Binds idle partitions to a later time (recorded before it takes effect).
+    fn bind_idle(&mut self) -> Result<()> {
+        let tick = self.tick_ms;
+        let local_max = self.readers.iter().flat_map(|r| &r.partitions).map(|p| p.time(tick)).max().unwrap_or(0);
+        let wall = now_ms().saturating_sub(self.idle.as_millis() as u64) / tick * tick;
+        let target = local_max.max(wall);
+        let idle = self.idle;
+        let mut lines = String::new();
+        let mut raised = Vec::new();
+        for (r, reader) in self.readers.iter().enumerate() {
+            for (i, p) in reader.partitions.iter().enumerate() {
+                let is_idle = p.at_end_since.is_some_and(|t| t.elapsed() >= idle)
+                    && p.last_bound.is_none_or(|t| t.elapsed() >= idle)
+                    && !p.finished();
+                if is_idle && p.time(tick) < target {
+                    lines += &format!("{},{},{},{}\n", reader.topic, p.partition, p.next_offset, target);
+                    raised.push((r, i));
+                }
+            }
+        }
+        if raised.is_empty() {
+            return Ok(());
+        }
+        if self.clock_file.is_none() {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.clock_path)
+                .with_context(|| format!("opening {}", self.clock_path.display()))?;
+            self.clock_file = Some(file);
+        }
+        let file = self.clock_file.as_mut().expect("opened above");
+        file.write_all(lines.as_bytes()).and_then(|_| file.sync_data()).context("recording clock bindings")?;
+        for (r, i) in raised {
+            let reader = &mut self.readers[r];
+            let p = &mut reader.partitions[i];
+            p.floor = p.floor.max(target);
+            p.last_bound = Some(Instant::now());
+            tracing::debug!(
+                topic = reader.topic,
+                partition = p.partition,
+                offset = p.next_offset,
+                time = target,
+                "idle partition bound"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Source for KafkaSource {
+    fn read(&mut self, budget: usize, each: &mut dyn FnMut(Record)) -> Result<()> {
+        let tick = self.tick_ms;
+        let share = (budget / self.readers.len().max(1)).max(1);
+        for reader in &mut self.readers {
+            for _ in 0..share {
+                let message = match reader.consumer.poll(Duration::ZERO) {
+                    None => break,
+                    Some(Ok(message)) => message,
+                    Some(Err(KafkaError::PartitionEOF(partition))) => {
+                        if let Some(p) = reader.partitions.iter_mut().find(|p| p.partition == partition) {
+                            p.at_end_since.get_or_insert_with(Instant::now);
+                        }
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(topic = reader.topic, error = %e, "Kafka error; retrying");
+                        break;
+                    }
+                };
+                let Some(p) = reader.partitions.iter_mut().find(|p| p.partition == message.partition()) else {
+                    continue;
+                };
+                let offset = message.offset();
+                if p.finished() || offset < p.next_offset {
+                    continue;
+                }
+                p.next_offset = offset;
+                p.apply_bindings();
+                let produced_ms = message.timestamp().to_millis();
+                if let Some(ts) = produced_ms {
+                    p.max_ts = p.max_ts.max(ts);
+                }
+                let time = p.time(tick);
+                p.next_offset = offset + 1;
+                p.apply_bindings();
+                p.at_end_since = None;
+                let payload = message.payload();
+                let length = payload.map_or(0, |b| b.len());
+                self.bytes += length as u64;
+                let oversized = (length > MAX_RECORD_BYTES).then_some(length as u64);
+                let bytes = payload.map(|b| if oversized.is_some() { &b[..MAX_RAW_BYTES] } else { b });
+                each(Record {
+                    time,
+                    source: &reader.topic,
+                    position: Position::Offset { partition: p.partition, offset },
+                    bytes,
+                    oversized,
+                    produced_ms,
+                });
+            }
+        }
+        self.bind_idle()
+    }
+
+    fn frontier(&self) -> Option<u64> {
+        self.readers.iter().flat_map(|r| &r.partitions).filter(|p| !p.finished()).map(|p| p.time(self.tick_ms)).min()
+    }
+
+    fn positions(&self) -> Vec<InputPosition> {
+        self.readers
+            .iter()
+            .flat_map(|r| {
+                r.partitions.iter().map(|p| InputPosition {
+                    source: r.topic.clone(),
+                    partition: p.partition,
+                    next: p.next_offset,
+                })
+            })
+            .collect()
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// Whether `options` names any partition at all, for error messages.
+pub fn describe(topics: &[(String, usize)]) -> String {
+    topics.iter().map(|(t, n)| format!("{t} ({n} partitions)")).collect::<Vec<_>>().join(", ")
+}
+
+/// Fails unless some topic exists.
+pub fn require_topics(topics: &[(String, usize)], asked: &[String], brokers: &str) -> Result<()> {
+    if topics.is_empty() {
+        return Err(anyhow!("none of the topics {asked:?} exists on {brokers}"));
+    }
+    Ok(())
+}
