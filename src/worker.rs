@@ -240,6 +240,7 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow
     let mut input_time = 0u64;
     let mut read_done = 0u64;
     let mut last_positions: Vec<InputPosition> = Vec::new();
+    let mut last_log = Instant::now();
 
     let observe = |closed: &mut VecDeque<(u64, Instant, u64)>,
                    produced: &mut BTreeMap<u64, Vec<i64>>,
@@ -276,7 +277,11 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow
             break;
         }
         observe(&mut closed, &mut produced, &mut latency, &mut freshness, &mut read_done);
-        if report.records - read_done > job.max_inflight {
+        // Back-pressure: wait while too many records are in flight, but only while the dataflow
+        // still has work it can finish. Records at times the inputs have not closed yet (one
+        // Kafka partition ahead of another) cannot complete before more is read; waiting for
+        // them would deadlock.
+        if report.records - read_done > job.max_inflight && probe.less_than(&input_time) {
             worker.step_or_park(Some(Duration::from_millis(1)));
             continue;
         }
@@ -304,6 +309,10 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow
             None => break,
         }
         let idle = report.records == before;
+        if last_log.elapsed() >= Duration::from_secs(2) {
+            tracing::debug!(worker = index, records = report.records, input_time, frontier = ?source.frontier(), "reading");
+            last_log = Instant::now();
+        }
         worker.step_or_park(Some(if idle { Duration::from_millis(1) } else { Duration::ZERO }));
         if let Some(e) = sink_error(&sinks) {
             anyhow::bail!(e);

@@ -83,7 +83,25 @@ impl TopicWriter {
 
     /// Queues one record, waiting for room while the producer's queue is full.
     pub fn send(&mut self, topic: &str, key: Option<&str>, payload: &[u8], timestamp_ms: i64) -> Result<()> {
-        let mut record = BaseRecord::to(topic).payload(payload).timestamp(timestamp_ms);
+        self.send_to(topic, None, key, Some(payload), timestamp_ms)
+    }
+
+    /// [`Self::send`] to a given partition (or the partitioner's choice), payload optional.
+    pub fn send_to(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&str>,
+        payload: Option<&[u8]>,
+        timestamp_ms: i64,
+    ) -> Result<()> {
+        let mut record: BaseRecord<str, [u8]> = BaseRecord::to(topic).timestamp(timestamp_ms);
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
         if let Some(key) = key {
             record = record.key(key);
         }

@@ -61,8 +61,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context, Result};
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -96,11 +97,25 @@ pub fn client_config(brokers: &str, extra: &[(String, String)]) -> ClientConfig 
     config
 }
 
+/// A consumer context that does not report reaching a partition's end as an error: the source
+/// asks for those events (`enable.partition.eof`) to notice idle partitions.
+pub struct QuietEof;
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::warn!(error = %error, reason, "Kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for QuietEof {}
+
 /// Partition counts of `topics` (missing topics are left out).
 pub fn partition_counts(brokers: &str, extra: &[(String, String)], topics: &[String]) -> Result<Vec<(String, usize)>> {
-    let consumer: BaseConsumer = client_config(brokers, extra)
+    let consumer: BaseConsumer<QuietEof> = client_config(brokers, extra)
         .set("allow.auto.create.topics", "false")
-        .create()
+        .create_with_context(QuietEof)
         .context("creating a Kafka client")?;
     let mut out = Vec::new();
     for topic in topics {
@@ -161,7 +176,7 @@ impl Partition {
 /// One topic of a worker: its consumer and owned partitions.
 struct TopicReader {
     topic: String,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<QuietEof>,
     partitions: Vec<Partition>,
 }
 
@@ -226,14 +241,14 @@ impl KafkaSource {
             if owned.is_empty() {
                 continue;
             }
-            let consumer: BaseConsumer = client_config(&options.brokers, &options.client_config)
+            let consumer: BaseConsumer<QuietEof> = client_config(&options.brokers, &options.client_config)
                 .set("group.id", "chatflow")
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
                 .set("enable.partition.eof", "true")
                 .set("auto.offset.reset", "earliest")
                 .set("allow.auto.create.topics", "false")
-                .create()
+                .create_with_context(QuietEof)
                 .context("creating a Kafka consumer")?;
             let mut assignment = TopicPartitionList::new();
             let mut partitions = Vec::new();
@@ -402,15 +417,19 @@ impl Source for KafkaSource {
     }
 }
 
-/// Whether `options` names any partition at all, for error messages.
+/// The topics and their partition counts, for logs.
 pub fn describe(topics: &[(String, usize)]) -> String {
     topics.iter().map(|(t, n)| format!("{t} ({n} partitions)")).collect::<Vec<_>>().join(", ")
 }
 
-/// Fails unless some topic exists.
+/// Fails unless some topic exists; warns of the missing ones.
 pub fn require_topics(topics: &[(String, usize)], asked: &[String], brokers: &str) -> Result<()> {
     if topics.is_empty() {
         return Err(anyhow!("none of the topics {asked:?} exists on {brokers}"));
     }
+    for topic in asked.iter().filter(|a| !topics.iter().any(|(t, _)| t == *a)) {
+        tracing::warn!(topic, "topic not found; skipped");
+    }
+    tracing::info!(topics = describe(topics), "reading Kafka");
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod cli;
 mod decode;
 mod import;
+mod kafka;
 mod network;
 mod oracle;
 mod support;

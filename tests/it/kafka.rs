@@ -1,0 +1,336 @@
+//! The Kafka source against a real broker (tansu, started by scripts/test.sh on
+//! 127.0.0.1:9092; each test uses topics of its own): Kafka equals replay at -w 2 and as two
+//! processes, stop and --resume, a broker restart, an idle partition, and bad records.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chatflow::sinks::kafka_out::TopicWriter;
+
+use crate::oracle::{self, Msg};
+use crate::support::*;
+
+const BROKER: &str = "127.0.0.1:9092";
+
+/// The shared broker, or a clear failure: these tests need it running.
+fn broker() -> &'static str {
+    let addr = BROKER.to_socket_addrs().unwrap().next().unwrap();
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
+        panic!("no Kafka broker on {BROKER}: start one with `scripts/kafka.sh start` (scripts/test.sh does this)");
+    }
+    BROKER
+}
+
+/// A topic prefix no other test or run uses.
+fn unique(name: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+fn topic_flags(prefix: &str) -> Vec<String> {
+    ["--chat-topic", &format!("{prefix}-chat"), "--edges-topic", &format!("{prefix}-edges"), "--posts-topic", &format!("{prefix}-posts")]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn run_with(args: &[String]) -> std::process::Output {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_ok(&args)
+}
+
+fn all_views() -> Vec<&'static str> {
+    CHAT_VIEWS.iter().chain(&NETWORK_VIEWS).chain(&["dead_letters"]).copied().collect()
+}
+
+/// Chat and edge events mixed in one fixture.
+fn mixed_fixture(dir: &Path, chats: u64) -> PathBuf {
+    let chat = produce(dir, "chat.jsonl", chats, 21, 0.02);
+    let edges = dir.join("edges.jsonl");
+    run_ok(&["produce", "--kind", "edges", "--out-file", path_str(&edges), "--count", "3000", "--user-ids", "300"]);
+    let mixed = dir.join("mixed.jsonl");
+    let mut bytes = std::fs::read(&chat).unwrap();
+    bytes.extend(std::fs::read(&edges).unwrap());
+    std::fs::write(&mixed, bytes).unwrap();
+    mixed
+}
+
+fn load_topics(fixture: &Path, prefix: &str, broker: &str) {
+    let mut args = vec!["produce".to_string(), "--kafka".into(), broker.into(), "--from".into(), path_str(fixture).into()];
+    args.extend(topic_flags(prefix));
+    args.extend(["--partitions".into(), "4".into()]);
+    run_with(&args);
+}
+
+fn kafka_run(prefix: &str, broker: &str, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["run".to_string(), "--kafka".into(), broker.into(), "--out".into(), path_str(out).into()];
+    args.extend(topic_flags(prefix));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+#[test]
+fn kafka_equals_replay_at_2_workers_and_2_processes() {
+    let broker = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = mixed_fixture(dir.path(), 20_000);
+    let prefix = unique("equal");
+    load_topics(&fixture, &prefix, broker);
+    let replayed = dir.path().join("replay");
+    run_ok(&["run", "--replay", path_str(&fixture), "--out", path_str(&replayed)]);
+    let expected = read_views(&replayed, &all_views());
+    assert!(expected["connections"].len() > 100 && expected["word_counts"].len() > 1000);
+
+    let out = dir.path().join("kafka-w2");
+    run_with(&kafka_run(&prefix, broker, &out, &["--until-caught-up", "-w", "2"]));
+    assert_views_eq(&read_views(&out, &all_views()), &expected, "Kafka -w 2");
+
+    let hostfile = dir.path().join("hosts");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    let out = dir.path().join("kafka-n2");
+    let children: Vec<Child> = (0..2)
+        .map(|p| {
+            let args = kafka_run(&prefix, broker, &out, &["--until-caught-up", "-n", "2", "-p", &p.to_string(), "-h", path_str(&hostfile)]);
+            chatflow().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    assert_views_eq(&read_views(&out, &all_views()), &expected, "Kafka -n 2");
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+fn upper_of(out: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(out.join("_progress.csv")).ok()?;
+    text.lines().nth(1)?.rsplit(',').next()?.parse().ok()
+}
+
+#[test]
+fn stop_mid_stream_and_resume() {
+    let broker = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = produce(dir.path(), "chat.jsonl", 150_000, 33, 0.01);
+    let prefix = unique("resume");
+    load_topics(&fixture, &prefix, broker);
+    let reference = dir.path().join("reference");
+    run_with(&kafka_run(&prefix, broker, &reference, &["--until-caught-up", "-w", "2"]));
+    let expected = read_views(&reference, &CHAT_VIEWS);
+
+    let out = dir.path().join("resumed");
+    // Slowed down (little in flight, short ticks) so that the stop lands mid-stream.
+    let slow = ["--until-caught-up", "-w", "2", "--max-inflight", "2000", "--tick-ms", "100"];
+    let mut stops = 0;
+    for attempt in 0..3 {
+        let child = chatflow()
+            .args(kafka_run(&prefix, broker, &out, &slow).iter().chain(&["--resume".to_string()]).filter(|a| attempt > 0 || *a != "--resume"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1200));
+        terminate(&child);
+        let output = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "stopped run failed: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        if stdout.contains("stopped on a signal") {
+            stops += 1;
+            assert!(upper_of(&out).is_some(), "a stopped run records its upper");
+        }
+    }
+    assert!(stops >= 1, "no run was stopped mid-stream");
+    run_with(&kafka_run(&prefix, broker, &out, &["--until-caught-up", "-w", "2", "--resume"]));
+    // No event lost, none counted twice (read_views checks every multiplicity is 0 or 1).
+    assert_views_eq(&read_views(&out, &CHAT_VIEWS), &expected, "stopped and resumed");
+}
+
+#[test]
+fn broker_restart_mid_stream() {
+    let _ = broker();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let broker_dir = dir.path().join("broker");
+    let kafka = |action: &str| {
+        let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh"))
+            .arg(action)
+            .env("KAFKA_PORT", port.to_string())
+            .env("KAFKA_DIR", &broker_dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "scripts/kafka.sh {action} failed");
+    };
+    kafka("start");
+    let address = format!("127.0.0.1:{port}");
+    let fixture = produce(dir.path(), "chat.jsonl", 100_000, 44, 0.01);
+    let prefix = unique("restart");
+    load_topics(&fixture, &prefix, &address);
+    let out = dir.path().join("out");
+    let slow = ["--until-caught-up", "-w", "2", "--max-inflight", "2000", "--tick-ms", "100"];
+    let child = chatflow()
+        .args(kafka_run(&prefix, &address, &out, &slow))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    kafka("restart");
+    let output = child.wait_with_output().unwrap();
+    kafka("stop");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let expected = oracle::chat_views(&oracle::read_chats(&fixture), 60, 10);
+    assert_views_eq(&read_views(&out, &CHAT_VIEWS), &expected, "across a broker restart");
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// One partition silent for a minute while the others flow: outputs keep coming; then it
+/// resumes: no update is lost, and replaying with the recorded clock gives the same updates.
+#[test]
+fn idle_partition_does_not_stall_the_views() {
+    let broker = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("idle");
+    let topic = format!("{prefix}-chat");
+    let mut writer = TopicWriter::new(broker, &[]).unwrap();
+    writer.ensure_topics(&[&topic], 4).unwrap();
+    let out = dir.path().join("out");
+    let live = ["-w", "2", "--tick-ms", "200", "--idle-ms", "500"];
+    let child = chatflow()
+        .args(kafka_run(&prefix, broker, &out, &live))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let mut sent: Vec<Msg> = Vec::new();
+    let mut send = |writer: &mut TopicWriter, partition: i32, i: usize| {
+        let m = Msg {
+            ts: now_ms(),
+            channel: format!("c{}", i % 5),
+            user: format!("u{}", i % 37),
+            text: format!("hello {} w{}", ["kappa", "pog", "gg"][i % 3], i % 11),
+        };
+        let line = serde_json::json!({"ts": m.ts, "channel": m.channel, "user": m.user, "text": m.text}).to_string();
+        writer.send_to(&topic, Some(partition), None, Some(line.as_bytes()), m.ts).unwrap();
+        sent.push(m);
+    };
+    // A minute with partition 3 silent; watch the recorded upper move on.
+    let silent = Instant::now();
+    let mut uppers = Vec::new();
+    let mut i = 0;
+    while silent.elapsed() < Duration::from_secs(60) {
+        for partition in 0..3 {
+            send(&mut writer, partition, i);
+            i += 1;
+        }
+        writer.poll();
+        std::thread::sleep(Duration::from_millis(20));
+        if i % 300 == 0 {
+            uppers.push((silent.elapsed(), upper_of(&out)));
+        }
+    }
+    writer.flush().unwrap();
+    let (first, last) = (uppers.iter().find_map(|(_, u)| *u), uppers.last().and_then(|(_, u)| *u));
+    let (first, last) = (first.expect("progress recorded while partition 3 was silent"), last.unwrap());
+    assert!(last - first >= 45_000, "the views stalled: upper moved {} ms in a minute ({uppers:?})", last - first);
+    // Partition 3 resumes, the others go on.
+    for _ in 0..200 {
+        for partition in 0..4 {
+            send(&mut writer, partition, i);
+            i += 1;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    writer.flush().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    terminate(&child);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let bindings = std::fs::read_dir(&out)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("_clock.w"))
+        .count();
+    assert!(bindings > 0, "the idle partition was never bound");
+
+    // Resume to the end: everything sent is in the views, nothing twice.
+    run_with(&kafka_run(&prefix, broker, &out, &["-w", "2", "--tick-ms", "200", "--until-caught-up", "--resume"]));
+    let expected = oracle::chat_views(&sent, 60, 10);
+    assert_views_eq(&read_views(&out, &CHAT_VIEWS), &expected, "after the idle partition resumed");
+
+    // Determinism: a fresh deployment with the recorded clock gives byte-identical files.
+    let again = dir.path().join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name().to_string_lossy().starts_with("_clock.w") {
+            std::fs::copy(entry.path(), again.join(entry.file_name())).unwrap();
+        }
+    }
+    run_with(&kafka_run(&prefix, broker, &again, &["-w", "1", "--tick-ms", "200", "--until-caught-up", "--resume"]));
+    for view in CHAT_VIEWS {
+        let a = std::fs::read(out.join(format!("{view}.csv"))).unwrap();
+        let b = std::fs::read(again.join(format!("{view}.csv"))).unwrap();
+        assert!(a == b, "{view}.csv differs between the resumed deployment and a replay with its clock");
+    }
+}
+
+#[test]
+fn bad_records_become_dead_letters() {
+    let broker = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("bad");
+    let topic = format!("{prefix}-chat");
+    let mut writer = TopicWriter::new(broker, &[("message.max.bytes".into(), "3000000".into())]).unwrap();
+    writer.ensure_topics(&[&topic], 1).unwrap();
+    let good = br#"{"ts":1700000000000,"channel":"c","user":"u","text":"fine words"}"#;
+    let huge = {
+        let mut b = br#"{"ts":1700000000000,"channel":"c","user":"u","text":""#.to_vec();
+        b.extend(std::iter::repeat_n(b'x', 1_100_000));
+        b.extend_from_slice(br#""}"#);
+        b
+    };
+    let records: Vec<Option<Vec<u8>>> = vec![
+        Some(good.to_vec()),
+        Some(b"not json".to_vec()),
+        None,
+        Some(br#"{"ts":"soon","channel":"c","user":"u","text":"x"}"#.to_vec()),
+        Some(br#"{"ts":1,"channel":"c","text":"no user"}"#.to_vec()),
+        Some(huge),
+        Some(b"{\"ts\":1,\"channel\":\"c\",\"user\":\"\xff\",\"text\":\"x\"}".to_vec()),
+        Some(good.to_vec()),
+    ];
+    for record in &records {
+        writer.send_to(&topic, Some(0), None, record.as_deref(), 1_700_000_000_000).unwrap();
+    }
+    writer.flush().unwrap();
+    let out = dir.path().join("out");
+    let output = run_with(&kafka_run(&prefix, broker, &out, &["--until-caught-up"]));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("2 events read, 6 dead letters"), "{stdout}");
+    let dead = consolidated_file(&out.join("dead_letters.csv"), 4);
+    let expect = [
+        ("0:1", "invalid JSON event"),
+        ("0:2", "record has no payload"),
+        ("0:3", "invalid type"),
+        ("0:4", "lacks field `user`"),
+        ("0:5", "exceeds the limit of 1048576 bytes"),
+        ("0:6", "invalid UTF-8"),
+    ];
+    for (position, error) in expect {
+        let row = dead.keys().find(|r| r[1] == position).unwrap_or_else(|| panic!("no dead letter at {position}: {dead:#?}"));
+        assert_eq!(row[0], topic);
+        assert!(row[2].contains(error), "{position}: {:?} lacks {error:?}", row[2]);
+        assert!(row[3].len() <= 1024);
+    }
+    let chats = read_views(&out, &["user_counts"]);
+    assert_eq!(chats["user_counts"].len(), 1);
+}
