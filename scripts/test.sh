@@ -18,4 +18,10 @@ else
     echo "scripts/test.sh: ../shared/data is absent; tests on real logs will report SKIPPED"
 fi
 
+# The Kafka tests share one broker on 127.0.0.1:9092 (installed when missing), fresh per run.
+scripts/kafka.sh stop >/dev/null 2>&1 || true
+rm -rf target/kafka-9092
+scripts/kafka.sh start
+trap 'scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
+
 cargo test --release --workspace --locked "$@"
