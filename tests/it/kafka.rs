@@ -30,10 +30,17 @@ fn unique(name: &str) -> String {
 }
 
 fn topic_flags(prefix: &str) -> Vec<String> {
-    ["--chat-topic", &format!("{prefix}-chat"), "--edges-topic", &format!("{prefix}-edges"), "--posts-topic", &format!("{prefix}-posts")]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "--chat-topic",
+        &format!("{prefix}-chat"),
+        "--edges-topic",
+        &format!("{prefix}-edges"),
+        "--posts-topic",
+        &format!("{prefix}-posts"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 fn run_with(args: &[String]) -> std::process::Output {
@@ -58,7 +65,8 @@ fn mixed_fixture(dir: &Path, chats: u64) -> PathBuf {
 }
 
 fn load_topics(fixture: &Path, prefix: &str, broker: &str) {
-    let mut args = vec!["produce".to_string(), "--kafka".into(), broker.into(), "--from".into(), path_str(fixture).into()];
+    let mut args =
+        vec!["produce".to_string(), "--kafka".into(), broker.into(), "--from".into(), path_str(fixture).into()];
     args.extend(topic_flags(prefix));
     args.extend(["--partitions".into(), "4".into()]);
     run_with(&args);
@@ -92,7 +100,12 @@ fn kafka_equals_replay_at_2_workers_and_2_processes() {
     let out = dir.path().join("kafka-n2");
     let children: Vec<Child> = (0..2)
         .map(|p| {
-            let args = kafka_run(&prefix, broker, &out, &["--until-caught-up", "-n", "2", "-p", &p.to_string(), "-h", path_str(&hostfile)]);
+            let args = kafka_run(
+                &prefix,
+                broker,
+                &out,
+                &["--until-caught-up", "-n", "2", "-p", &p.to_string(), "-h", path_str(&hostfile)],
+            );
             chatflow().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
         })
         .collect();
@@ -130,7 +143,12 @@ fn stop_mid_stream_and_resume() {
     let mut stops = 0;
     for attempt in 0..3 {
         let child = chatflow()
-            .args(kafka_run(&prefix, broker, &out, &slow).iter().chain(&["--resume".to_string()]).filter(|a| attempt > 0 || *a != "--resume"))
+            .args(
+                kafka_run(&prefix, broker, &out, &slow)
+                    .iter()
+                    .chain(&["--resume".to_string()])
+                    .filter(|a| attempt > 0 || *a != "--resume"),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -326,7 +344,8 @@ fn bad_records_become_dead_letters() {
         ("0:6", "invalid UTF-8"),
     ];
     for (position, error) in expect {
-        let row = dead.keys().find(|r| r[1] == position).unwrap_or_else(|| panic!("no dead letter at {position}: {dead:#?}"));
+        let row =
+            dead.keys().find(|r| r[1] == position).unwrap_or_else(|| panic!("no dead letter at {position}: {dead:#?}"));
         assert_eq!(row[0], topic);
         assert!(row[2].contains(error), "{position}: {:?} lacks {error:?}", row[2]);
         assert!(row[3].len() <= 1024);
