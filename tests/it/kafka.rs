@@ -198,6 +198,8 @@ fn broker_restart_mid_stream() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(800));
+    let mut child = child;
+    assert!(child.try_wait().unwrap().is_none(), "the run ended before the broker restart; slow it down");
     kafka("restart");
     let output = child.wait_with_output().unwrap();
     kafka("stop");
