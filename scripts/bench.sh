@@ -4,7 +4,14 @@
 #   2. the real Twitch chat CSV logs (../shared/data/twitch-chat-csv), imported, -w 1 and -w 2.
 # Prints one JSON object per run (chatflow bench). Fixtures go to target/bench/.
 #
-# Usage: scripts/bench.sh [extra chatflow bench flags, e.g. --batch 50000]
+# `scripts/bench.sh kafka` runs the Kafka benchmarks instead, on brokers of their own
+# (127.0.0.1:9094 and 9095, data under target/bench/):
+#   1. the same 1,000,000 messages pre-loaded into a 4-partition topic (sqlite storage), read
+#      to the CSV sink with --until-caught-up, -w 1 and -w 2;
+#   2. freshness (produce → written): `chatflow produce --rate 50000` for 30 s into a memory
+#      broker while `chatflow run -w 2 --tick-ms 100` reads it; the run prints p50/p99.
+#
+# Usage: scripts/bench.sh [kafka] [extra chatflow bench flags, e.g. --batch 50000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked
@@ -12,6 +19,37 @@ bin=target/release/chatflow
 mkdir -p target/bench
 fixture=target/bench/chat-1m-seed42.jsonl
 [ -f "$fixture" ] || "$bin" produce --out-file "$fixture" --count 1000000 --seed 42
+
+if [ "${1:-}" = kafka ]; then
+    shift
+    only_chat=(--edges-topic "" --posts-topic "")
+    export KAFKA_PORT=9094 KAFKA_DIR=target/bench/kafka-9094
+    scripts/kafka.sh stop >/dev/null 2>&1 || true
+    rm -rf "$KAFKA_DIR"
+    trap 'KAFKA_PORT=9094 KAFKA_DIR=target/bench/kafka-9094 scripts/kafka.sh stop >/dev/null 2>&1 || true; KAFKA_PORT=9095 KAFKA_DIR=target/bench/kafka-9095 scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
+    scripts/kafka.sh start sqlite
+    "$bin" produce --kafka 127.0.0.1:9094 --from "$fixture" --partitions 4 "${only_chat[@]}"
+    for w in 1 2; do
+        "$bin" bench --kafka 127.0.0.1:9094 --until-caught-up -w "$w" "${only_chat[@]}" "$@"
+    done
+    export KAFKA_PORT=9095 KAFKA_DIR=target/bench/kafka-9095
+    scripts/kafka.sh stop >/dev/null 2>&1 || true
+    rm -rf "$KAFKA_DIR"
+    scripts/kafka.sh start memory
+    "$bin" produce --kafka 127.0.0.1:9095 --count 1 --partitions 4 "${only_chat[@]}" >/dev/null
+    out=target/bench/fresh
+    rm -rf "$out"
+    "$bin" run --kafka 127.0.0.1:9095 -w 2 --tick-ms 100 --idle-ms 100 --out "$out" "${only_chat[@]}" \
+        >target/bench/fresh.log 2>&1 &
+    run=$!
+    sleep 2
+    timeout -s INT 30 "$bin" produce --kafka 127.0.0.1:9095 --rate 50000 "${only_chat[@]}" || true
+    sleep 3
+    kill -TERM "$run"
+    wait "$run"
+    grep -E "events read|freshness" target/bench/fresh.log
+    exit 0
+fi
 inputs=("$fixture")
 if [ -d ../shared/data/twitch-chat-csv ]; then
     real=target/bench/twitch-chat-csv.jsonl
