@@ -79,6 +79,9 @@ pub fn job(args: &PipelineArgs, out: std::path::PathBuf, start: Start) -> Result
         Some(brokers) => {
             let asked = args.kafka.topics();
             let topics = partition_counts(brokers, &args.kafka.kafka_config, &asked)?;
+            for topic in asked.iter().filter(|t| !topics.iter().any(|(have, _)| have == *t)) {
+                tracing::warn!(topic, "topic not found; skipped");
+            }
             require_topics(&topics, &asked, brokers)?;
             let options = KafkaOptions {
                 brokers: brokers.clone(),

@@ -19,13 +19,16 @@
 //! ## Stopping
 //!
 //! A worker stops reading when its source is exhausted or when SIGINT/SIGTERM arrives. It then
-//! broadcasts a stop notice with the time its inputs had reached. Once every worker's notice
-//! is in, the least of those times is the run's *upper*: every update before it is complete.
-//! A worker whose source was exhausted closes its inputs (so everything read is written); a
-//! worker told to stop keeps them open (so no incomplete time is written). Either way the
-//! workers step until the probe passes the upper, and worker 0 records it, with the positions
-//! read, in `<out>/_progress.csv`: a `--resume` run recomputes from the beginning of the log
-//! and appends only the changes at or after it.
+//! broadcasts a stop notice with the time its inputs had reached and, if its source is
+//! exhausted, the source's end time. Once every worker's notice is in:
+//! - if every source is exhausted, the largest end time `E` is the run's *upper*: each worker
+//!   seals its source at `E` (see `sources::kafka`), advances its inputs to `E` and closes
+//!   them, and the workers step until everything is written;
+//! - otherwise (a stop was asked for), the least input time is the upper: every update before
+//!   it is complete, and the workers step until the probe passes it.
+//!
+//! Worker 0 records the upper, with the positions read, in `<out>/_progress.csv`: a `--resume`
+//! run recomputes from the beginning of the log and appends only the changes at or after it.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -201,12 +204,14 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow
     });
 
     // Stop notices: each worker's input time when it stopped reading, seen by every worker.
-    let notices: Rc<RefCell<HashMap<usize, u64>>> = Rc::default();
-    let mut notice_in = InputHandle::<u64, CapacityContainerBuilder<Vec<(usize, u64)>>>::new();
+    // (input time, end time if exhausted) per worker.
+    type Notice = (usize, u64, Option<u64>);
+    let notices: Rc<RefCell<HashMap<usize, (u64, Option<u64>)>>> = Rc::default();
+    let mut notice_in = InputHandle::<u64, CapacityContainerBuilder<Vec<Notice>>>::new();
     let seen = Rc::clone(&notices);
     worker.dataflow::<u64, _, _>(|scope| {
-        scope.input_from(&mut notice_in).broadcast().inspect(move |(worker, time)| {
-            seen.borrow_mut().insert(*worker, *time);
+        scope.input_from(&mut notice_in).broadcast().inspect(move |(worker, time, end)| {
+            seen.borrow_mut().insert(*worker, (*time, *end));
         });
     });
 
@@ -327,24 +332,40 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow
         }
         ins.positions.flush();
     }
-    if !report.interrupted {
-        inputs = None;
-    }
-    notice_in.send((index, input_time));
+    let end = (!report.interrupted).then(|| source.end_time().max(input_time));
+    notice_in.send((index, input_time, end));
     notice_in.advance_to(1);
     closed.push_back((input_time, Instant::now(), report.records));
+    let mut upper = None;
+    let mut sealed = false;
     let upper = loop {
         worker.step_or_park(Some(Duration::from_millis(1)));
         observe(&mut closed, &mut produced, &mut latency, &mut freshness, &mut read_done);
         if let Some(e) = sink_error(&sinks) {
             anyhow::bail!(e);
         }
-        let notices = notices.borrow();
-        if notices.len() == peers {
-            let upper = *notices.values().min().expect("peers > 0");
+        if upper.is_none() && notices.borrow().len() == peers {
+            let notices = notices.borrow();
+            let ends: Option<Vec<u64>> = notices.values().map(|(_, end)| *end).collect();
+            upper = Some(match ends {
+                Some(ends) => {
+                    // Every source is exhausted: seal at the largest end, then close.
+                    let end = ends.into_iter().max().expect("peers > 0");
+                    source.seal(end)?;
+                    if let Some(ins) = inputs.as_mut() {
+                        ins.advance_to(end);
+                    }
+                    inputs = None;
+                    sealed = true;
+                    end
+                }
+                None => notices.values().map(|(time, _)| *time).min().expect("peers > 0"),
+            });
+        }
+        if let Some(upper) = upper {
             // A stopped run needs only what is before the upper; an exhausted one waits for
             // everything, so the summary counts every row written.
-            if probe.done() || (report.interrupted && !probe.less_than(&upper)) {
+            if probe.done() || (!sealed && !probe.less_than(&upper)) {
                 break upper;
             }
         }

@@ -48,6 +48,16 @@
 //!      └─ at its end for --idle-ms ──► bind(next offset, target) ──► _clock.w<i>.csv (fsync) ──► floor
 //! ```
 //!
+//! ## The end of a caught-up run
+//!
+//! With `--until-caught-up` every partition stops at the end offset seen at start. The run's
+//! last ticks can only be declared complete if no later record can land in them, so once every
+//! worker is done the workers agree on an end time `E` above every time given (the largest of
+//! their [`Source::end_time`]s) and each *seals* its partitions: binds their end offsets to
+//! `E`, recorded and fsynced like an idle binding, before its input advances to `E`. The
+//! run's upper is then `E`, every change is written, and a later `--resume` gives records
+//! that arrived after the end times ≥ `E`.
+//!
 //! ## Errors
 //!
 //! A record without payload or over 1 MiB is handed on as such and becomes a dead letter with
@@ -114,7 +124,7 @@ impl ClientContext for QuietEof {
 
 impl ConsumerContext for QuietEof {}
 
-/// Partition counts of `topics` (missing topics are left out).
+/// Partition counts of `topics` (missing topics are left out; the caller says whether that matters).
 pub fn partition_counts(brokers: &str, extra: &[(String, String)], topics: &[String]) -> Result<Vec<(String, usize)>> {
     let consumer: BaseConsumer<QuietEof> = client_config(brokers, extra)
         .set("allow.auto.create.topics", "false")
@@ -129,7 +139,7 @@ pub fn partition_counts(brokers: &str, extra: &[(String, String)], topics: &[Str
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
                 out.push((topic.clone(), t.partitions().len()))
             }
-            _ => tracing::warn!(topic, "topic not found; skipped"),
+            _ => {}
         }
     }
     Ok(out)
@@ -293,6 +303,20 @@ impl KafkaSource {
         })
     }
 
+    /// Appends binding lines to this worker's clock file and fsyncs it.
+    fn append_bindings(&mut self, lines: &str) -> Result<()> {
+        if self.clock_file.is_none() {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.clock_path)
+                .with_context(|| format!("opening {}", self.clock_path.display()))?;
+            self.clock_file = Some(file);
+        }
+        let file = self.clock_file.as_mut().expect("opened above");
+        file.write_all(lines.as_bytes()).and_then(|_| file.sync_data()).context("recording clock bindings")
+    }
+
     /// Binds idle partitions to a later time (recorded before it takes effect).
     fn bind_idle(&mut self) -> Result<()> {
         let tick = self.tick_ms;
@@ -316,16 +340,7 @@ impl KafkaSource {
         if raised.is_empty() {
             return Ok(());
         }
-        if self.clock_file.is_none() {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.clock_path)
-                .with_context(|| format!("opening {}", self.clock_path.display()))?;
-            self.clock_file = Some(file);
-        }
-        let file = self.clock_file.as_mut().expect("opened above");
-        file.write_all(lines.as_bytes()).and_then(|_| file.sync_data()).context("recording clock bindings")?;
+        self.append_bindings(&lines)?;
         for (r, i) in raised {
             let reader = &mut self.readers[r];
             let p = &mut reader.partitions[i];
@@ -417,6 +432,31 @@ impl Source for KafkaSource {
 
     fn bytes_read(&self) -> u64 {
         self.bytes
+    }
+
+    fn end_time(&self) -> u64 {
+        let tick = self.tick_ms;
+        let next = self.readers.iter().flat_map(|r| &r.partitions).map(|p| p.time(tick)).max().unwrap_or(0);
+        // A record can get its partition's next time itself, so the end is the tick after.
+        (next + 1).div_ceil(tick) * tick
+    }
+
+    /// Binds every owned partition's end offset to `time`, recorded like an idle binding.
+    fn seal(&mut self, time: u64) -> Result<()> {
+        let tick = self.tick_ms;
+        let mut lines = String::new();
+        for reader in &self.readers {
+            for p in reader.partitions.iter().filter(|p| p.time(tick) < time) {
+                lines += &format!("{},{},{},{}\n", reader.topic, p.partition, p.next_offset, time);
+            }
+        }
+        if !lines.is_empty() {
+            self.append_bindings(&lines)?;
+        }
+        for p in self.readers.iter_mut().flat_map(|r| &mut r.partitions) {
+            p.floor = p.floor.max(time);
+        }
+        Ok(())
     }
 }
 

@@ -63,4 +63,11 @@ pub trait Source {
     fn positions(&self) -> Vec<InputPosition>;
     /// Bytes read so far, for the progress bar.
     fn bytes_read(&self) -> u64;
+    /// A time above every time given so far.
+    fn end_time(&self) -> u64;
+    /// Makes the exhausted source's end durable at `time` (≥ [`Self::end_time`]): a later run
+    /// that reads more of the log gives what it finds beyond this run's end times ≥ `time`.
+    fn seal(&mut self, _time: u64) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
