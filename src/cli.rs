@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::sources::import::ImportFormat;
 
@@ -27,6 +27,57 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Replay fixtures through the pipeline and report throughput, latency and memory as JSON.
     Bench(BenchArgs),
+    /// Read a view from ClickHouse at the committed cut (or at --as-of).
+    Query(QueryArgs),
+}
+
+/// ClickHouse output: where the change tables live. Credentials: CHATFLOW_CH_USER and
+/// CHATFLOW_CH_PASSWORD in the environment.
+#[derive(Args, Debug, Clone)]
+pub struct ClickHouseArgs {
+    /// Write the views' changes to this ClickHouse server (HTTP URL) instead of CSV files.
+    #[arg(long, value_name = "URL")]
+    pub clickhouse: Option<String>,
+    /// The database of the change tables (created if absent).
+    #[arg(long, default_value = "chatflow", requires = "clickhouse")]
+    pub database: String,
+}
+
+/// How `chatflow query` prints rows.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Aligned columns.
+    Table,
+    /// A header with the view's column names, then one line per row.
+    Csv,
+    /// A JSON array of objects.
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct QueryArgs {
+    /// The view: word_counts, channel_activity, user_counts, top_words, top_users, connections,
+    /// reach, top_connections or dead_letters.
+    pub view: String,
+    /// Only rows of this channel.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Only rows of this user (connections: either end).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The state at this time (every update at or before it); it must be below the cut.
+    #[arg(long = "as-of")]
+    pub as_of: Option<u64>,
+    /// At most this many rows (in the order of the view's columns).
+    #[arg(long)]
+    pub limit: Option<u64>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// The ClickHouse server (HTTP URL).
+    #[arg(long, default_value = "http://127.0.0.1:8123")]
+    pub clickhouse: String,
+    #[arg(long, default_value = "chatflow")]
+    pub database: String,
 }
 
 /// timely's process and worker flags.
@@ -125,6 +176,8 @@ pub struct PipelineArgs {
     /// A chat message's `@name` also adds an edge (author, name, weight 1).
     #[arg(long = "mention-edges")]
     pub mention_edges: bool,
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
 }
 
 #[derive(Args, Debug)]

@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use serde_json::json;
 
-use chatflow::cli::{Cli, Command};
+use chatflow::cli::{Cli, Command, OutputFormat};
+use chatflow::sinks::clickhouse::{read_view, Answer, Client, Query};
 use chatflow::run::{execute, job, peak_rss_bytes, summary, Start};
 use chatflow::sources::import::{import, ImportOptions};
 
@@ -27,8 +28,10 @@ fn real_main() -> Result<()> {
     match Cli::parse().command {
         Command::Run(args) => {
             stop_on_signals()?;
-            let start = if args.resume { Start::Resume } else { Start::FromBeginning };
-            let job = job(&args.pipeline, args.out.clone(), start)?;
+            // ClickHouse deployments continue unless told otherwise; change files start afresh.
+            let continues = args.resume || (args.pipeline.clickhouse.clickhouse.is_some() && !args.from_beginning);
+            let start = if continues { Start::Resume } else { Start::FromBeginning };
+            let job = job(&args.pipeline, args.out.clone(), start, &args.timely)?;
             let outcome = execute(job, &args.timely)?;
             print!("{}", summary(&outcome, &args.out));
         }
@@ -39,7 +42,7 @@ fn real_main() -> Result<()> {
             };
             let out = args.out.clone().unwrap_or_else(|| scratch.as_ref().expect("made above").path().to_path_buf());
             stop_on_signals()?;
-            let mut job = job(&args.pipeline, out, Start::FromBeginning)?;
+            let mut job = job(&args.pipeline, out, Start::FromBeginning, &args.timely)?;
             job.profile = args.profile;
             let outcome = execute(job, &args.timely)?;
             let latency = outcome.latency();
@@ -71,7 +74,7 @@ fn real_main() -> Result<()> {
                 },
                 "operator_seconds": outcome.reports.iter().flat_map(|r| r.operator_seconds.iter()).take(20)
                     .map(|(name, secs)| (name.clone(), json!((secs * 1000.0).round() / 1000.0))).collect::<serde_json::Map<_, _>>(),
-                "rows_written": outcome.reports.iter().flat_map(|r| r.rows_written.iter())
+                "rows_written": outcome.rows_written().into_iter()
                     .map(|(v, n)| (v.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
             });
             println!("{}", serde_json::to_string(&report)?);
@@ -106,6 +109,80 @@ fn real_main() -> Result<()> {
             }
             (None, None) => unreachable!("clap requires --out-file or --kafka"),
         },
+        Command::Query(args) => {
+            let client = Client::new(&args.clickhouse);
+            let query = Query {
+                view: &args.view,
+                channel: args.channel.as_deref(),
+                user: args.user.as_deref(),
+                as_of: args.as_of,
+                limit: args.limit,
+            };
+            let answer = read_view(&client, &args.database, &query)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            print_answer(&answer, args.format, &mut out)?;
+            out.flush()?;
+            eprintln!(
+                "chatflow query: {} rows of {} at time {} (committed cut {})",
+                answer.rows.len(),
+                answer.schema.name,
+                answer.at,
+                answer.cut
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Prints a query's rows as a table, CSV (a header, then one line per row) or JSON.
+fn print_answer(answer: &Answer, format: OutputFormat, out: &mut impl Write) -> Result<()> {
+    let columns = answer.schema.columns;
+    match format {
+        OutputFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(out);
+            writer.write_record(columns)?;
+            for row in &answer.rows {
+                writer.write_record(row)?;
+            }
+            writer.flush()?;
+        }
+        OutputFormat::Json => {
+            let rows: Vec<serde_json::Value> = answer
+                .rows
+                .iter()
+                .map(|row| {
+                    let object = columns.iter().zip(row).map(|(c, v)| {
+                        let value = match answer.schema.ints.contains(c) {
+                            true => v.parse::<i64>().map(|n| json!(n)).unwrap_or_else(|_| json!(v)),
+                            false => json!(v),
+                        };
+                        (c.to_string(), value)
+                    });
+                    serde_json::Value::Object(object.collect())
+                })
+                .collect();
+            serde_json::to_writer_pretty(&mut *out, &rows)?;
+            writeln!(out)?;
+        }
+        OutputFormat::Table => {
+            let shown = |v: &str| v.escape_debug().to_string();
+            let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
+            for row in &answer.rows {
+                for (w, v) in widths.iter_mut().zip(row) {
+                    *w = (*w).max(shown(v).chars().count());
+                }
+            }
+            let line = |cells: Vec<String>, out: &mut dyn Write| -> std::io::Result<()> {
+                let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+                writeln!(out, "{}", padded.join("  ").trim_end())
+            };
+            line(columns.iter().map(|c| c.to_string()).collect(), out)?;
+            line(widths.iter().map(|w| "-".repeat(*w)).collect(), out)?;
+            for row in &answer.rows {
+                line(row.iter().map(|v| shown(v)).collect(), out)?;
+            }
+        }
     }
     Ok(())
 }

@@ -16,7 +16,8 @@ use crate::cluster::timely_config;
 use crate::sinks::progress::{read_upper, PROGRESS_FILE};
 use crate::sources::files::expand_inputs;
 use crate::sources::kafka::{clear_bindings, partition_counts, require_topics, KafkaOptions};
-use crate::worker::{run_worker, Input, Job, Progress, WorkerReport};
+use crate::sinks::clickhouse::{self, Client, Target};
+use crate::worker::{run_worker, ClickHouseJob, Input, Job, Progress, WorkerReport};
 
 /// The result of one process's part of a run.
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub struct Outcome {
     pub processes: u64,
     pub workers: u64,
     pub input_bytes: u64,
+    /// `database on url` when the run wrote to ClickHouse.
+    pub clickhouse: Option<String>,
 }
 
 impl Outcome {
@@ -60,7 +63,18 @@ impl Outcome {
     }
     /// Whether this process holds worker 0, which writes the change files.
     pub fn wrote_files(&self) -> bool {
-        self.reports.iter().any(|r| r.index == 0)
+        self.clickhouse.is_none() && self.reports.iter().any(|r| r.index == 0)
+    }
+    /// Rows written per view by this process's workers.
+    pub fn rows_written(&self) -> Vec<(&'static str, u64)> {
+        let mut out: Vec<(&'static str, u64)> = Vec::new();
+        for (view, rows) in self.reports.iter().flat_map(|r| r.rows_written.iter()) {
+            match out.iter_mut().find(|(v, _)| v == view) {
+                Some((_, n)) => *n += rows,
+                None => out.push((view, *rows)),
+            }
+        }
+        out
     }
 }
 
@@ -74,7 +88,7 @@ pub enum Start {
 }
 
 /// Builds the job of `args`, writing change files into `out`.
-pub fn job(args: &PipelineArgs, out: std::path::PathBuf, start: Start) -> Result<Job> {
+pub fn job(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: &TimelyArgs) -> Result<Job> {
     let input = match &args.kafka.kafka {
         Some(brokers) => {
             let asked = args.kafka.topics();
@@ -107,7 +121,34 @@ pub fn job(args: &PipelineArgs, out: std::path::PathBuf, start: Start) -> Result
         None => None,
     };
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let clickhouse = match &args.clickhouse.clickhouse {
+        None => None,
+        Some(url) => {
+            let target = Target { url: url.clone(), database: args.clickhouse.database.clone() };
+            let client = Client::new(url);
+            let fresh = matches!(start, Start::FromBeginning);
+            let cut = clickhouse::prepare(&client, &target.database, fresh)
+                .with_context(|| format!("preparing database {} on {url}", target.database))?;
+            let start = match cut {
+                Some(cut) => {
+                    tracing::info!(cut, "resuming: ClickHouse holds every update before the committed cut");
+                    cut
+                }
+                None => {
+                    // A new deployment: the clock bindings of an older one must not apply.
+                    clear_bindings(&out)?;
+                    0
+                }
+            };
+            let workers = (timely.workers * timely.processes) as u32;
+            if timely.process == 0 {
+                clickhouse::record_start(&client, &target.database, workers, start)?;
+            }
+            Some(ClickHouseJob { target, start, workers })
+        }
+    };
     let resume_upper = match start {
+        _ if clickhouse.is_some() => None,
         Start::Resume => {
             let upper = read_upper(&out)?;
             match upper {
@@ -133,6 +174,7 @@ pub fn job(args: &PipelineArgs, out: std::path::PathBuf, start: Start) -> Result
         max_inflight: args.max_inflight,
         profile: false,
         resume_upper,
+        clickhouse,
     })
 }
 
@@ -155,6 +197,7 @@ pub fn execute(job: Job, timely: &TimelyArgs) -> Result<Outcome> {
 
     let progress = Arc::new(Progress::default());
     let start = Instant::now();
+    let clickhouse = job.clickhouse.as_ref().map(|ch| format!("{} on {}", ch.target.database, ch.target.url));
     let job = Arc::new(job);
     let worker_progress = Arc::clone(&progress);
     let guards = timely::execute(config, move |worker| {
@@ -193,6 +236,7 @@ pub fn execute(job: Job, timely: &TimelyArgs) -> Result<Outcome> {
         processes: timely.processes,
         workers: timely.workers,
         input_bytes,
+        clickhouse,
     })
 }
 
@@ -219,7 +263,14 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
         let _ = writeln!(s, "  stopped on a signal; --resume continues from here");
     }
     if let Some(upper) = outcome.upper() {
-        let _ = writeln!(s, "  every change before time {upper} is written (_progress.csv)");
+        match &outcome.clickhouse {
+            Some(_) => {
+                let _ = writeln!(s, "  every change before time {upper} is in ClickHouse (_progress table)");
+            }
+            None => {
+                let _ = writeln!(s, "  every change before time {upper} is written (_progress.csv)");
+            }
+        }
     }
     let fresh = outcome.freshness();
     if fresh.len() > 0 {
@@ -234,11 +285,20 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
     if unrouted > 0 {
         let _ = writeln!(s, "  {unrouted} edge/post/viewer events read; this build has no view for them yet");
     }
-    for report in &outcome.reports {
-        if !report.rows_written.is_empty() {
-            let _ = writeln!(s, "changes written to {}:", out.display());
-            for (view, rows) in &report.rows_written {
-                let _ = writeln!(s, "  {view}.csv: {rows} rows");
+    let rows = outcome.rows_written();
+    if !rows.is_empty() {
+        match &outcome.clickhouse {
+            Some(target) => {
+                let _ = writeln!(s, "changes written to ClickHouse database {target} (this process's workers):");
+                for (view, rows) in &rows {
+                    let _ = writeln!(s, "  {view}: {rows} rows");
+                }
+            }
+            None => {
+                let _ = writeln!(s, "changes written to {}:", out.display());
+                for (view, rows) in &rows {
+                    let _ = writeln!(s, "  {view}.csv: {rows} rows");
+                }
             }
         }
     }

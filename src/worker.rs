@@ -52,6 +52,7 @@ use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
 use crate::profile::OperatorProfile;
+use crate::sinks::clickhouse::{self, clickhouse_sink, Batch, Buffers, BuffersHandle, Target, Writer};
 use crate::sinks::csv::{csv_sink, SinkHandle};
 use crate::sinks::encode::ViewRow;
 use crate::sinks::progress::{progress_writer, write_progress};
@@ -89,6 +90,18 @@ pub struct Job {
     pub profile: bool,
     /// Resuming a deployment: the change files hold every update before this time already.
     pub resume_upper: Option<u64>,
+    /// Write to ClickHouse instead of change files.
+    pub clickhouse: Option<ClickHouseJob>,
+}
+
+/// The ClickHouse sink of a run.
+#[derive(Clone, Debug)]
+pub struct ClickHouseJob {
+    pub target: Target,
+    /// The committed cut the run starts from: updates before it are in the tables already.
+    pub start: u64,
+    /// Workers of all processes.
+    pub workers: u32,
 }
 
 /// Shared with the main thread for the progress bar.
@@ -169,6 +182,9 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow
     let (focus_given, mention_edges, resume) = (job.focus.is_some(), job.mention_edges, job.resume_upper);
     let profile = job.profile.then(|| OperatorProfile::install(worker));
 
+    let ch_job = job.clickhouse.clone();
+    let ch_buffers: BuffersHandle =
+        Rc::new(RefCell::new(Buffers { views: vec![(Vec::new(), 0); clickhouse::views().len()] }));
     let (inputs, focus_in, sinks, progress_state) = worker.dataflow::<u64, _, _>(|scope| {
         let (chats_in, chats) = scope.new_collection::<Chat, Diff>();
         let (edges_in, mut edges) = scope.new_collection::<(Name, Name), Diff>();
@@ -181,6 +197,25 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow
         let views = chat_views(chats, &chat_config);
         let network = network_views(edges, focus_given.then_some(focus), &network_config);
 
+        let inputs = Inputs { chats: chats_in, edges: edges_in, dead: dead_in, positions: positions_in };
+        if let Some(ch) = &ch_job {
+            // The same order as `clickhouse::views()`: the index is the view's buffer.
+            let (b, skip) = (&ch_buffers, ch.start);
+            let written = vec![
+                clickhouse_sink(views.word_counts, b, 0, skip),
+                clickhouse_sink(views.channel_activity, b, 1, skip),
+                clickhouse_sink(views.user_counts, b, 2, skip),
+                clickhouse_sink(views.top_words, b, 3, skip),
+                clickhouse_sink(views.top_users, b, 4, skip),
+                clickhouse_sink(network.connections, b, 5, skip),
+                clickhouse_sink(network.reach, b, 6, skip),
+                clickhouse_sink(network.top_connections, b, 7, skip),
+                clickhouse_sink(dead, b, 8, skip),
+            ];
+            scope.concatenate(written).probe_with(&probe);
+            drop(positions);
+            return (inputs, focus_in, Vec::new(), None);
+        }
         let mut sinks: Vec<(&'static str, SinkHandle)> = Vec::new();
         let mut written = Vec::new();
         let mut sink = |stream_and_handle: (_, SinkHandle), view: &'static str| {
@@ -199,8 +234,7 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow
         let all_written = scope.concatenate(written);
         let (progress_stream, progress_state) = progress_writer(positions, all_written, &out);
         progress_stream.probe_with(&probe);
-        let inputs = Inputs { chats: chats_in, edges: edges_in, dead: dead_in, positions: positions_in };
-        (inputs, focus_in, sinks, progress_state)
+        (inputs, focus_in, sinks, Some(progress_state))
     });
 
     // Stop notices: each worker's input time when it stopped reading, seen by every worker.
@@ -246,12 +280,38 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow
     let mut read_done = 0u64;
     let mut last_positions: Vec<InputPosition> = Vec::new();
     let mut last_log = Instant::now();
+    // ClickHouse: the writer, the upper last handed to it, and the produce times of records
+    // complete but not yet handed over (their freshness is measured when they are recorded).
+    let mut writer = job
+        .clickhouse
+        .as_ref()
+        .map(|ch| Writer::spawn(&ch.target, index as u32, ch.workers, ch.start, &STOP));
+    let mut handed = job.clickhouse.as_ref().map_or(0, |ch| ch.start);
+    let mut deferred: Option<Vec<i64>> = writer.as_ref().map(|_| Vec::new());
+    let hand_over = |writer: &mut Option<Writer>,
+                     handed: &mut u64,
+                     deferred: &mut Option<Vec<i64>>,
+                     upper: Option<u64>,
+                     source: &dyn Source|
+     -> anyhow::Result<()> {
+        let Some(writer) = writer.as_mut() else { return Ok(()) };
+        let upper = upper.or_else(|| probe.with_frontier(|f| f.first().copied()));
+        let Some(upper) = upper.filter(|u| *u > *handed) else { return Ok(()) };
+        let views = ch_buffers.borrow_mut().views.iter_mut().map(|(b, n)| (std::mem::take(b), std::mem::take(n))).collect();
+        let positions: Vec<String> =
+            source.positions().iter().map(|p| format!("{}:{}:{}", p.source, p.partition, p.next)).collect();
+        let produced = deferred.as_mut().map(std::mem::take).unwrap_or_default();
+        writer.send(Batch { upper, views, produced, positions: positions.join(";") })?;
+        *handed = upper;
+        Ok(())
+    };
 
     let observe = |closed: &mut VecDeque<(u64, Instant, u64)>,
                    produced: &mut BTreeMap<u64, Vec<i64>>,
                    latency: &mut Histogram<u64>,
                    freshness: &mut Histogram<u64>,
-                   read_done: &mut u64| {
+                   read_done: &mut u64,
+                   deferred: &mut Option<Vec<i64>>| {
         let frontier = probe.with_frontier(|f| f.first().copied());
         let done = |t: u64| frontier.is_none_or(|f| f > t);
         while let Some(&(time, at, read)) = closed.front() {
@@ -269,8 +329,13 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow
                 break;
             }
             let now = now_ms();
-            for p in entry.remove() {
-                freshness.saturating_record(((now - p).max(0) as u64 * 1000).max(1));
+            match deferred.as_mut() {
+                Some(deferred) => deferred.extend(entry.remove()),
+                None => {
+                    for p in entry.remove() {
+                        freshness.saturating_record(((now - p).max(0) as u64 * 1000).max(1));
+                    }
+                }
             }
         }
     };
@@ -281,7 +346,8 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow
             report.interrupted = true;
             break;
         }
-        observe(&mut closed, &mut produced, &mut latency, &mut freshness, &mut read_done);
+        observe(&mut closed, &mut produced, &mut latency, &mut freshness, &mut read_done, &mut deferred);
+        hand_over(&mut writer, &mut handed, &mut deferred, None, &*source)?;
         // Back-pressure: wait while too many records are in flight, but only while the dataflow
         // still has work it can finish. Records at times the inputs have not closed yet (one
         // Kafka partition ahead of another) cannot complete before more is read; waiting for
@@ -340,7 +406,8 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow
     let mut sealed = false;
     let upper = loop {
         worker.step_or_park(Some(Duration::from_millis(1)));
-        observe(&mut closed, &mut produced, &mut latency, &mut freshness, &mut read_done);
+        observe(&mut closed, &mut produced, &mut latency, &mut freshness, &mut read_done, &mut deferred);
+        hand_over(&mut writer, &mut handed, &mut deferred, None, &*source)?;
         if let Some(e) = sink_error(&sinks) {
             anyhow::bail!(e);
         }
@@ -383,11 +450,24 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow
         interrupted = report.interrupted,
         "worker finished"
     );
+    if let Some(mut w) = writer.take() {
+        // Everything complete is buffered: hand it over with the run's upper and wait for it.
+        let last = if probe.done() { upper } else { probe.with_frontier(|f| f.first().copied()).unwrap_or(upper) };
+        let mut open = Some(w);
+        let last = last.max(handed);
+        hand_over(&mut open, &mut handed, &mut deferred, Some(last), &*source)?;
+        w = open.expect("still open");
+        let written = w.finish()?;
+        report.rows_written = clickhouse::views().iter().map(|v| v.name).zip(written.rows).collect();
+        freshness = written.freshness_us;
+    }
     if index == 0 {
-        write_progress(&progress_state, &out, upper)?;
+        if let Some(state) = &progress_state {
+            write_progress(state, &out, upper)?;
+            report.rows_written = sinks.iter().map(|(view, s)| (*view, s.borrow().rows_written)).collect();
+        }
         report.upper = Some(upper);
         report.latency_us = Some(latency);
-        report.rows_written = sinks.iter().map(|(view, s)| (*view, s.borrow().rows_written)).collect();
         report.operator_seconds = profile.map(|p| p.seconds()).unwrap_or_default();
     }
     report.freshness_us = Some(freshness);

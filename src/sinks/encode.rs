@@ -15,6 +15,8 @@ pub trait ViewRow: differential_dataflow::ExchangeData + std::hash::Hash {
     const VIEW: &'static str;
     /// The view's columns, in order (without `time` and `diff`).
     const COLUMNS: &'static [&'static str];
+    /// The columns that hold integers (the others hold text).
+    const INT_COLUMNS: &'static [&'static str];
     /// Hands the row's fields to `out`, in column order.
     fn fields(&self, out: &mut impl Fields);
 }
@@ -64,6 +66,7 @@ impl Fields for CsvFields<'_> {
 impl ViewRow for WordCount {
     const VIEW: &'static str = "word_counts";
     const COLUMNS: &'static [&'static str] = &["channel", "window_start", "word", "count"];
+    const INT_COLUMNS: &'static [&'static str] = &["window_start", "count"];
     fn fields(&self, r: &mut impl Fields) {
         r.text(&self.channel);
         r.int(self.window_start);
@@ -75,6 +78,7 @@ impl ViewRow for WordCount {
 impl ViewRow for ChannelActivity {
     const VIEW: &'static str = "channel_activity";
     const COLUMNS: &'static [&'static str] = &["channel", "window_start", "messages", "words", "chatters"];
+    const INT_COLUMNS: &'static [&'static str] = &["window_start", "messages", "words", "chatters"];
     fn fields(&self, r: &mut impl Fields) {
         r.text(&self.channel);
         r.int(self.window_start);
@@ -87,6 +91,7 @@ impl ViewRow for ChannelActivity {
 impl ViewRow for UserCount {
     const VIEW: &'static str = "user_counts";
     const COLUMNS: &'static [&'static str] = &["channel", "user", "messages"];
+    const INT_COLUMNS: &'static [&'static str] = &["messages"];
     fn fields(&self, r: &mut impl Fields) {
         r.text(&self.channel);
         r.text(&self.user);
@@ -97,6 +102,7 @@ impl ViewRow for UserCount {
 impl ViewRow for TopWord {
     const VIEW: &'static str = "top_words";
     const COLUMNS: &'static [&'static str] = &["channel", "rank", "word", "count"];
+    const INT_COLUMNS: &'static [&'static str] = &["rank", "count"];
     fn fields(&self, r: &mut impl Fields) {
         r.text(&self.channel);
         r.int(i64::from(self.rank));
@@ -108,6 +114,7 @@ impl ViewRow for TopWord {
 impl ViewRow for TopUser {
     const VIEW: &'static str = "top_users";
     const COLUMNS: &'static [&'static str] = &["channel", "rank", "user", "messages"];
+    const INT_COLUMNS: &'static [&'static str] = &["rank", "messages"];
     fn fields(&self, r: &mut impl Fields) {
         r.text(&self.channel);
         r.int(i64::from(self.rank));
@@ -119,6 +126,7 @@ impl ViewRow for TopUser {
 impl ViewRow for Connection {
     const VIEW: &'static str = "connections";
     const COLUMNS: &'static [&'static str] = &["user_a", "user_b", "strength"];
+    const INT_COLUMNS: &'static [&'static str] = &["strength"];
     fn fields(&self, r: &mut impl Fields) {
         r.text(&self.user_a);
         r.text(&self.user_b);
@@ -129,6 +137,7 @@ impl ViewRow for Connection {
 impl ViewRow for Reach {
     const VIEW: &'static str = "reach";
     const COLUMNS: &'static [&'static str] = &["user", "other", "hops", "walks"];
+    const INT_COLUMNS: &'static [&'static str] = &["hops", "walks"];
     fn fields(&self, r: &mut impl Fields) {
         r.text(&self.user);
         r.text(&self.other);
@@ -140,6 +149,7 @@ impl ViewRow for Reach {
 impl ViewRow for TopConnection {
     const VIEW: &'static str = "top_connections";
     const COLUMNS: &'static [&'static str] = &["user", "rank", "other", "strength", "walks2", "walks3"];
+    const INT_COLUMNS: &'static [&'static str] = &["rank", "strength", "walks2", "walks3"];
     fn fields(&self, r: &mut impl Fields) {
         r.text(&self.user);
         r.int(i64::from(self.rank));
@@ -153,6 +163,7 @@ impl ViewRow for TopConnection {
 impl ViewRow for DeadLetter {
     const VIEW: &'static str = "dead_letters";
     const COLUMNS: &'static [&'static str] = &["source", "position", "error", "raw"];
+    const INT_COLUMNS: &'static [&'static str] = &[];
     fn fields(&self, r: &mut impl Fields) {
         r.text(&self.source);
         r.text(&self.position);
