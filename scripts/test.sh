@@ -18,10 +18,13 @@ else
     echo "scripts/test.sh: ../shared/data is absent; tests on real logs will report SKIPPED"
 fi
 
-# The Kafka tests share one broker on 127.0.0.1:9092 (installed when missing), fresh per run.
+# The Kafka tests share one broker on 127.0.0.1:9092 and the ClickHouse tests one server on
+# 127.0.0.1:8123 (each installed when missing), fresh per run.
 scripts/kafka.sh stop >/dev/null 2>&1 || true
-rm -rf target/kafka-9092
+scripts/clickhouse.sh stop >/dev/null 2>&1 || true
+rm -rf target/kafka-9092 target/clickhouse-8123
+trap 'scripts/kafka.sh stop >/dev/null 2>&1 || true; scripts/clickhouse.sh stop >/dev/null 2>&1 || true' EXIT
 scripts/kafka.sh start
-trap 'scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
+scripts/clickhouse.sh start
 
 cargo test --release --workspace --locked "$@"

@@ -7,8 +7,8 @@ use clap::Parser;
 use serde_json::json;
 
 use chatflow::cli::{Cli, Command, OutputFormat};
-use chatflow::sinks::clickhouse::{read_view, Answer, Client, Query};
 use chatflow::run::{execute, job, peak_rss_bytes, summary, Start};
+use chatflow::sinks::clickhouse::{read_view, Answer, Client, Query};
 use chatflow::sources::import::{import, ImportOptions};
 
 fn main() {

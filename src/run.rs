@@ -13,10 +13,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::{PipelineArgs, TimelyArgs};
 use crate::cluster::timely_config;
+use crate::sinks::clickhouse::{self, Client, Target};
 use crate::sinks::progress::{read_upper, PROGRESS_FILE};
 use crate::sources::files::expand_inputs;
 use crate::sources::kafka::{clear_bindings, partition_counts, require_topics, KafkaOptions};
-use crate::sinks::clickhouse::{self, Client, Target};
 use crate::worker::{run_worker, ClickHouseJob, Input, Job, Progress, WorkerReport};
 
 /// The result of one process's part of a run.

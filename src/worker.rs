@@ -282,10 +282,8 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow
     let mut last_log = Instant::now();
     // ClickHouse: the writer, the upper last handed to it, and the produce times of records
     // complete but not yet handed over (their freshness is measured when they are recorded).
-    let mut writer = job
-        .clickhouse
-        .as_ref()
-        .map(|ch| Writer::spawn(&ch.target, index as u32, ch.workers, ch.start, &STOP));
+    let mut writer =
+        job.clickhouse.as_ref().map(|ch| Writer::spawn(&ch.target, index as u32, ch.workers, ch.start, &STOP));
     let mut handed = job.clickhouse.as_ref().map_or(0, |ch| ch.start);
     let mut deferred: Option<Vec<i64>> = writer.as_ref().map(|_| Vec::new());
     let hand_over = |writer: &mut Option<Writer>,
@@ -297,7 +295,8 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow
         let Some(writer) = writer.as_mut() else { return Ok(()) };
         let upper = upper.or_else(|| probe.with_frontier(|f| f.first().copied()));
         let Some(upper) = upper.filter(|u| *u > *handed) else { return Ok(()) };
-        let views = ch_buffers.borrow_mut().views.iter_mut().map(|(b, n)| (std::mem::take(b), std::mem::take(n))).collect();
+        let views =
+            ch_buffers.borrow_mut().views.iter_mut().map(|(b, n)| (std::mem::take(b), std::mem::take(n))).collect();
         let positions: Vec<String> =
             source.positions().iter().map(|p| format!("{}:{}:{}", p.source, p.partition, p.next)).collect();
         let produced = deferred.as_mut().map(std::mem::take).unwrap_or_default();

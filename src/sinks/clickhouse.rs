@@ -160,7 +160,10 @@ impl Client {
         match result {
             Ok(response) => {
                 let mut body = String::new();
-                response.into_reader().read_to_string(&mut body).with_context(|| format!("reading the answer to {what}"))?;
+                response
+                    .into_reader()
+                    .read_to_string(&mut body)
+                    .with_context(|| format!("reading the answer to {what}"))?;
                 Ok(body)
             }
             Err(ureq::Error::Status(code, response)) => {
@@ -275,11 +278,8 @@ pub fn unescape_tsv(field: &str) -> String {
 }
 
 fn table_ddl(db: &str, v: &ViewSchema) -> String {
-    let mut columns: Vec<String> = v
-        .columns
-        .iter()
-        .map(|c| format!("`{c}` {}", if v.ints.contains(c) { "Int64" } else { "String" }))
-        .collect();
+    let mut columns: Vec<String> =
+        v.columns.iter().map(|c| format!("`{c}` {}", if v.ints.contains(c) { "Int64" } else { "String" })).collect();
     columns.push("time UInt64".into());
     columns.push("diff Int64".into());
     let key: Vec<String> = v.columns.iter().map(|c| format!("`{c}`")).chain(["time".to_string()]).collect();

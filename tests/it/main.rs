@@ -2,6 +2,7 @@
 //! cargo built for this test run.
 
 mod cli;
+mod clickhouse;
 mod decode;
 mod import;
 mod kafka;

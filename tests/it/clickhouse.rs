@@ -1,0 +1,437 @@
+//! The ClickHouse sink and `chatflow query` against a real server (started by scripts/test.sh
+//! on 127.0.0.1:8123; each test uses databases of its own): fixture → ClickHouse equals the
+//! oracle at -w 1 and -w 2, kill -9 at random moments with the Kafka source, an outage of the
+//! server, `--as-of`, and injection strings as data.
+
+use std::collections::BTreeSet;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chatflow::sinks::kafka_out::TopicWriter;
+
+use chatflow::sinks::clickhouse::{committed_cut, view, Client};
+
+use crate::oracle::{self, Msg, Views};
+use crate::support::*;
+
+const SERVER: &str = "127.0.0.1:8123";
+const KAFKA: &str = "127.0.0.1:9092";
+
+fn reachable(addr: &str) -> bool {
+    let addr = addr.to_socket_addrs().unwrap().next().unwrap();
+    TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
+}
+
+/// The shared server's URL, or a clear failure: these tests need it running.
+fn server() -> String {
+    if !reachable(SERVER) {
+        panic!("no ClickHouse server on {SERVER}: start one with `scripts/clickhouse.sh start` (scripts/test.sh does this)");
+    }
+    format!("http://{SERVER}")
+}
+
+/// A database name no other test or run uses.
+fn database(name: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("t_{name}_{}_{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// `chatflow query <view> --format csv` of `db`, as a set of rows (each at most once).
+fn query(url: &str, db: &str, v: &str, extra: &[&str]) -> BTreeSet<Vec<String>> {
+    let mut args = vec!["query", v, "--format", "csv", "--clickhouse", url, "--database", db];
+    args.extend(extra);
+    let output = run_ok(&args);
+    let mut reader = csv::Reader::from_reader(&output.stdout[..]);
+    assert_eq!(reader.headers().unwrap().iter().collect::<Vec<_>>(), view(v).unwrap().columns, "{v}: header");
+    let mut rows = BTreeSet::new();
+    for record in reader.records() {
+        let row: Vec<String> = record.unwrap().iter().map(str::to_owned).collect();
+        assert!(rows.insert(row.clone()), "{v}: row {row:?} twice");
+    }
+    rows
+}
+
+fn query_views(url: &str, db: &str, views: &[&str], extra: &[&str]) -> Views {
+    views.iter().map(|v| (v.to_string(), query(url, db, v, extra))).collect()
+}
+
+/// No `(row, time)` below the cut is stored with two different diffs (so collapsing copies
+/// is exact), and the number of stored copies, for the report.
+fn check_copies(url: &str, db: &str, v: &str) -> (u64, u64) {
+    let client = Client::new(url);
+    let cut = committed_cut(&client, db).unwrap().expect("progress recorded");
+    let columns: Vec<String> = view(v).unwrap().columns.iter().map(|c| format!("`{c}`")).collect();
+    let columns = columns.join(", ");
+    let answer = client
+        .execute(&format!(
+            "SELECT count(), sum(c), sum(u > 1) FROM (SELECT {columns}, time, count() AS c, uniqExact(diff) AS u \
+             FROM {db}.{v} WHERE time < {cut} GROUP BY {columns}, time) FORMAT TabSeparated"
+        ))
+        .unwrap();
+    let f: Vec<u64> = answer.trim().split('\t').map(|x| x.parse().unwrap()).collect();
+    assert_eq!(f[2], 0, "{v}: a (row, time) is stored with different diffs");
+    (f[0], f[1])
+}
+
+fn all_views() -> Vec<&'static str> {
+    CHAT_VIEWS.iter().chain(&NETWORK_VIEWS).chain(&["dead_letters"]).copied().collect()
+}
+
+#[test]
+fn fixture_to_clickhouse_equals_the_oracle_at_1_and_2_workers() {
+    let url = server();
+    let dir = tempfile::tempdir().unwrap();
+    let chat = produce(dir.path(), "chat.jsonl", 20_000, 61, 0.02);
+    let edges = dir.path().join("edges.jsonl");
+    run_ok(&["produce", "--kind", "edges", "--out-file", path_str(&edges), "--count", "3000", "--user-ids", "300"]);
+    let mixed = dir.path().join("mixed.jsonl");
+    let mut bytes = std::fs::read(&chat).unwrap();
+    bytes.extend(std::fs::read(&edges).unwrap());
+    bytes.extend(b"not json\n");
+    std::fs::write(&mixed, bytes).unwrap();
+
+    let mut expected = oracle::chat_views(&oracle::read_chats(&chat), 60, 10);
+    expected.extend(oracle::network_views(&oracle::read_edges(&edges), None, 2, 30));
+    let replayed = dir.path().join("replay");
+    run_ok(&["run", "--replay", path_str(&mixed), "--out", path_str(&replayed)]);
+    expected.insert("dead_letters".into(), read_views(&replayed, &["dead_letters"]).remove("dead_letters").unwrap());
+    assert_eq!(expected["dead_letters"].len(), 1);
+
+    for workers in ["1", "2"] {
+        let db = database(&format!("fixture_w{workers}"));
+        let out = dir.path().join(format!("out-w{workers}"));
+        let output = run_ok(&[
+            "run",
+            "--replay",
+            path_str(&mixed),
+            "--batch",
+            "2000",
+            "-w",
+            workers,
+            "--clickhouse",
+            &url,
+            "--database",
+            &db,
+            "--out",
+            path_str(&out),
+        ]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("changes written to ClickHouse"), "{stdout}");
+        assert_views_eq(&query_views(&url, &db, &all_views(), &[]), &expected, &format!("ClickHouse -w {workers}"));
+        for v in all_views() {
+            check_copies(&url, &db, v);
+        }
+    }
+}
+
+fn load_topics(fixture: &Path, prefix: &str) {
+    run_ok(&[
+        "produce",
+        "--kafka",
+        KAFKA,
+        "--from",
+        path_str(fixture),
+        "--partitions",
+        "4",
+        "--chat-topic",
+        &format!("{prefix}-chat"),
+        "--edges-topic",
+        "",
+        "--posts-topic",
+        "",
+    ]);
+}
+
+#[test]
+fn kill_9_at_random_moments_and_restart() {
+    let url = server();
+    assert!(
+        reachable(KAFKA),
+        "no Kafka broker on {KAFKA}: start one with `scripts/kafka.sh start` (scripts/test.sh does this)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = produce(dir.path(), "chat.jsonl", 150_000, 62, 0.01);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    let prefix = format!("kill-{}-{nanos}", std::process::id());
+    load_topics(&fixture, &prefix);
+    let db = database("kill");
+    let out = dir.path().join("out");
+    let topic = format!("{prefix}-chat");
+    let args = [
+        "run",
+        "--kafka",
+        KAFKA,
+        "--chat-topic",
+        &topic,
+        "--edges-topic",
+        "",
+        "--posts-topic",
+        "",
+        "--until-caught-up",
+        "-w",
+        "2",
+        "--max-inflight",
+        "2000",
+        "--tick-ms",
+        "100",
+        "--clickhouse",
+        &url,
+        "--database",
+        &db,
+        "--out",
+        path_str(&out),
+    ];
+    let client = Client::new(&url);
+    // Kill points spread over the run, in a shuffled order (seeded by the clock: each CI run
+    // tries other moments).
+    let mut delays: Vec<u64> = vec![300, 650, 1000, 1400, 1800, 2300];
+    let rotate = nanos as usize % delays.len();
+    delays.rotate_left(rotate);
+    let mut kills = 0;
+    let mut cuts = Vec::new();
+    for delay in delays {
+        let mut child = chatflow().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(delay + u64::from(nanos % 97)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success() || output.status.code().is_none(),
+            "a run failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        cuts.push(committed_cut(&client, &db).unwrap());
+    }
+    assert!(kills >= 5, "only {kills} runs were killed mid-run; slow the run down");
+    run_ok(&args);
+    let expected = oracle::chat_views(&oracle::read_chats(&fixture), 60, 10);
+    assert_views_eq(
+        &query_views(&url, &db, &CHAT_VIEWS, &[]),
+        &expected,
+        &format!("after {kills} kills (cuts {cuts:?})"),
+    );
+    let mut copies = Vec::new();
+    for v in CHAT_VIEWS {
+        copies.push((v, check_copies(&url, &db, v)));
+    }
+    eprintln!("kill -9 test: cuts after each kill {cuts:?}; (distinct (row, time), stored rows) per view {copies:?}");
+}
+
+/// A live run from Kafka while messages keep coming; ClickHouse stops for 10 s and starts
+/// again: the run catches up (its cut passes every message sent) and the views are exact.
+#[test]
+fn clickhouse_outage_of_10_s_mid_run() {
+    let _ = server();
+    assert!(
+        reachable(KAFKA),
+        "no Kafka broker on {KAFKA}: start one with `scripts/kafka.sh start` (scripts/test.sh does this)"
+    );
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let server_dir = dir.path().join("server");
+    let ch = |action: &str| {
+        let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/clickhouse.sh"))
+            .arg(action)
+            .env("CLICKHOUSE_PORT", port.to_string())
+            .env("CLICKHOUSE_DIR", &server_dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "scripts/clickhouse.sh {action} failed");
+    };
+    ch("start");
+    let url = format!("http://127.0.0.1:{port}");
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    let topic = format!("outage-{}-{nanos}-chat", std::process::id());
+    let mut writer = TopicWriter::new(KAFKA, &[]).unwrap();
+    writer.ensure_topics(&[&topic], 4).unwrap();
+    let db = database("outage");
+    let out = dir.path().join("out");
+    let mut child = chatflow()
+        .args([
+            "run",
+            "--kafka",
+            KAFKA,
+            "--chat-topic",
+            &topic,
+            "--edges-topic",
+            "",
+            "--posts-topic",
+            "",
+            "-w",
+            "2",
+            "--tick-ms",
+            "200",
+            "--idle-ms",
+            "300",
+            "--clickhouse",
+            &url,
+            "--database",
+            &db,
+            "--out",
+            path_str(&out),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let now_ms = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let mut sent: Vec<Msg> = Vec::new();
+    let began = Instant::now();
+    let mut stopped = false;
+    let mut restarted = false;
+    let mut i = 0usize;
+    while began.elapsed() < Duration::from_secs(15) {
+        if !stopped && began.elapsed() > Duration::from_secs(2) {
+            ch("stop");
+            stopped = true;
+        }
+        if stopped && !restarted && began.elapsed() > Duration::from_secs(12) {
+            assert!(child.try_wait().unwrap().is_none(), "the run ended while ClickHouse was down");
+            ch("start");
+            restarted = true;
+        }
+        for _ in 0..20 {
+            let m = Msg {
+                ts: now_ms(),
+                channel: format!("c{}", i % 7),
+                user: format!("u{}", i % 53),
+                text: format!("outage {} w{}", ["kappa", "pog", "gg"][i % 3], i % 13),
+            };
+            let line =
+                serde_json::json!({"ts": m.ts, "channel": m.channel, "user": m.user, "text": m.text}).to_string();
+            writer.send(&topic, Some(&m.channel), line.as_bytes(), m.ts).unwrap();
+            sent.push(m);
+            i += 1;
+        }
+        writer.poll();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    writer.flush().unwrap();
+    let last = sent.iter().map(|m| m.ts).max().unwrap() as u64;
+    let client = Client::new(&url);
+    let caught_up = Instant::now();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        loop {
+            let cut = committed_cut(&client, &db).unwrap().unwrap_or(0);
+            if cut > last.div_ceil(200) * 200 {
+                break;
+            }
+            assert!(caught_up.elapsed() < Duration::from_secs(60), "the cut stayed at {cut} after the outage");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }));
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let result = result.and_then(|()| {
+        std::panic::catch_unwind(|| {
+            assert!(output.status.success(), "{stderr}");
+            assert!(stderr.contains("retrying"), "the outage was not noticed: {stderr}");
+            let expected = oracle::chat_views(&sent, 60, 10);
+            assert_views_eq(&query_views(&url, &db, &CHAT_VIEWS, &[]), &expected, "across a ClickHouse outage");
+        })
+    });
+    ch("stop");
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[test]
+fn as_of_a_time_mid_run_is_the_state_at_that_time() {
+    let url = server();
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = produce(dir.path(), "chat.jsonl", 30_000, 64, 0.02);
+    let db = database("asof");
+    let out = dir.path().join("out");
+    run_ok(&[
+        "run",
+        "--replay",
+        path_str(&fixture),
+        "--batch",
+        "1000",
+        "-w",
+        "2",
+        "--clickhouse",
+        &url,
+        "--database",
+        &db,
+        "--out",
+        path_str(&out),
+    ]);
+    let msgs = oracle::read_chats(&fixture);
+    // Line g has time floor(g / 1000): the state at T holds the first (T + 1) * 1000 lines.
+    for t in [0u64, 12, 29] {
+        let expected = oracle::chat_views(&msgs[..((t as usize + 1) * 1000).min(msgs.len())], 60, 10);
+        let at = t.to_string();
+        assert_views_eq(&query_views(&url, &db, &CHAT_VIEWS, &["--as-of", &at]), &expected, &format!("as of {t}"));
+    }
+    let early = oracle::chat_views(&msgs[..1000], 60, 10);
+    assert_ne!(early["word_counts"], oracle::chat_views(&msgs, 60, 10)["word_counts"]);
+    // A time not committed yet is refused, not answered with a partial state.
+    let output = chatflow()
+        .args(["query", "word_counts", "--clickhouse", &url, "--database", &db, "--as-of", "30"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not committed"));
+}
+
+#[test]
+fn injection_strings_are_data() {
+    let url = server();
+    let dir = tempfile::tempdir().unwrap();
+    let evil_channel = "x'); DROP TABLE word_counts; --";
+    let evil_user = "u\"; DROP DATABASE default; -- \\ \t end";
+    let msgs: Vec<Msg> = (0..300)
+        .map(|i| Msg {
+            ts: 1_740_787_200_000 + i * 1000,
+            channel: if i % 2 == 0 { evil_channel.into() } else { "plain".into() },
+            user: if i % 3 == 0 { evil_user.into() } else { format!("user{}", i % 7) },
+            text: format!("kappa word{} ' \" ; --", i % 5),
+        })
+        .collect();
+    let fixture = dir.path().join("evil.jsonl");
+    let lines: Vec<String> = msgs
+        .iter()
+        .map(|m| serde_json::json!({"ts": m.ts, "channel": m.channel, "user": m.user, "text": m.text}).to_string())
+        .collect();
+    std::fs::write(&fixture, lines.join("\n") + "\n").unwrap();
+    let db = database("inject");
+    let out = dir.path().join("out");
+    run_ok(&["run", "--replay", path_str(&fixture), "--clickhouse", &url, "--database", &db, "--out", path_str(&out)]);
+    let expected = oracle::chat_views(&msgs, 60, 10);
+    let of = |view: &str, column: usize, value: &str| -> BTreeSet<Vec<String>> {
+        expected[view].iter().filter(|r| r[column] == value).cloned().collect()
+    };
+    let got = query(&url, &db, "word_counts", &["--channel", evil_channel]);
+    assert!(!got.is_empty());
+    assert_eq!(got, of("word_counts", 0, evil_channel));
+    let got = query(&url, &db, "user_counts", &["--user", evil_user]);
+    assert_eq!(got, of("user_counts", 1, evil_user));
+    assert_eq!(got.len(), 2);
+    let both = query(&url, &db, "user_counts", &["--user", evil_user, "--channel", "plain"]);
+    assert_eq!(both.len(), 1);
+    // Everything is still there, and JSON output carries the strings intact.
+    assert_views_eq(&query_views(&url, &db, &CHAT_VIEWS, &[]), &expected, "after the injection attempts");
+    let json = run_ok(&[
+        "query",
+        "user_counts",
+        "--format",
+        "json",
+        "--clickhouse",
+        &url,
+        "--database",
+        &db,
+        "--user",
+        evil_user,
+    ]);
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(rows[0]["user"], evil_user);
+    assert!(rows[0]["messages"].is_i64());
+}
