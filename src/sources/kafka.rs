@@ -10,7 +10,8 @@
 //! Partition `p` of every topic belongs to worker `p mod peers`, `peers` being the workers of
 //! all processes. Partitions are assigned by hand (`assign`, no consumer group, no
 //! rebalancing), so the processes of a `-n 2` run split the work without talking to Kafka or
-//! to each other about it. Each worker has one consumer per topic.
+//! to each other about it. Each worker has one consumer per owned partition (see
+//! `TopicReader`), and reads first from the partition whose time is least.
 //!
 //! ## Ingestion time: the clock of a partition
 //!
@@ -186,11 +187,15 @@ impl Partition {
     }
 }
 
-/// One topic of a worker: its consumer and owned partitions.
+/// One topic of a worker: its owned partitions, each with a consumer of its own.
+///
+/// One consumer per partition, not one per topic: a broker may fill a fetch response for
+/// several partitions from the first alone (tansu does), so that one partition's whole backlog
+/// arrives before another's first record and the frontier cannot move until it has.
 struct TopicReader {
     topic: String,
-    consumer: BaseConsumer<QuietEof>,
     partitions: Vec<Partition>,
+    consumers: Vec<BaseConsumer<QuietEof>>,
 }
 
 /// The Kafka source of one worker.
@@ -254,18 +259,32 @@ impl KafkaSource {
             if owned.is_empty() {
                 continue;
             }
-            let consumer: BaseConsumer<QuietEof> = client_config(&options.brokers, &options.client_config)
-                .set("group.id", "chatflow")
-                .set("enable.auto.commit", "false")
-                .set("enable.auto.offset.store", "false")
-                .set("enable.partition.eof", "true")
-                .set("auto.offset.reset", "earliest")
-                .set("allow.auto.create.topics", "false")
-                .create_with_context(QuietEof)
-                .context("creating a Kafka consumer")?;
-            let mut assignment = TopicPartitionList::new();
             let mut partitions = Vec::new();
+            let mut consumers = Vec::new();
             for &partition in &owned {
+                // Fetches of at most 1.25 MiB (librdkafka's default is 50 MiB): a broker that
+                // serves fetches one after another (tansu) would otherwise hand out a whole
+                // backlog before another partition's first record (measured: the frontier
+                // stood still for 2 s of a 3 s catch-up with 4 MiB, moved at once with 1.25
+                // MiB). Yet above the largest record a broker takes by default (1 MiB), which
+                // a broker that keeps to the limit (tansu) would never hand out. Records over
+                // it need --kafka-config max.partition.fetch.bytes=… (and fetch.max.bytes).
+                let defaults = [
+                    ("fetch.max.bytes".to_string(), "1310720".to_string()),
+                    ("max.partition.fetch.bytes".to_string(), "1310720".to_string()),
+                ];
+                let settings: Vec<(String, String)> =
+                    defaults.into_iter().chain(options.client_config.iter().cloned()).collect();
+                let consumer: BaseConsumer<QuietEof> = client_config(&options.brokers, &settings)
+                    .set("group.id", "chatflow")
+                    .set("enable.auto.commit", "false")
+                    .set("enable.auto.offset.store", "false")
+                    .set("enable.partition.eof", "true")
+                    .set("auto.offset.reset", "earliest")
+                    .set("allow.auto.create.topics", "false")
+                    .create_with_context(QuietEof)
+                    .context("creating a Kafka consumer")?;
+                let mut assignment = TopicPartitionList::new();
                 assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
                 let end = if options.until_caught_up {
                     let (_, high) = consumer
@@ -288,10 +307,13 @@ impl KafkaSource {
                 };
                 p.apply_bindings();
                 partitions.push(p);
+                consumer
+                    .assign(&assignment)
+                    .with_context(|| format!("assigning partition {partition} of {topic}"))?;
+                consumers.push(consumer);
             }
-            consumer.assign(&assignment).with_context(|| format!("assigning partitions of {topic}"))?;
             tracing::info!(worker = index, topic, partitions = ?owned, "reading Kafka partitions");
-            readers.push(TopicReader { topic: topic.clone(), consumer, partitions });
+            readers.push(TopicReader { topic: topic.clone(), partitions, consumers });
         }
         Ok(KafkaSource {
             readers,
@@ -359,56 +381,72 @@ impl KafkaSource {
 }
 
 impl Source for KafkaSource {
+    /// Reads the partition with the least time first (the one holding the frontier back), one
+    /// record at a time, so that partitions advance together and the frontier with them
+    /// instead of one partition's backlog being read before another's first record.
     fn read(&mut self, budget: usize, each: &mut dyn FnMut(Record)) -> Result<()> {
         let tick = self.tick_ms;
-        let share = (budget / self.readers.len().max(1)).max(1);
-        for reader in &mut self.readers {
-            for _ in 0..share {
-                let message = match reader.consumer.poll(Duration::ZERO) {
-                    None => break,
-                    Some(Ok(message)) => message,
-                    Some(Err(KafkaError::PartitionEOF(partition))) => {
-                        if let Some(p) = reader.partitions.iter_mut().find(|p| p.partition == partition) {
-                            p.at_end_since.get_or_insert_with(Instant::now);
-                        }
-                        continue;
+        let mut drained: Vec<Vec<bool>> =
+            self.readers.iter().map(|r| r.partitions.iter().map(|p| p.finished()).collect()).collect();
+        for _ in 0..budget {
+            let mut next: Option<(u64, usize, usize)> = None;
+            for (r, reader) in self.readers.iter().enumerate() {
+                for (i, p) in reader.partitions.iter().enumerate() {
+                    let time = p.time(tick);
+                    if !drained[r][i] && next.is_none_or(|(t, _, _)| time < t) {
+                        next = Some((time, r, i));
                     }
-                    Some(Err(e)) => {
-                        tracing::warn!(topic = reader.topic, error = %e, "Kafka error; retrying");
-                        break;
-                    }
-                };
-                let Some(p) = reader.partitions.iter_mut().find(|p| p.partition == message.partition()) else {
-                    continue;
-                };
-                let offset = message.offset();
-                if p.finished() || offset < p.next_offset {
-                    continue;
                 }
-                p.next_offset = offset;
-                p.apply_bindings();
-                let produced_ms = message.timestamp().to_millis();
-                if let Some(ts) = produced_ms {
-                    p.max_ts = p.max_ts.max(ts);
-                }
-                let time = p.time(tick);
-                p.next_offset = offset + 1;
-                p.apply_bindings();
-                p.at_end_since = None;
-                let payload = message.payload();
-                let length = payload.map_or(0, |b| b.len());
-                self.bytes += length as u64;
-                let oversized = (length > MAX_RECORD_BYTES).then_some(length as u64);
-                let bytes = payload.map(|b| if oversized.is_some() { &b[..MAX_RAW_BYTES] } else { b });
-                each(Record {
-                    time,
-                    source: &reader.topic,
-                    position: Position::Offset { partition: p.partition, offset },
-                    bytes,
-                    oversized,
-                    produced_ms,
-                });
             }
+            let Some((_, r, i)) = next else { break };
+            let reader = &mut self.readers[r];
+            let message = match reader.consumers[i].poll(Duration::ZERO) {
+                None => {
+                    drained[r][i] = true;
+                    continue;
+                }
+                Some(Ok(message)) => message,
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    reader.partitions[i].at_end_since.get_or_insert_with(Instant::now);
+                    drained[r][i] = true;
+                    continue;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(topic = reader.topic, error = %e, "Kafka error; retrying");
+                    drained[r][i] = true;
+                    continue;
+                }
+            };
+            let p = &mut reader.partitions[i];
+            let offset = message.offset();
+            if p.finished() || offset < p.next_offset {
+                drained[r][i] |= p.finished();
+                continue;
+            }
+            p.next_offset = offset;
+            p.apply_bindings();
+            let produced_ms = message.timestamp().to_millis();
+            if let Some(ts) = produced_ms {
+                p.max_ts = p.max_ts.max(ts);
+            }
+            let time = p.time(tick);
+            p.next_offset = offset + 1;
+            p.apply_bindings();
+            p.at_end_since = None;
+            drained[r][i] |= p.finished();
+            let payload = message.payload();
+            let length = payload.map_or(0, |b| b.len());
+            self.bytes += length as u64;
+            let oversized = (length > MAX_RECORD_BYTES).then_some(length as u64);
+            let bytes = payload.map(|b| if oversized.is_some() { &b[..MAX_RAW_BYTES] } else { b });
+            each(Record {
+                time,
+                source: &reader.topic,
+                position: Position::Offset { partition: p.partition, offset },
+                bytes,
+                oversized,
+                produced_ms,
+            });
         }
         self.bind_idle()
     }
