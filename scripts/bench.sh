@@ -11,7 +11,14 @@
 #   2. freshness (produce → written): `chatflow produce --rate 50000` for 30 s into a memory
 #      broker while `chatflow run -w 2 --tick-ms 100` reads it; the run prints p50/p99.
 #
-# Usage: scripts/bench.sh [kafka] [extra chatflow bench flags, e.g. --batch 50000]
+# `scripts/bench.sh clickhouse` runs the ClickHouse benchmarks (the server of
+# scripts/clickhouse.sh, started when not running; a memory broker on 127.0.0.1:9095):
+#   1. the 1,000,000-message fixture into ClickHouse with -w 1 and -w 2 (rows/s = the sum of
+#      rows_written over seconds), then the tables' sizes on disk;
+#   2. freshness (produce → recorded at the worker's progress, i.e. visible at its upper) at
+#      50,000 messages/s for 30 s, chatflow run -w 2 --tick-ms 100 from Kafka into ClickHouse.
+#
+# Usage: scripts/bench.sh [kafka|clickhouse] [extra chatflow bench flags, e.g. --batch 50000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked
@@ -19,6 +26,35 @@ bin=target/release/chatflow
 mkdir -p target/bench
 fixture=target/bench/chat-1m-seed42.jsonl
 [ -f "$fixture" ] || "$bin" produce --out-file "$fixture" --count 1000000 --seed 42
+
+if [ "${1:-}" = clickhouse ]; then
+    shift
+    only_chat=(--edges-topic "" --posts-topic "")
+    scripts/clickhouse.sh start
+    url=http://127.0.0.1:8123
+    for w in 1 2; do
+        "$bin" bench --replay "$fixture" -w "$w" --clickhouse "$url" --database "bench_w$w" "$@"
+    done
+    curl -s "$url/" --data-binary "SELECT table, sum(rows) AS rows, sum(bytes_on_disk) AS bytes_on_disk, \
+        sum(data_uncompressed_bytes) AS uncompressed FROM system.parts WHERE database = 'bench_w2' AND active \
+        GROUP BY table ORDER BY table FORMAT TabSeparatedWithNames"
+    export KAFKA_PORT=9095 KAFKA_DIR=target/bench/kafka-9095
+    scripts/kafka.sh stop >/dev/null 2>&1 || true
+    rm -rf "$KAFKA_DIR"
+    trap 'KAFKA_PORT=9095 KAFKA_DIR=target/bench/kafka-9095 scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
+    scripts/kafka.sh start memory
+    "$bin" produce --kafka 127.0.0.1:9095 --count 1 --partitions 4 "${only_chat[@]}" >/dev/null
+    "$bin" run --kafka 127.0.0.1:9095 -w 2 --tick-ms 100 --idle-ms 100 --out target/bench/fresh-ch "${only_chat[@]}" \
+        --clickhouse "$url" --database bench_fresh --from-beginning >target/bench/fresh-ch.log 2>&1 &
+    run=$!
+    sleep 2
+    timeout -s INT 30 "$bin" produce --kafka 127.0.0.1:9095 --rate 50000 "${only_chat[@]}" || true
+    sleep 3
+    kill -TERM "$run"
+    wait "$run"
+    grep -E "events read|freshness" target/bench/fresh-ch.log
+    exit 0
+fi
 
 if [ "${1:-}" = kafka ]; then
     shift

@@ -276,7 +276,8 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
     if fresh.len() > 0 {
         let _ = writeln!(
             s,
-            "  freshness (produce → written) of {} live records: p50 {:.1} ms, p99 {:.1} ms",
+            "  freshness (produce → {}) of {} live records: p50 {:.1} ms, p99 {:.1} ms",
+            if outcome.clickhouse.is_some() { "recorded in ClickHouse's _progress" } else { "written" },
             fresh.len(),
             fresh.value_at_quantile(0.5) as f64 / 1000.0,
             fresh.value_at_quantile(0.99) as f64 / 1000.0

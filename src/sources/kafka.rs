@@ -307,9 +307,7 @@ impl KafkaSource {
                 };
                 p.apply_bindings();
                 partitions.push(p);
-                consumer
-                    .assign(&assignment)
-                    .with_context(|| format!("assigning partition {partition} of {topic}"))?;
+                consumer.assign(&assignment).with_context(|| format!("assigning partition {partition} of {topic}"))?;
                 consumers.push(consumer);
             }
             tracing::info!(worker = index, topic, partitions = ?owned, "reading Kafka partitions");
