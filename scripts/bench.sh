@@ -27,9 +27,31 @@ mkdir -p target/bench
 fixture=target/bench/chat-1m-seed42.jsonl
 [ -f "$fixture" ] || "$bin" produce --out-file "$fixture" --count 1000000 --seed 42
 
+# Freshness at a steady 50,000 messages/s for 30 s through a memory broker on 127.0.0.1:9095:
+# `freshness NAME [extra chatflow run flags]` (the log goes to target/bench/NAME.log).
+freshness() {
+    local name=$1
+    shift
+    local only_chat=(--edges-topic "" --posts-topic "")
+    export KAFKA_PORT=9095 KAFKA_DIR=target/bench/kafka-9095
+    scripts/kafka.sh stop >/dev/null 2>&1 || true
+    rm -rf "$KAFKA_DIR" "target/bench/$name"
+    trap 'KAFKA_PORT=9095 KAFKA_DIR=target/bench/kafka-9095 scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
+    scripts/kafka.sh start memory
+    "$bin" produce --kafka 127.0.0.1:9095 --count 1 --partitions 4 "${only_chat[@]}" >/dev/null
+    "$bin" run --kafka 127.0.0.1:9095 -w 2 --tick-ms 100 --idle-ms 100 --out "target/bench/$name" "${only_chat[@]}" "$@" \
+        >"target/bench/$name.log" 2>&1 &
+    local run=$!
+    sleep 2
+    timeout -s INT 30 "$bin" produce --kafka 127.0.0.1:9095 --rate 50000 "${only_chat[@]}" || true
+    sleep 3
+    kill -TERM "$run"
+    wait "$run"
+    grep -E "events read|freshness" "target/bench/$name.log"
+}
+
 if [ "${1:-}" = clickhouse ]; then
     shift
-    only_chat=(--edges-topic "" --posts-topic "")
     scripts/clickhouse.sh start
     url=http://127.0.0.1:8123
     for w in 1 2; do
@@ -38,21 +60,7 @@ if [ "${1:-}" = clickhouse ]; then
     curl -s "$url/" --data-binary "SELECT table, sum(rows) AS rows, sum(bytes_on_disk) AS bytes_on_disk, \
         sum(data_uncompressed_bytes) AS uncompressed FROM system.parts WHERE database = 'bench_w2' AND active \
         GROUP BY table ORDER BY table FORMAT TabSeparatedWithNames"
-    export KAFKA_PORT=9095 KAFKA_DIR=target/bench/kafka-9095
-    scripts/kafka.sh stop >/dev/null 2>&1 || true
-    rm -rf "$KAFKA_DIR"
-    trap 'KAFKA_PORT=9095 KAFKA_DIR=target/bench/kafka-9095 scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
-    scripts/kafka.sh start memory
-    "$bin" produce --kafka 127.0.0.1:9095 --count 1 --partitions 4 "${only_chat[@]}" >/dev/null
-    "$bin" run --kafka 127.0.0.1:9095 -w 2 --tick-ms 100 --idle-ms 100 --out target/bench/fresh-ch "${only_chat[@]}" \
-        --clickhouse "$url" --database bench_fresh --from-beginning >target/bench/fresh-ch.log 2>&1 &
-    run=$!
-    sleep 2
-    timeout -s INT 30 "$bin" produce --kafka 127.0.0.1:9095 --rate 50000 "${only_chat[@]}" || true
-    sleep 3
-    kill -TERM "$run"
-    wait "$run"
-    grep -E "events read|freshness" target/bench/fresh-ch.log
+    freshness fresh-ch --clickhouse "$url" --database bench_fresh --from-beginning
     exit 0
 fi
 
@@ -62,28 +70,14 @@ if [ "${1:-}" = kafka ]; then
     export KAFKA_PORT=9094 KAFKA_DIR=target/bench/kafka-9094
     scripts/kafka.sh stop >/dev/null 2>&1 || true
     rm -rf "$KAFKA_DIR"
-    trap 'KAFKA_PORT=9094 KAFKA_DIR=target/bench/kafka-9094 scripts/kafka.sh stop >/dev/null 2>&1 || true; KAFKA_PORT=9095 KAFKA_DIR=target/bench/kafka-9095 scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
+    trap 'KAFKA_PORT=9094 KAFKA_DIR=target/bench/kafka-9094 scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
     scripts/kafka.sh start sqlite
     "$bin" produce --kafka 127.0.0.1:9094 --from "$fixture" --partitions 4 "${only_chat[@]}"
     for w in 1 2; do
         "$bin" bench --kafka 127.0.0.1:9094 --until-caught-up -w "$w" "${only_chat[@]}" "$@"
     done
-    export KAFKA_PORT=9095 KAFKA_DIR=target/bench/kafka-9095
-    scripts/kafka.sh stop >/dev/null 2>&1 || true
-    rm -rf "$KAFKA_DIR"
-    scripts/kafka.sh start memory
-    "$bin" produce --kafka 127.0.0.1:9095 --count 1 --partitions 4 "${only_chat[@]}" >/dev/null
-    out=target/bench/fresh
-    rm -rf "$out"
-    "$bin" run --kafka 127.0.0.1:9095 -w 2 --tick-ms 100 --idle-ms 100 --out "$out" "${only_chat[@]}" \
-        >target/bench/fresh.log 2>&1 &
-    run=$!
-    sleep 2
-    timeout -s INT 30 "$bin" produce --kafka 127.0.0.1:9095 --rate 50000 "${only_chat[@]}" || true
-    sleep 3
-    kill -TERM "$run"
-    wait "$run"
-    grep -E "events read|freshness" target/bench/fresh.log
+    scripts/kafka.sh stop
+    freshness fresh
     exit 0
 fi
 inputs=("$fixture")

@@ -272,6 +272,8 @@ impl KafkaSource {
                 let defaults = [
                     ("fetch.max.bytes".to_string(), "1310720".to_string()),
                     ("max.partition.fetch.bytes".to_string(), "1310720".to_string()),
+                    // Prefetched per partition (librdkafka's default is 64 MiB per consumer).
+                    ("queued.max.messages.kbytes".to_string(), "16384".to_string()),
                 ];
                 let settings: Vec<(String, String)> =
                     defaults.into_iter().chain(options.client_config.iter().cloned()).collect();

@@ -233,15 +233,7 @@ fn clickhouse_outage_of_10_s_mid_run() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let server_dir = dir.path().join("server");
-    let ch = |action: &str| {
-        let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/clickhouse.sh"))
-            .arg(action)
-            .env("CLICKHOUSE_PORT", port.to_string())
-            .env("CLICKHOUSE_DIR", &server_dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "scripts/clickhouse.sh {action} failed");
-    };
+    let ch = own_server("clickhouse.sh", "CLICKHOUSE", port, &server_dir);
     ch("start");
     let url = format!("http://127.0.0.1:{port}");
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
@@ -274,47 +266,70 @@ fn clickhouse_outage_of_10_s_mid_run() {
             "--out",
             path_str(&out),
         ])
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let now_ms = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
-    let mut sent: Vec<Msg> = Vec::new();
-    let began = Instant::now();
-    let mut stopped = false;
-    let mut restarted = false;
-    let mut i = 0usize;
-    while began.elapsed() < Duration::from_secs(15) {
-        if !stopped && began.elapsed() > Duration::from_secs(2) {
-            ch("stop");
-            stopped = true;
-        }
-        if stopped && !restarted && began.elapsed() > Duration::from_secs(12) {
-            assert!(child.try_wait().unwrap().is_none(), "the run ended while ClickHouse was down");
-            ch("start");
-            restarted = true;
-        }
-        for _ in 0..20 {
-            let m = Msg {
-                ts: now_ms(),
-                channel: format!("c{}", i % 7),
-                user: format!("u{}", i % 53),
-                text: format!("outage {} w{}", ["kappa", "pog", "gg"][i % 3], i % 13),
-            };
-            let line =
-                serde_json::json!({"ts": m.ts, "channel": m.channel, "user": m.user, "text": m.text}).to_string();
-            writer.send(&topic, Some(&m.channel), line.as_bytes(), m.ts).unwrap();
-            sent.push(m);
-            i += 1;
-        }
-        writer.poll();
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    writer.flush().unwrap();
-    let last = sent.iter().map(|m| m.ts).max().unwrap() as u64;
+    // The run's log, read as it comes: the outage must reach the writer (a failed insert).
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let log = std::sync::Arc::clone(&log);
+        let mut stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut stderr, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                log.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
     let client = Client::new(&url);
-    let caught_up = Instant::now();
+    let mut sent: Vec<Msg> = Vec::new();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // Phases: writing (until a cut is committed), down (at least 10 s, and until an insert
+        // has failed), up again (2 s more of traffic).
+        let began = Instant::now();
+        let mut phase = 0;
+        let mut since = Instant::now();
+        let mut i = 0usize;
+        while phase < 3 {
+            for _ in 0..20 {
+                let m = Msg {
+                    ts: now_ms(),
+                    channel: format!("c{}", i % 7),
+                    user: format!("u{}", i % 53),
+                    text: format!("outage {} w{}", ["kappa", "pog", "gg"][i % 3], i % 13),
+                };
+                let line =
+                    serde_json::json!({"ts": m.ts, "channel": m.channel, "user": m.user, "text": m.text}).to_string();
+                writer.send(&topic, Some(&m.channel), line.as_bytes(), m.ts).unwrap();
+                sent.push(m);
+                i += 1;
+            }
+            writer.poll();
+            std::thread::sleep(Duration::from_millis(10));
+            match phase {
+                0 if i % 400 == 0 && committed_cut(&client, &db).unwrap().unwrap_or(0) > 0 => {
+                    ch("stop");
+                    (phase, since) = (1, Instant::now());
+                }
+                0 => assert!(began.elapsed() < Duration::from_secs(90), "nothing was committed in 90 s"),
+                1 if since.elapsed() >= Duration::from_secs(10) && log.lock().unwrap().contains("retrying") => {
+                    assert!(child.try_wait().unwrap().is_none(), "the run ended while ClickHouse was down");
+                    ch("start");
+                    (phase, since) = (2, Instant::now());
+                }
+                1 => assert!(since.elapsed() < Duration::from_secs(60), "no insert failed in a minute of outage"),
+                2 if since.elapsed() >= Duration::from_secs(2) => phase = 3,
+                _ => {}
+            }
+        }
+        writer.flush().unwrap();
+        let last = sent.iter().map(|m| m.ts).max().unwrap() as u64;
+        let caught_up = Instant::now();
         loop {
             let cut = committed_cut(&client, &db).unwrap().unwrap_or(0);
             if cut > last.div_ceil(200) * 200 {
@@ -323,15 +338,14 @@ fn clickhouse_outage_of_10_s_mid_run() {
             assert!(caught_up.elapsed() < Duration::from_secs(60), "the cut stayed at {cut} after the outage");
             std::thread::sleep(Duration::from_millis(200));
         }
-        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-        assert!(status.success());
     }));
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
     let result = result.and_then(|()| {
         std::panic::catch_unwind(|| {
-            assert!(output.status.success(), "{stderr}");
-            assert!(stderr.contains("retrying"), "the outage was not noticed: {stderr}");
+            let log = log.lock().unwrap();
+            assert!(status.success(), "{log}");
             let expected = oracle::chat_views(&sent, 60, 10);
             assert_views_eq(&query_views(&url, &db, &CHAT_VIEWS, &[]), &expected, "across a ClickHouse outage");
         })

@@ -175,15 +175,7 @@ fn broker_restart_mid_stream() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let broker_dir = dir.path().join("broker");
-    let kafka = |action: &str| {
-        let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh"))
-            .arg(action)
-            .env("KAFKA_PORT", port.to_string())
-            .env("KAFKA_DIR", &broker_dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "scripts/kafka.sh {action} failed");
-    };
+    let kafka = own_server("kafka.sh", "KAFKA", port, &broker_dir);
     kafka("start");
     let address = format!("127.0.0.1:{port}");
     let fixture = produce(dir.path(), "chat.jsonl", 100_000, 44, 0.01);

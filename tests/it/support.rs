@@ -130,3 +130,18 @@ pub fn shared_data(sub: &str) -> Option<PathBuf> {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// A server of a test's own, run by one of the project's scripts (`kafka.sh`, `clickhouse.sh`)
+/// on `port` with its data in `dir`: `server("start")`, `server("stop")`, …
+pub fn own_server(script: &'static str, env_prefix: &'static str, port: u16, dir: &Path) -> impl Fn(&str) {
+    let dir = dir.to_path_buf();
+    move |action: &str| {
+        let status = std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(script))
+            .arg(action)
+            .env(format!("{env_prefix}_PORT"), port.to_string())
+            .env(format!("{env_prefix}_DIR"), &dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "scripts/{script} {action} failed");
+    }
+}
