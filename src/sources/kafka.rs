@@ -289,9 +289,20 @@ impl KafkaSource {
                 let mut assignment = TopicPartitionList::new();
                 assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
                 let end = if options.until_caught_up {
-                    let (_, high) = consumer
-                        .fetch_watermarks(topic, partition, Duration::from_secs(10))
-                        .with_context(|| format!("reading the end offset of {topic}/{partition}"))?;
+                    // A broker that is restarting refuses at once: retry for a minute.
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    let high = loop {
+                        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+                            Ok((_, high)) => break high,
+                            Err(e) if Instant::now() < deadline => {
+                                tracing::warn!(topic, partition, error = %e, "reading the end offset; retrying");
+                                std::thread::sleep(Duration::from_millis(250));
+                            }
+                            Err(e) => {
+                                return Err(e).with_context(|| format!("reading the end offset of {topic}/{partition}"))
+                            }
+                        }
+                    };
                     Some(high)
                 } else {
                     None
