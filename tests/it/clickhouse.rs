@@ -144,6 +144,14 @@ fn load_topics(fixture: &Path, prefix: &str) {
     ]);
 }
 
+/// `chatflow run` from the Kafka topic `topic` (chat only) into ClickHouse, with `extra` flags.
+fn kafka_to_clickhouse(topic: &str, url: &str, db: &str, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["run", "--kafka", KAFKA, "--chat-topic", topic, "--edges-topic", "", "--posts-topic", ""];
+    args.extend(["--clickhouse", url, "--database", db, "--out", path_str(out)]);
+    args.extend(extra);
+    args.into_iter().map(str::to_owned).collect()
+}
+
 #[test]
 fn kill_9_at_random_moments_and_restart() {
     let url = server();
@@ -159,30 +167,13 @@ fn kill_9_at_random_moments_and_restart() {
     let db = database("kill");
     let out = dir.path().join("out");
     let topic = format!("{prefix}-chat");
-    let args = [
-        "run",
-        "--kafka",
-        KAFKA,
-        "--chat-topic",
+    let args = kafka_to_clickhouse(
         &topic,
-        "--edges-topic",
-        "",
-        "--posts-topic",
-        "",
-        "--until-caught-up",
-        "-w",
-        "2",
-        "--max-inflight",
-        "2000",
-        "--tick-ms",
-        "100",
-        "--clickhouse",
         &url,
-        "--database",
         &db,
-        "--out",
-        path_str(&out),
-    ];
+        &out,
+        &["--until-caught-up", "-w", "2", "--max-inflight", "2000", "--tick-ms", "100"],
+    );
     let client = Client::new(&url);
     // Kill points spread over the run, later each time (so each run gets further than the
     // last), jittered by the clock: each CI run tries other moments.
@@ -190,7 +181,7 @@ fn kill_9_at_random_moments_and_restart() {
     let mut kills = 0;
     let mut cuts = Vec::new();
     for delay in delays {
-        let mut child = chatflow().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = chatflow().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(delay + u64::from(nanos % 197)));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
@@ -207,7 +198,7 @@ fn kill_9_at_random_moments_and_restart() {
     assert!(kills >= 5, "only {kills} runs were killed mid-run; slow the run down");
     let committed: BTreeSet<u64> = cuts.iter().flatten().copied().filter(|c| *c > 0).collect();
     assert!(committed.len() >= 2, "the killed runs committed too little to resume from: cuts {cuts:?}");
-    run_ok(&args);
+    run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let expected = oracle::chat_views(&oracle::read_chats(&fixture), 60, 10);
     assert_views_eq(
         &query_views(&url, &db, &CHAT_VIEWS, &[]),
@@ -243,29 +234,7 @@ fn clickhouse_outage_of_10_s_mid_run() {
     let db = database("outage");
     let out = dir.path().join("out");
     let mut child = chatflow()
-        .args([
-            "run",
-            "--kafka",
-            KAFKA,
-            "--chat-topic",
-            &topic,
-            "--edges-topic",
-            "",
-            "--posts-topic",
-            "",
-            "-w",
-            "2",
-            "--tick-ms",
-            "200",
-            "--idle-ms",
-            "300",
-            "--clickhouse",
-            &url,
-            "--database",
-            &db,
-            "--out",
-            path_str(&out),
-        ])
+        .args(kafka_to_clickhouse(&topic, &url, &db, &out, &["-w", "2", "--tick-ms", "200", "--idle-ms", "300"]))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
