@@ -126,9 +126,13 @@ pub fn job(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: &
         Some(url) => {
             let target = Target { url: url.clone(), database: args.clickhouse.database.clone() };
             let client = Client::new(url);
+            // A new deployment: process 0 alone drops the tables (another process dropping
+            // them later would take process 0's start rows with them) and every process starts
+            // at 0 without reading what may not be dropped yet.
             let fresh = matches!(start, Start::FromBeginning);
-            let cut = clickhouse::prepare(&client, &target.database, fresh)
+            let cut = clickhouse::prepare(&client, &target.database, fresh && timely.process == 0)
                 .with_context(|| format!("preparing database {} on {url}", target.database))?;
+            let cut = if fresh { None } else { cut };
             let start = match cut {
                 Some(cut) => {
                     tracing::info!(cut, "resuming: ClickHouse holds every update before the committed cut");
