@@ -18,12 +18,16 @@
 //!
 //! ## Stopping
 //!
-//! A worker stops reading when its source is exhausted or when SIGINT/SIGTERM arrives. It then
-//! broadcasts a stop notice with the time its inputs had reached and, if its source is
-//! exhausted, the source's end time. Once every worker's notice is in:
-//! - if every source is exhausted, the largest end time `E` is the run's *upper*: each worker
-//!   seals its source at `E` (see `sources::kafka`), advances its inputs to `E` and closes
-//!   them, and the workers step until everything is written;
+//! Every worker broadcasts its input time as it advances (a *notice*), and a final notice when
+//! it stops reading: *stopped* (SIGINT/SIGTERM) or *exhausted*. An exhausted worker seals its
+//! source at its end time at once (see `sources::kafka`: no later record can land below it)
+//! and advances its inputs there, so what it read completes; while other workers still read,
+//! it follows them, sealing again at the largest input time it has seen, so that it never
+//! holds back the frontier another worker's back-pressure waits on. Once every worker's final
+//! notice is in:
+//! - if every source is exhausted, the largest of their times `E` is the run's *upper*: each
+//!   worker seals at `E`, advances its inputs to `E` and closes them, and the workers step
+//!   until everything is written;
 //! - otherwise (a stop was asked for), the least input time is the upper: every update before
 //!   it is complete, and the workers step until the probe passes it.
 //!
@@ -60,6 +64,16 @@ use crate::sources::decode::{dead_letter, decode, Event, MAX_RECORD_BYTES};
 use crate::sources::files::Replay;
 use crate::sources::kafka::{KafkaOptions, KafkaSource};
 use crate::sources::{InputPosition, Record, Source};
+
+/// Where a worker's input stands, as its notices tell the other workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+enum InputState {
+    Reading,
+    /// Told to stop: its input stays open at its time.
+    Stopped,
+    /// Its source is exhausted and sealed at its time.
+    Exhausted,
+}
 
 /// Set by SIGINT/SIGTERM: workers stop reading, finish what is complete and exit.
 pub static STOP: AtomicBool = AtomicBool::new(false);
@@ -237,15 +251,20 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow
         (inputs, focus_in, sinks, Some(progress_state))
     });
 
-    // Stop notices: each worker's input time when it stopped reading, seen by every worker.
-    // (input time, end time if exhausted) per worker.
-    type Notice = (usize, u64, Option<u64>);
-    let notices: Rc<RefCell<HashMap<usize, (u64, Option<u64>)>>> = Rc::default();
+    // Notices, seen by every worker: each worker's input time as it advances, then its final
+    // state (stopped, or exhausted). All at timely time 0: they are read as they arrive.
+    type Notice = (usize, u64, InputState);
+    let notices: Rc<RefCell<HashMap<usize, (u64, InputState)>>> = Rc::default();
     let mut notice_in = InputHandle::<u64, CapacityContainerBuilder<Vec<Notice>>>::new();
     let seen = Rc::clone(&notices);
     worker.dataflow::<u64, _, _>(|scope| {
-        scope.input_from(&mut notice_in).broadcast().inspect(move |(worker, time, end)| {
-            seen.borrow_mut().insert(*worker, (*time, *end));
+        scope.input_from(&mut notice_in).broadcast().inspect(move |(worker, time, state)| {
+            let mut seen = seen.borrow_mut();
+            let entry = seen.entry(*worker).or_insert((0, InputState::Reading));
+            entry.0 = entry.0.max(*time);
+            if *state != InputState::Reading {
+                entry.1 = *state;
+            }
         });
     });
 
@@ -374,6 +393,8 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow
                 ins.advance_to(time);
                 input_time = time;
                 report.advances += 1;
+                notice_in.send((index, input_time, InputState::Reading));
+                notice_in.flush();
             }
             Some(_) => {}
             None => break,
@@ -397,12 +418,28 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow
         }
         ins.positions.flush();
     }
-    let end = (!report.interrupted).then(|| source.end_time().max(input_time));
-    notice_in.send((index, input_time, end));
-    notice_in.advance_to(1);
+    // An exhausted source is sealed at once at its own end, so that the records it gave
+    // complete; while others still read, it follows them (sealing again at their input time),
+    // so that it never holds back the frontier they wait on.
+    let exhausted = !report.interrupted;
+    let seal_at = |time: u64, source: &mut Box<dyn Source>, inputs: &mut Option<Inputs>| -> anyhow::Result<()> {
+        source.seal(time)?;
+        if let Some(ins) = inputs.as_mut() {
+            ins.advance_to(time);
+        }
+        Ok(())
+    };
+    if exhausted {
+        input_time = source.end_time().max(input_time);
+        seal_at(input_time, &mut source, &mut inputs)?;
+    }
+    let state = if exhausted { InputState::Exhausted } else { InputState::Stopped };
+    notice_in.send((index, input_time, state));
+    notice_in.flush();
     closed.push_back((input_time, Instant::now(), report.records));
     let mut upper = None;
     let mut sealed = false;
+    let mut last_follow = Instant::now();
     let upper = loop {
         worker.step_or_park(Some(Duration::from_millis(1)));
         observe(&mut closed, &mut produced, &mut latency, &mut freshness, &mut read_done, &mut deferred);
@@ -410,22 +447,31 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow
         if let Some(e) = sink_error(&sinks) {
             anyhow::bail!(e);
         }
-        if upper.is_none() && notices.borrow().len() == peers {
+        let all_final = {
             let notices = notices.borrow();
-            let ends: Option<Vec<u64>> = notices.values().map(|(_, end)| *end).collect();
-            upper = Some(match ends {
-                Some(ends) => {
-                    // Every source is exhausted: seal at the largest end, then close.
-                    let end = ends.into_iter().max().expect("peers > 0");
-                    source.seal(end)?;
-                    if let Some(ins) = inputs.as_mut() {
-                        ins.advance_to(end);
-                    }
-                    inputs = None;
-                    sealed = true;
-                    end
-                }
-                None => notices.values().map(|(time, _)| *time).min().expect("peers > 0"),
+            notices.len() == peers && notices.values().all(|(_, state)| *state != InputState::Reading)
+        };
+        if upper.is_none() && !all_final && exhausted && last_follow.elapsed() >= Duration::from_millis(50) {
+            let ahead = notices.borrow().values().map(|(time, _)| *time).max().unwrap_or(0);
+            if ahead > input_time {
+                input_time = ahead;
+                seal_at(input_time, &mut source, &mut inputs)?;
+                notice_in.send((index, input_time, InputState::Exhausted));
+                notice_in.flush();
+                last_follow = Instant::now();
+            }
+        }
+        if upper.is_none() && all_final {
+            let notices = notices.borrow();
+            upper = Some(if notices.values().all(|(_, state)| *state == InputState::Exhausted) {
+                // Every source is exhausted: seal at the largest end, then close.
+                let end = notices.values().map(|(time, _)| *time).max().expect("peers > 0").max(input_time);
+                seal_at(end, &mut source, &mut inputs)?;
+                inputs = None;
+                sealed = true;
+                end
+            } else {
+                notices.values().map(|(time, _)| *time).min().expect("peers > 0")
             });
         }
         if let Some(upper) = upper {
@@ -437,6 +483,7 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> anyhow
         }
     };
     drop(inputs);
+    notice_in.advance_to(1);
     drop(notice_in);
 
     tracing::info!(

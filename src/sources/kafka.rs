@@ -52,12 +52,13 @@
 //! ## The end of a caught-up run
 //!
 //! With `--until-caught-up` every partition stops at the end offset seen at start. The run's
-//! last ticks can only be declared complete if no later record can land in them, so once every
-//! worker is done the workers agree on an end time `E` above every time given (the largest of
-//! their [`Source::end_time`]s) and each *seals* its partitions: binds their end offsets to
-//! `E`, recorded and fsynced like an idle binding, before its input advances to `E`. The
-//! run's upper is then `E`, every change is written, and a later `--resume` gives records
-//! that arrived after the end times ≥ `E`.
+//! last ticks can only be declared complete if no later record can land in them, so a worker
+//! whose partitions are all finished *seals* them (see `worker`): binds their end offsets to a
+//! time above every time it gave ([`Source::end_time`]), recorded and fsynced like an idle
+//! binding, before its input advances there; while other workers still read it seals again at
+//! their input times; and at the end every worker seals at the run's end time `E`, the
+//! largest of all. The run's upper is then `E`, every change is written, and a later
+//! `--resume` gives records that arrived after the end times ≥ `E`.
 //!
 //! ## Errors
 //!

@@ -347,3 +347,49 @@ fn bad_records_become_dead_letters() {
     let chats = read_views(&out, &["user_counts"]);
     assert_eq!(chats["user_counts"].len(), 1);
 }
+
+/// One worker's partitions end early in event time while the other's go on for an hour, and
+/// little may be in flight: the worker that finishes first must not hold back the frontier the
+/// other's back-pressure waits on (it used to, and the run never ended).
+#[test]
+fn a_worker_that_finishes_early_does_not_stall_the_others() {
+    let broker = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("skew");
+    let topic = format!("{prefix}-chat");
+    let mut writer = TopicWriter::new(broker, &[]).unwrap();
+    writer.ensure_topics(&[&topic], 4).unwrap();
+    let start = 1_740_787_200_000i64;
+    let mut sent = Vec::new();
+    for i in 0..40_000i64 {
+        // Partitions 0 and 2 (worker 0 of 2): the first minute only; 1 and 3: an hour.
+        let (partition, ts) =
+            if i % 20 == 0 { ((i / 20 % 2 * 2) as i32, start + i) } else { ((i % 2 * 2 + 1) as i32, start + i * 90) };
+        let m =
+            Msg { ts, channel: format!("c{}", i % 5), user: format!("u{}", i % 41), text: format!("skew w{}", i % 17) };
+        let line = serde_json::json!({"ts": m.ts, "channel": m.channel, "user": m.user, "text": m.text}).to_string();
+        writer.send_to(&topic, Some(partition), None, Some(line.as_bytes()), m.ts).unwrap();
+        sent.push(m);
+    }
+    writer.flush().unwrap();
+    let out = dir.path().join("out");
+    let args = kafka_run(
+        &prefix,
+        broker,
+        &out,
+        &["--until-caught-up", "-w", "2", "--max-inflight", "500", "--tick-ms", "100"],
+    );
+    let mut child = chatflow().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let began = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if began.elapsed() > Duration::from_secs(120) {
+            child.kill().unwrap();
+            panic!("the run did not finish in 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let expected = oracle::chat_views(&sent, 60, 10);
+    assert_views_eq(&read_views(&out, &CHAT_VIEWS), &expected, "partitions skewed in event time");
+}
