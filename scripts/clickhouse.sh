@@ -27,9 +27,8 @@ install() {
     fi
 }
 
-running() {
-    [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null
-}
+# shellcheck source=lib/pidfile.sh
+. scripts/lib/pidfile.sh  # (the working directory is the checkout)
 
 answering() {
     # The HTTP interface answers "Ok." on /ping once the server is ready.
@@ -127,18 +126,7 @@ start() {
 }
 
 stop() {
-    if running; then
-        local pid
-        pid=$(cat "$dir/pid")
-        kill "$pid"
-        for _ in $(seq 1 150); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-        echo "clickhouse.sh: server on 127.0.0.1:$port stopped"
-    fi
-    rm -f "$dir/pid"
+    stop_server "clickhouse.sh: server on 127.0.0.1:$port" 15
 }
 
 case "${1:-}" in

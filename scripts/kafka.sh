@@ -25,9 +25,8 @@ install() {
     fi
 }
 
-running() {
-    [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null
-}
+# shellcheck source=lib/pidfile.sh
+. scripts/lib/pidfile.sh  # (the working directory is the checkout)
 
 listening() {
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
@@ -71,18 +70,7 @@ start() {
 }
 
 stop() {
-    if running; then
-        local pid
-        pid=$(cat "$dir/pid")
-        kill "$pid"
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-        echo "kafka.sh: broker on 127.0.0.1:$port stopped"
-    fi
-    rm -f "$dir/pid"
+    stop_server "kafka.sh: broker on 127.0.0.1:$port" 10
 }
 
 case "${1:-}" in
