@@ -109,20 +109,8 @@ start() {
         nohup "$server" --config-file="$dir/config.xml" >>"$dir/log/stdout.log" 2>&1 &
         echo $! >pid
     )
-    for _ in $(seq 1 300); do
-        if answering; then
-            echo "clickhouse.sh: server on 127.0.0.1:$port (HTTP), data in $dir"
-            return 0
-        fi
-        if ! running; then
-            echo "clickhouse.sh: the server exited; its log:" >&2
-            tail -20 "$dir/log/stdout.log" "$dir/log/server.err.log" 2>/dev/null >&2 || true
-            exit 1
-        fi
-        sleep 0.1
-    done
-    echo "clickhouse.sh: the server did not answer on 127.0.0.1:$port within 30 s" >&2
-    exit 1
+    await_server "clickhouse.sh: server on 127.0.0.1:$port (HTTP), data in $dir" 30 answering \
+        "$dir/log/stdout.log" "$dir/log/server.err.log"
 }
 
 stop() {

@@ -53,20 +53,7 @@ start() {
             --storage-engine "$engine" >>broker.log 2>&1 &
         echo $! >pid
     )
-    for _ in $(seq 1 100); do
-        if listening; then
-            echo "kafka.sh: broker on 127.0.0.1:$port ($storage storage, data in $dir)"
-            return 0
-        fi
-        if ! running; then
-            echo "kafka.sh: the broker exited; its log:" >&2
-            tail -20 "$dir/broker.log" >&2
-            exit 1
-        fi
-        sleep 0.1
-    done
-    echo "kafka.sh: the broker did not listen on 127.0.0.1:$port within 10 s" >&2
-    exit 1
+    await_server "kafka.sh: broker on 127.0.0.1:$port ($storage storage, data in $dir)" 10 listening "$dir/broker.log"
 }
 
 stop() {

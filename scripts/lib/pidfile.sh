@@ -22,3 +22,25 @@ stop_server() {
     fi
     rm -f "$dir/pid"
 }
+
+# await_server WHAT SECONDS READY LOG...: waits until the command READY succeeds (then says
+# WHAT started) or the server exits (then shows the tail of the LOG files and fails), for up
+# to SECONDS.
+await_server() {
+    local what=$1 seconds=$2 ready=$3
+    shift 3
+    for _ in $(seq 1 $((seconds * 10))); do
+        if "$ready"; then
+            echo "$what"
+            return 0
+        fi
+        if ! running; then
+            echo "${what%% *} the server exited; its log:" >&2
+            tail -20 "$@" 2>/dev/null >&2 || true
+            exit 1
+        fi
+        sleep 0.1
+    done
+    echo "${what%% *} the server did not answer within $seconds s" >&2
+    exit 1
+}
