@@ -102,21 +102,7 @@ fn fixture_to_clickhouse_equals_the_oracle_at_1_and_2_workers() {
     for workers in ["1", "2"] {
         let db = database(&format!("fixture_w{workers}"));
         let out = dir.path().join(format!("out-w{workers}"));
-        let output = run_ok(&[
-            "run",
-            "--replay",
-            path_str(&mixed),
-            "--batch",
-            "2000",
-            "-w",
-            workers,
-            "--clickhouse",
-            &url,
-            "--database",
-            &db,
-            "--out",
-            path_str(&out),
-        ]);
+        let output = replay_to_clickhouse(&mixed, &url, &db, &out, &["--batch", "2000", "-w", workers]);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(stdout.contains("changes written to ClickHouse"), "{stdout}");
         assert_views_eq(&query_views(&url, &db, &all_views(), &[]), &expected, &format!("ClickHouse -w {workers}"));
@@ -142,6 +128,14 @@ fn load_topics(fixture: &Path, prefix: &str) {
         "--posts-topic",
         "",
     ]);
+}
+
+/// `chatflow run --replay fixture` into ClickHouse, with `extra` flags; it must succeed.
+fn replay_to_clickhouse(fixture: &Path, url: &str, db: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["run", "--replay", path_str(fixture), "--clickhouse", url, "--database", db];
+    args.extend(["--out", path_str(out)]);
+    args.extend(extra);
+    run_ok(&args)
 }
 
 /// `chatflow run` from the Kafka topic `topic` (chat only) into ClickHouse, with `extra` flags.
@@ -332,21 +326,7 @@ fn as_of_a_time_mid_run_is_the_state_at_that_time() {
     let fixture = produce(dir.path(), "chat.jsonl", 30_000, 64, 0.02);
     let db = database("asof");
     let out = dir.path().join("out");
-    run_ok(&[
-        "run",
-        "--replay",
-        path_str(&fixture),
-        "--batch",
-        "1000",
-        "-w",
-        "2",
-        "--clickhouse",
-        &url,
-        "--database",
-        &db,
-        "--out",
-        path_str(&out),
-    ]);
+    replay_to_clickhouse(&fixture, &url, &db, &out, &["--batch", "1000", "-w", "2"]);
     let msgs = oracle::read_chats(&fixture);
     // Line g has time floor(g / 1000): the state at T holds the first (T + 1) * 1000 lines.
     for t in [0u64, 12, 29] {
@@ -387,7 +367,7 @@ fn injection_strings_are_data() {
     std::fs::write(&fixture, lines.join("\n") + "\n").unwrap();
     let db = database("inject");
     let out = dir.path().join("out");
-    run_ok(&["run", "--replay", path_str(&fixture), "--clickhouse", &url, "--database", &db, "--out", path_str(&out)]);
+    replay_to_clickhouse(&fixture, &url, &db, &out, &[]);
     let expected = oracle::chat_views(&msgs, 60, 10);
     let of = |view: &str, column: usize, value: &str| -> BTreeSet<Vec<String>> {
         expected[view].iter().filter(|r| r[column] == value).cloned().collect()
