@@ -54,10 +54,15 @@ pub enum OutputFormat {
     Json,
 }
 
+/// The names of the views, from the catalog.
+fn view_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(dataflows::CATALOG.iter().map(|v| clap::builder::PossibleValue::new(v.name)))
+}
+
 #[derive(Args, Debug)]
 pub struct QueryArgs {
-    /// The view: word_counts, channel_activity, user_counts, top_words, top_users, connections,
-    /// reach, top_connections or dead_letters.
+    /// The view (its columns are those of the README's table).
+    #[arg(value_parser = view_names())]
     pub view: String,
     /// Only rows of this channel.
     #[arg(long)]
@@ -103,15 +108,8 @@ pub struct KafkaArgs {
     /// Read events from these Kafka brokers (host:port,...) instead of files.
     #[arg(long, value_name = "BROKERS", conflicts_with = "replay")]
     pub kafka: Option<String>,
-    /// Topic of chat events ("" to skip).
-    #[arg(long = "chat-topic", default_value = "chat")]
-    pub chat_topic: String,
-    /// Topic of edge events ("" to skip).
-    #[arg(long = "edges-topic", default_value = "edges")]
-    pub edges_topic: String,
-    /// Topic of post events ("" to skip).
-    #[arg(long = "posts-topic", default_value = "posts")]
-    pub posts_topic: String,
+    #[command(flatten)]
+    pub topics: TopicArgs,
     /// A librdkafka setting passed through (SASL, TLS, ...); repeatable.
     #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub kafka_config: Vec<(String, String)>,
@@ -126,9 +124,23 @@ pub struct KafkaArgs {
     pub idle_ms: u64,
 }
 
-impl KafkaArgs {
-    /// The topics to read, in order chat, edges, posts, leaving out empty names.
-    pub fn topics(&self) -> Vec<String> {
+/// The topic of each kind of event, the same flags for `run` and `produce`.
+#[derive(Args, Debug, Clone)]
+pub struct TopicArgs {
+    /// Topic of chat events ("" to skip).
+    #[arg(long = "chat-topic", default_value = "chat")]
+    pub chat_topic: String,
+    /// Topic of edge events ("" to skip).
+    #[arg(long = "edges-topic", default_value = "edges")]
+    pub edges_topic: String,
+    /// Topic of post events ("" to skip).
+    #[arg(long = "posts-topic", default_value = "posts")]
+    pub posts_topic: String,
+}
+
+impl TopicArgs {
+    /// The topics, in order chat, edges, posts, leaving out empty names.
+    pub fn names(&self) -> Vec<String> {
         [&self.chat_topic, &self.edges_topic, &self.posts_topic]
             .into_iter()
             .filter(|t| !t.is_empty())
@@ -296,15 +308,8 @@ pub struct ProduceArgs {
     /// Fraction of edge events that delete an earlier edge (--kind edges).
     #[arg(long = "delete-fraction", default_value_t = 0.0)]
     pub delete_fraction: f64,
-    /// Topic for chat events.
-    #[arg(long = "chat-topic", default_value = "chat")]
-    pub chat_topic: String,
-    /// Topic for edge events.
-    #[arg(long = "edges-topic", default_value = "edges")]
-    pub edges_topic: String,
-    /// Topic for post events.
-    #[arg(long = "posts-topic", default_value = "posts")]
-    pub posts_topic: String,
+    #[command(flatten)]
+    pub topics: TopicArgs,
     /// Partitions of topics this command creates.
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,

@@ -3,10 +3,13 @@
 //! The binary's commands live in `main.rs`; this library holds everything they use, so that
 //! tests reach the same code.
 
+pub mod clickhouse;
 pub mod cli;
 pub mod cluster;
+pub mod metrics;
 pub mod produce;
 pub mod profile;
+pub mod query;
 pub mod run;
 pub mod sinks;
 pub mod sources;

@@ -8,7 +8,8 @@ use serde_json::json;
 
 use chatflow::cli::{Cli, Command, OutputFormat};
 use chatflow::run::{execute, job, peak_rss_bytes, summary, Start};
-use chatflow::sinks::clickhouse::{read_view, Answer, Client, Query};
+use chatflow::clickhouse::Client;
+use chatflow::query::{read_view, Answer, Query};
 use chatflow::sources::import::{import, ImportOptions};
 
 fn main() {
@@ -126,7 +127,7 @@ fn real_main() -> Result<()> {
             eprintln!(
                 "chatflow query: {} rows of {} at time {} (committed cut {})",
                 answer.rows.len(),
-                answer.schema.name,
+                answer.view.name,
                 answer.at,
                 answer.cut
             );
@@ -137,11 +138,11 @@ fn real_main() -> Result<()> {
 
 /// Prints a query's rows as a table, CSV (a header, then one line per row) or JSON.
 fn print_answer(answer: &Answer, format: OutputFormat, out: &mut impl Write) -> Result<()> {
-    let columns = answer.schema.columns;
+    let columns = answer.view.column_names();
     match format {
         OutputFormat::Csv => {
             let mut writer = csv::Writer::from_writer(out);
-            writer.write_record(columns)?;
+            writer.write_record(&columns)?;
             for row in &answer.rows {
                 writer.write_record(row)?;
             }
@@ -153,7 +154,7 @@ fn print_answer(answer: &Answer, format: OutputFormat, out: &mut impl Write) -> 
                 .iter()
                 .map(|row| {
                     let object = columns.iter().zip(row).map(|(c, v)| {
-                        let value = match answer.schema.ints.contains(c) {
+                        let value = match answer.view.is_int(c) {
                             true => v.parse::<i64>().map(|n| json!(n)).unwrap_or_else(|_| json!(v)),
                             false => json!(v),
                         };

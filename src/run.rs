@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use dataflows::chat::ChatConfig;
 use dataflows::network::NetworkConfig;
+use dataflows::CATALOG;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::{PipelineArgs, TimelyArgs};
 use crate::cluster::timely_config;
-use crate::sinks::clickhouse::{self, Client, Target};
+use crate::clickhouse::{self, Client, Target};
+use crate::metrics::Snapshot;
 use crate::sinks::progress::{read_upper, PROGRESS_FILE};
 use crate::sources::files::expand_inputs;
 use crate::sources::kafka::{clear_bindings, partition_counts, require_topics, KafkaOptions};
@@ -29,18 +31,21 @@ pub struct Outcome {
     pub input_bytes: u64,
     /// `database on url` when the run wrote to ClickHouse.
     pub clickhouse: Option<String>,
+    /// What this process counted during the run (the metrics registry's growth).
+    pub counts: Snapshot,
 }
 
 impl Outcome {
-    fn sum(&self, f: impl Fn(&WorkerReport) -> u64) -> u64 {
-        self.reports.iter().map(f).sum()
+    /// Well-formed events read by this process (of `kind`: chat, edge, post, viewers).
+    pub fn events_of(&self, kind: Option<&str>) -> u64 {
+        let filter: Vec<(&str, &str)> = kind.map(|k| ("kind", k)).into_iter().collect();
+        self.counts.sum("chatflow_events_total", &filter)
     }
-    /// Well-formed events read by this process.
     pub fn events(&self) -> u64 {
-        self.sum(|r| r.chats + r.edges + r.unrouted)
+        self.events_of(None)
     }
     pub fn dead_letters(&self) -> u64 {
-        self.sum(|r| r.dead_letters)
+        self.counts.sum("chatflow_dead_letters_total", &[])
     }
     pub fn latency(&self) -> Option<&Histogram<u64>> {
         self.reports.iter().find_map(|r| r.latency_us.as_ref())
@@ -65,16 +70,13 @@ impl Outcome {
     pub fn wrote_files(&self) -> bool {
         self.clickhouse.is_none() && self.reports.iter().any(|r| r.index == 0)
     }
-    /// Rows written per view by this process's workers.
+    /// Rows written per view by this process's workers (the views it writes, in catalog order).
     pub fn rows_written(&self) -> Vec<(&'static str, u64)> {
-        let mut out: Vec<(&'static str, u64)> = Vec::new();
-        for (view, rows) in self.reports.iter().flat_map(|r| r.rows_written.iter()) {
-            match out.iter_mut().find(|(v, _)| v == view) {
-                Some((_, n)) => *n += rows,
-                None => out.push((view, *rows)),
-            }
-        }
-        out
+        CATALOG
+            .iter()
+            .filter(|v| self.counts.has("chatflow_rows_written_total", &[("view", v.name)]))
+            .map(|v| (v.name, self.counts.sum("chatflow_rows_written_total", &[("view", v.name)])))
+            .collect()
     }
 }
 
@@ -91,7 +93,7 @@ pub enum Start {
 pub fn job(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: &TimelyArgs) -> Result<Job> {
     let input = match &args.kafka.kafka {
         Some(brokers) => {
-            let asked = args.kafka.topics();
+            let asked = args.kafka.topics.names();
             let topics = partition_counts(brokers, &args.kafka.kafka_config, &asked)?;
             for topic in asked.iter().filter(|t| !topics.iter().any(|(have, _)| have == *t)) {
                 tracing::warn!(topic, "topic not found; skipped");
@@ -171,10 +173,12 @@ pub fn job(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: &
     Ok(Job {
         input,
         out,
-        chat: ChatConfig { window_secs: args.window, top_k: args.top_k },
-        network: NetworkConfig { hops: args.hops, top_n: args.top_connections },
+        views: dataflows::Config {
+            chat: ChatConfig { window_secs: args.window, top_k: args.top_k },
+            network: NetworkConfig { hops: args.hops, top_n: args.top_connections },
+            mention_edges: args.mention_edges,
+        },
         focus,
-        mention_edges: args.mention_edges,
         max_inflight: args.max_inflight,
         profile: false,
         resume_upper,
@@ -200,6 +204,8 @@ pub fn execute(job: Job, timely: &TimelyArgs) -> Result<Outcome> {
     tracing::info!(bytes = input_bytes, out = %job.out.display(), "starting run");
 
     let progress = Arc::new(Progress::default());
+    crate::metrics::install();
+    let counted_before = crate::metrics::snapshot();
     let start = Instant::now();
     let clickhouse = job.clickhouse.as_ref().map(|ch| format!("{} on {}", ch.target.database, ch.target.url));
     let job = Arc::new(job);
@@ -241,6 +247,7 @@ pub fn execute(job: Job, timely: &TimelyArgs) -> Result<Outcome> {
         workers: timely.workers,
         input_bytes,
         clickhouse,
+        counts: crate::metrics::snapshot().since(&counted_before),
     })
 }
 
@@ -249,8 +256,8 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let events = outcome.events();
-    let unrouted = outcome.reports.iter().map(|r| r.unrouted).sum::<u64>();
-    let (chats, edges) = (outcome.sum(|r| r.chats), outcome.sum(|r| r.edges));
+    let unrouted = outcome.events_of(Some("post")) + outcome.events_of(Some("viewers"));
+    let (chats, edges) = (outcome.events_of(Some("chat")), outcome.events_of(Some("edge")));
     let _ = writeln!(
         s,
         "chatflow: {} events read, {} dead letters, {:.2} s, {:.0} events/s ({} worker(s) × {} process(es){})",

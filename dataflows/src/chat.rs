@@ -27,6 +27,7 @@ use timely::progress::Timestamp;
 
 use crate::operators::{count_by_key, distinct_by_key, preaggregate, top_k};
 use crate::types::*;
+use crate::views::*;
 use crate::words::Splitter;
 
 /// Parameters of the chat views.
@@ -38,12 +39,6 @@ pub struct ChatConfig {
     pub top_k: usize,
 }
 
-impl Default for ChatConfig {
-    fn default() -> Self {
-        ChatConfig { window_secs: 60, top_k: 10 }
-    }
-}
-
 /// The chat views, each a collection of rows with multiplicity 0 or 1.
 pub struct ChatViews<'s, T: Timestamp> {
     pub word_counts: VecCollection<'s, T, WordCount>,
@@ -51,6 +46,17 @@ pub struct ChatViews<'s, T: Timestamp> {
     pub user_counts: VecCollection<'s, T, UserCount>,
     pub top_words: VecCollection<'s, T, TopWord>,
     pub top_users: VecCollection<'s, T, TopUser>,
+}
+
+impl<'s, T: Timestamp> ChatViews<'s, T> {
+    /// Hands every chat view to `exporter`, each under its own name.
+    pub fn export_to(self, exporter: &mut impl Exporter<'s, T>) {
+        exporter.export(self.word_counts);
+        exporter.export(self.channel_activity);
+        exporter.export(self.user_counts);
+        exporter.export(self.top_words);
+        exporter.export(self.top_users);
+    }
 }
 
 /// (channel, window_start, word)

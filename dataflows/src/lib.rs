@@ -9,6 +9,48 @@ pub mod chat;
 pub mod network;
 pub mod operators;
 pub mod types;
+pub mod views;
 pub mod words;
 
 pub use types::*;
+pub use views::*;
+
+use std::hash::Hash;
+
+use differential_dataflow::lattice::Lattice;
+use differential_dataflow::VecCollection;
+use timely::order::TotalOrder;
+use timely::progress::Timestamp;
+
+/// The input collections every view is computed from.
+pub struct Inputs<'s, T: Timestamp> {
+    pub chats: VecCollection<'s, T, Chat>,
+    /// `(src, dst)` with the event's weight as diff, negated for a `del`.
+    pub edges: VecCollection<'s, T, (Name, Name)>,
+    /// Users for `reach` and `top_connections`; `None`: every user of the graph.
+    pub focus: Option<VecCollection<'s, T, Name>>,
+    pub dead_letters: VecCollection<'s, T, DeadLetter>,
+}
+
+/// Parameters of every view.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub chat: chat::ChatConfig,
+    pub network: network::NetworkConfig,
+    /// Chat `@name` mentions add edges.
+    pub mention_edges: bool,
+}
+
+/// Builds every view of the catalog from `inputs` and hands each to `exporter` by its name.
+pub fn all_views<'s, T>(inputs: Inputs<'s, T>, config: &Config, exporter: &mut impl Exporter<'s, T>)
+where
+    T: Timestamp + Lattice + TotalOrder + Hash,
+{
+    let mut edges = inputs.edges;
+    if config.mention_edges {
+        edges = edges.concat(network::mention_edges(inputs.chats.clone()));
+    }
+    chat::chat_views(inputs.chats, &config.chat).export_to(exporter);
+    network::network_views(edges, inputs.focus, &config.network).export_to(exporter);
+    exporter.export(inputs.dead_letters);
+}

@@ -25,6 +25,7 @@ use timely::progress::Timestamp;
 
 use crate::operators::{count_by_key, distinct_by_key, top_k, total_by_key};
 use crate::types::*;
+use crate::views::*;
 use differential_dataflow::lattice::Lattice;
 
 /// Parameters of the network views.
@@ -36,17 +37,20 @@ pub struct NetworkConfig {
     pub top_n: usize,
 }
 
-impl Default for NetworkConfig {
-    fn default() -> Self {
-        NetworkConfig { hops: 2, top_n: 30 }
-    }
-}
-
 /// The network views, each a collection of rows with multiplicity 0 or 1.
 pub struct NetworkViews<'s, T: Timestamp> {
     pub connections: VecCollection<'s, T, Connection>,
     pub reach: VecCollection<'s, T, Reach>,
     pub top_connections: VecCollection<'s, T, TopConnection>,
+}
+
+impl<'s, T: Timestamp> NetworkViews<'s, T> {
+    /// Hands every network view to `exporter`, each under its own name.
+    pub fn export_to(self, exporter: &mut impl Exporter<'s, T>) {
+        exporter.export(self.connections);
+        exporter.export(self.reach);
+        exporter.export(self.top_connections);
+    }
 }
 
 /// returns the network views of `edges` — `(src, dst)` records whose diff is the event's weight,

@@ -1,4 +1,5 @@
-//! The types that cross workers: events in, view rows out (serde, so they travel as bincode).
+//! The types that cross workers: events in (view rows are declared in `views`), with serde so
+//! they travel as bincode.
 
 use std::hash::{BuildHasher, Hash, Hasher};
 
@@ -77,93 +78,6 @@ pub struct Viewers {
     pub ts: i64,
     pub channel: Name,
     pub viewers: i64,
-}
-
-/// Input that could not be decoded, kept with where it came from and why.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct DeadLetter {
-    /// The file or topic the input came from.
-    pub source: String,
-    /// Where in the source: a line number (files) or `partition:offset` (Kafka).
-    pub position: String,
-    pub error: String,
-    /// The input itself, lossily decoded and cut to at most 1 KiB.
-    pub raw: String,
-}
-
-/// `word_counts`: occurrences of a word in a channel's window.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct WordCount {
-    pub channel: Name,
-    pub window_start: i64,
-    pub word: Name,
-    pub count: i64,
-}
-
-/// `channel_activity`: messages, words and distinct chatters of a channel's window.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ChannelActivity {
-    pub channel: Name,
-    pub window_start: i64,
-    pub messages: i64,
-    pub words: i64,
-    pub chatters: i64,
-}
-
-/// `user_counts`: all-time messages of a user in a channel.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct UserCount {
-    pub channel: Name,
-    pub user: Name,
-    pub messages: i64,
-}
-
-/// `top_words`: the K most frequent words of a channel, all-time.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct TopWord {
-    pub channel: Name,
-    pub rank: u32,
-    pub word: Name,
-    pub count: i64,
-}
-
-/// `top_users`: the K most active users of a channel, all-time.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct TopUser {
-    pub channel: Name,
-    pub rank: u32,
-    pub user: Name,
-    pub messages: i64,
-}
-
-/// `connections`: the strength of a pair of users (`user_a < user_b`): the sum of the weights
-/// of their current edges in either direction.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Connection {
-    pub user_a: Name,
-    pub user_b: Name,
-    pub strength: i64,
-}
-
-/// `reach`: the weighted walks of `hops` steps from a focus user to another user (the entry of
-/// the `hops`-th power of the strength matrix).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Reach {
-    pub user: Name,
-    pub other: Name,
-    pub hops: u32,
-    pub walks: i64,
-}
-
-/// `top_connections`: a focus user's best others, by strength, then walks of 2, then of 3 hops.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct TopConnection {
-    pub user: Name,
-    pub rank: u32,
-    pub other: Name,
-    pub strength: i64,
-    pub walks2: i64,
-    pub walks3: i64,
 }
 
 /// The tumbling window an event time falls in: `floor(ts / 1000 / w) * w`, seconds since the

@@ -37,9 +37,11 @@ use dataflows::Diff;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::Stream;
 
-use crate::sinks::encode::{csv_header, CsvFields, ViewRow};
+use dataflows::ViewRow;
+
+use crate::sinks::encode::{csv_header, CsvFields};
+use crate::sinks::{SinkError, SinkReport, Written};
 
 /// One worker's updates of one time, encoded and sorted by (hash of the row, row).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -70,17 +72,14 @@ fn row_hash(row: &[u8]) -> u64 {
     foldhash::quality::FixedState::with_seed(0x6373_765f_726f_7773).hash_one(row)
 }
 
-/// What a sink shares with its worker: rows written and the first error.
+/// What a view's writer shares with its worker: rows written and the first error.
 #[derive(Default)]
 pub struct SinkShared {
     pub rows_written: u64,
-    pub error: Option<String>,
+    pub error: Option<SinkError>,
 }
 
 pub type SinkHandle = Rc<RefCell<SinkShared>>;
-
-/// The writer's output: no data, only a frontier that passes a time once it is written.
-pub type Written<'s> = Stream<'s, u64, Vec<((), u64, Diff)>>;
 
 /// A run's next row in a merge: its sort key, the run, the row's index.
 type Head<'a> = Reverse<((u64, &'a [u8]), usize, usize)>;
@@ -98,17 +97,18 @@ pub fn csv_sink<'s, R: ViewRow>(
 ) -> (Written<'s>, SinkHandle) {
     let shared: SinkHandle = Rc::default();
     let writer_worker = rows.inner.scope().index() == 0;
-    let path = dir.join(format!("{}.csv", R::VIEW));
+    let view = R::DEF;
+    let path = dir.join(format!("{}.csv", view.name));
     let mut writer = None;
     if writer_worker {
-        match open_change_file::<R>(&path, resume) {
+        match open_change_file(&path, view.columns.len(), csv_header(view), resume) {
             Ok(w) => writer = Some(w),
-            Err(e) => shared.borrow_mut().error = Some(format!("{}: {e}", path.display())),
+            Err(source) => shared.borrow_mut().error = Some(SinkError::Io { path: path.clone(), source }),
         }
     }
     let skip = resume.unwrap_or(0);
 
-    let runs = in_time_order(rows, Pipeline, &format!("CsvEncode({})", R::VIEW), move |time, updates, emit| {
+    let runs = in_time_order(rows, Pipeline, &format!("CsvEncode({})", view.name), move |time, updates, emit| {
         if *time < skip {
             return;
         }
@@ -146,17 +146,22 @@ pub fn csv_sink<'s, R: ViewRow>(
     });
 
     let handle = Rc::clone(&shared);
+    // Only the writer counts: a process without worker 0 writes no change file.
+    let rows_metric = writer.as_ref().map(|_| crate::metrics::rows_written(view.name));
     let written = in_time_order(
         runs,
         Exchange::new(|_: &(EncodedRun, u64, Diff)| 0),
-        &format!("CsvWrite({})", R::VIEW),
+        &format!("CsvWrite({})", view.name),
         move |time: &u64, runs: Vec<(EncodedRun, Diff)>, _emit: &mut dyn FnMut((), Diff)| {
             let Some(w) = writer.as_mut() else { return };
             let mut shared = shared.borrow_mut();
             match write_merged(w, *time, &runs) {
-                Ok(rows) => shared.rows_written += rows,
-                Err(e) => {
-                    shared.error.get_or_insert_with(|| format!("{}: {e}", path.display()));
+                Ok(rows) => {
+                    shared.rows_written += rows;
+                    rows_metric.iter().for_each(|m| m.increment(rows));
+                }
+                Err(source) => {
+                    shared.error.get_or_insert(SinkError::Io { path: path.clone(), source });
                     writer = None;
                 }
             }
@@ -167,12 +172,18 @@ pub fn csv_sink<'s, R: ViewRow>(
 
 /// Opens a view's change file: new, with its header; or, when resuming at `upper`, cut back to
 /// its updates before `upper` (the first line at or after it and everything after go).
-fn open_change_file<R: ViewRow>(path: &Path, resume: Option<u64>) -> std::io::Result<BufWriter<File>> {
+/// `columns`: the view's columns (the `time` column follows them).
+fn open_change_file(
+    path: &Path,
+    columns: usize,
+    header: Vec<u8>,
+    resume: Option<u64>,
+) -> std::io::Result<BufWriter<File>> {
     if let Some(upper) = resume {
         if path.exists() {
             let cut = {
                 let mut reader = csv::ReaderBuilder::new().has_headers(true).from_path(path)?;
-                let time_col = R::COLUMNS.len();
+                let time_col = columns;
                 let mut cut = None;
                 let mut record = csv::ByteRecord::new();
                 loop {
@@ -207,7 +218,7 @@ fn open_change_file<R: ViewRow>(path: &Path, resume: Option<u64>) -> std::io::Re
         }
     }
     let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
-    w.write_all(&csv_header::<R>())?;
+    w.write_all(&header)?;
     Ok(w)
 }
 
@@ -257,4 +268,75 @@ fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)])
     }
     w.flush()?;
     Ok(written)
+}
+
+/// The CSV sink of one worker: every view's change file (written by worker 0) and the
+/// progress record.
+pub struct CsvSink {
+    dir: std::path::PathBuf,
+    resume: Option<u64>,
+    views: Vec<(&'static str, SinkHandle)>,
+    progress: Option<crate::sinks::progress::ProgressHandle>,
+    freshness_us: hdrhistogram::Histogram<u64>,
+}
+
+impl CsvSink {
+    /// Change files in `dir`; with `resume = Some(upper)` they hold every update before
+    /// `upper` already (see the module doc).
+    pub fn new(dir: &Path, resume: Option<u64>) -> CsvSink {
+        CsvSink {
+            dir: dir.to_path_buf(),
+            resume,
+            views: Vec::new(),
+            progress: None,
+            freshness_us: crate::metrics::histogram(),
+        }
+    }
+}
+
+impl crate::sinks::Sink for CsvSink {
+    fn export<'s, R: ViewRow>(&mut self, rows: VecCollection<'s, u64, R>) -> Written<'s> {
+        let (written, handle) = csv_sink(rows, &self.dir, self.resume);
+        self.views.push((R::DEF.name, handle));
+        written
+    }
+
+    fn complete<'s>(
+        &mut self,
+        written: Written<'s>,
+        positions: VecCollection<'s, u64, crate::sources::InputPosition>,
+    ) -> Written<'s> {
+        let (done, state) = crate::sinks::progress::progress_writer(positions, written, &self.dir);
+        self.progress = Some(state);
+        done
+    }
+
+    /// The files are flushed once the probe passes a time: live records are fresh now.
+    fn advance(
+        &mut self,
+        _upper: Option<u64>,
+        _positions: &[crate::sources::InputPosition],
+        produced: Vec<i64>,
+    ) -> Result<(), SinkError> {
+        crate::metrics::record_freshness(&mut self.freshness_us, &produced);
+        self.check()
+    }
+
+    fn check(&mut self) -> Result<(), SinkError> {
+        match self.views.iter().find_map(|(_, s)| s.borrow_mut().error.take()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(mut self, upper: u64, _positions: &[crate::sources::InputPosition]) -> Result<SinkReport, SinkError> {
+        self.check()?;
+        if let Some(state) = &self.progress {
+            if state.borrow().is_writer() {
+                crate::sinks::progress::write_progress(state, &self.dir, upper)?;
+            }
+        }
+        let rows_written = self.views.iter().map(|(view, s)| (*view, s.borrow().rows_written)).collect();
+        Ok(SinkReport { rows_written, freshness_us: self.freshness_us })
+    }
 }

@@ -1,61 +1,76 @@
-//! Updates → rows: the column names of each view (DESIGN.md) and how a row becomes fields.
-//! Every sink writes a view's row, then `time`, then `diff`.
+//! Rows → bytes: the two text formats chatflow writes, CSV (RFC 4180, the change files) and
+//! ClickHouse's TabSeparated (inserts, external tables). A row hands its fields over in
+//! column order through `dataflows::Fields`; every sink writes the row, then `time`, then
+//! `diff`.
 
-use dataflows::*;
+use std::marker::PhantomData;
 
-/// Receives a row's fields in column order; each sink format implements it.
-pub trait Fields {
-    fn text(&mut self, value: &str);
-    fn int(&mut self, value: i64);
+use dataflows::{Fields, ViewDef};
+
+/// How a format separates fields and writes text.
+pub trait Format {
+    const SEPARATOR: u8;
+    fn text(out: &mut Vec<u8>, value: &str);
 }
 
-/// A row of a view, with the view's name and column names.
-pub trait ViewRow: differential_dataflow::ExchangeData + std::hash::Hash {
-    /// The view's name: the CSV file stem and the ClickHouse table.
-    const VIEW: &'static str;
-    /// The view's columns, in order (without `time` and `diff`).
-    const COLUMNS: &'static [&'static str];
-    /// The columns that hold integers (the others hold text).
-    const INT_COLUMNS: &'static [&'static str];
-    /// Hands the row's fields to `out`, in column order.
-    fn fields(&self, out: &mut impl Fields);
+/// CSV: quoted (RFC 4180) when a field holds a comma, a quote or a line end, or is empty.
+pub struct Csv;
+
+impl Format for Csv {
+    const SEPARATOR: u8 = b',';
+    fn text(out: &mut Vec<u8>, value: &str) {
+        let bytes = value.as_bytes();
+        if bytes.is_empty() || bytes.iter().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+            out.push(b'"');
+            for &b in bytes {
+                if b == b'"' {
+                    out.push(b'"');
+                }
+                out.push(b);
+            }
+            out.push(b'"');
+        } else {
+            out.extend_from_slice(bytes);
+        }
+    }
 }
 
-/// CSV fields appended to a byte buffer: comma-separated, quoted (RFC 4180) when a field holds
-/// a comma, a quote or a line end, or is empty.
-pub struct CsvFields<'a> {
+/// TabSeparated: `\`, tab, line feed, carriage return and NUL escaped.
+pub struct Tsv;
+
+impl Format for Tsv {
+    const SEPARATOR: u8 = b'\t';
+    fn text(out: &mut Vec<u8>, value: &str) {
+        escape_tsv(out, value);
+    }
+}
+
+/// Fields of one row appended to a byte buffer in format `F`.
+pub struct Encoder<'a, F> {
     out: &'a mut Vec<u8>,
     first: bool,
+    format: PhantomData<F>,
 }
 
-impl<'a> CsvFields<'a> {
+pub type CsvFields<'a> = Encoder<'a, Csv>;
+pub type TsvFields<'a> = Encoder<'a, Tsv>;
+
+impl<'a, F: Format> Encoder<'a, F> {
     pub fn new(out: &'a mut Vec<u8>) -> Self {
-        CsvFields { out, first: true }
+        Encoder { out, first: true, format: PhantomData }
     }
     fn separate(&mut self) {
         if !self.first {
-            self.out.push(b',');
+            self.out.push(F::SEPARATOR);
         }
         self.first = false;
     }
 }
 
-impl Fields for CsvFields<'_> {
+impl<F: Format> Fields for Encoder<'_, F> {
     fn text(&mut self, value: &str) {
         self.separate();
-        let bytes = value.as_bytes();
-        if bytes.is_empty() || bytes.iter().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
-            self.out.push(b'"');
-            for &b in bytes {
-                if b == b'"' {
-                    self.out.push(b'"');
-                }
-                self.out.push(b);
-            }
-            self.out.push(b'"');
-        } else {
-            self.out.extend_from_slice(bytes);
-        }
+        F::text(self.out, value);
     }
     fn int(&mut self, value: i64) {
         self.separate();
@@ -63,120 +78,47 @@ impl Fields for CsvFields<'_> {
     }
 }
 
-impl ViewRow for WordCount {
-    const VIEW: &'static str = "word_counts";
-    const COLUMNS: &'static [&'static str] = &["channel", "window_start", "word", "count"];
-    const INT_COLUMNS: &'static [&'static str] = &["window_start", "count"];
-    fn fields(&self, r: &mut impl Fields) {
-        r.text(&self.channel);
-        r.int(self.window_start);
-        r.text(&self.word);
-        r.int(self.count);
+pub fn escape_tsv(out: &mut Vec<u8>, value: &str) {
+    for &b in value.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\0' => out.extend_from_slice(b"\\0"),
+            _ => out.push(b),
+        }
     }
 }
 
-impl ViewRow for ChannelActivity {
-    const VIEW: &'static str = "channel_activity";
-    const COLUMNS: &'static [&'static str] = &["channel", "window_start", "messages", "words", "chatters"];
-    const INT_COLUMNS: &'static [&'static str] = &["window_start", "messages", "words", "chatters"];
-    fn fields(&self, r: &mut impl Fields) {
-        r.text(&self.channel);
-        r.int(self.window_start);
-        r.int(self.messages);
-        r.int(self.words);
-        r.int(self.chatters);
+/// Undoes ClickHouse's TabSeparated escaping of one field.
+pub fn unescape_tsv(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('0') => out.push('\0'),
+            Some('b') => out.push('\u{8}'),
+            Some('f') => out.push('\u{c}'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
     }
-}
-
-impl ViewRow for UserCount {
-    const VIEW: &'static str = "user_counts";
-    const COLUMNS: &'static [&'static str] = &["channel", "user", "messages"];
-    const INT_COLUMNS: &'static [&'static str] = &["messages"];
-    fn fields(&self, r: &mut impl Fields) {
-        r.text(&self.channel);
-        r.text(&self.user);
-        r.int(self.messages);
-    }
-}
-
-impl ViewRow for TopWord {
-    const VIEW: &'static str = "top_words";
-    const COLUMNS: &'static [&'static str] = &["channel", "rank", "word", "count"];
-    const INT_COLUMNS: &'static [&'static str] = &["rank", "count"];
-    fn fields(&self, r: &mut impl Fields) {
-        r.text(&self.channel);
-        r.int(i64::from(self.rank));
-        r.text(&self.word);
-        r.int(self.count);
-    }
-}
-
-impl ViewRow for TopUser {
-    const VIEW: &'static str = "top_users";
-    const COLUMNS: &'static [&'static str] = &["channel", "rank", "user", "messages"];
-    const INT_COLUMNS: &'static [&'static str] = &["rank", "messages"];
-    fn fields(&self, r: &mut impl Fields) {
-        r.text(&self.channel);
-        r.int(i64::from(self.rank));
-        r.text(&self.user);
-        r.int(self.messages);
-    }
-}
-
-impl ViewRow for Connection {
-    const VIEW: &'static str = "connections";
-    const COLUMNS: &'static [&'static str] = &["user_a", "user_b", "strength"];
-    const INT_COLUMNS: &'static [&'static str] = &["strength"];
-    fn fields(&self, r: &mut impl Fields) {
-        r.text(&self.user_a);
-        r.text(&self.user_b);
-        r.int(self.strength);
-    }
-}
-
-impl ViewRow for Reach {
-    const VIEW: &'static str = "reach";
-    const COLUMNS: &'static [&'static str] = &["user", "other", "hops", "walks"];
-    const INT_COLUMNS: &'static [&'static str] = &["hops", "walks"];
-    fn fields(&self, r: &mut impl Fields) {
-        r.text(&self.user);
-        r.text(&self.other);
-        r.int(i64::from(self.hops));
-        r.int(self.walks);
-    }
-}
-
-impl ViewRow for TopConnection {
-    const VIEW: &'static str = "top_connections";
-    const COLUMNS: &'static [&'static str] = &["user", "rank", "other", "strength", "walks2", "walks3"];
-    const INT_COLUMNS: &'static [&'static str] = &["rank", "strength", "walks2", "walks3"];
-    fn fields(&self, r: &mut impl Fields) {
-        r.text(&self.user);
-        r.int(i64::from(self.rank));
-        r.text(&self.other);
-        r.int(self.strength);
-        r.int(self.walks2);
-        r.int(self.walks3);
-    }
-}
-
-impl ViewRow for DeadLetter {
-    const VIEW: &'static str = "dead_letters";
-    const COLUMNS: &'static [&'static str] = &["source", "position", "error", "raw"];
-    const INT_COLUMNS: &'static [&'static str] = &[];
-    fn fields(&self, r: &mut impl Fields) {
-        r.text(&self.source);
-        r.text(&self.position);
-        r.text(&self.error);
-        r.text(&self.raw);
-    }
+    out
 }
 
 /// The header of a view's change file: its columns, then `time`, `diff`.
-pub fn csv_header<R: ViewRow>() -> Vec<u8> {
+pub fn csv_header(view: &ViewDef) -> Vec<u8> {
     let mut out = Vec::new();
     let mut fields = CsvFields::new(&mut out);
-    for c in R::COLUMNS.iter().chain(&["time", "diff"]) {
+    for c in view.column_names().into_iter().chain(["time", "diff"]) {
         fields.text(c);
     }
     out.push(b'\n');
@@ -198,5 +140,16 @@ mod tests {
         f.text("");
         f.int(-42);
         assert_eq!(String::from_utf8(out).unwrap(), "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",\"\",-42");
+    }
+
+    #[test]
+    fn tsv_escaping_round_trips() {
+        for value in ["plain", "tab\there", "line\nend\r", "back\\slash", "x'); DROP TABLE word_counts; --", "nul\0"] {
+            let mut out = Vec::new();
+            escape_tsv(&mut out, value);
+            let text = String::from_utf8(out).unwrap();
+            assert!(!text.contains('\t') && !text.contains('\n'), "{text:?}");
+            assert_eq!(unescape_tsv(&text), value);
+        }
     }
 }

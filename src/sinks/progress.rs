@@ -19,13 +19,12 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use dataflows::operators::in_time_order;
 use dataflows::Diff;
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Exchange;
 
-use crate::sinks::csv::Written;
+use crate::sinks::{SinkError, Written};
 use crate::sources::InputPosition;
 
 /// What the progress operator knows; worker 0's copy is the one written.
@@ -33,7 +32,15 @@ use crate::sources::InputPosition;
 pub struct ProgressState {
     positions: BTreeMap<(String, i32), i64>,
     last_write: Option<Instant>,
-    error: Option<String>,
+    error: Option<SinkError>,
+    /// Whether this worker writes the file (worker 0).
+    writer: bool,
+}
+
+impl ProgressState {
+    pub fn is_writer(&self) -> bool {
+        self.writer
+    }
 }
 
 pub type ProgressHandle = Rc<RefCell<ProgressState>>;
@@ -52,6 +59,7 @@ pub fn progress_writer<'s>(
     let shared = Rc::clone(&state);
     let dir = dir.to_path_buf();
     let is_writer = positions.inner.scope().index() == 0;
+    state.borrow_mut().writer = is_writer;
     let out = in_time_order(
         positions.concat(gate),
         Exchange::new(|_: &(InputPosition, u64, Diff)| 0),
@@ -66,8 +74,9 @@ pub fn progress_writer<'s>(
             }
             let due = state.last_write.is_none_or(|t| t.elapsed() >= Duration::from_millis(200));
             if is_writer && due && state.error.is_none() {
-                if let Err(e) = write_file(&dir, &state.positions, time + 1) {
-                    state.error = Some(format!("{e:#}"));
+                match write_file(&dir, &state.positions, time + 1) {
+                    Ok(()) => crate::metrics::set_upper(time + 1),
+                    Err(e) => state.error = Some(e),
                 }
                 state.last_write = Some(Instant::now());
             }
@@ -77,44 +86,49 @@ pub fn progress_writer<'s>(
 }
 
 /// Writes the progress file with the final `upper`.
-pub fn write_progress(state: &ProgressHandle, dir: &Path, upper: u64) -> Result<()> {
-    let state = state.borrow();
-    if let Some(e) = &state.error {
-        anyhow::bail!("recording progress: {e}");
+pub fn write_progress(state: &ProgressHandle, dir: &Path, upper: u64) -> Result<(), SinkError> {
+    let mut state = state.borrow_mut();
+    if let Some(e) = state.error.take() {
+        return Err(e);
     }
-    write_file(dir, &state.positions, upper)
-}
-
-fn write_file(dir: &Path, positions: &BTreeMap<(String, i32), i64>, upper: u64) -> Result<()> {
-    let path = dir.join(PROGRESS_FILE);
-    let tmp: PathBuf = dir.join(format!("{PROGRESS_FILE}.tmp"));
-    let mut writer = csv::Writer::from_path(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    writer.write_record(["source", "partition", "next", "upper"])?;
-    if positions.is_empty() {
-        writer.write_record(["", "0", "0", &upper.to_string()])?;
-    }
-    for ((source, partition), next) in positions {
-        writer.write_record([source.as_str(), &partition.to_string(), &next.to_string(), &upper.to_string()])?;
-    }
-    let mut file = writer.into_inner().map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
-    file.flush()?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    write_file(dir, &state.positions, upper)?;
+    crate::metrics::set_upper(upper);
     Ok(())
 }
 
+/// Writes the file beside its final name, fsyncs it and renames it into place.
+fn write_file(dir: &Path, positions: &BTreeMap<(String, i32), i64>, upper: u64) -> Result<(), SinkError> {
+    let path = dir.join(PROGRESS_FILE);
+    let tmp: PathBuf = dir.join(format!("{PROGRESS_FILE}.tmp"));
+    let failed = |source: std::io::Error| SinkError::Io { path: tmp.clone(), source };
+    let mut writer = csv::Writer::from_path(&tmp).map_err(|e| failed(e.into()))?;
+    let mut write = |record: [&str; 4]| writer.write_record(record).map_err(|e| failed(e.into()));
+    write(["source", "partition", "next", "upper"])?;
+    let upper = upper.to_string();
+    if positions.is_empty() {
+        write(["", "0", "0", &upper])?;
+    }
+    for ((source, partition), next) in positions {
+        write([source.as_str(), &partition.to_string(), &next.to_string(), &upper])?;
+    }
+    let mut file = writer.into_inner().map_err(|e| failed(e.into_error()))?;
+    file.flush().map_err(failed)?;
+    file.sync_all().map_err(failed)?;
+    std::fs::rename(&tmp, &path).map_err(|source| SinkError::Io { path: path.clone(), source })
+}
+
 /// The upper recorded in `dir`, if a previous run left one.
-pub fn read_upper(dir: &Path) -> Result<Option<u64>> {
+pub fn read_upper(dir: &Path) -> Result<Option<u64>, SinkError> {
     let path = dir.join(PROGRESS_FILE);
     if !path.exists() {
         return Ok(None);
     }
-    let mut reader = csv::Reader::from_path(&path).with_context(|| format!("reading {}", path.display()))?;
+    let bad = |reason: String| SinkError::BadProgress { path: path.clone(), reason };
+    let mut reader = csv::Reader::from_path(&path).map_err(|e| bad(e.to_string()))?;
     let mut upper: Option<u64> = None;
     for record in reader.records() {
-        let record = record.with_context(|| format!("reading {}", path.display()))?;
-        let value: u64 =
-            record.get(3).unwrap_or("").parse().with_context(|| format!("bad upper in {}", path.display()))?;
+        let record = record.map_err(|e| bad(e.to_string()))?;
+        let value: u64 = record.get(3).unwrap_or("").parse().map_err(|_| bad(format!("bad upper in {record:?}")))?;
         upper = Some(upper.map_or(value, |u| u.min(value)));
     }
     Ok(upper)

@@ -24,50 +24,87 @@ pub enum Event {
     Viewers(Viewers),
 }
 
-/// Every field any event kind may carry; which ones are present decides the kind.
-#[derive(Deserialize)]
-struct Fields<'a> {
-    ts: Option<i64>,
-    #[serde(borrow)]
-    channel: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    user: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    src: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    dst: Option<Cow<'a, str>>,
-    weight: Option<i64>,
-    #[serde(borrow)]
-    op: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    place: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    retweet_of: Option<Cow<'a, str>>,
-    viewers: Option<i64>,
+/// A JSON string, borrowed from the input when it holds no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
 }
 
-fn required<T>(field: Option<T>, kind: &str, name: &str) -> Result<T, String> {
-    field.ok_or_else(|| format!("{kind} event lacks field `{name}`"))
+/// Every field any event kind may carry; which ones are present decides the kind.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "'de: 'a"))]
+struct Fields<'a> {
+    ts: Option<i64>,
+    channel: Option<Text<'a>>,
+    user: Option<Text<'a>>,
+    text: Option<Text<'a>>,
+    weight: Option<i64>,
+    src: Option<Text<'a>>,
+    dst: Option<Text<'a>>,
+    op: Option<Text<'a>>,
+    viewers: Option<i64>,
+    id: Option<Text<'a>>,
+    place: Option<Text<'a>>,
+    retweet_of: Option<Text<'a>>,
+}
+
+/// Why a record is not an event.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {0} bytes exceeds the limit of {MAX_RECORD_BYTES} bytes")]
+    TooLong(usize),
+    #[error("invalid UTF-8: {0}")]
+    Utf8(#[from] std::str::Utf8Error),
+    #[error("invalid JSON event: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("edge event has unknown op {0:?} (expected \"add\" or \"del\")")]
+    UnknownOp(String),
+    #[error("{kind} event lacks field `{field}`")]
+    Missing { kind: &'static str, field: &'static str },
+    #[error(
+        "not an event: no field identifies its kind (chat: channel+text, edge: src+dst, viewers: channel+viewers, \
+         post: id+text)"
+    )]
+    NoKind,
+}
+
+fn required<T>(field: Option<T>, kind: &'static str, name: &'static str) -> Result<T, DecodeError> {
+    field.ok_or(DecodeError::Missing { kind, field: name })
 }
 
 /// Decodes one record (a fixture line or a Kafka payload, without its line end).
-pub fn decode(bytes: &[u8]) -> Result<Event, String> {
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     if bytes.len() > MAX_RECORD_BYTES {
-        return Err(format!("record of {} bytes exceeds the limit of {} bytes", bytes.len(), MAX_RECORD_BYTES));
+        return Err(DecodeError::TooLong(bytes.len()));
     }
-    let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?;
-    let f: Fields = serde_json::from_str(text).map_err(|e| format!("invalid JSON event: {e}"))?;
-    let owned = |s: Cow<str>| s.into_owned();
-    let name = |s: Cow<str>| Name::from(&*s);
+    let text = std::str::from_utf8(bytes)?;
+    let f: Fields = serde_json::from_str(text)?;
+    let owned = |s: Text| s.0.into_owned();
+    let name = |s: Text| Name::from(&*s.0);
     if f.src.is_some() || f.dst.is_some() {
-        let op = match f.op.as_deref() {
+        let op = match f.op.as_ref().map(|op| &*op.0) {
             None | Some("add") => EdgeOp::Add,
             Some("del") => EdgeOp::Del,
-            Some(other) => return Err(format!("edge event has unknown op {other:?} (expected \"add\" or \"del\")")),
+            Some(other) => return Err(DecodeError::UnknownOp(other.to_owned())),
         };
         Ok(Event::Edge(Edge {
             ts: required(f.ts, "edge", "ts")?,
@@ -98,9 +135,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, String> {
             retweet_of: f.retweet_of.map(owned),
         }))
     } else {
-        Err("not an event: no field identifies its kind (chat: channel+text, edge: src+dst, \
-             viewers: channel+viewers, post: id+text)"
-            .to_owned())
+        Err(DecodeError::NoKind)
     }
 }
 
@@ -183,7 +218,7 @@ mod tests {
 
     #[test]
     fn errors_say_why() {
-        let err = |b: &[u8]| decode(b).unwrap_err();
+        let err = |b: &[u8]| decode(b).unwrap_err().to_string();
         assert!(err(b"not json").starts_with("invalid JSON event"));
         assert!(err(br#"{"ts":1,"channel":"c","text":"x"}"#).contains("lacks field `user`"));
         assert!(err(br#"{"ts":"x","channel":"c","user":"u","text":"x"}"#).contains("invalid type"));

@@ -32,7 +32,7 @@ use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use crate::sources::decode::{MAX_RAW_BYTES, MAX_RECORD_BYTES};
-use crate::sources::{InputPosition, Position, Record, Source};
+use crate::sources::{Context, InputPosition, Position, Record, Source, SourceError};
 
 /// Expands `--replay` arguments: files stay, directories become their `*.jsonl` files sorted
 /// by name. A path given twice is read once.
@@ -99,7 +99,7 @@ impl Replay {
 }
 
 impl Source for Replay {
-    fn read(&mut self, budget: usize, each: &mut dyn FnMut(Record)) -> anyhow::Result<()> {
+    fn read(&mut self, budget: usize, each: &mut dyn FnMut(Record)) -> Result<(), SourceError> {
         let end = self.files.position().saturating_add(budget as u64);
         let batch = self.batch;
         self.files.read_until(end, |line: Line| {
@@ -111,7 +111,8 @@ impl Source for Replay {
                 oversized: line.oversized,
                 produced_ms: None,
             })
-        })?;
+        })
+        .context("reading the input files")?;
         Ok(())
     }
 

@@ -72,7 +72,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, Context, Result};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -81,7 +80,9 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::sources::decode::{MAX_RAW_BYTES, MAX_RECORD_BYTES};
-use crate::sources::{InputPosition, Position, Record, Source};
+use crate::sources::{Context, InputPosition, Position, Record, Source, SourceError};
+
+type Result<T, E = SourceError> = std::result::Result<T, E>;
 
 /// What the Kafka source of a run reads and how it keeps time.
 #[derive(Clone, Debug)]
@@ -219,7 +220,11 @@ pub fn read_bindings(dir: &Path) -> Result<BTreeMap<(String, i32), BTreeMap<i64,
         if !(name.starts_with("_clock.w") && name.ends_with(".csv")) {
             continue;
         }
-        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_path(entry.path())?;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_path(entry.path())
+            .map_err(|source| SourceError::Clock { path: entry.path(), source })?;
         for record in reader.records() {
             // A torn last line (a crash while appending) is not a binding that took effect.
             let Ok(record) = record else { continue };
@@ -243,7 +248,7 @@ pub fn clear_bindings(dir: &Path) -> Result<()> {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with("_clock.w") && name.ends_with(".csv") {
-            std::fs::remove_file(entry.path())?;
+            std::fs::remove_file(entry.path()).with_context(|| format!("removing {}", entry.path().display()))?;
         }
     }
     Ok(())
@@ -288,7 +293,9 @@ impl KafkaSource {
                     .create_with_context(QuietEof)
                     .context("creating a Kafka consumer")?;
                 let mut assignment = TopicPartitionList::new();
-                assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+                assignment
+                    .add_partition_offset(topic, partition, Offset::Beginning)
+                    .with_context(|| format!("assigning partition {partition} of {topic}"))?;
                 let end = if options.until_caught_up {
                     // A broker that is restarting refuses at once: retry for a minute.
                     let deadline = Instant::now() + Duration::from_secs(60);
@@ -518,7 +525,7 @@ pub fn describe(topics: &[(String, usize)]) -> String {
 /// Fails unless some topic exists; warns of the missing ones.
 pub fn require_topics(topics: &[(String, usize)], asked: &[String], brokers: &str) -> Result<()> {
     if topics.is_empty() {
-        return Err(anyhow!("none of the topics {asked:?} exists on {brokers}"));
+        return Err(SourceError::NoTopics { asked: asked.to_vec(), brokers: brokers.to_owned() });
     }
     for topic in asked.iter().filter(|a| !topics.iter().any(|(t, _)| t == *a)) {
         tracing::warn!(topic, "topic not found; skipped");

@@ -5,11 +5,49 @@
 //! give (its frontier), which is how far the worker may advance its inputs.
 
 use std::fmt;
+use std::path::PathBuf;
 
 pub mod decode;
 pub mod files;
 pub mod import;
 pub mod kafka;
+
+/// What can stop a source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("{what}: {source}")]
+    Kafka { what: String, source: rdkafka::error::KafkaError },
+    #[error("{}: {source}", path.display())]
+    Clock { path: PathBuf, source: csv::Error },
+    #[error("none of the topics {asked:?} exists on {brokers}")]
+    NoTopics { asked: Vec<String>, brokers: String },
+}
+
+/// Names what failed, as `anyhow`'s `context` does, for the errors sources meet.
+pub(crate) trait Context<T> {
+    fn context(self, what: &str) -> Result<T, SourceError>;
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T, SourceError>;
+}
+
+impl<T> Context<T> for Result<T, std::io::Error> {
+    fn context(self, what: &str) -> Result<T, SourceError> {
+        self.with_context(|| what.to_owned())
+    }
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T, SourceError> {
+        self.map_err(|source| SourceError::Io { what: what(), source })
+    }
+}
+
+impl<T> Context<T> for Result<T, rdkafka::error::KafkaError> {
+    fn context(self, what: &str) -> Result<T, SourceError> {
+        self.with_context(|| what.to_owned())
+    }
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T, SourceError> {
+        self.map_err(|source| SourceError::Kafka { what: what(), source })
+    }
+}
 
 /// Where a record sits in its source, for dead letters and progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +94,7 @@ pub struct InputPosition {
 pub trait Source {
     /// Reads up to about `budget` records — fewer if no more are ready now — handing each to
     /// `each`.
-    fn read(&mut self, budget: usize, each: &mut dyn FnMut(Record)) -> anyhow::Result<()>;
+    fn read(&mut self, budget: usize, each: &mut dyn FnMut(Record)) -> Result<(), SourceError>;
     /// The least ingestion time a record read from now on can get; `None` once exhausted.
     fn frontier(&self) -> Option<u64>;
     /// Where each of this worker's inputs stands.
@@ -67,7 +105,7 @@ pub trait Source {
     fn end_time(&self) -> u64;
     /// Makes the exhausted source's end durable at `time` (≥ [`Self::end_time`]): a later run
     /// that reads more of the log gives what it finds beyond this run's end times ≥ `time`.
-    fn seal(&mut self, _time: u64) -> anyhow::Result<()> {
+    fn seal(&mut self, _time: u64) -> Result<(), SourceError> {
         Ok(())
     }
 }

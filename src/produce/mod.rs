@@ -19,6 +19,8 @@
 //! or at full speed. Missing topics are created with `--partitions`. SIGINT/SIGTERM stop
 //! the producer after it has flushed what it sent.
 
+pub mod kafka;
+
 use std::io::{self, Write};
 
 use rand::{Rng, SeedableRng};
@@ -375,9 +377,9 @@ pub fn produce_file(args: &ProduceArgs, path: &std::path::Path) -> io::Result<u6
 
 /// Produces into Kafka: generated traffic paced in real time, or a fixture replay.
 pub fn produce_kafka(args: &ProduceArgs, brokers: &str) -> anyhow::Result<u64> {
-    use crate::sinks::kafka_out::TopicWriter;
+    use crate::produce::kafka::TopicWriter;
     let mut writer = TopicWriter::new(brokers, &args.kafka_config)?;
-    let topics = [args.chat_topic.as_str(), args.edges_topic.as_str(), args.posts_topic.as_str()];
+    let topics = [args.topics.chat_topic.as_str(), args.topics.edges_topic.as_str(), args.topics.posts_topic.as_str()];
     let sent = match &args.from {
         Some(path) => {
             writer.ensure_topics(&topics, args.partitions)?;
@@ -385,8 +387,8 @@ pub fn produce_kafka(args: &ProduceArgs, brokers: &str) -> anyhow::Result<u64> {
         }
         None => {
             let topic = match args.kind {
-                ProduceKind::Chat => &args.chat_topic,
-                ProduceKind::Edges => &args.edges_topic,
+                ProduceKind::Chat => &args.topics.chat_topic,
+                ProduceKind::Edges => &args.topics.edges_topic,
             };
             writer.ensure_topics(&[topic], args.partitions)?;
             let start = args.start_ms.unwrap_or_else(now_ms);
@@ -423,7 +425,7 @@ fn now_ms() -> i64 {
 /// src, posts by user; lines that are not events go to the chat topic as they are, where the
 /// pipeline will make them dead letters.
 fn replay_file(
-    writer: &mut crate::sinks::kafka_out::TopicWriter,
+    writer: &mut crate::produce::kafka::TopicWriter,
     args: &ProduceArgs,
     path: &std::path::Path,
 ) -> anyhow::Result<u64> {
@@ -455,11 +457,11 @@ fn replay_file(
             continue;
         }
         let (topic, key, ts) = match decode(&line) {
-            Ok(Event::Chat(c)) => (&args.chat_topic, Some(c.channel.to_string()), Some(c.ts)),
-            Ok(Event::Edge(e)) => (&args.edges_topic, Some(e.src.to_string()), Some(e.ts)),
-            Ok(Event::Post(p)) => (&args.posts_topic, Some(p.user.to_string()), Some(p.ts)),
-            Ok(Event::Viewers(v)) => (&args.chat_topic, Some(v.channel.to_string()), Some(v.ts)),
-            Err(_) => (&args.chat_topic, None, None),
+            Ok(Event::Chat(c)) => (&args.topics.chat_topic, Some(c.channel.to_string()), Some(c.ts)),
+            Ok(Event::Edge(e)) => (&args.topics.edges_topic, Some(e.src.to_string()), Some(e.ts)),
+            Ok(Event::Post(p)) => (&args.topics.posts_topic, Some(p.user.to_string()), Some(p.ts)),
+            Ok(Event::Viewers(v)) => (&args.topics.chat_topic, Some(v.channel.to_string()), Some(v.ts)),
+            Err(_) => (&args.topics.chat_topic, None, None),
         };
         if let (Some(speed), Some(ts)) = (speed, ts) {
             let first = *first_ts.get_or_insert(ts);

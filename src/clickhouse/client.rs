@@ -1,0 +1,114 @@
+//! A ClickHouse HTTP client: statements in the body, inserts as TabSeparated, selects with
+//! an external table so that values travel as data, never spliced into SQL text.
+
+use std::io::Read;
+use std::time::Duration;
+
+use crate::clickhouse::ClickHouseError;
+
+/// A ClickHouse HTTP client. Credentials come from `CHATFLOW_CH_USER` and
+/// `CHATFLOW_CH_PASSWORD` (HTTP basic authentication), never from the command line.
+#[derive(Clone)]
+pub struct Client {
+    url: String,
+    agent: ureq::Agent,
+    auth: Option<String>,
+}
+
+type Result<T> = std::result::Result<T, ClickHouseError>;
+
+impl Client {
+    pub fn new(url: &str) -> Client {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(3))
+            .timeout_read(Duration::from_secs(120))
+            .timeout_write(Duration::from_secs(120))
+            .build();
+        let auth = std::env::var("CHATFLOW_CH_USER").ok().map(|user| {
+            use base64::Engine;
+            let password = std::env::var("CHATFLOW_CH_PASSWORD").unwrap_or_default();
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+        });
+        Client { url: url.trim_end_matches('/').to_owned(), agent, auth }
+    }
+
+    fn request(&self, params: &[(&str, &str)]) -> ureq::Request {
+        let mut request = self.agent.post(&format!("{}/", self.url));
+        for (k, v) in params {
+            request = request.query(k, v);
+        }
+        if let Some(auth) = &self.auth {
+            request = request.set("Authorization", auth);
+        }
+        request
+    }
+
+    fn finish(result: std::result::Result<ureq::Response, ureq::Error>, what: &str) -> Result<String> {
+        let what = what.to_owned();
+        match result {
+            Ok(response) => {
+                let mut body = String::new();
+                match response.into_reader().read_to_string(&mut body) {
+                    Ok(_) => Ok(body),
+                    Err(source) => Err(ClickHouseError::Read { what, source }),
+                }
+            }
+            Err(ureq::Error::Status(code, response)) => {
+                let body = response.into_string().unwrap_or_default().trim().to_owned();
+                Err(ClickHouseError::Refused { what, code, body })
+            }
+            Err(e) => Err(ClickHouseError::Unreachable { what, reason: e.to_string() }),
+        }
+    }
+
+    /// Runs a statement (its text in the body) and returns the answer.
+    pub fn execute(&self, sql: &str) -> Result<String> {
+        Self::finish(self.request(&[]).send_string(sql), short(sql))
+    }
+
+    /// Inserts TabSeparated `rows` into `table` (`db.name (columns)`).
+    pub fn insert(&self, table: &str, rows: &[u8]) -> Result<()> {
+        let query = format!("INSERT INTO {table} FORMAT TabSeparated");
+        Self::finish(self.request(&[("query", &query)]).send_bytes(rows), short(&query)).map(drop)
+    }
+
+    /// Runs `sql` (in the URL) with an external table `name` (`structure`, TabSeparated
+    /// `rows`) sent as a multipart file: values stay data.
+    pub fn select_with(&self, sql: &str, name: &str, structure: &str, rows: &[u8]) -> Result<String> {
+        let boundary = "chatflow-7d2c9e0f4b1a";
+        let mut body = Vec::new();
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}.tsv\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(rows);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let structure_key = format!("{name}_structure");
+        let format_key = format!("{name}_format");
+        let request = self
+            .request(&[("query", sql), (&structure_key, structure), (&format_key, "TabSeparated")])
+            .set("Content-Type", &format!("multipart/form-data; boundary={boundary}"));
+        Self::finish(request.send_bytes(&body), short(sql))
+    }
+}
+
+/// The statement as errors name it: its first line, cut at a word boundary near 80 bytes.
+fn short(sql: &str) -> &str {
+    let line = sql.trim_start().lines().next().unwrap_or("");
+    if line.len() <= 80 {
+        return line;
+    }
+    let cut = line.floor_char_boundary(80);
+    line[..cut].rfind(' ').map_or(&line[..cut], |space| &line[..space])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn statements_are_named_by_whole_words() {
+        let sql = "SELECT run, workers FROM chatflow._progress ORDER BY written_ms DESC, run DESC LIMIT 1 FORMAT TabSeparated";
+        assert_eq!(super::short(sql), "SELECT run, workers FROM chatflow._progress ORDER BY written_ms DESC, run DESC");
+    }
+}

@@ -1,0 +1,313 @@
+//! The one place that wires sources → dataflows → sinks and steps a worker.
+//!
+//! ```text
+//!   Source ──route (decode)─┬─► chats ───────┐
+//!  (files or Kafka)         ├─► edges ───────┤
+//!   --focus file ───────────┼─► focus ───────┼─► dataflows::all_views ─export─► Sink (CSV or ClickHouse) ─► probe
+//!                           ├─► dead letters ┘                                   ▲
+//!                           └─► positions ───────────────────────────────────────┘
+//! ```
+//!
+//! Each worker reads its share of the inputs; the source gives every record its ingestion time
+//! (see `sources::files` and `sources::kafka` for the rules) and tells how far the worker may
+//! advance its inputs. A worker never has more than `max_inflight` records read but not yet
+//! written, which bounds memory. As the probe passes times, the worker tells the sink
+//! (`Sink::advance`), which makes them durable. `measure` measures latency and freshness;
+//! `stop` is how the workers of a run stop together and agree on its upper; `route` decodes
+//! records into the inputs.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dataflows::{Chat, DeadLetter, Diff, Name};
+use differential_dataflow::input::{Input as _, InputSession};
+use hdrhistogram::Histogram;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::ProbeHandle;
+use timely::worker::Worker;
+
+use crate::clickhouse::Target;
+use crate::profile::OperatorProfile;
+use crate::sinks::clickhouse::ClickHouseSink;
+use crate::sinks::csv::CsvSink;
+use crate::sinks::{Exports, Sink, SinkError};
+use crate::sources::files::Replay;
+use crate::sources::kafka::{KafkaOptions, KafkaSource};
+use crate::sources::{InputPosition, Record, Source, SourceError};
+
+mod measure;
+mod route;
+mod stop;
+
+use measure::Measure;
+use route::{Inputs, Router};
+use stop::{InputState, Notices};
+
+/// Set by SIGINT/SIGTERM: workers stop reading, finish what is complete and exit.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Where a run's events come from.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Event JSONL files, `batch` lines per tick.
+    Replay { files: Vec<PathBuf>, batch: u64 },
+    /// Kafka topics (name, partition count).
+    Kafka { options: KafkaOptions, topics: Vec<(String, usize)> },
+}
+
+/// What a pipeline run does, the same for every worker.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub input: Input,
+    pub out: PathBuf,
+    pub views: dataflows::Config,
+    /// Users for reach and top_connections; `None`: every user.
+    pub focus: Option<Vec<String>>,
+    /// Records the input may run ahead of the written output.
+    pub max_inflight: u64,
+    /// Record time spent per operator (timely's scheduling log).
+    pub profile: bool,
+    /// Resuming a deployment: the change files hold every update before this time already.
+    pub resume_upper: Option<u64>,
+    /// Write to ClickHouse instead of change files.
+    pub clickhouse: Option<ClickHouseJob>,
+}
+
+/// The ClickHouse sink of a run.
+#[derive(Clone, Debug)]
+pub struct ClickHouseJob {
+    pub target: Target,
+    /// The committed cut the run starts from: updates before it are in the tables already.
+    pub start: u64,
+    /// Workers of all processes.
+    pub workers: u32,
+}
+
+/// Shared with the main thread for the progress bar.
+#[derive(Default)]
+pub struct Progress {
+    /// Bytes of input read by the worker furthest ahead.
+    pub bytes: AtomicU64,
+    /// Workers of this process that have finished.
+    pub finished: AtomicU64,
+}
+
+/// What one worker did. Counts of events, dead letters and rows are in the metrics registry.
+#[derive(Debug, Default)]
+pub struct WorkerReport {
+    pub index: usize,
+    /// Records (lines or Kafka messages) this worker read.
+    pub records: u64,
+    /// Times the worker advanced its inputs to.
+    pub advances: u64,
+    /// Whether the worker stopped on a signal rather than at the end of its input.
+    pub interrupted: bool,
+    /// Worker 0 only: latency per advance, in microseconds.
+    pub latency_us: Option<Histogram<u64>>,
+    /// Live records only: from produce (Kafka timestamp) to durable, in microseconds.
+    pub freshness_us: Option<Histogram<u64>>,
+    /// Worker 0 only, with `profile`: seconds spent per operator, busiest first.
+    pub operator_seconds: Vec<(String, f64)>,
+    /// Worker 0 only: the run's upper (see `stop`).
+    pub upper: Option<u64>,
+}
+
+/// Why a worker failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{0}")]
+    Dataflow(String),
+}
+
+/// Builds the dataflow on `worker`, feeds it this worker's share of the inputs and steps it
+/// until every view's changes are written (or a stop is complete).
+pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> Result<WorkerReport, WorkerError> {
+    match &job.clickhouse {
+        Some(ch) => {
+            let index = worker.index() as u32;
+            run_with(worker, job, progress, ClickHouseSink::new(&ch.target, index, ch.workers, ch.start, &STOP))
+        }
+        None => run_with(worker, job, progress, CsvSink::new(&job.out, job.resume_upper)),
+    }
+}
+
+/// A worker at work: what its read and stop loops share.
+struct Running<S: Sink> {
+    index: usize,
+    probe: ProbeHandle<u64>,
+    /// Open while reading (closed once the run is sealed).
+    inputs: Option<Inputs>,
+    router: Router,
+    source: Box<dyn Source>,
+    sink: S,
+    measure: Measure,
+    notices: Notices,
+    report: WorkerReport,
+    /// The time the inputs are at.
+    input_time: u64,
+    /// The probe frontier the sink was last told of.
+    told: Option<Option<u64>>,
+}
+
+fn run_with<S: Sink>(worker: &mut Worker, job: &Job, progress: &Progress, mut sink: S) -> Result<WorkerReport, WorkerError> {
+    let index = worker.index();
+    let profile = job.profile.then(|| OperatorProfile::install(worker));
+    let probe = ProbeHandle::new();
+    let (inputs, mut focus) = build(worker, job, &mut sink, &probe)?;
+    let notices = Notices::build(worker);
+    // The focus set is static: worker 0 enters it at time 0, then every worker closes it.
+    if index == 0 {
+        for user in job.focus.iter().flatten() {
+            focus.insert(Name::from(user.as_str()));
+        }
+    }
+    drop(focus);
+    sink.check()?;
+    let source: Box<dyn Source> = match &job.input {
+        Input::Replay { files, batch } => Box::new(Replay::new(files.clone(), index, worker.peers(), *batch)),
+        Input::Kafka { options, topics } => Box::new(KafkaSource::new(options, topics, index, worker.peers())?),
+    };
+    let mut running = Running {
+        index,
+        probe,
+        inputs: Some(inputs),
+        router: Router::new(index),
+        source,
+        sink,
+        measure: Measure::new(index),
+        notices,
+        report: WorkerReport { index, ..Default::default() },
+        input_time: 0,
+        told: None,
+    };
+    running.read(worker, job.max_inflight, progress)?;
+    let upper = running.stop(worker)?;
+    running.finish(upper, profile)
+}
+
+/// Builds the views' dataflow: its inputs, exported to `sink`, probed by `probe`. Returns the
+/// inputs and the focus input.
+fn build<S: Sink>(
+    worker: &mut Worker,
+    job: &Job,
+    sink: &mut S,
+    probe: &ProbeHandle<u64>,
+) -> Result<(Inputs, InputSession<u64, Name, Diff>), WorkerError> {
+    worker.dataflow::<u64, _, _>(|scope| {
+        let (chats_in, chats) = scope.new_collection::<Chat, Diff>();
+        let (edges_in, edges) = scope.new_collection::<(Name, Name), Diff>();
+        let (focus_in, focus) = scope.new_collection::<Name, Diff>();
+        let (dead_in, dead_letters) = scope.new_collection::<DeadLetter, Diff>();
+        let (positions_in, positions) = scope.new_collection::<InputPosition, Diff>();
+        let inputs = dataflows::Inputs { chats, edges, focus: job.focus.is_some().then_some(focus), dead_letters };
+        let mut exports = Exports::new(sink);
+        dataflows::all_views(inputs, &job.views, &mut exports);
+        exports.finish(positions).map_err(WorkerError::Dataflow)?.probe_with(probe);
+        let inputs = Inputs { chats: chats_in, edges: edges_in, dead: dead_in, positions: positions_in };
+        Ok((inputs, focus_in))
+    })
+}
+
+impl<S: Sink> Running<S> {
+    /// Measures what the probe shows complete and tells the sink when it moved.
+    fn observe(&mut self) -> Result<(), WorkerError> {
+        let frontier = self.probe.with_frontier(|f| f.first().copied());
+        let produced = self.measure.observe(frontier);
+        if self.told != Some(frontier) || !produced.is_empty() {
+            self.sink.advance(frontier, &self.source.positions(), produced)?;
+            self.told = Some(frontier);
+        }
+        self.sink.check()?;
+        Ok(())
+    }
+
+    /// Reads until the source is exhausted or a stop is requested.
+    fn read(&mut self, worker: &mut Worker, max_inflight: u64, progress: &Progress) -> Result<(), WorkerError> {
+        let mut last_positions: Vec<InputPosition> = Vec::new();
+        let mut last_log = Instant::now();
+        loop {
+            if STOP.load(Ordering::Relaxed) {
+                self.report.interrupted = true;
+                return Ok(());
+            }
+            self.observe()?;
+            // Back-pressure: wait while too many records are in flight, but only while the
+            // dataflow still has work it can finish. Records at times the inputs have not
+            // closed yet (one Kafka partition ahead of another) cannot complete before more is
+            // read; waiting for them would deadlock.
+            if self.measure.in_flight(self.report.records) > max_inflight && self.probe.less_than(&self.input_time) {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+                continue;
+            }
+            let before = self.report.records;
+            self.read_some()?;
+            progress.bytes.fetch_max(self.source.bytes_read(), Ordering::Relaxed);
+            match self.source.frontier() {
+                Some(time) if time > self.input_time => {
+                    let inputs = self.inputs.as_mut().expect("inputs are open while reading");
+                    let positions = self.source.positions();
+                    if positions != last_positions {
+                        for position in &positions {
+                            inputs.positions.update_at(position.clone(), self.input_time, 1);
+                        }
+                        last_positions = positions;
+                    }
+                    self.measure.closed(self.input_time, self.report.records);
+                    inputs.advance_to(time);
+                    self.input_time = time;
+                    self.report.advances += 1;
+                    self.notices.send(time, InputState::Reading);
+                }
+                Some(_) => {}
+                None => return Ok(()),
+            }
+            if last_log.elapsed() >= Duration::from_secs(2) {
+                let (worker, records, input_time) = (self.index, self.report.records, self.input_time);
+                tracing::debug!(worker, records, input_time, frontier = ?self.source.frontier(), "reading");
+                last_log = Instant::now();
+            }
+            let idle = self.report.records == before;
+            worker.step_or_park(Some(if idle { Duration::from_millis(1) } else { Duration::ZERO }));
+        }
+    }
+
+    /// Reads what the source has ready into the inputs.
+    fn read_some(&mut self) -> Result<(), WorkerError> {
+        let Running { source, inputs, router, measure, report, input_time, .. } = self;
+        let inputs = inputs.as_mut().expect("inputs are open while reading");
+        source.read(4096, &mut |record: Record| {
+            report.records += 1;
+            if router.route(&record, inputs, *input_time) {
+                if let Some(produced) = record.produced_ms {
+                    measure.produced(record.time.max(*input_time), produced);
+                }
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Closes the run: the sink makes everything before `upper` durable, and the report.
+    fn finish(mut self, upper: u64, profile: Option<OperatorProfile>) -> Result<WorkerReport, WorkerError> {
+        self.inputs = None;
+        // The sink learns the last frontier, then makes everything before the upper durable.
+        self.observe()?;
+        self.notices.close();
+        let mut report = self.report;
+        let sunk = self.sink.finish(upper, &self.source.positions())?;
+        let rows: u64 = sunk.rows_written.iter().map(|(_, n)| n).sum();
+        let (worker, records, interrupted) = (self.index, report.records, report.interrupted);
+        tracing::info!(worker, records, rows, upper, interrupted, "worker finished");
+        report.freshness_us = Some(sunk.freshness_us);
+        if self.index == 0 {
+            report.upper = Some(upper);
+            report.latency_us = Some(self.measure.latency_us);
+            report.operator_seconds = profile.map(|p| p.seconds()).unwrap_or_default();
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,106 @@
+//! Records → the dataflow's inputs: decode each record and enter it as an event or a dead
+//! letter at the time its source gave it, counting per source partition in the metrics
+//! registry.
+
+use dataflows::{Chat, DeadLetter, Diff, EdgeOp, Name};
+use differential_dataflow::input::InputSession;
+
+use crate::metrics::SourceCounters;
+use crate::sources::decode::{dead_letter, decode, Event, MAX_RECORD_BYTES};
+use crate::sources::{InputPosition, Position, Record};
+
+/// The inputs a worker feeds.
+pub struct Inputs {
+    pub chats: InputSession<u64, Chat, Diff>,
+    pub edges: InputSession<u64, (Name, Name), Diff>,
+    pub dead: InputSession<u64, DeadLetter, Diff>,
+    pub positions: InputSession<u64, InputPosition, Diff>,
+}
+
+impl Inputs {
+    pub fn advance_to(&mut self, time: u64) {
+        self.chats.advance_to(time);
+        self.edges.advance_to(time);
+        self.dead.advance_to(time);
+        self.positions.advance_to(time);
+        self.chats.flush();
+        self.edges.flush();
+        self.dead.flush();
+        self.positions.flush();
+    }
+}
+
+/// Decodes records into the inputs, with the counters of each source partition seen.
+pub struct Router {
+    /// The partition label of file records (the worker: see `metrics`).
+    worker: String,
+    counters: Vec<(String, i32, SourceCounters)>,
+    /// The entry the last record used (records come in runs from one partition).
+    last: usize,
+}
+
+impl Router {
+    pub fn new(worker: usize) -> Self {
+        Router { worker: worker.to_string(), counters: Vec::new(), last: 0 }
+    }
+
+    fn counters(&mut self, source: &str, position: &Position) -> &SourceCounters {
+        let partition = match position {
+            Position::Line(_) => -1,
+            Position::Offset { partition, .. } => *partition,
+        };
+        let hit = |(s, p, _): &(String, i32, SourceCounters)| *p == partition && s == source;
+        if !self.counters.get(self.last).is_some_and(hit) {
+            self.last = match self.counters.iter().position(hit) {
+                Some(i) => i,
+                None => {
+                    let label = if partition < 0 { self.worker.clone() } else { partition.to_string() };
+                    self.counters.push((source.to_owned(), partition, SourceCounters::new(source, &label)));
+                    self.counters.len() - 1
+                }
+            };
+        }
+        &self.counters[self.last].2
+    }
+
+    /// Decodes `record` and enters it into `inputs` at its time (at least `input_time`).
+    /// Returns whether it had a payload to decode (records without one, oversized and blank
+    /// ones do not count for freshness).
+    pub fn route(&mut self, record: &Record, inputs: &mut Inputs, input_time: u64) -> bool {
+        // A source never gives a time below its frontier; the max only guards the invariant.
+        let time = record.time.max(input_time);
+        let counters = self.counters(record.source, &record.position);
+        counters.records.increment(1);
+        let dead = |error: String, bytes: &[u8], inputs: &mut Inputs| {
+            let letter = dead_letter(record.source, record.position.to_string(), error, bytes);
+            inputs.dead.update_at(letter, time, 1);
+            counters.dead_letters.increment(1);
+        };
+        let Some(bytes) = record.bytes else {
+            dead("record has no payload".into(), b"", inputs);
+            return false;
+        };
+        if let Some(length) = record.oversized {
+            dead(format!("record of {length} bytes exceeds the limit of {MAX_RECORD_BYTES} bytes"), bytes, inputs);
+            return false;
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return false;
+        }
+        match decode(bytes) {
+            Ok(Event::Chat(chat)) => {
+                inputs.chats.update_at(chat, time, 1);
+                counters.events[0].increment(1);
+            }
+            Ok(Event::Edge(edge)) => {
+                let sign = if edge.op == EdgeOp::Del { -1 } else { 1 };
+                inputs.edges.update_at((edge.src, edge.dst), time, sign * edge.weight as Diff);
+                counters.events[1].increment(1);
+            }
+            Ok(Event::Post(_)) => counters.events[2].increment(1),
+            Ok(Event::Viewers(_)) => counters.events[3].increment(1),
+            Err(error) => dead(error.to_string(), bytes, inputs),
+        }
+        true
+    }
+}
