@@ -43,8 +43,9 @@ fn main() {
         };
         let pipeline = bench.pipeline;
         let timely = TimelyArgs { workers: w, processes: 1, process: 0, hostfile: None };
-        let outcome = execute(job(&pipeline, out.path().to_path_buf(), Start::FromBeginning).expect("job"), &timely)
-            .expect("run");
+        let outcome =
+            execute(job(&pipeline, out.path().to_path_buf(), Start::FromBeginning, &timely).expect("job"), &timely)
+                .expect("run");
         let h = outcome.latency().expect("worker 0 measures latency");
         println!(
             "{{\"bench\":\"chat_views\",\"messages\":{},\"workers\":{w},\"seconds\":{:.3},\"events_per_s\":{:.0},\"peak_rss_bytes\":{},\"batch_latency_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}}}}",

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chatflow::sinks::csv::csv_sink;
+use chatflow::sinks::csv::CsvSink;
+use chatflow::sinks::{Sink, Written};
 use chatflow::sources::decode::{decode, Event};
 use chatflow::sources::import::{import, ImportFormat, ImportOptions};
 use dataflows::network::{network_views, NetworkConfig};
@@ -24,6 +25,18 @@ use timely::dataflow::ProbeHandle;
 
 /// Load seconds and the latency of each change (µs), from worker 0.
 type Measured = (f64, Histogram<u64>);
+
+/// The network views into CSV change files.
+struct ToCsv<'s> {
+    sink: CsvSink,
+    written: Vec<Written<'s>>,
+}
+
+impl<'s> dataflows::Exporter<'s, u64> for ToCsv<'s> {
+    fn export<R: dataflows::ViewRow>(&mut self, rows: differential_dataflow::VecCollection<'s, u64, R>) {
+        self.written.push(self.sink.export(rows));
+    }
+}
 
 fn main() {
     chatflow::tune_allocator();
@@ -76,13 +89,14 @@ fn main() {
         let (mut edges_in, mut focus_in) = worker.dataflow::<u64, _, _>(|scope| {
             let (edges_in, edges) = scope.new_collection::<(Name, Name), Diff>();
             let (focus_in, focus_coll) = scope.new_collection::<Name, Diff>();
-            let views = network_views(edges, focus.is_some().then_some(focus_coll), &NetworkConfig { hops, top_n: 30 });
-            let streams = vec![
-                csv_sink(views.connections, &out_dir, None).0,
-                csv_sink(views.reach, &out_dir, None).0,
-                csv_sink(views.top_connections, &out_dir, None).0,
-            ];
-            scope.concatenate(streams).probe_with(&probe);
+            let mut to_csv = ToCsv { sink: CsvSink::new(&out_dir, None), written: Vec::new() };
+            network_views(
+                edges,
+                focus.is_some().then_some(focus_coll),
+                &NetworkConfig { hops, top_n: 30 },
+                &mut to_csv,
+            );
+            scope.concatenate(to_csv.written).probe_with(&probe);
             (edges_in, focus_in)
         });
         if index == 0 {

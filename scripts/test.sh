@@ -18,6 +18,10 @@ else
     echo "scripts/test.sh: ../shared/data is absent; tests on real logs will report SKIPPED"
 fi
 
+# Every target once (the binary, the tests and the benches), before any server starts: a
+# bench that no longer compiles fails the suite here.
+cargo build --release --workspace --all-targets --locked
+
 # The Kafka tests share one broker on 127.0.0.1:9092 and the ClickHouse tests one server on
 # 127.0.0.1:8123 (each installed when missing), fresh per run.
 scripts/kafka.sh stop >/dev/null 2>&1 || true

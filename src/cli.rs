@@ -56,7 +56,9 @@ pub enum OutputFormat {
 
 /// The names of the views, from the catalog.
 fn view_names() -> clap::builder::PossibleValuesParser {
-    clap::builder::PossibleValuesParser::new(dataflows::CATALOG.iter().map(|v| clap::builder::PossibleValue::new(v.name)))
+    clap::builder::PossibleValuesParser::new(
+        dataflows::CATALOG.iter().map(|v| clap::builder::PossibleValue::new(v.name)),
+    )
 }
 
 #[derive(Args, Debug)]

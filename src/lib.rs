@@ -3,8 +3,8 @@
 //! The binary's commands live in `main.rs`; this library holds everything they use, so that
 //! tests reach the same code.
 
-pub mod clickhouse;
 pub mod cli;
+pub mod clickhouse;
 pub mod cluster;
 pub mod metrics;
 pub mod produce;

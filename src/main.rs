@@ -7,9 +7,9 @@ use clap::Parser;
 use serde_json::json;
 
 use chatflow::cli::{Cli, Command, OutputFormat};
-use chatflow::run::{execute, job, peak_rss_bytes, summary, Start};
 use chatflow::clickhouse::Client;
 use chatflow::query::{read_view, Answer, Query};
+use chatflow::run::{execute, job, peak_rss_bytes, summary, Start};
 use chatflow::sources::import::{import, ImportOptions};
 
 fn main() {

@@ -89,7 +89,8 @@ pub fn read_view(client: &Client, db: &str, query: &Query) -> Result<Answer, Que
     let mut rows = Vec::new();
     for line in text.lines() {
         let mut fields: Vec<String> = line.split('\t').map(unescape_tsv).collect();
-        let n: i64 = fields.pop().and_then(|n| n.parse().ok()).ok_or_else(|| ClickHouseError::Unexpected(line.into()))?;
+        let n: i64 =
+            fields.pop().and_then(|n| n.parse().ok()).ok_or_else(|| ClickHouseError::Unexpected(line.into()))?;
         if n != 1 {
             return Err(QueryError::Multiplicity { view: view.name, row: fields, n, at });
         }

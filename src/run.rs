@@ -13,8 +13,8 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::{PipelineArgs, TimelyArgs};
-use crate::cluster::timely_config;
 use crate::clickhouse::{self, Client, Target};
+use crate::cluster::timely_config;
 use crate::metrics::Snapshot;
 use crate::sinks::progress::{read_upper, PROGRESS_FILE};
 use crate::sources::files::expand_inputs;

@@ -39,46 +39,24 @@ pub struct ChatConfig {
     pub top_k: usize,
 }
 
-/// The chat views, each a collection of rows with multiplicity 0 or 1.
-pub struct ChatViews<'s, T: Timestamp> {
-    pub word_counts: VecCollection<'s, T, WordCount>,
-    pub channel_activity: VecCollection<'s, T, ChannelActivity>,
-    pub user_counts: VecCollection<'s, T, UserCount>,
-    pub top_words: VecCollection<'s, T, TopWord>,
-    pub top_users: VecCollection<'s, T, TopUser>,
-}
-
-impl<'s, T: Timestamp> ChatViews<'s, T> {
-    /// Hands every chat view to `exporter`, each under its own name.
-    pub fn export_to(self, exporter: &mut impl Exporter<'s, T>) {
-        exporter.export(self.word_counts);
-        exporter.export(self.channel_activity);
-        exporter.export(self.user_counts);
-        exporter.export(self.top_words);
-        exporter.export(self.top_users);
-    }
-}
-
 /// (channel, window_start, word)
 type WordKey = Hashed<(Name, i64, Name)>;
 /// (channel, window_start, user)
 type MessageKey = Hashed<(Name, i64, Name)>;
 
-/// returns every chat view of `chats`.
-pub fn chat_views<'s, T>(chats: VecCollection<'s, T, Chat>, config: &ChatConfig) -> ChatViews<'s, T>
+/// computes every chat view of `chats` (each a collection of rows with multiplicity 0 or 1)
+/// and hands it to `exporter`.
+pub fn chat_views<'s, T>(chats: VecCollection<'s, T, Chat>, config: &ChatConfig, exporter: &mut impl Exporter<'s, T>)
 where
     T: Timestamp + TotalOrder + Hash,
 {
     let (words, messages) = split_messages(chats, config.window_secs);
-
-    let word_counts = word_counts(words.clone());
-    let top_words = top_words(words, config.top_k);
     let users = channel_users(messages.clone());
-    let user_counts = user_counts(users.clone());
-    let top_users = top_users(users, config.top_k);
-    let channel_activity = channel_activity(messages);
-
-    ChatViews { word_counts, channel_activity, user_counts, top_words, top_users }
+    exporter.export(word_counts(words.clone()));
+    exporter.export(channel_activity(messages));
+    exporter.export(user_counts(users.clone()));
+    exporter.export(top_words(words, config.top_k));
+    exporter.export(top_users(users, config.top_k));
 }
 
 /// returns `(words, messages)`: `(channel, window_start, word)` with a diff of its number of

@@ -50,7 +50,7 @@ where
     if config.mention_edges {
         edges = edges.concat(network::mention_edges(inputs.chats.clone()));
     }
-    chat::chat_views(inputs.chats, &config.chat).export_to(exporter);
-    network::network_views(edges, inputs.focus, &config.network).export_to(exporter);
+    chat::chat_views(inputs.chats, &config.chat, exporter);
+    network::network_views(edges, inputs.focus, &config.network, exporter);
     exporter.export(inputs.dead_letters);
 }

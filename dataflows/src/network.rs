@@ -37,38 +37,23 @@ pub struct NetworkConfig {
     pub top_n: usize,
 }
 
-/// The network views, each a collection of rows with multiplicity 0 or 1.
-pub struct NetworkViews<'s, T: Timestamp> {
-    pub connections: VecCollection<'s, T, Connection>,
-    pub reach: VecCollection<'s, T, Reach>,
-    pub top_connections: VecCollection<'s, T, TopConnection>,
-}
-
-impl<'s, T: Timestamp> NetworkViews<'s, T> {
-    /// Hands every network view to `exporter`, each under its own name.
-    pub fn export_to(self, exporter: &mut impl Exporter<'s, T>) {
-        exporter.export(self.connections);
-        exporter.export(self.reach);
-        exporter.export(self.top_connections);
-    }
-}
-
-/// returns the network views of `edges` — `(src, dst)` records whose diff is the event's weight,
-/// negated for a `del` — for the users in `focus` (every user of the graph if `None`).
+/// computes the network views of `edges` — `(src, dst)` records whose diff is the event's
+/// weight, negated for a `del` — for the users in `focus` (every user of the graph if `None`),
+/// each a collection of rows with multiplicity 0 or 1, and hands them to `exporter`.
 pub fn network_views<'s, T>(
     edges: VecCollection<'s, T, (Name, Name)>,
     focus: Option<VecCollection<'s, T, Name>>,
     config: &NetworkConfig,
-) -> NetworkViews<'s, T>
-where
+    exporter: &mut impl Exporter<'s, T>,
+) where
     T: Timestamp + Lattice + TotalOrder,
 {
     let strengths = strengths(edges);
-    let connections = strengths.clone().map(|(pair, strength)| Connection {
+    exporter.export(strengths.clone().map(|(pair, strength)| Connection {
         user_a: pair.key.0,
         user_b: pair.key.1,
         strength: strength as i64,
-    });
+    }));
 
     let graph = strength_graph(strengths);
     let focus = match focus {
@@ -98,12 +83,17 @@ where
         scores = scores.concat(walks3.filter(|(x, f)| x != f).explode(|(x, f)| Some(((f, x), (0, 0, 1 as Diff)))));
     }
 
-    let top_connections =
-        top_k(scores, config.top_n, "TopK: top_connections").map(|(user, rank, other, (strength, walks2, walks3))| {
-            TopConnection { user, rank, other, strength: strength as i64, walks2: walks2 as i64, walks3: walks3 as i64 }
-        });
-
-    NetworkViews { connections, reach, top_connections }
+    exporter.export(reach);
+    exporter.export(top_k(scores, config.top_n, "TopK: top_connections").map(
+        |(user, rank, other, (strength, walks2, walks3))| TopConnection {
+            user,
+            rank,
+            other,
+            strength: strength as i64,
+            walks2: walks2 as i64,
+            walks3: walks3 as i64,
+        },
+    ));
 }
 
 /// returns `((a, b), strength)` with `a < b`: the positive part of the total weight of the

@@ -367,6 +367,21 @@ impl<I: Ord + Hash + Clone, R: Monoid + Ord> Ranking<I, R> {
     }
 }
 
+/// How many items [`top_k`] ranks per group, and how many of the best it keeps in its buffer
+/// (at least `k`; a `usize` is `k` with a buffer of `4 * max(k, 8)`, and small buffers let
+/// tests reach the refill path).
+#[derive(Clone, Copy, Debug)]
+pub struct TopK {
+    pub k: usize,
+    pub capacity: usize,
+}
+
+impl From<usize> for TopK {
+    fn from(k: usize) -> Self {
+        TopK { k, capacity: 4 * k.max(8) }
+    }
+}
+
 /// returns rows `(group, rank, item, score)`: for each group the `k` items with the largest
 /// score, rank 1 first, ties broken by item ascending. An item's score is the total of the
 /// diffs of its `(group, item)` records: with `isize` diffs, its number of occurrences; with a
@@ -380,7 +395,7 @@ impl<I: Ord + Hash + Clone, R: Monoid + Ord> Ranking<I, R> {
 /// refilled from all the group's scores.
 pub fn top_k<'s, T, G, I, R>(
     scores: VecCollection<'s, T, (G, I), R>,
-    k: usize,
+    size: impl Into<TopK>,
     name: &str,
 ) -> VecCollection<'s, T, (G, u32, I, R)>
 where
@@ -389,23 +404,7 @@ where
     I: ExchangeData + Hash,
     R: ExchangeData + Monoid,
 {
-    top_k_buffered(scores, k, 4 * k.max(8), name)
-}
-
-/// [`top_k`] with a buffer of `capacity` best items per group (at least `k`); small buffers
-/// let tests reach the refill path.
-pub fn top_k_buffered<'s, T, G, I, R>(
-    scores: VecCollection<'s, T, (G, I), R>,
-    k: usize,
-    capacity: usize,
-    name: &str,
-) -> VecCollection<'s, T, (G, u32, I, R)>
-where
-    T: Timestamp + TotalOrder,
-    G: ExchangeData + Hash,
-    I: ExchangeData + Hash,
-    R: ExchangeData + Monoid,
-{
+    let TopK { k, capacity } = size.into();
     let exchange = Exchange::new(|update: &((G, I), T, R)| (update.0).0.hashed());
     let mut groups: HashMap<G, Ranking<I, R>, RandomState> = HashMap::default();
     let capacity = capacity.max(k);

@@ -141,8 +141,9 @@ pub fn view(name: &str) -> Result<&'static ViewDef, String> {
 /// share a file and a table), two with the same columns (rows of one could be read as the
 /// other's), a column twice in a view, or a name that is not a plain identifier.
 pub fn check_catalog(views: &[&ViewDef]) -> Result<(), String> {
-    let identifier =
-        |s: &str| s.starts_with(|c: char| c.is_ascii_lowercase()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let identifier = |s: &str| {
+        s.starts_with(|c: char| c.is_ascii_lowercase()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
     let mut names = BTreeSet::new();
     let mut shapes = BTreeSet::new();
     for v in views {
@@ -155,7 +156,10 @@ pub fn check_catalog(views: &[&ViewDef]) -> Result<(), String> {
         let mut columns = BTreeSet::new();
         for c in v.columns {
             if !identifier(c.name) || ["time", "diff"].contains(&c.name) || !columns.insert(c.name) {
-                return Err(format!("view {:?}: column {:?} is repeated, reserved or not an identifier", v.name, c.name));
+                return Err(format!(
+                    "view {:?}: column {:?} is repeated, reserved or not an identifier",
+                    v.name, c.name
+                ));
             }
         }
     }
@@ -198,76 +202,32 @@ macro_rules! views {
     (@filter $filter:literal) => { Some($filter) };
 }
 
+// One line per view: its name, its row type, its columns in order (`= filter "f"`: the reader's
+// filter `f` matches the column). `rustfmt` leaves macro bodies alone.
 views! {
     /// `word_counts`: occurrences of a word in a channel's window.
-    "word_counts" => WordCount {
-        channel: Name = filter "channel",
-        window_start: i64,
-        word: Name,
-        count: i64,
-    }
+    "word_counts" => WordCount { channel: Name = filter "channel", window_start: i64, word: Name, count: i64 }
     /// `channel_activity`: messages, words and distinct chatters of a channel's window.
-    "channel_activity" => ChannelActivity {
-        channel: Name = filter "channel",
-        window_start: i64,
-        messages: i64,
-        words: i64,
-        chatters: i64,
-    }
+    "channel_activity" => ChannelActivity { channel: Name = filter "channel", window_start: i64, messages: i64, words: i64, chatters: i64 }
     /// `user_counts`: all-time messages of a user in a channel.
-    "user_counts" => UserCount {
-        channel: Name = filter "channel",
-        user: Name = filter "user",
-        messages: i64,
-    }
+    "user_counts" => UserCount { channel: Name = filter "channel", user: Name = filter "user", messages: i64 }
     /// `top_words`: the K most frequent words of a channel, all-time.
-    "top_words" => TopWord {
-        channel: Name = filter "channel",
-        rank: u32,
-        word: Name,
-        count: i64,
-    }
+    "top_words" => TopWord { channel: Name = filter "channel", rank: u32, word: Name, count: i64 }
     /// `top_users`: the K most active users of a channel, all-time.
-    "top_users" => TopUser {
-        channel: Name = filter "channel",
-        rank: u32,
-        user: Name = filter "user",
-        messages: i64,
-    }
+    "top_users" => TopUser { channel: Name = filter "channel", rank: u32, user: Name = filter "user", messages: i64 }
     /// `connections`: the strength of a pair of users (`user_a < user_b`): the sum of the
     /// weights of their current edges in either direction.
-    "connections" => Connection {
-        user_a: Name = filter "user",
-        user_b: Name = filter "user",
-        strength: i64,
-    }
+    "connections" => Connection { user_a: Name = filter "user", user_b: Name = filter "user", strength: i64 }
     /// `reach`: the weighted walks of `hops` steps from a focus user to another user (the
     /// entry of the `hops`-th power of the strength matrix).
-    "reach" => Reach {
-        user: Name = filter "user",
-        other: Name,
-        hops: u32,
-        walks: i64,
-    }
+    "reach" => Reach { user: Name = filter "user", other: Name, hops: u32, walks: i64 }
     /// `top_connections`: a focus user's best others, by strength, then walks of 2, then of
     /// 3 hops.
-    "top_connections" => TopConnection {
-        user: Name = filter "user",
-        rank: u32,
-        other: Name,
-        strength: i64,
-        walks2: i64,
-        walks3: i64,
-    }
-    /// `dead_letters`: input that could not be decoded, kept with where it came from and why.
-    /// `source` is the file or topic; `position` a line number (files) or `partition:offset`
-    /// (Kafka); `raw` the input itself, lossily decoded and cut to at most 1 KiB.
-    "dead_letters" => DeadLetter {
-        source: String,
-        position: String,
-        error: String,
-        raw: String,
-    }
+    "top_connections" => TopConnection { user: Name = filter "user", rank: u32, other: Name, strength: i64, walks2: i64, walks3: i64 }
+    /// `dead_letters`: input that could not be decoded, kept with where it came from and why:
+    /// `source` is the file or topic, `position` a line number (files) or `partition:offset`
+    /// (Kafka), `raw` the input itself, lossily decoded and cut to at most 1 KiB.
+    "dead_letters" => DeadLetter { source: String, position: String, error: String, raw: String }
 }
 
 #[cfg(test)]

@@ -63,8 +63,7 @@ pub trait Sink {
     fn export<'s, R: ViewRow>(&mut self, rows: VecCollection<'s, u64, R>) -> Written<'s>;
     /// After every view is exported: `written` is their streams together, `positions` the
     /// sources' positions at the times they were read. Returns the stream the worker probes.
-    fn complete<'s>(&mut self, written: Written<'s>, positions: VecCollection<'s, u64, InputPosition>)
-        -> Written<'s>;
+    fn complete<'s>(&mut self, written: Written<'s>, positions: VecCollection<'s, u64, InputPosition>) -> Written<'s>;
     /// The dataflow holds every update before `upper` (`None`: every update); the sources
     /// stand at `positions`; `produced` are the produce times of the live records complete now.
     fn advance(&mut self, upper: Option<u64>, positions: &[InputPosition], produced: Vec<i64>)

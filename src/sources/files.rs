@@ -102,17 +102,18 @@ impl Source for Replay {
     fn read(&mut self, budget: usize, each: &mut dyn FnMut(Record)) -> Result<(), SourceError> {
         let end = self.files.position().saturating_add(budget as u64);
         let batch = self.batch;
-        self.files.read_until(end, |line: Line| {
-            each(Record {
-                time: line.global / batch,
-                source: line.source,
-                position: Position::Line(line.line_no),
-                bytes: Some(line.bytes),
-                oversized: line.oversized,
-                produced_ms: None,
+        self.files
+            .read_until(end, |line: Line| {
+                each(Record {
+                    time: line.global / batch,
+                    source: line.source,
+                    position: Position::Line(line.line_no),
+                    bytes: Some(line.bytes),
+                    oversized: line.oversized,
+                    produced_ms: None,
+                })
             })
-        })
-        .context("reading the input files")?;
+            .context("reading the input files")?;
         Ok(())
     }
 

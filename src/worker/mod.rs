@@ -154,7 +154,12 @@ struct Running<S: Sink> {
     told: Option<Option<u64>>,
 }
 
-fn run_with<S: Sink>(worker: &mut Worker, job: &Job, progress: &Progress, mut sink: S) -> Result<WorkerReport, WorkerError> {
+fn run_with<S: Sink>(
+    worker: &mut Worker,
+    job: &Job,
+    progress: &Progress,
+    mut sink: S,
+) -> Result<WorkerReport, WorkerError> {
     let index = worker.index();
     let profile = job.profile.then(|| OperatorProfile::install(worker));
     let probe = ProbeHandle::new();

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chatflow::sinks::kafka_out::TopicWriter;
-
-use chatflow::sinks::clickhouse::{committed_cut, view, Client};
+use chatflow::clickhouse::{committed_cut, Client};
+use chatflow::produce::kafka::TopicWriter;
+use dataflows::view;
 
 use crate::oracle::{self, Msg, Views};
 use crate::support::*;
@@ -44,7 +44,7 @@ fn query(url: &str, db: &str, v: &str, extra: &[&str]) -> BTreeSet<Vec<String>> 
     args.extend(extra);
     let output = run_ok(&args);
     let mut reader = csv::Reader::from_reader(&output.stdout[..]);
-    assert_eq!(reader.headers().unwrap().iter().collect::<Vec<_>>(), view(v).unwrap().columns, "{v}: header");
+    assert_eq!(reader.headers().unwrap().iter().collect::<Vec<_>>(), view(v).unwrap().column_names(), "{v}: header");
     let mut rows = BTreeSet::new();
     for record in reader.records() {
         let row: Vec<String> = record.unwrap().iter().map(str::to_owned).collect();
@@ -62,7 +62,7 @@ fn query_views(url: &str, db: &str, views: &[&str], extra: &[&str]) -> Views {
 fn check_copies(url: &str, db: &str, v: &str) -> (u64, u64) {
     let client = Client::new(url);
     let cut = committed_cut(&client, db).unwrap().expect("progress recorded");
-    let columns: Vec<String> = view(v).unwrap().columns.iter().map(|c| format!("`{c}`")).collect();
+    let columns: Vec<String> = view(v).unwrap().column_names().iter().map(|c| format!("`{c}`")).collect();
     let columns = columns.join(", ");
     let answer = client
         .execute(&format!(
@@ -169,14 +169,28 @@ fn kill_9_at_random_moments_and_restart() {
         &["--until-caught-up", "-w", "2", "--max-inflight", "2000", "--tick-ms", "100"],
     );
     let client = Client::new(&url);
-    // Kill points spread over the run, later each time (so each run gets further than the
-    // last), jittered by the clock: each CI run tries other moments.
-    let delays: Vec<u64> = vec![300, 650, 1000, 1400, 1800, 2300];
+    // Six runs, each killed with SIGKILL once it has been seen to commit: when the committed cut
+    // has moved past the one before the run (so each run gets further than the last, however
+    // slow the machine), then 0-250 ms later, jittered by the clock, so each CI run kills at other
+    // moments. A run that ends on its own first is not killed.
     let mut kills = 0;
     let mut cuts = Vec::new();
-    for delay in delays {
+    for run in 0..6u32 {
+        let before = committed_cut(&client, &db).ok().flatten().unwrap_or(0);
         let mut child = chatflow().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(delay + u64::from(nanos % 197)));
+        let mut cut = None;
+        let moved = poll_until(Duration::from_secs(180), || {
+            // An error (no database or table yet) counts as nothing committed yet.
+            cut = committed_cut(&client, &db).ok().flatten();
+            cut.is_some_and(|c| c > before) || child.try_wait().unwrap().is_some()
+        });
+        if !moved {
+            kill_and_fail(
+                &mut child,
+                format!("run {run}: the committed cut stayed at {cut:?} for 180 s (it was {before} before the run)"),
+            );
+        }
+        std::thread::sleep(Duration::from_millis((u64::from(nanos) >> (run * 3)) % 250));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
             kills += 1;

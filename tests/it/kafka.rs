@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chatflow::sinks::kafka_out::TopicWriter;
+use chatflow::produce::kafka::TopicWriter;
 
 use crate::oracle::{self, Msg};
 use crate::support::*;
@@ -142,7 +142,8 @@ fn stop_mid_stream_and_resume() {
     let slow = ["--until-caught-up", "-w", "2", "--max-inflight", "2000", "--tick-ms", "100"];
     let mut stops = 0;
     for attempt in 0..3 {
-        let child = chatflow()
+        let before = upper_of(&out);
+        let mut child = chatflow()
             .args(
                 kafka_run(&prefix, broker, &out, &slow)
                     .iter()
@@ -153,8 +154,24 @@ fn stop_mid_stream_and_resume() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(1200));
-        terminate(&child);
+        // Stopped once it has been seen to get further than the last attempt (any recorded
+        // upper passes None), or earlier if it ends on its own.
+        let mut upper = None;
+        let progressed = poll_until(Duration::from_secs(180), || {
+            upper = upper_of(&out);
+            upper > before || child.try_wait().unwrap().is_some()
+        });
+        if !progressed {
+            kill_and_fail(
+                &mut child,
+                format!(
+                    "attempt {attempt}: the recorded upper stayed at {upper:?} for 180 s (it was {before:?} before)"
+                ),
+            );
+        }
+        if child.try_wait().unwrap().is_none() {
+            terminate(&child);
+        }
         let output = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "stopped run failed: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
@@ -183,14 +200,19 @@ fn broker_restart_mid_stream() {
     load_topics(&fixture, &prefix, &address);
     let out = dir.path().join("out");
     let slow = ["--until-caught-up", "-w", "2", "--max-inflight", "2000", "--tick-ms", "100"];
-    let child = chatflow()
+    let mut child = chatflow()
         .args(kafka_run(&prefix, &address, &out, &slow))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
-    let mut child = child;
+    // The broker restarts once the run has recorded progress (it has read records); if the run
+    // ends first, the assertion below says so.
+    let read = poll_until(Duration::from_secs(180), || upper_of(&out).is_some() || child.try_wait().unwrap().is_some());
+    if !read {
+        kafka("stop");
+        kill_and_fail(&mut child, "the run recorded no progress in 180 s".to_string());
+    }
     assert!(child.try_wait().unwrap().is_none(), "the run ended before the broker restart; slow it down");
     kafka("restart");
     let output = child.wait_with_output().unwrap();
@@ -216,7 +238,7 @@ fn idle_partition_does_not_stall_the_views() {
     writer.ensure_topics(&[&topic], 4).unwrap();
     let out = dir.path().join("out");
     let live = ["-w", "2", "--tick-ms", "200", "--idle-ms", "500"];
-    let child = chatflow()
+    let mut child = chatflow()
         .args(kafka_run(&prefix, broker, &out, &live))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -263,7 +285,16 @@ fn idle_partition_does_not_stall_the_views() {
         std::thread::sleep(Duration::from_millis(5));
     }
     writer.flush().unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    // Stopped once the recorded upper has passed every message sent (their ingestion times are
+    // their event times rounded up to the 200 ms tick).
+    let max_ts = sent.iter().map(|m| m.ts).max().unwrap() as u64;
+    let mut upper = None;
+    if !poll_until(Duration::from_secs(60), || {
+        upper = upper_of(&out);
+        upper.is_some_and(|u| u > max_ts)
+    }) {
+        kill_and_fail(&mut child, format!("the recorded upper stayed at {upper:?}, not past {max_ts}, for 60 s"));
+    }
     terminate(&child);
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use dataflows::network::{network_views, NetworkConfig};
 use dataflows::{Diff, Name};
@@ -14,8 +14,6 @@ use timely::dataflow::ProbeHandle;
 
 use crate::oracle::{self, read_edges, EdgeUpdate, Views};
 use crate::support::*;
-
-type Captured = Arc<Mutex<Vec<(String, Vec<String>, u64, i64)>>>;
 
 /// Runs the network views over timed edge updates on `workers` threads and returns every
 /// output update as (view, row, time, diff).
@@ -37,38 +35,14 @@ fn run_network(
         let (mut edges_in, mut focus_in) = worker.dataflow::<u64, _, _>(|scope| {
             let (edges_in, edges) = scope.new_collection::<(Name, Name), Diff>();
             let (focus_in, focus_coll) = scope.new_collection::<Name, Diff>();
-            let views = network_views(edges, focus.is_some().then_some(focus_coll), &NetworkConfig { hops, top_n: n });
-            let s = Arc::clone(&sink);
-            views
-                .connections
-                .inspect(move |(c, t, d)| {
-                    let row = vec![c.user_a.to_string(), c.user_b.to_string(), c.strength.to_string()];
-                    s.lock().unwrap().push(("connections".into(), row, *t, *d as i64));
-                })
-                .probe_with(&probe);
-            let s = Arc::clone(&sink);
-            views
-                .reach
-                .inspect(move |(r, t, d)| {
-                    let row = vec![r.user.to_string(), r.other.to_string(), r.hops.to_string(), r.walks.to_string()];
-                    s.lock().unwrap().push(("reach".into(), row, *t, *d as i64));
-                })
-                .probe_with(&probe);
-            let s = Arc::clone(&sink);
-            views
-                .top_connections
-                .inspect(move |(c, t, d)| {
-                    let row = vec![
-                        c.user.to_string(),
-                        c.rank.to_string(),
-                        c.other.to_string(),
-                        c.strength.to_string(),
-                        c.walks2.to_string(),
-                        c.walks3.to_string(),
-                    ];
-                    s.lock().unwrap().push(("top_connections".into(), row, *t, *d as i64));
-                })
-                .probe_with(&probe);
+            let config = NetworkConfig { hops, top_n: n };
+            let captured = Arc::clone(&sink);
+            network_views(
+                edges,
+                focus.is_some().then_some(focus_coll),
+                &config,
+                &mut Capture { captured, probe: &probe },
+            );
             (edges_in, focus_in)
         });
         if index == 0 {

@@ -2,7 +2,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dataflows::{Exporter, ViewRow};
+use differential_dataflow::VecCollection;
+use timely::dataflow::ProbeHandle;
 
 use crate::oracle::Views;
 
@@ -80,14 +86,7 @@ pub fn consolidated_file(path: &Path, columns: usize) -> BTreeMap<Vec<String>, i
 
 /// Reads every chat view of `dir` consolidated, asserting each row has multiplicity 0 or 1.
 pub fn read_views(dir: &Path, views: &[&str]) -> Views {
-    let columns = |view: &str| match view {
-        "word_counts" | "top_words" | "top_users" | "dead_letters" | "reach" => 4,
-        "connections" => 3,
-        "top_connections" => 6,
-        "channel_activity" => 5,
-        "user_counts" => 3,
-        other => panic!("unknown view {other}"),
-    };
+    let columns = |view: &str| dataflows::view(view).unwrap_or_else(|e| panic!("{e}")).columns.len();
     let mut out = Views::new();
     for view in views {
         let sums = consolidated_file(&dir.join(format!("{view}.csv")), columns(view));
@@ -143,5 +142,47 @@ pub fn own_server(script: &'static str, env_prefix: &'static str, port: u16, dir
             .status()
             .unwrap();
         assert!(status.success(), "scripts/{script} {action} failed");
+    }
+}
+
+/// Looks at `check` every 20 ms until it holds (true) or `deadline` has passed (false). Tests
+/// wait for progress they observe, never for a fixed time; the deadline is only a last resort.
+pub fn poll_until(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let began = Instant::now();
+    loop {
+        if check() {
+            return true;
+        }
+        if began.elapsed() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills `child` (a run left behind would go on after the test) and fails the test with `message`.
+pub fn kill_and_fail(child: &mut Child, message: String) -> ! {
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("{message}");
+}
+
+/// Every update of the views a dataflow exports: (view, row, time, diff), the row's fields as
+/// text in the order the view catalog gives.
+pub type Captured = Arc<Mutex<Vec<(String, Vec<String>, u64, i64)>>>;
+
+/// An exporter for tests: captures every view's updates and probes them with `probe`.
+pub struct Capture<'a> {
+    pub captured: Captured,
+    pub probe: &'a ProbeHandle<u64>,
+}
+
+impl<'s> Exporter<'s, u64> for Capture<'_> {
+    fn export<R: ViewRow>(&mut self, rows: VecCollection<'s, u64, R>) {
+        let sink = Arc::clone(&self.captured);
+        rows.inspect(move |(row, time, diff)| {
+            sink.lock().unwrap().push((R::DEF.name.to_owned(), row.to_strings(), *time, *diff as i64))
+        })
+        .probe_with(self.probe);
     }
 }

@@ -15,8 +15,7 @@ use proptest::prelude::*;
 use timely::dataflow::ProbeHandle;
 
 use crate::oracle::{self, Msg, Views};
-
-type Captured = Arc<Mutex<BTreeMap<(String, Vec<String>), i64>>>;
+use crate::support::{Capture, Captured};
 
 /// Runs the chat views over `events` (time, message) on `workers` threads and returns the
 /// consolidated views, asserting every row has multiplicity 0 or 1.
@@ -28,68 +27,11 @@ pub fn run_views(events: Vec<(u64, Msg)>, workers: usize, window: i64, k: usize)
         let index = worker.index();
         let peers = worker.peers();
         let probe = ProbeHandle::new();
-        let sink = Arc::clone(&sink);
+        let captured = Arc::clone(&sink);
         let mut input = worker.dataflow::<u64, _, _>(|scope| {
             let (input, chats) = scope.new_collection::<Chat, Diff>();
-            let views = chat_views(chats, &ChatConfig { window_secs: window, top_k: k });
-            let record = move |view: &'static str| {
-                let sink = Arc::clone(&sink);
-                move |row: Vec<String>, diff: Diff| {
-                    *sink.lock().unwrap().entry((view.to_owned(), row)).or_default() += diff as i64;
-                }
-            };
-            let r = record("word_counts");
-            views
-                .word_counts
-                .inspect(move |(w, _, d)| {
-                    r(
-                        vec![
-                            w.channel.to_string(),
-                            w.window_start.to_string(),
-                            w.word.to_string(),
-                            w.count.to_string(),
-                        ],
-                        *d,
-                    )
-                })
-                .probe_with(&probe);
-            let r = record("channel_activity");
-            views
-                .channel_activity
-                .inspect(move |(a, _, d)| {
-                    r(
-                        vec![
-                            a.channel.to_string(),
-                            a.window_start.to_string(),
-                            a.messages.to_string(),
-                            a.words.to_string(),
-                            a.chatters.to_string(),
-                        ],
-                        *d,
-                    )
-                })
-                .probe_with(&probe);
-            let r = record("user_counts");
-            views
-                .user_counts
-                .inspect(move |(u, _, d)| {
-                    r(vec![u.channel.to_string(), u.user.to_string(), u.messages.to_string()], *d)
-                })
-                .probe_with(&probe);
-            let r = record("top_words");
-            views
-                .top_words
-                .inspect(move |(t, _, d)| {
-                    r(vec![t.channel.to_string(), t.rank.to_string(), t.word.to_string(), t.count.to_string()], *d)
-                })
-                .probe_with(&probe);
-            let r = record("top_users");
-            views
-                .top_users
-                .inspect(move |(t, _, d)| {
-                    r(vec![t.channel.to_string(), t.rank.to_string(), t.user.to_string(), t.messages.to_string()], *d)
-                })
-                .probe_with(&probe);
+            let config = ChatConfig { window_secs: window, top_k: k };
+            chat_views(chats, &config, &mut Capture { captured, probe: &probe });
             input
         });
         // Worker i feeds events i, i + peers, …, in time order.
@@ -109,11 +51,15 @@ pub fn run_views(events: Vec<(u64, Msg)>, workers: usize, window: i64, k: usize)
     })
     .expect("timely runs");
 
+    let mut sums: BTreeMap<(String, Vec<String>), i64> = BTreeMap::new();
+    for (view, row, _, diff) in captured.lock().unwrap().drain(..) {
+        *sums.entry((view, row)).or_default() += diff;
+    }
     let mut views = Views::new();
     for view in crate::support::CHAT_VIEWS {
         views.entry(view.to_owned()).or_default();
     }
-    for ((view, row), m) in captured.lock().unwrap().iter() {
+    for ((view, row), m) in sums.iter() {
         assert!(*m == 0 || *m == 1, "{view}: row {row:?} has multiplicity {m}");
         if *m == 1 {
             views.get_mut(view).unwrap().insert(row.clone());
@@ -215,7 +161,7 @@ type TopRows = Vec<((u8, u32, u8, isize), u64, isize)>;
 type CountRows = Vec<(((u8, u8), isize), u64, isize)>;
 
 fn run_operators(updates: Updates, workers: usize, k: usize, capacity: usize) -> (TopRows, CountRows) {
-    use dataflows::operators::{count_by_key, top_k_buffered};
+    use dataflows::operators::{count_by_key, top_k, TopK};
     let top: Arc<Mutex<TopRows>> = Arc::default();
     let counts: Arc<Mutex<CountRows>> = Arc::default();
     let (top_sink, count_sink) = (Arc::clone(&top), Arc::clone(&counts));
@@ -226,7 +172,7 @@ fn run_operators(updates: Updates, workers: usize, k: usize, capacity: usize) ->
         let (top_sink, count_sink) = (Arc::clone(&top_sink), Arc::clone(&count_sink));
         let mut input = worker.dataflow::<u64, _, _>(|scope| {
             let (input, occurrences) = scope.new_collection::<(u8, u8), isize>();
-            top_k_buffered(occurrences.clone(), k, capacity, "TopK: test")
+            top_k(occurrences.clone(), TopK { k, capacity }, "TopK: test")
                 .inspect(move |x| top_sink.lock().unwrap().push(*x))
                 .probe_with(&probe);
             count_by_key(occurrences, "Count: test")

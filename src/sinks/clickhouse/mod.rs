@@ -64,7 +64,11 @@ fn fixed_hash<T: std::hash::Hash>(value: &T) -> u64 {
 
 /// Encodes `rows` of each completed time at or after `skip` into the view's buffer. Returns
 /// the (empty) output, whose frontier passes a time once it is buffered.
-pub fn clickhouse_sink<'s, R: ViewRow>(rows: VecCollection<'s, u64, R>, buffers: &BuffersHandle, skip: u64) -> Written<'s> {
+pub fn clickhouse_sink<'s, R: ViewRow>(
+    rows: VecCollection<'s, u64, R>,
+    buffers: &BuffersHandle,
+    skip: u64,
+) -> Written<'s> {
     let buffers = Rc::clone(buffers);
     let view = R::DEF.name;
     in_time_order(
@@ -131,7 +135,12 @@ impl Sink for ClickHouseSink {
         written
     }
 
-    fn advance(&mut self, upper: Option<u64>, positions: &[InputPosition], produced: Vec<i64>) -> Result<(), SinkError> {
+    fn advance(
+        &mut self,
+        upper: Option<u64>,
+        positions: &[InputPosition],
+        produced: Vec<i64>,
+    ) -> Result<(), SinkError> {
         self.deferred.extend(produced);
         match upper {
             Some(upper) if upper > self.handed => self.hand_over(upper, positions),

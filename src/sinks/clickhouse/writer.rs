@@ -63,7 +63,8 @@ struct WriterConfig {
 impl Writer {
     pub fn spawn(target: &Target, worker: u32, workers: u32, run: u64, stop: &'static AtomicBool) -> Writer {
         let (sender, receiver) = sync_channel(2);
-        let config = WriterConfig { client: Client::new(&target.url), db: target.database.clone(), worker, workers, run, stop };
+        let config =
+            WriterConfig { client: Client::new(&target.url), db: target.database.clone(), worker, workers, run, stop };
         let thread = std::thread::Builder::new()
             .name(format!("clickhouse-w{worker}"))
             .spawn(move || write_loop(receiver, config))
