@@ -284,7 +284,7 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
         }
     }
     let fresh = outcome.freshness();
-    if fresh.len() > 0 {
+    if !fresh.is_empty() {
         let _ = writeln!(
             s,
             "  freshness (produce → {}) of {} live records: p50 {:.1} ms, p99 {:.1} ms",

@@ -293,6 +293,7 @@ impl<S: Sink> Running<S> {
                 }
             }
         })?;
+        router.flush();
         Ok(())
     }
 

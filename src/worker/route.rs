@@ -30,11 +30,21 @@ impl Inputs {
     }
 }
 
-/// Decodes records into the inputs, with the counters of each source partition seen.
+/// A source partition's counts not yet added to its counters: records, dead letters, then
+/// events by kind (as `metrics::EVENT_KINDS`).
+#[derive(Default)]
+struct Counts {
+    records: u64,
+    dead_letters: u64,
+    events: [u64; 4],
+}
+
+/// Decodes records into the inputs, counting per source partition; `flush` adds the counts to
+/// the metrics registry (once per read, not once per record).
 pub struct Router {
     /// The partition label of file records (the worker: see `metrics`).
     worker: String,
-    counters: Vec<(String, i32, SourceCounters)>,
+    counters: Vec<(String, i32, SourceCounters, Counts)>,
     /// The entry the last record used (records come in runs from one partition).
     last: usize,
 }
@@ -44,23 +54,36 @@ impl Router {
         Router { worker: worker.to_string(), counters: Vec::new(), last: 0 }
     }
 
-    fn counters(&mut self, source: &str, position: &Position) -> &SourceCounters {
+    fn counts(&mut self, source: &str, position: &Position) -> &mut Counts {
         let partition = match position {
             Position::Line(_) => -1,
             Position::Offset { partition, .. } => *partition,
         };
-        let hit = |(s, p, _): &(String, i32, SourceCounters)| *p == partition && s == source;
+        let hit = |(s, p, _, _): &(String, i32, SourceCounters, Counts)| *p == partition && s == source;
         if !self.counters.get(self.last).is_some_and(hit) {
             self.last = match self.counters.iter().position(hit) {
                 Some(i) => i,
                 None => {
                     let label = if partition < 0 { self.worker.clone() } else { partition.to_string() };
-                    self.counters.push((source.to_owned(), partition, SourceCounters::new(source, &label)));
+                    let counters = SourceCounters::new(source, &label);
+                    self.counters.push((source.to_owned(), partition, counters, Counts::default()));
                     self.counters.len() - 1
                 }
             };
         }
-        &self.counters[self.last].2
+        &mut self.counters[self.last].3
+    }
+
+    /// Adds the counts so far to the registry.
+    pub fn flush(&mut self) {
+        for (_, _, counters, counts) in &mut self.counters {
+            let counts = std::mem::take(counts);
+            counters.records.increment(counts.records);
+            counters.dead_letters.increment(counts.dead_letters);
+            for (counter, n) in counters.events.iter().zip(counts.events) {
+                counter.increment(n);
+            }
+        }
     }
 
     /// Decodes `record` and enters it into `inputs` at its time (at least `input_time`).
@@ -69,12 +92,12 @@ impl Router {
     pub fn route(&mut self, record: &Record, inputs: &mut Inputs, input_time: u64) -> bool {
         // A source never gives a time below its frontier; the max only guards the invariant.
         let time = record.time.max(input_time);
-        let counters = self.counters(record.source, &record.position);
-        counters.records.increment(1);
-        let dead = |error: String, bytes: &[u8], inputs: &mut Inputs| {
+        let counts = self.counts(record.source, &record.position);
+        counts.records += 1;
+        let mut dead = |error: String, bytes: &[u8], inputs: &mut Inputs| {
             let letter = dead_letter(record.source, record.position.to_string(), error, bytes);
             inputs.dead.update_at(letter, time, 1);
-            counters.dead_letters.increment(1);
+            counts.dead_letters += 1;
         };
         let Some(bytes) = record.bytes else {
             dead("record has no payload".into(), b"", inputs);
@@ -90,15 +113,15 @@ impl Router {
         match decode(bytes) {
             Ok(Event::Chat(chat)) => {
                 inputs.chats.update_at(chat, time, 1);
-                counters.events[0].increment(1);
+                counts.events[0] += 1;
             }
             Ok(Event::Edge(edge)) => {
                 let sign = if edge.op == EdgeOp::Del { -1 } else { 1 };
                 inputs.edges.update_at((edge.src, edge.dst), time, sign * edge.weight as Diff);
-                counters.events[1].increment(1);
+                counts.events[1] += 1;
             }
-            Ok(Event::Post(_)) => counters.events[2].increment(1),
-            Ok(Event::Viewers(_)) => counters.events[3].increment(1),
+            Ok(Event::Post(_)) => counts.events[2] += 1,
+            Ok(Event::Viewers(_)) => counts.events[3] += 1,
             Err(error) => dead(error.to_string(), bytes, inputs),
         }
         true

@@ -97,13 +97,18 @@ fn next_batch(receiver: &Receiver<Batch>, last_flush: Instant, open: &mut bool) 
     const MIN_INTERVAL: Duration = Duration::from_millis(250);
     const MAX_BYTES: usize = 64 << 20;
     let mut acc = receiver.recv().ok()?;
+    let bytes = |batch: &Batch| batch.views.values().map(|v| v.rows.len()).sum::<usize>();
+    let mut size = bytes(&acc);
     loop {
-        let size: usize = acc.views.values().map(|v| v.rows.len()).sum();
         let wait = MIN_INTERVAL.saturating_sub(last_flush.elapsed());
         if size >= MAX_BYTES || wait.is_zero() {
+            // Take what is already waiting, up to the size limit.
             while size < MAX_BYTES {
                 match receiver.try_recv() {
-                    Ok(next) => merge(&mut acc, next),
+                    Ok(next) => {
+                        size += bytes(&next);
+                        merge(&mut acc, next);
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         *open = false;
@@ -114,7 +119,10 @@ fn next_batch(receiver: &Receiver<Batch>, last_flush: Instant, open: &mut bool) 
             return Some(acc);
         }
         match receiver.recv_timeout(wait) {
-            Ok(next) => merge(&mut acc, next),
+            Ok(next) => {
+                size += bytes(&next);
+                merge(&mut acc, next);
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 *open = false;
@@ -182,7 +190,7 @@ fn retry(stop: &AtomicBool, mut attempt: impl FnMut() -> Result<(), ClickHouseEr
                 failures += 1;
                 crate::metrics::insert_retry();
                 let since = *failing_since.get_or_insert_with(Instant::now);
-                if failures == 1 || failures % 20 == 0 {
+                if failures == 1 || failures.is_multiple_of(20) {
                     tracing::warn!(error = %e, failures, "ClickHouse insert failed; retrying");
                 }
                 if stop.load(Ordering::Relaxed) && since.elapsed() > Duration::from_secs(60) {
