@@ -6,32 +6,40 @@ use timely::{CommunicationConfig, WorkerConfig};
 
 use crate::cli::TimelyArgs;
 
+/// Flags that do not make a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("-p {process} is out of range for -n {processes}")]
+    ProcessOutOfRange { process: usize, processes: usize },
+    #[error("{}: {source}", path.display())]
+    Hostfile { path: std::path::PathBuf, source: std::io::Error },
+    #[error("{} holds {found} addresses, but -n is {processes}", path.display())]
+    TooFewHosts { path: std::path::PathBuf, found: usize, processes: usize },
+}
+
 /// Builds the timely configuration of `-w`, `-n`, `-p`, `-h`: without a hostfile, process `i`
 /// listens on 127.0.0.1:(2101 + i), as timely does on localhost.
-pub fn timely_config(args: &TimelyArgs) -> Result<timely::Config, String> {
+pub fn timely_config(args: &TimelyArgs) -> Result<timely::Config, ClusterError> {
     let threads = args.workers as usize;
     let processes = args.processes as usize;
     let process = args.process as usize;
     if process >= processes {
-        return Err(format!("-p {process} is out of range for -n {processes}"));
+        return Err(ClusterError::ProcessOutOfRange { process, processes });
     }
     let communication = if processes > 1 {
         let addresses = match &args.hostfile {
             Some(path) => {
-                let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let unreadable = |source| ClusterError::Hostfile { path: path.clone(), source };
+                let file = std::fs::File::open(path).map_err(unreadable)?;
                 let addresses: Vec<String> = std::io::BufReader::new(file)
                     .lines()
                     .map(|l| l.map(|l| l.trim().to_owned()))
                     .filter(|l| !matches!(l, Ok(l) if l.is_empty()))
                     .take(processes)
                     .collect::<Result<_, _>>()
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                    .map_err(unreadable)?;
                 if addresses.len() < processes {
-                    return Err(format!(
-                        "{} holds {} addresses, but -n is {processes}",
-                        path.display(),
-                        addresses.len()
-                    ));
+                    return Err(ClusterError::TooFewHosts { path: path.clone(), found: addresses.len(), processes });
                 }
                 addresses
             }

@@ -33,8 +33,8 @@ pub struct Answer {
 /// Why a query has no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
-    #[error("{0}")]
-    NoView(String),
+    #[error(transparent)]
+    NoView(#[from] dataflows::NoSuchView),
     #[error("{view} has no {filter} column to filter on")]
     NoFilter { view: &'static str, filter: &'static str },
     #[error("{0} has no committed progress yet")]
@@ -53,7 +53,7 @@ const FILTERS: [&str; 2] = ["channel", "user"];
 /// Reads `query.view` of database `db` at the committed cut (or at `as_of`), summing diffs.
 pub fn read_view(client: &Client, db: &str, query: &Query) -> Result<Answer, QueryError> {
     check_database(db)?;
-    let view = dataflows::view(query.view).map_err(QueryError::NoView)?;
+    let view = dataflows::view(query.view)?;
     let cut = committed_cut(client, db)?.ok_or_else(|| QueryError::NothingCommitted(db.to_owned()))?;
     let at = match query.as_of {
         Some(t) if t >= cut => return Err(QueryError::NotCommitted { at: t, cut }),

@@ -195,7 +195,7 @@ pub fn read_focus(path: &std::path::Path) -> Result<Vec<String>> {
 /// Runs `job` on this process's workers and waits for them, drawing a progress bar on a
 /// terminal.
 pub fn execute(job: Job, timely: &TimelyArgs) -> Result<Outcome> {
-    let config = timely_config(timely).map_err(|e| anyhow!(e))?;
+    let config = timely_config(timely)?;
     std::fs::create_dir_all(&job.out).with_context(|| format!("creating {}", job.out.display()))?;
     let input_bytes: u64 = match &job.input {
         Input::Replay { files, .. } => files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum(),

@@ -129,18 +129,25 @@ pub trait Exporter<'s, T: Timestamp> {
     fn export<R: ViewRow>(&mut self, rows: VecCollection<'s, T, R>);
 }
 
-/// The view called `name`, or an error listing the views.
-pub fn view(name: &str) -> Result<&'static ViewDef, String> {
-    CATALOG.iter().copied().find(|v| v.name == name).ok_or_else(|| {
-        let names: Vec<&str> = CATALOG.iter().map(|v| v.name).collect();
-        format!("no view {name:?}; the views are {}", names.join(", "))
-    })
+/// A name that is not a view's.
+#[derive(Debug, thiserror::Error)]
+#[error("no view {0:?}; the views are {names}", names = CATALOG.iter().map(|v| v.name).collect::<Vec<_>>().join(", "))]
+pub struct NoSuchView(pub String);
+
+/// What is wrong with a catalog (see [`check_catalog`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the view catalog is inconsistent: {0}")]
+pub struct CatalogError(String);
+
+/// The view called `name`.
+pub fn view(name: &str) -> Result<&'static ViewDef, NoSuchView> {
+    CATALOG.iter().copied().find(|v| v.name == name).ok_or_else(|| NoSuchView(name.to_owned()))
 }
 
 /// What is wrong with the catalog `views`, if anything: two views with one name (they would
 /// share a file and a table), two with the same columns (rows of one could be read as the
 /// other's), a column twice in a view, or a name that is not a plain identifier.
-pub fn check_catalog(views: &[&ViewDef]) -> Result<(), String> {
+pub fn check_catalog(views: &[&ViewDef]) -> Result<(), CatalogError> {
     let identifier = |s: &str| {
         s.starts_with(|c: char| c.is_ascii_lowercase()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     };
@@ -148,18 +155,17 @@ pub fn check_catalog(views: &[&ViewDef]) -> Result<(), String> {
     let mut shapes = BTreeSet::new();
     for v in views {
         if !identifier(v.name) || !names.insert(v.name) {
-            return Err(format!("view name {:?} is repeated or not a plain identifier", v.name));
+            return Err(CatalogError(format!("view name {:?} is repeated or not a plain identifier", v.name)));
         }
         if v.columns.is_empty() || !shapes.insert(v.columns) {
-            return Err(format!("view {:?} has no columns, or the same columns as another view", v.name));
+            return Err(CatalogError(format!("view {:?} has no columns, or the same columns as another view", v.name)));
         }
         let mut columns = BTreeSet::new();
         for c in v.columns {
             if !identifier(c.name) || ["time", "diff"].contains(&c.name) || !columns.insert(c.name) {
-                return Err(format!(
-                    "view {:?}: column {:?} is repeated, reserved or not an identifier",
-                    v.name, c.name
-                ));
+                let problem =
+                    format!("view {:?}: column {:?} is repeated, reserved or not an identifier", v.name, c.name);
+                return Err(CatalogError(problem));
             }
         }
     }
@@ -239,7 +245,7 @@ mod tests {
         check_catalog(CATALOG).unwrap();
         assert_eq!(view("top_users").unwrap().filter_columns("user"), ["user"]);
         assert_eq!(view("connections").unwrap().filter_columns("user"), ["user_a", "user_b"]);
-        assert!(view("nope").unwrap_err().contains("word_counts"));
+        assert!(view("nope").unwrap_err().to_string().contains("word_counts"));
     }
 
     #[test]

@@ -77,6 +77,9 @@ fn row_hash(row: &[u8]) -> u64 {
 pub struct SinkShared {
     pub rows_written: u64,
     pub error: Option<SinkError>,
+    /// Set when the sink finishes at a run's upper: nothing at or after it is written (a
+    /// stopped run's later times complete with part of their input once the inputs close).
+    pub limit: Option<u64>,
 }
 
 pub type SinkHandle = Rc<RefCell<SinkShared>>;
@@ -155,6 +158,9 @@ pub fn csv_sink<'s, R: ViewRow>(
         move |time: &u64, runs: Vec<(EncodedRun, Diff)>, _emit: &mut dyn FnMut((), Diff)| {
             let Some(w) = writer.as_mut() else { return };
             let mut shared = shared.borrow_mut();
+            if shared.limit.is_some_and(|limit| *time >= limit) {
+                return;
+            }
             match write_merged(w, *time, &runs) {
                 Ok(rows) => {
                     shared.rows_written += rows;
@@ -331,6 +337,9 @@ impl crate::sinks::Sink for CsvSink {
 
     fn finish(mut self, upper: u64, _positions: &[crate::sources::InputPosition]) -> Result<SinkReport, SinkError> {
         self.check()?;
+        for (_, view) in &self.views {
+            view.borrow_mut().limit = Some(upper);
+        }
         if let Some(state) = &self.progress {
             if state.borrow().is_writer() {
                 crate::sinks::progress::write_progress(state, &self.dir, upper)?;

@@ -89,7 +89,7 @@ impl<'a, 's, S: Sink> Exports<'a, 's, S> {
 
     /// Completes the sink (see [`Sink::complete`]) once every view is in; an error names the
     /// views exported twice or never.
-    pub fn finish(self, positions: VecCollection<'s, u64, InputPosition>) -> Result<Written<'s>, String> {
+    pub fn finish(self, positions: VecCollection<'s, u64, InputPosition>) -> Result<Written<'s>, ExportError> {
         check_exports(&self.names)?;
         let written = positions.inner.scope().concatenate(self.written);
         Ok(self.sink.complete(written, positions))
@@ -103,8 +103,18 @@ impl<'s, S: Sink> Exporter<'s, u64> for Exports<'_, 's, S> {
     }
 }
 
-/// Every view of the catalog exported exactly once, and nothing else.
-fn check_exports(names: &[&'static str]) -> Result<(), String> {
+/// The views a dataflow exported do not match the catalog, or the catalog is inconsistent.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("the dataflow's exports do not match the view catalog: {0}")]
+    Mismatch(String),
+    #[error(transparent)]
+    Catalog(#[from] dataflows::CatalogError),
+}
+
+/// A consistent catalog, every view of it exported exactly once, and nothing else.
+fn check_exports(names: &[&'static str]) -> Result<(), ExportError> {
+    dataflows::check_catalog(CATALOG)?;
     let count = |name: &str| names.iter().filter(|n| **n == name).count();
     let wrong: Vec<String> = CATALOG
         .iter()
@@ -116,7 +126,7 @@ fn check_exports(names: &[&'static str]) -> Result<(), String> {
     if wrong.is_empty() {
         Ok(())
     } else {
-        Err(format!("the dataflow's exports do not match the view catalog: {}", wrong.join("; ")))
+        Err(ExportError::Mismatch(wrong.join("; ")))
     }
 }
 
@@ -131,7 +141,7 @@ mod tests {
         assert!(check_exports(&all).is_ok());
         let mut twice = all.clone();
         twice.push("top_words");
-        assert!(check_exports(&twice).unwrap_err().contains("top_words exported 2 times"));
-        assert!(check_exports(&all[1..]).unwrap_err().contains("word_counts exported 0 times"));
+        assert!(check_exports(&twice).unwrap_err().to_string().contains("top_words exported 2 times"));
+        assert!(check_exports(&all[1..]).unwrap_err().to_string().contains("word_counts exported 0 times"));
     }
 }

@@ -35,6 +35,8 @@ pub struct ProgressState {
     error: Option<SinkError>,
     /// Whether this worker writes the file (worker 0).
     writer: bool,
+    /// The final upper is written: nothing more is (see `write_progress`).
+    finished: bool,
 }
 
 impl ProgressState {
@@ -73,7 +75,7 @@ pub fn progress_writer<'s>(
                 }
             }
             let due = state.last_write.is_none_or(|t| t.elapsed() >= Duration::from_millis(200));
-            if is_writer && due && state.error.is_none() {
+            if is_writer && due && state.error.is_none() && !state.finished {
                 match write_file(&dir, &state.positions, time + 1) {
                     Ok(()) => crate::metrics::set_upper(time + 1),
                     Err(e) => state.error = Some(e),
@@ -85,13 +87,16 @@ pub fn progress_writer<'s>(
     (out.inner, state)
 }
 
-/// Writes the progress file with the final `upper`.
+/// Writes the progress file with the final `upper`; the operator writes nothing after it.
 pub fn write_progress(state: &ProgressHandle, dir: &Path, upper: u64) -> Result<(), SinkError> {
     let mut state = state.borrow_mut();
     if let Some(e) = state.error.take() {
         return Err(e);
     }
     write_file(dir, &state.positions, upper)?;
+    // Times past a stopped run's upper may complete later with part of their input: the
+    // final record stands.
+    state.finished = true;
     crate::metrics::set_upper(upper);
     Ok(())
 }

@@ -120,8 +120,8 @@ pub enum WorkerError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("{0}")]
-    Dataflow(String),
+    #[error(transparent)]
+    Exports(#[from] crate::sinks::ExportError),
 }
 
 /// Builds the dataflow on `worker`, feeds it this worker's share of the inputs and steps it
@@ -192,7 +192,7 @@ fn run_with<S: Sink>(
     };
     running.read(worker, job.max_inflight, progress)?;
     let upper = running.stop(worker)?;
-    running.finish(upper, profile)
+    running.finish(worker, upper, profile)
 }
 
 /// Builds the views' dataflow: its inputs, exported to `sink`, probed by `probe`. Returns the
@@ -212,7 +212,7 @@ fn build<S: Sink>(
         let inputs = dataflows::Inputs { chats, edges, focus: job.focus.is_some().then_some(focus), dead_letters };
         let mut exports = Exports::new(sink);
         dataflows::all_views(inputs, &job.views, &mut exports);
-        exports.finish(positions).map_err(WorkerError::Dataflow)?.probe_with(probe);
+        exports.finish(positions)?.probe_with(probe);
         let inputs = Inputs { chats: chats_in, edges: edges_in, dead: dead_in, positions: positions_in };
         Ok((inputs, focus_in))
     })
@@ -297,21 +297,29 @@ impl<S: Sink> Running<S> {
         Ok(())
     }
 
-    /// Closes the run: the sink makes everything before `upper` durable, and the report.
-    fn finish(mut self, upper: u64, profile: Option<OperatorProfile>) -> Result<WorkerReport, WorkerError> {
-        self.inputs = None;
+    /// Closes the run: the sink makes everything before `upper` durable, every worker waits
+    /// for the others' sinks (see `stop`), and the report.
+    fn finish(
+        mut self,
+        worker: &mut Worker,
+        upper: u64,
+        profile: Option<OperatorProfile>,
+    ) -> Result<WorkerReport, WorkerError> {
         // The sink learns the last frontier, then makes everything before the upper durable.
         self.observe()?;
-        self.notices.close();
-        let mut report = self.report;
-        let sunk = self.sink.finish(upper, &self.source.positions())?;
+        let positions = self.source.positions();
+        let sunk = self.sink.finish(upper, &positions)?;
+        let Running { notices, mut report, inputs, measure, .. } = self;
+        // Only now may the inputs close (see `stop`).
+        notices.finish(worker, upper);
+        drop(inputs);
         let rows: u64 = sunk.rows_written.iter().map(|(_, n)| n).sum();
-        let (worker, records, interrupted) = (self.index, report.records, report.interrupted);
-        tracing::info!(worker, records, rows, upper, interrupted, "worker finished");
+        let (index, records, interrupted) = (report.index, report.records, report.interrupted);
+        tracing::info!(worker = index, records, rows, upper, interrupted, "worker finished");
         report.freshness_us = Some(sunk.freshness_us);
-        if self.index == 0 {
+        if index == 0 {
             report.upper = Some(upper);
-            report.latency_us = Some(self.measure.latency_us);
+            report.latency_us = Some(measure.latency_us);
             report.operator_seconds = profile.map(|p| p.seconds()).unwrap_or_default();
         }
         Ok(report)

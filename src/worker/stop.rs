@@ -12,6 +12,12 @@
 //!   until everything is written;
 //! - otherwise (a stop was asked for), the least input time is the upper: every update before
 //!   it is complete, and the workers step until the probe passes it.
+//!
+//! Then every worker's sink makes everything before the upper durable, and the worker says so
+//! (*finished*). A worker closes its inputs only once every worker has finished: closing the
+//! inputs of a stopped run lets the times past its upper complete with part of their input,
+//! and no sink may record those (the CSV sink also writes nothing at or past the upper once
+//! finished).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -35,6 +41,16 @@ pub enum InputState {
     Stopped,
     /// Its source is exhausted and sealed at its time.
     Exhausted,
+    /// Its sink has made everything before the run's upper durable (sent after the final state).
+    Finished,
+}
+
+/// What this worker has seen of another's notices.
+#[derive(Clone, Copy)]
+struct Seen {
+    time: u64,
+    state: InputState,
+    finished: bool,
 }
 
 type Notice = (usize, u64, InputState);
@@ -43,7 +59,7 @@ type Notice = (usize, u64, InputState);
 pub struct Notices {
     index: usize,
     peers: usize,
-    seen: Rc<RefCell<HashMap<usize, (u64, InputState)>>>,
+    seen: Rc<RefCell<HashMap<usize, Seen>>>,
     input: InputHandle<u64, CapacityContainerBuilder<Vec<Notice>>>,
 }
 
@@ -51,16 +67,19 @@ impl Notices {
     /// Builds the dataflow that broadcasts notices. All of them are at timely time 0: they are
     /// read as they arrive.
     pub fn build(worker: &mut Worker) -> Notices {
-        let seen: Rc<RefCell<HashMap<usize, (u64, InputState)>>> = Rc::default();
+        let seen: Rc<RefCell<HashMap<usize, Seen>>> = Rc::default();
         let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<Notice>>>::new();
         let record = Rc::clone(&seen);
         worker.dataflow::<u64, _, _>(|scope| {
             scope.input_from(&mut input).broadcast().inspect(move |(worker, time, state)| {
                 let mut seen = record.borrow_mut();
-                let entry = seen.entry(*worker).or_insert((0, InputState::Reading));
-                entry.0 = entry.0.max(*time);
-                if *state != InputState::Reading {
-                    entry.1 = *state;
+                let entry =
+                    seen.entry(*worker).or_insert(Seen { time: 0, state: InputState::Reading, finished: false });
+                entry.time = entry.time.max(*time);
+                match state {
+                    InputState::Reading => {}
+                    InputState::Finished => entry.finished = true,
+                    final_state => entry.state = *final_state,
                 }
             });
         });
@@ -75,12 +94,18 @@ impl Notices {
     /// Whether every worker has sent its final notice.
     fn all_final(&self) -> bool {
         let seen = self.seen.borrow();
-        seen.len() == self.peers && seen.values().all(|(_, state)| *state != InputState::Reading)
+        seen.len() == self.peers && seen.values().all(|s| s.state != InputState::Reading)
+    }
+
+    /// Whether every worker's sink has finished.
+    fn all_finished(&self) -> bool {
+        let seen = self.seen.borrow();
+        seen.len() == self.peers && seen.values().all(|s| s.finished)
     }
 
     /// The largest input time any worker has announced.
     fn furthest(&self) -> u64 {
-        self.seen.borrow().values().map(|(time, _)| *time).max().unwrap_or(0)
+        self.seen.borrow().values().map(|s| s.time).max().unwrap_or(0)
     }
 
     /// Once every final notice is in: `Some((upper, exhausted))`, the run's upper and whether
@@ -90,15 +115,21 @@ impl Notices {
             return None;
         }
         let seen = self.seen.borrow();
-        let times = seen.values().map(|(time, _)| *time);
-        if seen.values().all(|(_, state)| *state == InputState::Exhausted) {
+        let times = seen.values().map(|s| s.time);
+        if seen.values().all(|s| s.state == InputState::Exhausted) {
             Some((times.max().expect("peers > 0"), true))
         } else {
             Some((times.min().expect("peers > 0"), false))
         }
     }
 
-    pub fn close(mut self) {
+    /// Tells the others this worker's sink has finished, steps until every worker's has, and
+    /// closes the notices.
+    pub fn finish(mut self, worker: &mut Worker, upper: u64) {
+        self.send(upper, InputState::Finished);
+        while !self.all_finished() {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
         self.input.advance_to(1);
     }
 }

@@ -181,7 +181,8 @@ fn stop_mid_stream_and_resume() {
         }
     }
     assert!(stops >= 1, "no run was stopped mid-stream");
-    run_with(&kafka_run(&prefix, broker, &out, &["--until-caught-up", "-w", "2", "--resume"]));
+    // A deployment continues with the flags it began with (the tick decides ingestion times).
+    run_with(&kafka_run(&prefix, broker, &out, &["--until-caught-up", "-w", "2", "--tick-ms", "100", "--resume"]));
     // No event lost, none counted twice (read_views checks every multiplicity is 0 or 1).
     assert_views_eq(&read_views(&out, &CHAT_VIEWS), &expected, "stopped and resumed");
 }
