@@ -305,16 +305,17 @@ fn clickhouse_outage_of_10_s_mid_run() {
             }
         }
         writer.flush().unwrap();
-        let last = sent.iter().map(|m| m.ts).max().unwrap() as u64;
-        let caught_up = Instant::now();
-        loop {
-            let cut = committed_cut(&client, &db).unwrap().unwrap_or(0);
-            if cut > last.div_ceil(200) * 200 {
-                break;
-            }
-            assert!(caught_up.elapsed() < Duration::from_secs(60), "the cut stayed at {cut} after the outage");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        // Caught up once the views at the committed cut hold every message sent. (The cut
+        // passing the last message's event time is not enough: a partition found at its end
+        // while records are still on their way is bound to a later ingestion time, and on a
+        // loaded machine that happens; see `sources::kafka`.)
+        let expected = oracle::chat_views(&sent, 60, 10);
+        let caught_up = poll_until(Duration::from_secs(90), || query_views(&url, &db, &CHAT_VIEWS, &[]) == expected);
+        let cut = committed_cut(&client, &db).ok().flatten();
+        assert!(
+            caught_up,
+            "the views at the cut (now {cut:?}) did not reach every message sent in 90 s after the outage"
+        );
     }));
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let status = child.wait().unwrap();
