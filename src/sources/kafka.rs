@@ -32,9 +32,7 @@
 //! ## Idle partitions and reclocking
 //!
 //! A partition that receives nothing would hold its time, and with it every view, forever. So
-//! once a partition has been at its end for `--idle-ms` (seen so while its worker kept reading:
-//! a pause in reading, under back-pressure or a slow sink, starts the count again), its worker
-//! *binds* its next offset
+//! once a partition has been at its end for `--idle-ms`, its worker *binds* its next offset
 //! to a later time: the largest next time among the worker's partitions, or the wall clock
 //! less the idle time, whichever is later. The binding is appended to
 //! `<out>/_clock.w<worker>.csv` and fsynced *before* the partition's floor rises, so the
@@ -210,9 +208,6 @@ pub struct KafkaSource {
     clock_path: PathBuf,
     clock_file: Option<File>,
     bytes: u64,
-    /// When `read` last ran: a partition is idle only if it was seen at its end for `idle`
-    /// while being read.
-    last_read: Option<Instant>,
 }
 
 /// Reads every `_clock.w*.csv` of `dir`: bindings per (topic, partition), by offset, the
@@ -346,7 +341,6 @@ impl KafkaSource {
             clock_path: options.clock_dir.join(format!("_clock.w{index}.csv")),
             clock_file: None,
             bytes: 0,
-            last_read: None,
         })
     }
 
@@ -411,17 +405,6 @@ impl Source for KafkaSource {
     /// instead of one partition's backlog being read before another's first record.
     fn read(&mut self, budget: usize, each: &mut dyn FnMut(Record)) -> Result<()> {
         let tick = self.tick_ms;
-        // After a pause in reading (back-pressure, a slow sink) nobody knows whether records
-        // arrived meanwhile: the idle clocks of partitions at their end start again.
-        let now = Instant::now();
-        if self.last_read.is_some_and(|last| now - last > self.idle / 2) {
-            for p in self.readers.iter_mut().flat_map(|r| &mut r.partitions) {
-                if p.at_end_since.is_some() {
-                    p.at_end_since = Some(now);
-                }
-            }
-        }
-        self.last_read = Some(now);
         let mut drained: Vec<Vec<bool>> =
             self.readers.iter().map(|r| r.partitions.iter().map(|p| p.finished()).collect()).collect();
         for _ in 0..budget {
