@@ -160,11 +160,16 @@ pub fn poll_until(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Kills `child` (a run left behind would go on after the test) and fails the test with `message`.
+/// Kills `child` (a run left behind would go on after the test) and fails the test with
+/// `message` and the run's log (when its stderr is piped).
 pub fn kill_and_fail(child: &mut Child, message: String) -> ! {
     let _ = child.kill();
     let _ = child.wait();
-    panic!("{message}");
+    let mut log = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut log);
+    }
+    panic!("{message}\nthe run's log:\n{log}");
 }
 
 /// Every update of the views a dataflow exports: (view, row, time, diff), the row's fields as
