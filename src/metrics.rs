@@ -21,6 +21,7 @@
 //! `peers`-th line of the log); for Kafka it is the partition.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use hdrhistogram::Histogram as Hdr;
@@ -93,54 +94,52 @@ fn matches(labels: &[(String, String)], filter: &[(&str, &str)]) -> bool {
     filter.iter().all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
 }
 
+/// A series: a metric's name and its labels.
+type Series = (String, Vec<(String, String)>);
+
 /// Counter and gauge values at one moment, by name and labels.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    values: BTreeMap<(String, Vec<(String, String)>), f64>,
+    counters: BTreeMap<Series, u64>,
+    gauges: BTreeMap<Series, f64>,
 }
 
 /// The values now (empty if the registry is not installed).
 pub fn snapshot() -> Snapshot {
-    let mut values = BTreeMap::new();
+    let mut snapshot = Snapshot::default();
     if let Some(Some(installed)) = INSTALLED.get() {
         let registry = &installed.values.0;
-        let id = |key: &Key| {
+        let series = |key: &Key| {
             let labels = key.labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
             (key.name().to_owned(), labels)
         };
         for (key, counter) in registry.get_counter_handles() {
-            values.insert(id(&key), counter.load(std::sync::atomic::Ordering::Relaxed) as f64);
+            snapshot.counters.insert(series(&key), counter.load(Ordering::Relaxed));
         }
         for (key, gauge) in registry.get_gauge_handles() {
-            values.insert(id(&key), f64::from_bits(gauge.load(std::sync::atomic::Ordering::Relaxed)));
+            snapshot.gauges.insert(series(&key), f64::from_bits(gauge.load(Ordering::Relaxed)));
         }
     }
-    Snapshot { values }
+    snapshot
 }
 
 impl Snapshot {
-    /// The sum of metric `name` over the series whose labels include every `(label, value)` of
-    /// `filter`.
+    /// The sum of counter `name` over the series whose labels include every `(label, value)`
+    /// of `filter`.
     pub fn sum(&self, name: &str, filter: &[(&str, &str)]) -> u64 {
-        self.values.iter().filter(|((n, labels), _)| n == name && matches(labels, filter)).map(|(_, v)| *v as u64).sum()
+        self.counters.iter().filter(|((n, labels), _)| n == name && matches(labels, filter)).map(|(_, v)| v).sum()
     }
 
-    /// Whether a series of `name` with labels including `filter` exists.
+    /// Whether counter `name` has a series with labels including `filter`.
     pub fn has(&self, name: &str, filter: &[(&str, &str)]) -> bool {
-        self.values.keys().any(|(n, labels)| n == name && matches(labels, filter))
+        self.counters.keys().any(|(n, labels)| n == name && matches(labels, filter))
     }
 
-    /// The counters' growth since `earlier` (gauges keep their value now).
+    /// The counters' growth since `earlier`; the gauges as they are now.
     pub fn since(&self, earlier: &Snapshot) -> Snapshot {
-        let values = self
-            .values
-            .iter()
-            .map(|(k, v)| {
-                let gauge = k.0.ends_with("_upper");
-                (k.clone(), if gauge { *v } else { v - earlier.values.get(k).copied().unwrap_or(0.0) })
-            })
-            .collect();
-        Snapshot { values }
+        let counters =
+            self.counters.iter().map(|(k, v)| (k.clone(), v - earlier.counters.get(k).copied().unwrap_or(0))).collect();
+        Snapshot { counters, gauges: self.gauges.clone() }
     }
 }
 
@@ -148,8 +147,18 @@ impl Snapshot {
 pub struct SourceCounters {
     pub records: Counter,
     pub dead_letters: Counter,
-    /// By kind: chat, edge, post, viewers.
+    /// By kind (`EventKind as usize`).
     pub events: [Counter; 4],
+}
+
+/// The kinds of event, as the `kind` label names them; `SourceCounters::events` is indexed by
+/// `EventKind as usize`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Chat,
+    Edge,
+    Post,
+    Viewers,
 }
 
 pub const EVENT_KINDS: [&str; 4] = ["chat", "edge", "post", "viewers"];
@@ -227,7 +236,7 @@ mod tests {
         let before = super::snapshot();
         let c = super::SourceCounters::new("t.jsonl", "0");
         c.records.increment(3);
-        c.events[0].increment(2);
+        c.events[super::EventKind::Chat as usize].increment(2);
         c.dead_letters.increment(1);
         let delta = super::snapshot().since(&before);
         assert_eq!(delta.sum("chatflow_records_total", &[("source", "t.jsonl")]), 3);

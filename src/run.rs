@@ -52,7 +52,7 @@ impl Outcome {
     }
     /// Freshness of live records over this process's workers (produce → written).
     pub fn freshness(&self) -> Histogram<u64> {
-        let mut all = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+        let mut all = crate::metrics::histogram();
         for h in self.reports.iter().filter_map(|r| r.freshness_us.as_ref()) {
             all.add(h).expect("same bounds");
         }
@@ -204,7 +204,9 @@ pub fn execute(job: Job, timely: &TimelyArgs) -> Result<Outcome> {
     tracing::info!(bytes = input_bytes, out = %job.out.display(), "starting run");
 
     let progress = Arc::new(Progress::default());
-    crate::metrics::install();
+    if !crate::metrics::install() {
+        tracing::warn!("another metrics recorder is installed: the summary cannot count events or rows");
+    }
     let counted_before = crate::metrics::snapshot();
     let start = Instant::now();
     let clickhouse = job.clickhouse.as_ref().map(|ch| format!("{} on {}", ch.target.database, ch.target.url));

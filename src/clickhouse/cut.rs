@@ -13,7 +13,6 @@
 //! starting cut for every (view, worker) of the new run, so the cut is defined at once.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use dataflows::{Fields, CATALOG};
 
@@ -55,13 +54,9 @@ pub fn committed_cut(client: &Client, db: &str) -> Result<Option<u64>, ClickHous
     Ok(Some(cut))
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Appends the progress rows of one flush: every view of `worker` is complete below `upper`.
 pub fn progress_rows(out: &mut Vec<u8>, worker: u32, workers: u32, run: u64, upper: u64, positions: &str) {
-    let written = now_ms();
+    let written = crate::metrics::now_ms();
     for v in CATALOG {
         let mut f = TsvFields::new(out);
         f.text(v.name);
@@ -70,7 +65,7 @@ pub fn progress_rows(out: &mut Vec<u8>, worker: u32, workers: u32, run: u64, upp
         f.int(run as i64);
         f.int(upper as i64);
         f.text(positions);
-        f.int(written as i64);
+        f.int(written);
         out.push(b'\n');
     }
 }

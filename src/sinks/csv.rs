@@ -72,10 +72,9 @@ fn row_hash(row: &[u8]) -> u64 {
     foldhash::quality::FixedState::with_seed(0x6373_765f_726f_7773).hash_one(row)
 }
 
-/// What a view's writer shares with its worker: rows written and the first error.
+/// What a view's writer shares with its worker: the first error, and where it stops.
 #[derive(Default)]
 pub struct SinkShared {
-    pub rows_written: u64,
     pub error: Option<SinkError>,
     /// Set when the sink finishes at a run's upper: nothing at or after it is written (a
     /// stopped run's later times complete with part of their input once the inputs close).
@@ -162,10 +161,7 @@ pub fn csv_sink<'s, R: ViewRow>(
                 return;
             }
             match write_merged(w, *time, &runs) {
-                Ok(rows) => {
-                    shared.rows_written += rows;
-                    rows_metric.iter().for_each(|m| m.increment(rows));
-                }
+                Ok(rows) => rows_metric.iter().for_each(|m| m.increment(rows)),
                 Err(source) => {
                     shared.error.get_or_insert(SinkError::Io { path: path.clone(), source });
                     writer = None;
@@ -281,7 +277,7 @@ fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)])
 pub struct CsvSink {
     dir: std::path::PathBuf,
     resume: Option<u64>,
-    views: Vec<(&'static str, SinkHandle)>,
+    views: Vec<SinkHandle>,
     progress: Option<crate::sinks::progress::ProgressHandle>,
     freshness_us: hdrhistogram::Histogram<u64>,
 }
@@ -303,7 +299,7 @@ impl CsvSink {
 impl crate::sinks::Sink for CsvSink {
     fn export<'s, R: ViewRow>(&mut self, rows: VecCollection<'s, u64, R>) -> Written<'s> {
         let (written, handle) = csv_sink(rows, &self.dir, self.resume);
-        self.views.push((R::DEF.name, handle));
+        self.views.push(handle);
         written
     }
 
@@ -329,7 +325,7 @@ impl crate::sinks::Sink for CsvSink {
     }
 
     fn check(&mut self) -> Result<(), SinkError> {
-        match self.views.iter().find_map(|(_, s)| s.borrow_mut().error.take()) {
+        match self.views.iter().find_map(|s| s.borrow_mut().error.take()) {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -337,15 +333,12 @@ impl crate::sinks::Sink for CsvSink {
 
     fn finish(mut self, upper: u64, _positions: &[crate::sources::InputPosition]) -> Result<SinkReport, SinkError> {
         self.check()?;
-        for (_, view) in &self.views {
+        for view in &self.views {
             view.borrow_mut().limit = Some(upper);
         }
         if let Some(state) = &self.progress {
-            if state.borrow().is_writer() {
-                crate::sinks::progress::write_progress(state, &self.dir, upper)?;
-            }
+            crate::sinks::progress::write_progress(state, &self.dir, upper)?;
         }
-        let rows_written = self.views.iter().map(|(view, s)| (*view, s.borrow().rows_written)).collect();
-        Ok(SinkReport { rows_written, freshness_us: self.freshness_us })
+        Ok(SinkReport { freshness_us: self.freshness_us })
     }
 }

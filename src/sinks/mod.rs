@@ -48,10 +48,8 @@ pub enum SinkError {
     WriterStopped(u32),
 }
 
-/// What a sink did, when it finishes.
+/// What a sink reports when it finishes (rows written are counted in the metrics registry).
 pub struct SinkReport {
-    /// Rows written per view by this worker's part of the sink.
-    pub rows_written: Vec<(&'static str, u64)>,
     /// Produce → durable, of live records (µs).
     pub freshness_us: Histogram<u64>,
 }

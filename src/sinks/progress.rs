@@ -39,12 +39,6 @@ pub struct ProgressState {
     finished: bool,
 }
 
-impl ProgressState {
-    pub fn is_writer(&self) -> bool {
-        self.writer
-    }
-}
-
 pub type ProgressHandle = Rc<RefCell<ProgressState>>;
 
 pub const PROGRESS_FILE: &str = "_progress.csv";
@@ -87,11 +81,15 @@ pub fn progress_writer<'s>(
     (out.inner, state)
 }
 
-/// Writes the progress file with the final `upper`; the operator writes nothing after it.
+/// Writes the progress file with the final `upper` (on worker 0; elsewhere nothing); the
+/// operator writes nothing after it.
 pub fn write_progress(state: &ProgressHandle, dir: &Path, upper: u64) -> Result<(), SinkError> {
     let mut state = state.borrow_mut();
     if let Some(e) = state.error.take() {
         return Err(e);
+    }
+    if !state.writer {
+        return Ok(());
     }
     write_file(dir, &state.positions, upper)?;
     // Times past a stopped run's upper may complete later with part of their input: the

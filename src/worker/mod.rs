@@ -313,9 +313,8 @@ impl<S: Sink> Running<S> {
         // Only now may the inputs close (see `stop`).
         notices.finish(worker, upper);
         drop(inputs);
-        let rows: u64 = sunk.rows_written.iter().map(|(_, n)| n).sum();
         let (index, records, interrupted) = (report.index, report.records, report.interrupted);
-        tracing::info!(worker = index, records, rows, upper, interrupted, "worker finished");
+        tracing::info!(worker = index, records, upper, interrupted, "worker finished");
         report.freshness_us = Some(sunk.freshness_us);
         if index == 0 {
             report.upper = Some(upper);

@@ -5,7 +5,7 @@
 use dataflows::{Chat, DeadLetter, Diff, EdgeOp, Name};
 use differential_dataflow::input::InputSession;
 
-use crate::metrics::SourceCounters;
+use crate::metrics::{EventKind, SourceCounters};
 use crate::sources::decode::{dead_letter, decode, Event, MAX_RECORD_BYTES};
 use crate::sources::{InputPosition, Position, Record};
 
@@ -31,7 +31,7 @@ impl Inputs {
 }
 
 /// A source partition's counts not yet added to its counters: records, dead letters, then
-/// events by kind (as `metrics::EVENT_KINDS`).
+/// events by kind (`EventKind as usize`).
 #[derive(Default)]
 struct Counts {
     records: u64,
@@ -113,15 +113,15 @@ impl Router {
         match decode(bytes) {
             Ok(Event::Chat(chat)) => {
                 inputs.chats.update_at(chat, time, 1);
-                counts.events[0] += 1;
+                counts.events[EventKind::Chat as usize] += 1;
             }
             Ok(Event::Edge(edge)) => {
                 let sign = if edge.op == EdgeOp::Del { -1 } else { 1 };
                 inputs.edges.update_at((edge.src, edge.dst), time, sign * edge.weight as Diff);
-                counts.events[1] += 1;
+                counts.events[EventKind::Edge as usize] += 1;
             }
-            Ok(Event::Post(_)) => counts.events[2] += 1,
-            Ok(Event::Viewers(_)) => counts.events[3] += 1,
+            Ok(Event::Post(_)) => counts.events[EventKind::Post as usize] += 1,
+            Ok(Event::Viewers(_)) => counts.events[EventKind::Viewers as usize] += 1,
             Err(error) => dead(error.to_string(), bytes, inputs),
         }
         true

@@ -159,6 +159,6 @@ impl Sink for ClickHouseSink {
             self.hand_over(upper, positions)?;
         }
         let written = self.writer.finish()?;
-        Ok(SinkReport { rows_written: written.rows, freshness_us: written.freshness_us })
+        Ok(SinkReport { freshness_us: written.freshness_us })
     }
 }
