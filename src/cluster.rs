@@ -9,11 +9,11 @@ use crate::cli::TimelyArgs;
 /// Flags that do not make a cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("-p {process} is out of range for -n {processes}")]
+    #[error("-p {process} is out of range: with -n {processes} the process index is 0 to {}", processes - 1)]
     ProcessOutOfRange { process: usize, processes: usize },
-    #[error("{}: {source}", path.display())]
+    #[error("-h {}: cannot read the hostfile", path.display())]
     Hostfile { path: std::path::PathBuf, source: std::io::Error },
-    #[error("{} holds {found} addresses, but -n is {processes}", path.display())]
+    #[error("-h {} holds {found} addresses (one host:port per line), but -n is {processes}", path.display())]
     TooFewHosts { path: std::path::PathBuf, found: usize, processes: usize },
 }
 

@@ -1,16 +1,18 @@
 //! The `chatflow` command: tracing setup, CLI dispatch.
 
+use std::ffi::OsString;
 use std::io::Write;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use serde_json::json;
 
-use chatflow::cli::{Cli, Command, OutputFormat};
-use chatflow::clickhouse::Client;
-use chatflow::query::{read_view, Answer, Query};
-use chatflow::run::{execute, job, peak_rss_bytes, summary, Start};
-use chatflow::sources::import::{import, ImportOptions};
+use chatflow::cli::{Cli, Command, ImportArgs, OutputFormat};
+use chatflow::clickhouse::{ClickHouseError, Client};
+use chatflow::query::{read_dir, read_view, Answer, Query, QueryError};
+use chatflow::run::{execute, judge, peak_rss_bytes, plan, summary, Failure, Start, STARTED, TOO_MANY_DEAD_LETTERS};
+use chatflow::sources::import::{import, ImportFormat, ImportOptions};
+use chatflow::sources::sniff::{sniff_file, Kind};
 
 fn main() {
     chatflow::tune_allocator();
@@ -19,22 +21,71 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if let Err(e) = real_main() {
-        eprintln!("chatflow: error: {e:#}");
-        std::process::exit(1);
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if let Some(message) = dash_h_without_file(&args) {
+        eprintln!("chatflow: {message}");
+        std::process::exit(2);
     }
+    let code = match real_main(Cli::parse_from(args)) {
+        Ok(code) => code,
+        // A reader that stopped reading (`chatflow import … | head`) is not an error.
+        Err(e) if broken_pipe(&e) => 0,
+        Err(e) => {
+            eprintln!("chatflow: error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
 }
 
-fn real_main() -> Result<()> {
-    match Cli::parse().command {
+/// `-h` is timely's hostfile on `run` and `bench`; given without a file it is someone asking
+/// for help.
+fn dash_h_without_file(args: &[OsString]) -> Option<String> {
+    let command = args.get(1)?.to_str()?;
+    if !matches!(command, "run" | "bench") {
+        return None;
+    }
+    let at = args.iter().position(|a| a == "-h")?;
+    let value = args.get(at + 1).and_then(|a| a.to_str());
+    value.is_none_or(|v| v.starts_with('-')).then(|| {
+        format!(
+            "-h is timely's hostfile here (-h FILE: one host:port per process); for help use \
+             `chatflow {command} --help`"
+        )
+    })
+}
+
+/// Whether `e` is a write to a closed pipe.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause.downcast_ref::<csv::Error>().is_some_and(|c| matches!(c.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe))
+            || cause.downcast_ref::<serde_json::Error>().is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+    })
+}
+
+/// Writes `text` to stdout (an error, not a panic, when stdout is closed).
+fn print_out(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Exit codes: 0 done; 1 an error, or nothing could be run or imported; 2 a usage error;
+/// 3 done, but more dead letters than `--max-dead-letter-ratio`; 130 stopped by a signal
+/// before the run started.
+fn real_main(cli: Cli) -> Result<i32> {
+    match cli.command {
         Command::Run(args) => {
             stop_on_signals()?;
             // ClickHouse deployments continue unless told otherwise; change files start afresh.
             let continues = args.resume || (args.pipeline.clickhouse.clickhouse.is_some() && !args.from_beginning);
             let start = if continues { Start::Resume } else { Start::FromBeginning };
-            let job = job(&args.pipeline, args.out.clone(), start, &args.timely)?;
-            let outcome = execute(job, &args.timely)?;
-            print!("{}", summary(&outcome, &args.out));
+            let plan = plan(&args.pipeline, args.out.clone(), start, &args.timely)?;
+            let outcome = execute(plan, &args.timely)?;
+            print_out(&summary(&outcome, &args.out))?;
+            return Ok(judged(&outcome, args.pipeline.max_dead_letter_ratio, &args.out));
         }
         Command::Bench(args) => {
             let scratch = match &args.out {
@@ -43,9 +94,9 @@ fn real_main() -> Result<()> {
             };
             let out = args.out.clone().unwrap_or_else(|| scratch.as_ref().expect("made above").path().to_path_buf());
             stop_on_signals()?;
-            let mut job = job(&args.pipeline, out, Start::FromBeginning, &args.timely)?;
-            job.profile = args.profile;
-            let outcome = execute(job, &args.timely)?;
+            let mut plan = plan(&args.pipeline, out.clone(), Start::FromBeginning, &args.timely)?;
+            plan.job.profile = args.profile;
+            let outcome = execute(plan, &args.timely)?;
             let latency = outcome.latency();
             let percentile = |q: f64| latency.map(|h| h.value_at_quantile(q));
             let report = json!({
@@ -78,25 +129,10 @@ fn real_main() -> Result<()> {
                 "rows_written": outcome.rows_written().into_iter()
                     .map(|(v, n)| (v.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
             });
-            println!("{}", serde_json::to_string(&report)?);
+            print_out(&format!("{}\n", serde_json::to_string(&report)?))?;
+            return Ok(judged(&outcome, args.pipeline.max_dead_letter_ratio, &out));
         }
-        Command::Import(args) => {
-            let options = ImportOptions { edge_ts: args.edge_ts };
-            let report = match &args.out_file {
-                Some(path) => {
-                    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-                    import(args.format, &args.files, &options, &mut std::io::BufWriter::new(file))?
-                }
-                None => {
-                    let stdout = std::io::stdout();
-                    let mut out = std::io::BufWriter::new(stdout.lock());
-                    let report = import(args.format, &args.files, &options, &mut out)?;
-                    out.flush()?;
-                    report
-                }
-            };
-            eprintln!("chatflow import: {report}");
-        }
+        Command::Import(args) => return import_command(&args),
         Command::Produce(args) => match (&args.out_file, &args.kafka) {
             (Some(path), _) => {
                 let n = chatflow::produce::produce_file(&args, path)
@@ -105,13 +141,13 @@ fn real_main() -> Result<()> {
             }
             (None, Some(brokers)) => {
                 stop_on_signals()?;
+                STARTED.store(true, std::sync::atomic::Ordering::SeqCst);
                 let n = chatflow::produce::produce_kafka(&args, brokers)?;
                 eprintln!("chatflow produce: sent {n} events to {brokers}");
             }
             (None, None) => unreachable!("clap requires --out-file or --kafka"),
         },
         Command::Query(args) => {
-            let client = Client::new(&args.clickhouse);
             let query = Query {
                 view: &args.view,
                 channel: args.channel.as_deref(),
@@ -119,21 +155,116 @@ fn real_main() -> Result<()> {
                 as_of: args.as_of,
                 limit: args.limit,
             };
-            let answer = read_view(&client, &args.database, &query)?;
+            let (answer, source) = match &args.dir {
+                Some(dir) => (read_dir(dir, &query)?, format!("the change files in {}", dir.display())),
+                None => {
+                    let url = args.clickhouse.as_deref().unwrap_or("http://127.0.0.1:8123");
+                    let database = args.database.as_deref().unwrap_or("chatflow");
+                    let answer = read_view(&Client::new(url), database, &query).map_err(|e| match e {
+                        QueryError::ClickHouse(ClickHouseError::Unreachable { .. }) => anyhow::anyhow!(
+                            "{e}; or read a run's change files with `chatflow query {} --dir <its --out directory>`",
+                            args.view
+                        ),
+                        e => e.into(),
+                    })?;
+                    (answer, format!("database {database} on {url}"))
+                }
+            };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             print_answer(&answer, args.format, &mut out)?;
             out.flush()?;
             eprintln!(
-                "chatflow query: {} rows of {} at time {} (committed cut {})",
-                answer.rows.len(),
+                "chatflow query: {} of {} at time {} (complete below {}), from {source}",
+                match answer.rows.len() {
+                    1 => "1 row".to_string(),
+                    n => format!("{n} rows"),
+                },
                 answer.view.name,
                 answer.at,
                 answer.cut
             );
         }
     }
-    Ok(())
+    Ok(0)
+}
+
+/// The exit code of a finished run, telling the person why it is not 0 and, when most lines
+/// failed, what the input looks like.
+fn judged(outcome: &chatflow::run::Outcome, max_ratio: f64, out: &std::path::Path) -> i32 {
+    let (failure, hint) = judge(outcome, max_ratio, out);
+    if let Some(hint) = hint {
+        eprintln!("chatflow: {hint}");
+    }
+    match failure {
+        Some(Failure { code, message }) => {
+            eprintln!("chatflow: error: {message}");
+            code
+        }
+        None => 0,
+    }
+}
+
+/// `chatflow import`: into a file (written beside it and renamed into place only when
+/// something was imported) or stdout. Exit 1 when nothing could be imported, 3 when more lines
+/// failed than `--max-dead-letter-ratio` allows.
+fn import_command(args: &ImportArgs) -> Result<i32> {
+    let options = ImportOptions { edge_ts: args.edge_ts };
+    for file in &args.files {
+        std::fs::metadata(file).with_context(|| format!("{}", file.display()))?;
+    }
+    let report = match &args.out_file {
+        Some(path) => {
+            if path.is_dir() {
+                anyhow::bail!("--out {} is a directory: name the file to write the events to", path.display());
+            }
+            let parent = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => std::path::Path::new("."),
+            };
+            let mut file = tempfile::NamedTempFile::new_in(parent)
+                .with_context(|| format!("--out {}: cannot create a file in {}", path.display(), parent.display()))?;
+            let report = import(args.format, &args.files, &options, &mut std::io::BufWriter::new(file.as_file_mut()))?;
+            if report.events > 0 {
+                file.persist(path).with_context(|| format!("writing {}", path.display()))?;
+            }
+            report
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let report = import(args.format, &args.files, &options, &mut out)?;
+            out.flush()?;
+            report
+        }
+    };
+    eprintln!("chatflow import: {report}");
+    let failed = report.unparsed.len() as u64;
+    let lines = report.events + failed;
+    if failed * 2 > lines {
+        let expected = match args.format {
+            ImportFormat::TwitchCsv => Kind::TwitchCsv,
+            ImportFormat::TwitchIrc => Kind::TwitchIrc,
+            ImportFormat::EdgesCsv => Kind::EdgesCsv,
+        };
+        let guess = args.files.iter().find_map(|f| sniff_file(f).filter(|k| *k != expected).map(|k| (f, k)));
+        if let Some((file, kind)) = guess {
+            eprintln!("chatflow: most lines could not be imported as {}; {}", expected.describe(), kind.hint(file));
+        }
+    }
+    if report.events == 0 {
+        eprintln!("chatflow: error: nothing was imported{}", if args.out_file.is_some() { " (--out is left as it was)" } else { "" });
+        return Ok(1);
+    }
+    if failed as f64 > args.max_dead_letter_ratio * lines as f64 {
+        eprintln!(
+            "chatflow: error: {:.1} % of the lines ({failed} of {lines}) could not be imported, more than --max-dead-letter-ratio {}",
+            100.0 * failed as f64 / lines as f64,
+            args.max_dead_letter_ratio
+        );
+        return Ok(TOO_MANY_DEAD_LETTERS);
+    }
+    Ok(0)
 }
 
 /// Prints a query's rows as a table, CSV (a header, then one line per row) or JSON.
@@ -189,8 +320,14 @@ fn print_answer(answer: &Answer, format: OutputFormat, out: &mut impl Write) -> 
 }
 
 /// SIGINT and SIGTERM ask the workers (or the producer) to stop cleanly; a second one exits.
+/// Before the workers start (checking arguments, waiting for peers, preparing ClickHouse)
+/// one signal exits at once: nothing has been written.
 fn stop_on_signals() -> Result<()> {
     ctrlc::set_handler(|| {
+        if !STARTED.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("chatflow: stopped before the run started");
+            std::process::exit(130);
+        }
         if chatflow::worker::STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
             std::process::exit(130);
         }

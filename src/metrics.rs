@@ -130,6 +130,19 @@ impl Snapshot {
         self.counters.iter().filter(|((n, labels), _)| n == name && matches(labels, filter)).map(|(_, v)| v).sum()
     }
 
+    /// The values label `label` takes in the series of counter `name`.
+    pub fn labels(&self, name: &str, label: &str) -> Vec<String> {
+        let mut values: Vec<String> = self
+            .counters
+            .keys()
+            .filter(|(n, _)| n == name)
+            .flat_map(|(_, labels)| labels.iter().filter(|(k, _)| k == label).map(|(_, v)| v.clone()))
+            .collect();
+        values.sort();
+        values.dedup();
+        values
+    }
+
     /// Whether counter `name` has a series with labels including `filter`.
     pub fn has(&self, name: &str, filter: &[(&str, &str)]) -> bool {
         self.counters.keys().any(|(n, labels)| n == name && matches(labels, filter))

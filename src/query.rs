@@ -1,5 +1,11 @@
 //! Reading views: one view at the committed cut (or `AS OF` a time below it), filtered, as
-//! rows of text. Shared by `chatflow query` and the HTTP server.
+//! rows of text, from ClickHouse (`read_view`) or from a run's change files (`read_dir`).
+//! Shared by `chatflow query` and the HTTP server. Both answer alike: the same rows, sorted
+//! by the view's columns (numbers as numbers, text by bytes), then limited.
+//!
+//! In change files the cut is the upper of `<dir>/_progress.csv`: every update before it is
+//! in the files (a stopped or killed run may have written a part of later times, which are
+//! not read).
 //!
 //! Over ClickHouse, a view's rows at time `T` are its `(row, time, diff)` updates with
 //! `time <= T`, each `(row, time)` collapsed to one diff (copies written twice are identical),
@@ -7,11 +13,16 @@
 //! table in the request (a multipart TabSeparated file), never spliced into SQL text; the
 //! columns a filter matches come from the catalog.
 
-use dataflows::ViewDef;
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use dataflows::{ColumnType, ViewDef};
 
 use crate::clickhouse::schema::column_list;
 use crate::clickhouse::{check_database, committed_cut, ClickHouseError, Client};
 use crate::sinks::encode::{escape_tsv, unescape_tsv};
+use crate::sinks::progress::{read_upper, PROGRESS_FILE};
 
 /// A reader's request: one view at the cut (or at `as_of`), optionally filtered.
 pub struct Query<'a> {
@@ -45,6 +56,13 @@ pub enum QueryError {
     Multiplicity { view: &'static str, row: Vec<String>, n: i64, at: u64 },
     #[error(transparent)]
     ClickHouse(#[from] ClickHouseError),
+    #[error(
+        "{} holds no {PROGRESS_FILE}: it is not the --out directory of a chatflow run (make one with \
+         `chatflow run --replay fixtures/ --out {}`)", .0.display(), .0.display()
+    )]
+    NotAnOutDir(PathBuf),
+    #[error("reading {}: {reason}", path.display())]
+    File { path: PathBuf, reason: String },
 }
 
 /// The filters a query may carry, by the name the catalog gives them.
@@ -55,11 +73,7 @@ pub fn read_view(client: &Client, db: &str, query: &Query) -> Result<Answer, Que
     check_database(db)?;
     let view = dataflows::view(query.view)?;
     let cut = committed_cut(client, db)?.ok_or_else(|| QueryError::NothingCommitted(db.to_owned()))?;
-    let at = match query.as_of {
-        Some(t) if t >= cut => return Err(QueryError::NotCommitted { at: t, cut }),
-        Some(t) => t,
-        None => cut.saturating_sub(1),
-    };
+    let at = read_time(query.as_of, cut)?;
     let columns = column_list(view);
     let mut filters = vec![if cut == 0 { "0".to_string() } else { format!("time <= {at}") }];
     for (filter, value) in FILTERS.iter().zip([query.channel, query.user]) {
@@ -97,4 +111,90 @@ pub fn read_view(client: &Client, db: &str, query: &Query) -> Result<Answer, Que
         rows.push(fields);
     }
     Ok(Answer { view, rows, cut, at })
+}
+
+/// The time a query reads at: `as_of` if it is below `cut`, else the last time below it.
+fn read_time(as_of: Option<u64>, cut: u64) -> Result<u64, QueryError> {
+    match as_of {
+        Some(t) if t >= cut => Err(QueryError::NotCommitted { at: t, cut }),
+        Some(t) => Ok(t),
+        None => Ok(cut.saturating_sub(1)),
+    }
+}
+
+/// Reads `query.view` from the change files of a run's output directory `dir`, at the upper
+/// of its progress record (or at `as_of`), summing diffs; rows are filtered, sorted and
+/// limited as `read_view` does.
+pub fn read_dir(dir: &Path, query: &Query) -> Result<Answer, QueryError> {
+    let view = dataflows::view(query.view)?;
+    let unreadable = |path: &Path, reason: String| QueryError::File { path: path.to_owned(), reason };
+    let cut = read_upper(dir)
+        .map_err(|e| unreadable(&dir.join(PROGRESS_FILE), e.to_string()))?
+        .ok_or_else(|| QueryError::NotAnOutDir(dir.to_owned()))?;
+    let at = read_time(query.as_of, cut)?;
+    let mut wanted: Vec<(Vec<usize>, &str)> = Vec::new();
+    for (filter, value) in FILTERS.iter().zip([query.channel, query.user]) {
+        let Some(value) = value else { continue };
+        let matched = view.filter_columns(filter);
+        if matched.is_empty() {
+            return Err(QueryError::NoFilter { view: view.name, filter });
+        }
+        let indices = view.columns.iter().enumerate().filter(|(_, c)| matched.contains(&c.name)).map(|(i, _)| i);
+        wanted.push((indices.collect(), value));
+    }
+    let path = dir.join(format!("{}.csv", view.name));
+    let width = view.columns.len();
+    let mut reader = csv::Reader::from_path(&path).map_err(|e| unreadable(&path, e.to_string()))?;
+    let header = reader.headers().map_err(|e| unreadable(&path, e.to_string()))?;
+    let expected: Vec<&str> = view.column_names().into_iter().chain(["time", "diff"]).collect();
+    if header.iter().ne(expected.iter().copied()) {
+        return Err(unreadable(&path, format!("header {header:?}, expected {}", expected.join(","))));
+    }
+    let mut sums: HashMap<Vec<String>, i64> = HashMap::new();
+    let mut record = csv::StringRecord::new();
+    while reader.read_record(&mut record).map_err(|e| unreadable(&path, e.to_string()))? {
+        let number = |i: usize| record.get(i).and_then(|v| v.parse::<i64>().ok());
+        let (Some(time), Some(diff)) = (number(width), number(width + 1)) else {
+            let line = record.position().map_or(0, |p| p.line());
+            return Err(unreadable(&path, format!("line {line}: no time and diff in {record:?}")));
+        };
+        if cut == 0 || time < 0 || time as u64 > at {
+            continue;
+        }
+        if !wanted.iter().all(|(columns, value)| columns.iter().any(|&i| &record[i] == *value)) {
+            continue;
+        }
+        let row: Vec<String> = record.iter().take(width).map(str::to_owned).collect();
+        *sums.entry(row).or_default() += diff;
+    }
+    let mut rows = Vec::with_capacity(sums.len());
+    for (row, n) in sums {
+        match n {
+            0 => {}
+            1 => rows.push(row),
+            n => return Err(QueryError::Multiplicity { view: view.name, row, n, at }),
+        }
+    }
+    rows.sort_by(|a, b| compare_rows(view, a, b));
+    if let Some(limit) = query.limit {
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    }
+    Ok(Answer { view, rows, cut, at })
+}
+
+/// The order of `ORDER BY` the view's columns: numbers by value, text by bytes.
+fn compare_rows(view: &ViewDef, a: &[String], b: &[String]) -> Ordering {
+    for ((column, x), y) in view.columns.iter().zip(a).zip(b) {
+        let order = match column.ty {
+            ColumnType::Int => match (x.parse::<i128>(), y.parse::<i128>()) {
+                (Ok(x), Ok(y)) => x.cmp(&y),
+                _ => x.cmp(y),
+            },
+            ColumnType::Text => x.as_bytes().cmp(y.as_bytes()),
+        };
+        if order != Ordering::Equal {
+            return order;
+        }
+    }
+    Ordering::Equal
 }

@@ -17,9 +17,14 @@ use crate::clickhouse::{self, Client, Target};
 use crate::cluster::timely_config;
 use crate::metrics::Snapshot;
 use crate::sinks::progress::{read_upper, PROGRESS_FILE};
+use crate::sources::sniff::Kind;
 use crate::sources::files::expand_inputs;
 use crate::sources::kafka::{clear_bindings, partition_counts, require_topics, KafkaOptions};
 use crate::worker::{run_worker, ClickHouseJob, Input, Job, Progress, WorkerReport};
+
+/// Set once the workers start: before, a signal exits at once (nothing is written yet); after,
+/// it asks the workers to stop cleanly (`worker::STOP`).
+pub static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The result of one process's part of a run.
 #[derive(Debug)]
@@ -31,6 +36,8 @@ pub struct Outcome {
     pub input_bytes: u64,
     /// `database on url` when the run wrote to ClickHouse.
     pub clickhouse: Option<String>,
+    pub clickhouse_url: Option<String>,
+    pub clickhouse_database: Option<String>,
     /// What this process counted during the run (the metrics registry's growth).
     pub counts: Snapshot,
 }
@@ -89,8 +96,24 @@ pub enum Start {
     Resume,
 }
 
-/// Builds the job of `args`, writing change files into `out`.
-pub fn job(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: &TimelyArgs) -> Result<Job> {
+/// A run checked and ready to start: nothing on disk or in ClickHouse has been touched yet.
+pub struct Plan {
+    pub job: Job,
+    config: timely::Config,
+    start: Start,
+    process: u64,
+    /// Workers of all processes.
+    workers: u32,
+    /// Where ClickHouse output goes, if it does.
+    clickhouse: Option<Target>,
+}
+
+/// Checks every argument of a run (inputs, focus file, output directory, timely's flags, the
+/// Kafka topics) without creating, truncating or deleting anything, so that a failed start
+/// leaves the output directory as it was.
+pub fn plan(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: &TimelyArgs) -> Result<Plan> {
+    let config = timely_config(timely)?;
+    check_out_dir(&out)?;
     let input = match &args.kafka.kafka {
         Some(brokers) => {
             let asked = args.kafka.topics.names();
@@ -111,9 +134,18 @@ pub fn job(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: &
             Input::Kafka { options, topics }
         }
         None => {
-            let files = expand_inputs(&args.replay)?;
+            let files = expand_inputs(&args.replay).map_err(|e| anyhow!("--replay: {e}"))?;
             if files.is_empty() {
-                return Err(anyhow!("no input files in {:?}", args.replay));
+                let named: Vec<String> = args.replay.iter().map(|p| p.display().to_string()).collect();
+                return Err(anyhow!("--replay {}: no *.jsonl files to read", named.join(" ")));
+            }
+            let empty: Vec<String> = files
+                .iter()
+                .filter(|f| std::fs::metadata(f).is_ok_and(|m| m.len() == 0))
+                .map(|f| f.display().to_string())
+                .collect();
+            if empty.len() == files.len() {
+                return Err(anyhow!("--replay: every input is empty ({}): nothing to run", empty.join(", ")));
             }
             Input::Replay { files, batch: args.batch }
         }
@@ -122,18 +154,88 @@ pub fn job(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: &
         Some(path) => Some(read_focus(path)?),
         None => None,
     };
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let clickhouse = match &args.clickhouse.clickhouse {
-        None => None,
-        Some(url) => {
-            let target = Target { url: url.clone(), database: args.clickhouse.database.clone() };
-            let client = Client::new(url);
+    let clickhouse = args.clickhouse.clickhouse.as_ref().map(|url| Target {
+        url: url.clone(),
+        database: args.clickhouse.database.clone(),
+    });
+    if let Some(target) = &clickhouse {
+        clickhouse::check_database(&target.database).context("--database")?;
+    }
+    if start == Start::Resume && clickhouse.is_none() {
+        read_upper(&out)?;
+    }
+    Ok(Plan {
+        job: Job {
+            input,
+            out,
+            views: dataflows::Config {
+                chat: ChatConfig { window_secs: args.window, top_k: args.top_k },
+                network: NetworkConfig { hops: args.hops, top_n: args.top_connections },
+                mention_edges: args.mention_edges,
+            },
+            focus,
+            max_inflight: args.max_inflight,
+            profile: false,
+            resume_upper: None,
+            clickhouse: None,
+        },
+        config,
+        start,
+        process: timely.process,
+        workers: (timely.workers * timely.processes) as u32,
+        clickhouse,
+    })
+}
+
+/// An output directory is a directory this process can write in, or can be created.
+fn check_out_dir(out: &std::path::Path) -> Result<()> {
+    let shown = out.display();
+    match std::fs::metadata(out) {
+        Ok(meta) if !meta.is_dir() => {
+            Err(anyhow!("--out {shown} is a file, not a directory: name a directory for the change files"))
+        }
+        Ok(_) => match tempfile::tempfile_in(out) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(anyhow!("--out {shown}: cannot write in this directory ({e})")),
+        },
+        Err(_) => {
+            let parent = out.ancestors().skip(1).find(|a| a.as_os_str().is_empty() || a.exists());
+            match parent {
+                Some(p) if !p.as_os_str().is_empty() && !p.is_dir() => {
+                    Err(anyhow!("--out {shown} cannot be created: {} is a file", p.display()))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+impl Plan {
+    /// Readies the output for the run: the ClickHouse tables and the committed cut, the output
+    /// directory, and (for a new deployment) the old progress record and clock bindings
+    /// cleared. The first step that touches anything.
+    fn prepare(&mut self) -> Result<()> {
+        let out = self.job.out.clone();
+        let created = !out.exists();
+        std::fs::create_dir_all(&out)
+            .map_err(|e| anyhow!("--out {} cannot be created ({e})", out.display()))?;
+        let cleared = self.prepare_sinks();
+        if cleared.is_err() && created {
+            let _ = std::fs::remove_dir(&out);
+        }
+        cleared
+    }
+
+    fn prepare_sinks(&mut self) -> Result<()> {
+        let out = &self.job.out;
+        if let Some(target) = &self.clickhouse {
+            let client = Client::new(&target.url);
             // A new deployment: process 0 alone drops the tables (another process dropping
             // them later would take process 0's start rows with them) and every process starts
             // at 0 without reading what may not be dropped yet.
-            let fresh = matches!(start, Start::FromBeginning);
-            let cut = clickhouse::prepare(&client, &target.database, fresh && timely.process == 0)
-                .with_context(|| format!("preparing database {} on {url}", target.database))?;
+            let fresh = self.start == Start::FromBeginning;
+            let cut = clickhouse::prepare(&client, &target.database, fresh && self.process == 0)
+                .with_context(|| format!("preparing database {} on {}", target.database, target.url))?;
             let cut = if fresh { None } else { cut };
             let start = match cut {
                 Some(cut) => {
@@ -142,48 +244,34 @@ pub fn job(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: &
                 }
                 None => {
                     // A new deployment: the clock bindings of an older one must not apply.
-                    clear_bindings(&out)?;
+                    clear_bindings(out)?;
                     0
                 }
             };
-            let workers = (timely.workers * timely.processes) as u32;
-            if timely.process == 0 {
-                clickhouse::record_start(&client, &target.database, workers, start)?;
+            if self.process == 0 {
+                clickhouse::record_start(&client, &target.database, self.workers, start)?;
             }
-            Some(ClickHouseJob { target, start, workers })
+            self.job.clickhouse = Some(ClickHouseJob { target: target.clone(), start, workers: self.workers });
+            return Ok(());
         }
-    };
-    let resume_upper = match start {
-        _ if clickhouse.is_some() => None,
-        Start::Resume => {
-            let upper = read_upper(&out)?;
-            match upper {
-                Some(upper) => tracing::info!(upper, "resuming: the change files hold every update before the upper"),
-                None => tracing::warn!(out = %out.display(), "nothing to resume; starting from the beginning"),
+        self.job.resume_upper = match self.start {
+            Start::Resume => {
+                let upper = read_upper(out)?;
+                match upper {
+                    Some(upper) => tracing::info!(upper, "resuming: the change files hold every update before the upper"),
+                    None => tracing::warn!(out = %out.display(), "nothing to resume; starting from the beginning"),
+                }
+                // Without a progress record the files may hold anything: start them again.
+                Some(upper.unwrap_or(0))
             }
-            // Without a progress record the files may hold anything: start them again.
-            Some(upper.unwrap_or(0))
-        }
-        Start::FromBeginning => {
-            clear_bindings(&out)?;
-            let _ = std::fs::remove_file(out.join(PROGRESS_FILE));
-            None
-        }
-    };
-    Ok(Job {
-        input,
-        out,
-        views: dataflows::Config {
-            chat: ChatConfig { window_secs: args.window, top_k: args.top_k },
-            network: NetworkConfig { hops: args.hops, top_n: args.top_connections },
-            mention_edges: args.mention_edges,
-        },
-        focus,
-        max_inflight: args.max_inflight,
-        profile: false,
-        resume_upper,
-        clickhouse,
-    })
+            Start::FromBeginning => {
+                clear_bindings(out)?;
+                let _ = std::fs::remove_file(out.join(PROGRESS_FILE));
+                None
+            }
+        };
+        Ok(())
+    }
 }
 
 /// Reads a focus file: one user per line; blank lines and lines starting with `#` are skipped.
@@ -192,11 +280,20 @@ pub fn read_focus(path: &std::path::Path) -> Result<Vec<String>> {
     Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect())
 }
 
-/// Runs `job` on this process's workers and waits for them, drawing a progress bar on a
-/// terminal.
-pub fn execute(job: Job, timely: &TimelyArgs) -> Result<Outcome> {
-    let config = timely_config(timely)?;
-    std::fs::create_dir_all(&job.out).with_context(|| format!("creating {}", job.out.display()))?;
+/// Connects this process to its peers, prepares the output (`Plan::prepare`), runs the job
+/// on this process's workers and waits for them, drawing a progress bar on a terminal.
+/// Until the workers start, a signal ends the process at once (see `STARTED`).
+pub fn execute(mut plan: Plan, timely: &TimelyArgs) -> Result<Outcome> {
+    if timely.processes > 1 {
+        eprintln!(
+            "chatflow: process {} of {} waiting for its peers (start the others with -p; Ctrl-C to give up)",
+            timely.process, timely.processes
+        );
+    }
+    let config = std::mem::replace(&mut plan.config, timely::Config::thread());
+    let (builders, others) = config.communication.try_build().map_err(|e| anyhow!("connecting the processes: {e}"))?;
+    plan.prepare()?;
+    let job = plan.job;
     let input_bytes: u64 = match &job.input {
         Input::Replay { files, .. } => files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum(),
         Input::Kafka { .. } => 0,
@@ -210,9 +307,12 @@ pub fn execute(job: Job, timely: &TimelyArgs) -> Result<Outcome> {
     let counted_before = crate::metrics::snapshot();
     let start = Instant::now();
     let clickhouse = job.clickhouse.as_ref().map(|ch| format!("{} on {}", ch.target.database, ch.target.url));
+    let clickhouse_url = job.clickhouse.as_ref().map(|ch| ch.target.url.clone());
+    let clickhouse_database = job.clickhouse.as_ref().map(|ch| ch.target.database.clone());
     let job = Arc::new(job);
     let worker_progress = Arc::clone(&progress);
-    let guards = timely::execute(config, move |worker| {
+    STARTED.store(true, Ordering::SeqCst);
+    let guards = timely::execute::execute_from(builders, others, config.worker, move |worker| {
         let report = run_worker(worker, &job, &worker_progress);
         worker_progress.finished.fetch_add(1, Ordering::Relaxed);
         report
@@ -249,6 +349,8 @@ pub fn execute(job: Job, timely: &TimelyArgs) -> Result<Outcome> {
         workers: timely.workers,
         input_bytes,
         clickhouse,
+        clickhouse_url,
+        clickhouse_database,
         counts: crate::metrics::snapshot().since(&counted_before),
     })
 }
@@ -276,14 +378,14 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
         let _ = writeln!(s, "  stopped on a signal; --resume continues from here");
     }
     if let Some(upper) = outcome.upper() {
-        match &outcome.clickhouse {
-            Some(_) => {
-                let _ = writeln!(s, "  every change before time {upper} is in ClickHouse (_progress table)");
-            }
-            None => {
-                let _ = writeln!(s, "  every change before time {upper} is written (_progress.csv)");
-            }
-        }
+        let place = match &outcome.clickhouse {
+            Some(_) => "in ClickHouse (the upper is in its _progress table)".to_string(),
+            None => format!("in {} (the upper is in _progress.csv)", out.display()),
+        };
+        let _ = match upper {
+            0 => writeln!(s, "  no time is complete yet: nothing is written {place}"),
+            _ => writeln!(s, "  every change up to time {} is written {place}", upper - 1),
+        };
     }
     let fresh = outcome.freshness();
     if !fresh.is_empty() {
@@ -305,13 +407,13 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
             Some(target) => {
                 let _ = writeln!(s, "changes written to ClickHouse database {target} (this process's workers):");
                 for (view, rows) in &rows {
-                    let _ = writeln!(s, "  {view}: {rows} rows");
+                    let _ = writeln!(s, "  {view}: {}", plural(*rows, "row"));
                 }
             }
             None => {
                 let _ = writeln!(s, "changes written to {}:", out.display());
                 for (view, rows) in &rows {
-                    let _ = writeln!(s, "  {view}.csv: {rows} rows");
+                    let _ = writeln!(s, "  {view}.csv: {}", plural(*rows, "row"));
                 }
             }
         }
@@ -319,14 +421,113 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
     let glimpse = if outcome.wrote_files() { glimpse(out, 5) } else { Vec::new() };
     if !glimpse.is_empty() {
         let _ = writeln!(s, "busiest channels:");
-        for g in glimpse {
+        for g in &glimpse {
             let words: Vec<String> = g.top_words.iter().map(|(w, c)| format!("{w} ({c})")).collect();
             let users: Vec<String> = g.top_users.iter().map(|(u, c)| format!("{u} ({c})")).collect();
             let _ = writeln!(s, "  {:<16} {:>9} messages  top words: {}", g.channel, g.messages, words.join(", "));
             let _ = writeln!(s, "  {:<16} {:>9}           top users: {}", "", "", users.join(", "));
         }
     }
+    if let Some(next) = next_step(outcome, out, glimpse.first().map(|g| g.channel.as_str())) {
+        let _ = writeln!(s, "next: {next}");
+    }
     s
+}
+
+/// The command to try after a run: resume it, or ask a view.
+fn next_step(outcome: &Outcome, out: &std::path::Path, busiest: Option<&str>) -> Option<String> {
+    if outcome.interrupted() {
+        return Some("run the same command with --resume to continue from here".into());
+    }
+    if outcome.upper().is_none_or(|u| u == 0) {
+        return None;
+    }
+    let filter = match busiest {
+        Some(channel) => format!(" --channel {}", shell_word(channel)),
+        None => String::new(),
+    };
+    let (view, rows) = if outcome.events_of(Some("chat")) > 0 { ("top_words", "the top words") } else { ("top_connections", "the strongest connections") };
+    match &outcome.clickhouse {
+        Some(_) if outcome.reports.iter().any(|r| r.index == 0) => Some(format!(
+            "chatflow query {view}{filter} --clickhouse {} --database {}   ({rows}, read from ClickHouse)",
+            outcome.clickhouse_url.as_deref().unwrap_or(""),
+            outcome.clickhouse_database.as_deref().unwrap_or("")
+        )),
+        None if outcome.wrote_files() => Some(format!(
+            "chatflow query {view} --dir {}{filter}   ({rows} now; --as-of T for an earlier time)",
+            shell_word(&out.display().to_string())
+        )),
+        _ => None,
+    }
+}
+
+/// `s` as one shell word: as it is when that is safe, else single-quoted.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c)) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// `n thing` or `n things`.
+fn plural(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
+/// Why a run that finished must not exit 0: the exit code, and what to tell the person.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+/// Exit code of a run whose dead letters exceed `--max-dead-letter-ratio`.
+pub const TOO_MANY_DEAD_LETTERS: i32 = 3;
+
+/// Judges a finished run's input: nothing computed (every line a dead letter) is exit 1,
+/// dead letters above `max_ratio` of the lines exit 3. When most lines are dead letters, a
+/// hint says what the input looks like and which command reads it (from the input file with
+/// the most dead letters). Returns the failure (if any) and the hint (if any).
+pub fn judge(outcome: &Outcome, max_ratio: f64, out: &std::path::Path) -> (Option<Failure>, Option<String>) {
+    let dead = outcome.dead_letters();
+    let lines = outcome.events() + dead;
+    let hint = (dead * 2 > lines).then(|| {
+        let worst = outcome.counts.labels("chatflow_dead_letters_total", "source").into_iter().max_by_key(|source| {
+            outcome.counts.sum("chatflow_dead_letters_total", &[("source", source.as_str())])
+        });
+        let guessed = worst.as_ref().map(std::path::PathBuf::from).and_then(|file| {
+            crate::sources::sniff::sniff_file(&file).filter(|k| *k != Kind::Events).map(|k| k.hint(&file))
+        });
+        let reasons = match &outcome.clickhouse {
+            Some(_) => "the dead_letters table".to_string(),
+            None => format!("{}/dead_letters.csv", out.display()),
+        };
+        match guessed {
+            Some(hint) => format!("most lines ({dead} of {lines}) are dead letters; {hint}"),
+            None => format!("most lines ({dead} of {lines}) are dead letters: {reasons} says why, line by line"),
+        }
+    });
+    let failure = if dead > 0 && outcome.events() == 0 {
+        Some(Failure { code: 1, message: format!("nothing was computed: all {} read are dead letters", plural(lines, "line")) })
+    } else if lines == 0 && outcome.input_bytes > 0 && outcome.processes == 1 {
+        Some(Failure { code: 1, message: "nothing was computed: the inputs hold only blank lines".into() })
+    } else if dead as f64 > max_ratio * lines as f64 {
+        Some(Failure {
+            code: TOO_MANY_DEAD_LETTERS,
+            message: format!(
+                "{:.1} % of the lines ({dead} of {lines}) are dead letters, more than --max-dead-letter-ratio {max_ratio}",
+                100.0 * dead as f64 / lines as f64
+            ),
+        })
+    } else {
+        None
+    };
+    (failure, hint)
 }
 
 /// Peak resident memory of this process in bytes (VmHWM), where the OS tells it.

@@ -43,7 +43,12 @@ impl Client {
         request
     }
 
-    fn finish(result: std::result::Result<ureq::Response, ureq::Error>, what: &str) -> Result<String> {
+    /// The server's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn finish(&self, result: std::result::Result<ureq::Response, ureq::Error>, what: &str) -> Result<String> {
         let what = what.to_owned();
         match result {
             Ok(response) => {
@@ -57,19 +62,26 @@ impl Client {
                 let body = response.into_string().unwrap_or_default().trim().to_owned();
                 Err(ClickHouseError::Refused { what, code, body })
             }
-            Err(e) => Err(ClickHouseError::Unreachable { what, reason: e.to_string() }),
+            Err(ureq::Error::Transport(t)) => {
+                let mut reason = t.kind().to_string();
+                let root = std::iter::successors(std::error::Error::source(&t), |e| e.source()).last();
+                for detail in [t.message().map(str::to_owned), root.map(|e| e.to_string())].into_iter().flatten() {
+                    reason = format!("{reason}: {detail}");
+                }
+                Err(ClickHouseError::Unreachable { url: self.url.clone(), what, reason })
+            }
         }
     }
 
     /// Runs a statement (its text in the body) and returns the answer.
     pub fn execute(&self, sql: &str) -> Result<String> {
-        Self::finish(self.request(&[]).send_string(sql), short(sql))
+        self.finish(self.request(&[]).send_string(sql), short(sql))
     }
 
     /// Inserts TabSeparated `rows` into `table` (`db.name (columns)`).
     pub fn insert(&self, table: &str, rows: &[u8]) -> Result<()> {
         let query = format!("INSERT INTO {table} FORMAT TabSeparated");
-        Self::finish(self.request(&[("query", &query)]).send_bytes(rows), short(&query)).map(drop)
+        self.finish(self.request(&[("query", &query)]).send_bytes(rows), short(&query)).map(drop)
     }
 
     /// Runs `sql` (in the URL) with an external table `name` (`structure`, TabSeparated
@@ -90,7 +102,7 @@ impl Client {
         let request = self
             .request(&[("query", sql), (&structure_key, structure), (&format_key, "TabSeparated")])
             .set("Content-Type", &format!("multipart/form-data; boundary={boundary}"));
-        Self::finish(request.send_bytes(&body), short(sql))
+        self.finish(request.send_bytes(&body), short(sql))
     }
 }
 

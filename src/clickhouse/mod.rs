@@ -15,8 +15,16 @@ pub use schema::prepare;
 /// What went wrong talking to ClickHouse.
 #[derive(Debug, thiserror::Error)]
 pub enum ClickHouseError {
-    #[error("ClickHouse unreachable for {what}: {reason} (start one with `scripts/clickhouse.sh start`, or pass --clickhouse URL)")]
-    Unreachable { what: String, reason: String },
+    #[error(
+        "cannot reach ClickHouse at {url} ({reason}): start a server with \
+         `scripts/clickhouse.sh start` (127.0.0.1:8123), or pass --clickhouse URL of a running one"
+    )]
+    Unreachable {
+        url: String,
+        /// The statement that could not be sent (its first words).
+        what: String,
+        reason: String,
+    },
     #[error("ClickHouse refused {what} (HTTP {code}): {body}")]
     Refused { what: String, code: u16, body: String },
     #[error("reading the answer to {what}: {source}")]

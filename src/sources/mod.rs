@@ -11,6 +11,7 @@ pub mod decode;
 pub mod files;
 pub mod import;
 pub mod kafka;
+pub mod sniff;
 
 /// What can stop a source.
 #[derive(Debug, thiserror::Error)]
