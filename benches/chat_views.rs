@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use chatflow::cli::{Cli, Command, TimelyArgs};
-use chatflow::run::{execute, job, peak_rss_bytes, Start};
+use chatflow::run::{execute, peak_rss_bytes, plan, Start};
 use clap::Parser;
 
 fn main() {
@@ -27,7 +27,7 @@ fn main() {
     if !fixture.exists() {
         let path = fixture.to_str().expect("UTF-8 path");
         let Command::Produce(produce) =
-            Cli::parse_from(["chatflow", "produce", "--count", &count.to_string(), "--seed", "42", "--out-file", path])
+            Cli::parse_from(["chatflow", "produce", "--count", &count.to_string(), "--seed", "42", "--out", path])
                 .command
         else {
             unreachable!("parsed a produce command")
@@ -44,7 +44,7 @@ fn main() {
         let pipeline = bench.pipeline;
         let timely = TimelyArgs { workers: w, processes: 1, process: 0, hostfile: None };
         let outcome =
-            execute(job(&pipeline, out.path().to_path_buf(), Start::FromBeginning, &timely).expect("job"), &timely)
+            execute(plan(&pipeline, out.path().to_path_buf(), Start::FromBeginning, &timely).expect("plan"), &timely)
                 .expect("run");
         let h = outcome.latency().expect("worker 0 measures latency");
         println!(

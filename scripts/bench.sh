@@ -25,7 +25,7 @@ cargo build --release --locked
 bin=target/release/chatflow
 mkdir -p target/bench
 fixture=target/bench/chat-1m-seed42.jsonl
-[ -f "$fixture" ] || "$bin" produce --out-file "$fixture" --count 1000000 --seed 42
+[ -f "$fixture" ] || "$bin" produce --out "$fixture" --count 1000000 --seed 42
 
 # Freshness at a steady 50,000 messages/s for 30 s through a memory broker on 127.0.0.1:9095:
 # `freshness NAME [extra chatflow run flags]` (the log goes to target/bench/NAME.log).
@@ -83,7 +83,7 @@ fi
 inputs=("$fixture")
 if [ -d ../shared/data/twitch-chat-csv ]; then
     real=target/bench/twitch-chat-csv.jsonl
-    [ -f "$real" ] || "$bin" import --from twitch-csv --out-file "$real" ../shared/data/twitch-chat-csv/*.csv
+    [ -f "$real" ] || "$bin" import --from twitch-csv --out "$real" ../shared/data/twitch-chat-csv/*.csv
     inputs+=("$real")
 else
     echo "bench.sh: ../shared/data/twitch-chat-csv absent; benchmarking the generated fixture only" >&2

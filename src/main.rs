@@ -145,7 +145,7 @@ fn real_main(cli: Cli) -> Result<i32> {
                 let n = chatflow::produce::produce_kafka(&args, brokers)?;
                 eprintln!("chatflow produce: sent {n} events to {brokers}");
             }
-            (None, None) => unreachable!("clap requires --out-file or --kafka"),
+            (None, None) => unreachable!("clap requires --out or --kafka"),
         },
         Command::Query(args) => {
             let query = Query {

@@ -356,7 +356,7 @@ fn generator(args: &ProduceArgs, start_ms: i64) -> Box<dyn Generator> {
     }
 }
 
-/// Writes `--count` events (default 100,000) to `--out-file`.
+/// Writes `--count` events (default 100,000) to `--out`.
 pub fn produce_file(args: &ProduceArgs, path: &std::path::Path) -> io::Result<u64> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;

@@ -109,6 +109,22 @@ fn fixture_to_clickhouse_equals_the_oracle_at_1_and_2_workers() {
         for v in all_views() {
             check_copies(&url, &db, v);
         }
+        // `query --dir` over the change files answers as ClickHouse does: same rows, order,
+        // limits, filters and printing.
+        let channel = expected["top_words"].iter().next().unwrap()[0].clone();
+        for v in all_views() {
+            for extra in [&[][..], &["--limit", "3"], &["--format", "json", "--limit", "20"], &["--channel", &channel]] {
+                if extra.first() == Some(&"--channel") && view(v).unwrap().filter_columns("channel").is_empty() {
+                    continue;
+                }
+                let mut from_files = vec!["query", v, "--dir", path_str(&replayed)];
+                from_files.extend(extra);
+                let mut from_clickhouse = vec!["query", v, "--clickhouse", &url, "--database", &db];
+                from_clickhouse.extend(extra);
+                let (files, clickhouse) = (run_ok(&from_files).stdout, run_ok(&from_clickhouse).stdout);
+                assert!(files == clickhouse, "{v} {extra:?}: --dir and ClickHouse answer differently");
+            }
+        }
     }
 }
 

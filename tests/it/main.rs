@@ -8,6 +8,7 @@ mod decode;
 mod import;
 mod kafka;
 mod network;
+mod newcomer;
 mod oracle;
 mod support;
 mod views;

@@ -41,7 +41,7 @@ pub fn produce(dir: &Path, name: &str, count: u64, seed: u64, late: f64) -> Path
     let path = dir.join(name);
     run_ok(&[
         "produce",
-        "--out-file",
+        "--out",
         path_str(&path),
         "--count",
         &count.to_string(),
