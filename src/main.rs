@@ -10,7 +10,9 @@ use serde_json::json;
 use chatflow::cli::{Cli, Command, ImportArgs, OutputFormat};
 use chatflow::clickhouse::{ClickHouseError, Client};
 use chatflow::query::{read_dir, read_view, Answer, Query, QueryError};
-use chatflow::run::{execute, judge, peak_rss_bytes, plan, summary, Failure, Start, STARTED, TOO_MANY_DEAD_LETTERS};
+use chatflow::run::{
+    execute, judge, peak_rss_bytes, percent, plan, summary, Failure, Start, STARTED, TOO_MANY_DEAD_LETTERS,
+};
 use chatflow::sources::import::{import, ImportFormat, ImportOptions};
 use chatflow::sources::sniff::{sniff_file, Kind};
 
@@ -226,6 +228,10 @@ fn import_command(args: &ImportArgs) -> Result<i32> {
                 .with_context(|| format!("--out {}: cannot create a file in {}", path.display(), parent.display()))?;
             let report = import(args.format, &args.files, &options, &mut std::io::BufWriter::new(file.as_file_mut()))?;
             if report.events > 0 {
+                // A temporary file is private; the events are an ordinary file.
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode());
+                file.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
                 file.persist(path).with_context(|| format!("writing {}", path.display()))?;
             }
             report
@@ -258,8 +264,8 @@ fn import_command(args: &ImportArgs) -> Result<i32> {
     }
     if failed as f64 > args.max_dead_letter_ratio * lines as f64 {
         eprintln!(
-            "chatflow: error: {:.1} % of the lines ({failed} of {lines}) could not be imported, more than --max-dead-letter-ratio {}",
-            100.0 * failed as f64 / lines as f64,
+            "chatflow: error: {} of the lines ({failed} of {lines}) could not be imported, more than --max-dead-letter-ratio {}",
+            percent(failed, lines),
             args.max_dead_letter_ratio
         );
         return Ok(TOO_MANY_DEAD_LETTERS);

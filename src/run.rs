@@ -470,6 +470,16 @@ fn shell_word(s: &str) -> String {
     }
 }
 
+/// `part` of `whole` in percent, with two decimals below 1 %.
+pub fn percent(part: u64, whole: u64) -> String {
+    let p = 100.0 * part as f64 / whole.max(1) as f64;
+    if p < 1.0 {
+        format!("{p:.2} %")
+    } else {
+        format!("{p:.1} %")
+    }
+}
+
 /// `n thing` or `n things`.
 fn plural(n: u64, thing: &str) -> String {
     if n == 1 {
@@ -520,8 +530,8 @@ pub fn judge(outcome: &Outcome, max_ratio: f64, out: &std::path::Path) -> (Optio
         Some(Failure {
             code: TOO_MANY_DEAD_LETTERS,
             message: format!(
-                "{:.1} % of the lines ({dead} of {lines}) are dead letters, more than --max-dead-letter-ratio {max_ratio}",
-                100.0 * dead as f64 / lines as f64
+                "{} of the lines ({dead} of {lines}) are dead letters, more than --max-dead-letter-ratio {max_ratio}",
+                percent(dead, lines)
             ),
         })
     } else {

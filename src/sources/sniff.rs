@@ -31,26 +31,29 @@ impl Kind {
         }
     }
 
-    /// The command that reads `file`.
-    pub fn command(self, file: &Path) -> String {
-        let file = file.display();
+    /// The command that reads `file`, and the events file it writes (if it converts).
+    pub fn command(self, file: &Path) -> (String, Option<&'static str>) {
+        let shown = file.display();
+        let import = |format: &str, out: &'static str| {
+            (format!("`chatflow import --from {format} {shown} --out {out}`"), Some(out))
+        };
         match self {
-            Kind::Events => format!("`chatflow run --replay {file}`"),
-            Kind::TwitchCsv => format!("`chatflow import --from twitch-csv {file} --out events.jsonl`"),
-            Kind::TwitchIrc => format!("`chatflow import --from twitch-irc {file} --out events.jsonl`"),
-            Kind::EdgesCsv => format!("`chatflow import --from edges-csv {file} --out edges.jsonl`"),
+            Kind::Events => (format!("`chatflow run --replay {shown}`"), None),
+            Kind::TwitchCsv => import("twitch-csv", "events.jsonl"),
+            Kind::TwitchIrc => import("twitch-irc", "events.jsonl"),
+            Kind::EdgesCsv => import("edges-csv", "edges.jsonl"),
         }
     }
 
     /// One line for a person whose input failed: what `file` looks like and what reads it.
     pub fn hint(self, file: &Path) -> String {
-        match self {
-            Kind::Events => format!("{} holds {}: read it with {}", file.display(), self.describe(), self.command(file)),
-            _ => format!(
-                "{} looks like {}: convert it with {}, then `chatflow run --replay events.jsonl`",
+        let (command, converted) = self.command(file);
+        match converted {
+            None => format!("{} holds {}: read it with {command}", file.display(), self.describe()),
+            Some(out) => format!(
+                "{} looks like {}: convert it with {command}, then `chatflow run --replay {out}`",
                 file.display(),
-                self.describe(),
-                self.command(file)
+                self.describe()
             ),
         }
     }
