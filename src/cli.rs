@@ -349,7 +349,13 @@ pub enum ProduceKind {
 #[derive(Args, Debug, Clone)]
 pub struct ProduceArgs {
     /// Write the events to this JSONL file.
-    #[arg(long = "out", alias = "out-file", value_name = "FILE", required_unless_present = "kafka", conflicts_with = "kafka")]
+    #[arg(
+        long = "out",
+        alias = "out-file",
+        value_name = "FILE",
+        required_unless_present = "kafka",
+        conflicts_with = "kafka"
+    )]
     pub out_file: Option<PathBuf>,
     /// Produce into these Kafka brokers instead, paced in real time.
     #[arg(long, value_name = "BROKERS")]
@@ -423,7 +429,12 @@ mod tests {
                 if matches!(arg.get_id().as_str(), "help" | "version") {
                     continue;
                 }
-                assert!(arg.get_help().is_some(), "chatflow {} {} has no --help text", command.get_name(), arg.get_id());
+                assert!(
+                    arg.get_help().is_some(),
+                    "chatflow {} {} has no --help text",
+                    command.get_name(),
+                    arg.get_id()
+                );
             }
         }
         Cli::command().debug_assert();

@@ -61,8 +61,12 @@ fn dash_h_without_file(args: &[OsString]) -> Option<String> {
 fn broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
         cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            || cause.downcast_ref::<csv::Error>().is_some_and(|c| matches!(c.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe))
-            || cause.downcast_ref::<serde_json::Error>().is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+            || cause.downcast_ref::<csv::Error>().is_some_and(
+                |c| matches!(c.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe),
+            )
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
     })
 }
 
@@ -259,7 +263,10 @@ fn import_command(args: &ImportArgs) -> Result<i32> {
         }
     }
     if report.events == 0 {
-        eprintln!("chatflow: error: nothing was imported{}", if args.out_file.is_some() { " (--out is left as it was)" } else { "" });
+        eprintln!(
+            "chatflow: error: nothing was imported{}",
+            if args.out_file.is_some() { " (--out is left as it was)" } else { "" }
+        );
         return Ok(1);
     }
     if failed as f64 > args.max_dead_letter_ratio * lines as f64 {

@@ -17,9 +17,9 @@ use crate::clickhouse::{self, Client, Target};
 use crate::cluster::timely_config;
 use crate::metrics::Snapshot;
 use crate::sinks::progress::{read_upper, PROGRESS_FILE};
-use crate::sources::sniff::Kind;
 use crate::sources::files::expand_inputs;
 use crate::sources::kafka::{clear_bindings, partition_counts, require_topics, KafkaOptions};
+use crate::sources::sniff::Kind;
 use crate::worker::{run_worker, ClickHouseJob, Input, Job, Progress, WorkerReport};
 
 /// Set once the workers start: before, a signal exits at once (nothing is written yet); after,
@@ -154,10 +154,11 @@ pub fn plan(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: 
         Some(path) => Some(read_focus(path)?),
         None => None,
     };
-    let clickhouse = args.clickhouse.clickhouse.as_ref().map(|url| Target {
-        url: url.clone(),
-        database: args.clickhouse.database.clone(),
-    });
+    let clickhouse = args
+        .clickhouse
+        .clickhouse
+        .as_ref()
+        .map(|url| Target { url: url.clone(), database: args.clickhouse.database.clone() });
     if let Some(target) = &clickhouse {
         clickhouse::check_database(&target.database).context("--database")?;
     }
@@ -217,8 +218,7 @@ impl Plan {
     fn prepare(&mut self) -> Result<()> {
         let out = self.job.out.clone();
         let created = !out.exists();
-        std::fs::create_dir_all(&out)
-            .map_err(|e| anyhow!("--out {} cannot be created ({e})", out.display()))?;
+        std::fs::create_dir_all(&out).map_err(|e| anyhow!("--out {} cannot be created ({e})", out.display()))?;
         let cleared = self.prepare_sinks();
         if cleared.is_err() && created {
             let _ = std::fs::remove_dir(&out);
@@ -258,7 +258,9 @@ impl Plan {
             Start::Resume => {
                 let upper = read_upper(out)?;
                 match upper {
-                    Some(upper) => tracing::info!(upper, "resuming: the change files hold every update before the upper"),
+                    Some(upper) => {
+                        tracing::info!(upper, "resuming: the change files hold every update before the upper")
+                    }
                     None => tracing::warn!(out = %out.display(), "nothing to resume; starting from the beginning"),
                 }
                 // Without a progress record the files may hold anything: start them again.
@@ -446,7 +448,11 @@ fn next_step(outcome: &Outcome, out: &std::path::Path, busiest: Option<&str>) ->
         Some(channel) => format!(" --channel {}", shell_word(channel)),
         None => String::new(),
     };
-    let (view, rows) = if outcome.events_of(Some("chat")) > 0 { ("top_words", "the top words") } else { ("top_connections", "the strongest connections") };
+    let (view, rows) = if outcome.events_of(Some("chat")) > 0 {
+        ("top_words", "the top words")
+    } else {
+        ("top_connections", "the strongest connections")
+    };
     match &outcome.clickhouse {
         Some(_) if outcome.reports.iter().any(|r| r.index == 0) => Some(format!(
             "chatflow query {view}{filter} --clickhouse {} --database {}   ({rows}, read from ClickHouse)",
@@ -507,9 +513,11 @@ pub fn judge(outcome: &Outcome, max_ratio: f64, out: &std::path::Path) -> (Optio
     let dead = outcome.dead_letters();
     let lines = outcome.events() + dead;
     let hint = (dead * 2 > lines).then(|| {
-        let worst = outcome.counts.labels("chatflow_dead_letters_total", "source").into_iter().max_by_key(|source| {
-            outcome.counts.sum("chatflow_dead_letters_total", &[("source", source.as_str())])
-        });
+        let worst = outcome
+            .counts
+            .labels("chatflow_dead_letters_total", "source")
+            .into_iter()
+            .max_by_key(|source| outcome.counts.sum("chatflow_dead_letters_total", &[("source", source.as_str())]));
         let guessed = worst.as_ref().map(std::path::PathBuf::from).and_then(|file| {
             crate::sources::sniff::sniff_file(&file).filter(|k| *k != Kind::Events).map(|k| k.hint(&file))
         });
@@ -523,7 +531,10 @@ pub fn judge(outcome: &Outcome, max_ratio: f64, out: &std::path::Path) -> (Optio
         }
     });
     let failure = if dead > 0 && outcome.events() == 0 {
-        Some(Failure { code: 1, message: format!("nothing was computed: all {} read are dead letters", plural(lines, "line")) })
+        Some(Failure {
+            code: 1,
+            message: format!("nothing was computed: all {} read are dead letters", plural(lines, "line")),
+        })
     } else if lines == 0 && outcome.input_bytes > 0 && outcome.processes == 1 {
         Some(Failure { code: 1, message: "nothing was computed: the inputs hold only blank lines".into() })
     } else if dead as f64 > max_ratio * lines as f64 {

@@ -92,7 +92,12 @@ pub fn sniff(lines: &[&[u8]]) -> Option<Kind> {
 
 fn fields(line: &str) -> Vec<String> {
     let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(line.as_bytes());
-    reader.records().next().and_then(Result::ok).map(|r| r.iter().map(|f| f.trim().to_owned()).collect()).unwrap_or_default()
+    reader
+        .records()
+        .next()
+        .and_then(Result::ok)
+        .map(|r| r.iter().map(|f| f.trim().to_owned()).collect())
+        .unwrap_or_default()
 }
 
 /// The kind a header line names.
@@ -138,7 +143,10 @@ mod tests {
     #[test]
     fn kinds_from_first_lines() {
         assert_eq!(kind("Timestamp,Channel,User,Message\n2025-03-01 00:00:01,xqc,a,hi"), Some(Kind::TwitchCsv));
-        assert_eq!(kind("\n2025-02-17T00:18:16.177235,fortnite,c,hi\n2025-02-17T00:18:16.2,x,y,z"), Some(Kind::TwitchCsv));
+        assert_eq!(
+            kind("\n2025-02-17T00:18:16.177235,fortnite,c,hi\n2025-02-17T00:18:16.2,x,y,z"),
+            Some(Kind::TwitchCsv)
+        );
         assert_eq!(kind("2025-03-01 00:00:01,xqc,a,hi\n2025-03-01 00:00:02,xqc,b,\"x, y\""), Some(Kind::TwitchCsv));
         assert_eq!(kind("from,to\n1,2\n3,4"), Some(Kind::EdgesCsv));
         assert_eq!(kind("1,2\n3,4\n5,6"), Some(Kind::EdgesCsv));

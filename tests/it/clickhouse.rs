@@ -113,7 +113,8 @@ fn fixture_to_clickhouse_equals_the_oracle_at_1_and_2_workers() {
         // limits, filters and printing.
         let channel = expected["top_words"].iter().next().unwrap()[0].clone();
         for v in all_views() {
-            for extra in [&[][..], &["--limit", "3"], &["--format", "json", "--limit", "20"], &["--channel", &channel]] {
+            for extra in [&[][..], &["--limit", "3"], &["--format", "json", "--limit", "20"], &["--channel", &channel]]
+            {
                 if extra.first() == Some(&"--channel") && view(v).unwrap().filter_columns("channel").is_empty() {
                     continue;
                 }

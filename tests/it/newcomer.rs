@@ -35,7 +35,11 @@ fn assert_says(text: &str, words: &[&str]) {
 
 /// Every file of `dir` and its bytes.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).map(|p| (p.clone(), std::fs::read(&p).unwrap())).collect()
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect()
 }
 
 /// `chatflow query <view> --dir <dir> --format csv` plus `extra`, as rows in printed order.
@@ -91,7 +95,18 @@ fn query_dir_equals_the_oracle_now_and_as_of_at_1_and_2_workers() {
 
     for workers in ["1", "2"] {
         let out = dir.path().join(format!("out-w{workers}"));
-        run_ok(&["run", "--replay", path_str(&input), "--out", path_str(&out), "--batch", "1000", "--mention-edges", "-w", workers]);
+        run_ok(&[
+            "run",
+            "--replay",
+            path_str(&input),
+            "--out",
+            path_str(&out),
+            "--batch",
+            "1000",
+            "--mention-edges",
+            "-w",
+            workers,
+        ]);
         // The dead letter: its source and line; the reason and raw text as the files hold them.
         let letters = query_dir(&out, "dead_letters", &[]);
         assert_eq!(letters.len(), 1, "{letters:?}");
@@ -104,7 +119,11 @@ fn query_dir_equals_the_oracle_now_and_as_of_at_1_and_2_workers() {
             let want = sorted(v, all[v].iter().cloned());
             assert!(got == want, "-w {workers}: {v} differs ({} rows, {} expected)", got.len(), want.len());
             // --limit takes the first rows of that order.
-            assert_eq!(query_dir(&out, v, &["--limit", "7"]), want.iter().take(7).cloned().collect::<Vec<_>>(), "{v} --limit");
+            assert_eq!(
+                query_dir(&out, v, &["--limit", "7"]),
+                want.iter().take(7).cloned().collect::<Vec<_>>(),
+                "{v} --limit"
+            );
         }
         // Filters: a channel's rows; a user's rows (connections: either end).
         let channel = &msgs[0].channel;
@@ -142,7 +161,8 @@ fn the_summary_names_a_next_command_that_works() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!stdout.contains(" 1 rows") && !stdout.contains(" 1 edge events"), "{stdout}");
     assert_says(&stdout, &["every change up to time 0 is written"]);
-    let next = stdout.lines().find_map(|l| l.strip_prefix("next: ")).unwrap_or_else(|| panic!("no next step:\n{stdout}"));
+    let next =
+        stdout.lines().find_map(|l| l.strip_prefix("next: ")).unwrap_or_else(|| panic!("no next step:\n{stdout}"));
     let command = next.split("   (").next().unwrap();
     let words: Vec<&str> = command.split_whitespace().collect();
     assert_eq!(words[..3], ["chatflow", "query", "top_words"], "{next}");
@@ -156,7 +176,13 @@ fn twitch_csv(dir: &Path, n: usize) -> PathBuf {
     let path = dir.join("chat.csv");
     let mut text = String::from("Timestamp,Channel,User,Message\n");
     for i in 0..n {
-        text.push_str(&format!("2025-02-17T00:{:02}:{:02}.5,chan{},user{},\"hello, world {i}\"\n", i / 60 % 60, i % 60, i % 3, i % 7));
+        text.push_str(&format!(
+            "2025-02-17T00:{:02}:{:02}.5,chan{},user{},\"hello, world {i}\"\n",
+            i / 60 % 60,
+            i % 60,
+            i % 3,
+            i % 7
+        ));
     }
     std::fs::write(&path, text).unwrap();
     path
@@ -165,7 +191,8 @@ fn twitch_csv(dir: &Path, n: usize) -> PathBuf {
 /// An edge list of `n` edges, `from,to`.
 fn edge_list(dir: &Path, n: usize) -> PathBuf {
     let path = dir.join("edges.csv");
-    let text: String = std::iter::once("from,to\n".to_owned()).chain((0..n).map(|i| format!("{},{}\n", i, i * 7 % 101))).collect();
+    let text: String =
+        std::iter::once("from,to\n".to_owned()).chain((0..n).map(|i| format!("{},{}\n", i, i * 7 % 101))).collect();
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -180,7 +207,10 @@ fn the_wrong_input_fails_and_says_which_command_reads_it() {
     let out = dir.path().join("out");
     let (stdout, stderr) = run_code(&["run", "--replay", path_str(&csv), "--out", path_str(&out)], 1);
     assert_says(&stdout, &["0 events read, 301 dead letters"]);
-    assert_says(&stderr, &["nothing was computed", "looks like a Twitch chat CSV", "chatflow import --from twitch-csv"]);
+    assert_says(
+        &stderr,
+        &["nothing was computed", "looks like a Twitch chat CSV", "chatflow import --from twitch-csv"],
+    );
 
     // An edge list imported as chat: exit 1, pointing at edges-csv; --out left as it was.
     let events = dir.path().join("events.jsonl");
@@ -203,7 +233,9 @@ fn the_wrong_input_fails_and_says_which_command_reads_it() {
 fn dead_letters_above_the_ratio_exit_3_after_writing() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("mixed.jsonl");
-    let good = |i: usize| format!(r#"{{"ts":{},"channel":"c","user":"u{i}","text":"hi {i}"}}"#, 1_700_000_000_000u64 + i as u64);
+    let good = |i: usize| {
+        format!(r#"{{"ts":{},"channel":"c","user":"u{i}","text":"hi {i}"}}"#, 1_700_000_000_000u64 + i as u64)
+    };
     let lines: Vec<String> = (0..10).map(|i| if i < 6 { good(i) } else { format!("bad {i}") }).collect();
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let out = dir.path().join("out");
@@ -218,8 +250,13 @@ fn dead_letters_above_the_ratio_exit_3_after_writing() {
 
     // The same for import: 2 of 5 lines unparsable.
     let csv = dir.path().join("chat.csv");
-    std::fs::write(&csv, "2025-02-17T00:00:01,c,u,hi\nnonsense\n2025-02-17T00:00:02,c,u,yo\nx,y\n2025-02-17T00:00:03,c,v,hey\n").unwrap();
-    let (_, stderr) = run_code(&["import", "--from", "twitch-csv", path_str(&csv), "--max-dead-letter-ratio", "0.2"], 3);
+    std::fs::write(
+        &csv,
+        "2025-02-17T00:00:01,c,u,hi\nnonsense\n2025-02-17T00:00:02,c,u,yo\nx,y\n2025-02-17T00:00:03,c,v,hey\n",
+    )
+    .unwrap();
+    let (_, stderr) =
+        run_code(&["import", "--from", "twitch-csv", path_str(&csv), "--max-dead-letter-ratio", "0.2"], 3);
     assert_says(&stderr, &["imported 3 events", "(2 of 5)"]);
     run_ok(&["import", "--from", "twitch-csv", path_str(&csv)]);
 }
@@ -307,7 +344,19 @@ fn one_signal_stops_a_process_waiting_for_its_peers() {
     let hosts = dir.path().join("hosts");
     std::fs::write(&hosts, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
     let mut child = chatflow()
-        .args(["run", "--replay", path_str(&chat), "--out", path_str(&out), "-n", "2", "-p", "0", "-h", path_str(&hosts)])
+        .args([
+            "run",
+            "--replay",
+            path_str(&chat),
+            "--out",
+            path_str(&out),
+            "-n",
+            "2",
+            "-p",
+            "0",
+            "-h",
+            path_str(&hosts),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
