@@ -32,7 +32,7 @@ fixture=target/bench/chat-1m-seed42.jsonl
 freshness() {
     local name=$1
     shift
-    local only_chat=(--edges-topic "" --posts-topic "")
+    local only_chat=(--edges-topic "" --posts-topic "" --viewers-topic "")
     export KAFKA_PORT=9095 KAFKA_DIR=target/bench/kafka-9095
     scripts/kafka.sh stop >/dev/null 2>&1 || true
     rm -rf "$KAFKA_DIR" "target/bench/$name"
@@ -66,7 +66,7 @@ fi
 
 if [ "${1:-}" = kafka ]; then
     shift
-    only_chat=(--edges-topic "" --posts-topic "")
+    only_chat=(--edges-topic "" --posts-topic "" --viewers-topic "")
     export KAFKA_PORT=9094 KAFKA_DIR=target/bench/kafka-9094
     scripts/kafka.sh stop >/dev/null 2>&1 || true
     rm -rf "$KAFKA_DIR"

@@ -27,6 +27,9 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Replay fixtures through the pipeline and report throughput, latency and memory as JSON.
     Bench(BenchArgs),
+    /// Score chat messages (JSON lines on stdin) by the sentiment rule: each comes back with
+    /// its score and class.
+    Score(ScoreArgs),
     /// Read a view's current rows (or those at --as-of) from a run's change files (--dir) or
     /// from ClickHouse.
     Query(QueryArgs),
@@ -74,6 +77,9 @@ pub struct QueryArgs {
     /// Only rows of this user (connections: either end).
     #[arg(long)]
     pub user: Option<String>,
+    /// Only rows of this place (place_activity).
+    #[arg(long)]
+    pub place: Option<String>,
     /// The state at this time (every update at or before it); it must be below the cut.
     #[arg(long = "as-of", value_name = "TIME", allow_negative_numbers = true, value_parser = whole::<u64>(0, NO_MAX))]
     pub as_of: Option<u64>,
@@ -92,6 +98,13 @@ pub struct QueryArgs {
     /// The ClickHouse database the run wrote [default: chatflow].
     #[arg(long)]
     pub database: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ScoreArgs {
+    /// Directory of the sentiment lexica (emote_average.tsv, emoji_average.tsv, vader_average.tsv).
+    #[arg(long = "lexicon-dir", value_name = "DIR")]
+    pub lexicon_dir: PathBuf,
 }
 
 /// timely's process and worker flags.
@@ -150,12 +163,15 @@ pub struct TopicArgs {
     /// Topic of post events ("" to skip).
     #[arg(long = "posts-topic", default_value = "posts")]
     pub posts_topic: String,
+    /// Topic of viewer-count events ("" to skip).
+    #[arg(long = "viewers-topic", default_value = "viewers")]
+    pub viewers_topic: String,
 }
 
 impl TopicArgs {
-    /// The topics, in order chat, edges, posts, leaving out empty names.
+    /// The topics, in order chat, edges, posts, viewers, leaving out empty names.
     pub fn names(&self) -> Vec<String> {
-        [&self.chat_topic, &self.edges_topic, &self.posts_topic]
+        [&self.chat_topic, &self.edges_topic, &self.posts_topic, &self.viewers_topic]
             .into_iter()
             .filter(|t| !t.is_empty())
             .cloned()
@@ -271,6 +287,14 @@ pub struct PipelineArgs {
     /// A chat message's `@name` also adds an edge (author, name, weight 1).
     #[arg(long = "mention-edges")]
     pub mention_edges: bool,
+    /// Directory of the sentiment lexica (emote_average.tsv, emoji_average.tsv,
+    /// vader_average.tsv); without it the sentiment view is off (empty).
+    #[arg(long = "lexicon-dir", value_name = "DIR")]
+    pub lexicon_dir: Option<PathBuf>,
+    /// Tumbling window of place_activity, in seconds.
+    #[arg(long = "post-window", value_name = "SECONDS", default_value_t = 300, allow_negative_numbers = true,
+          value_parser = whole::<i64>(1, 31_536_000))]
+    pub post_window: i64,
     #[command(flatten)]
     pub clickhouse: ClickHouseArgs,
 }
@@ -344,6 +368,10 @@ pub enum ProduceKind {
     Chat,
     /// Edge events in batches, adds and (with --delete-fraction) deletes.
     Edges,
+    /// Posts with places (Zipf-popular), retweets and re-deliveries.
+    Posts,
+    /// Viewer counts of each channel, every --viewers-interval-ms.
+    Viewers,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -366,9 +394,9 @@ pub struct ProduceArgs {
     /// With --from: replay at this multiple of the events' own pace, or `max`.
     #[arg(long, default_value = "max", allow_negative_numbers = true, value_parser = speed)]
     pub speed: String,
-    /// What to generate.
-    #[arg(long, value_enum, default_value = "chat")]
-    pub kind: ProduceKind,
+    /// What to generate: one kind, or several (`chat,viewers`) interleaved by event time.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "chat")]
+    pub kind: Vec<ProduceKind>,
     /// Number of events (default: 100000 into a file; until interrupted into Kafka).
     #[arg(long, allow_negative_numbers = true, value_parser = whole::<u64>(0, NO_MAX))]
     pub count: Option<u64>,
@@ -402,6 +430,19 @@ pub struct ProduceArgs {
     #[arg(long = "user-ids", value_name = "N", default_value_t = 1_000, allow_negative_numbers = true,
           value_parser = whole::<u64>(2, NO_MAX))]
     pub user_ids: u64,
+    /// Number of places posts come from (--kind posts; Zipf-popular).
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = whole::<u64>(1, 1_000_000))]
+    pub places: u64,
+    /// Fraction of posts that are retweets (--kind posts).
+    #[arg(long = "retweet-fraction", default_value_t = 0.3, allow_negative_numbers = true, value_parser = fraction)]
+    pub retweet_fraction: f64,
+    /// Fraction of posts delivered again, as an exact copy or with another `ts` (--kind posts).
+    #[arg(long = "redeliver-fraction", default_value_t = 0.02, allow_negative_numbers = true, value_parser = fraction)]
+    pub redeliver_fraction: f64,
+    /// Milliseconds between two viewer counts of a channel (--kind viewers).
+    #[arg(long = "viewers-interval-ms", value_name = "MS", default_value_t = 10_000, allow_negative_numbers = true,
+          value_parser = whole::<u64>(1, NO_MAX))]
+    pub viewers_interval_ms: u64,
     /// Fraction of edge events that delete an earlier edge (--kind edges).
     #[arg(long = "delete-fraction", default_value_t = 0.0, allow_negative_numbers = true, value_parser = fraction)]
     pub delete_fraction: f64,

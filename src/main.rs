@@ -139,6 +139,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             return Ok(judged(&outcome, args.pipeline.max_dead_letter_ratio, &out));
         }
         Command::Import(args) => return import_command(&args),
+        Command::Score(args) => return score_command(&args),
         Command::Produce(args) => match (&args.out_file, &args.kafka) {
             (Some(path), _) => {
                 let n = chatflow::produce::produce_file(&args, path)
@@ -158,6 +159,7 @@ fn real_main(cli: Cli) -> Result<i32> {
                 view: &args.view,
                 channel: args.channel.as_deref(),
                 user: args.user.as_deref(),
+                place: args.place.as_deref(),
                 as_of: args.as_of,
                 limit: args.limit,
             };
@@ -193,6 +195,46 @@ fn real_main(cli: Cli) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// `chatflow score`: chat JSON lines on stdin → the same messages with their sentiment
+/// (`score`, the mean of the lexicon values hit; `score_milli`; `hits`; `class`) on stdout. A
+/// line that is not a chat event is reported on stderr with its line number and skipped.
+fn score_command(args: &chatflow::cli::ScoreArgs) -> Result<i32> {
+    let lexica = chatflow::lexica::load(&args.lexicon_dir)?;
+    let stdin = std::io::stdin().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let (mut scored, mut skipped) = (0u64, 0u64);
+    for (i, line) in std::io::BufRead::split(stdin, b'\n').enumerate() {
+        let line = line.context("reading stdin")?;
+        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let chat = match chatflow::sources::decode::decode(line) {
+            Ok(chatflow::sources::decode::Event::Chat(chat)) => chat,
+            other => {
+                let reason = match other {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "not a chat event (chat: ts, channel, user, text)".to_owned(),
+                };
+                skipped += 1;
+                eprintln!("chatflow score: line {}: {reason}", i + 1);
+                continue;
+            }
+        };
+        let score = lexica.score(&chat.text);
+        let row = json!({
+            "ts": chat.ts, "channel": chat.channel.as_str(), "user": chat.user.as_str(), "text": chat.text,
+            "score": score.value(), "score_milli": score.milli(), "hits": score.hits, "class": score.class().name(),
+        });
+        serde_json::to_writer(&mut out, &row)?;
+        out.write_all(b"\n")?;
+        scored += 1;
+    }
+    out.flush()?;
+    eprintln!("chatflow score: {scored} messages scored, {skipped} lines skipped");
+    Ok(if scored == 0 && skipped > 0 { 1 } else { 0 })
 }
 
 /// The exit code of a finished run, telling the person why it is not 0 and, when most lines

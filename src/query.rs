@@ -29,6 +29,7 @@ pub struct Query<'a> {
     pub view: &'a str,
     pub channel: Option<&'a str>,
     pub user: Option<&'a str>,
+    pub place: Option<&'a str>,
     pub as_of: Option<u64>,
     pub limit: Option<u64>,
 }
@@ -66,7 +67,14 @@ pub enum QueryError {
 }
 
 /// The filters a query may carry, by the name the catalog gives them.
-const FILTERS: [&str; 2] = ["channel", "user"];
+const FILTERS: [&str; 3] = ["channel", "user", "place"];
+
+impl Query<'_> {
+    /// The value of each filter of `FILTERS`, in order.
+    fn filter_values(&self) -> [Option<&str>; 3] {
+        [self.channel, self.user, self.place]
+    }
+}
 
 /// Reads `query.view` of database `db` at the committed cut (or at `as_of`), summing diffs.
 pub fn read_view(client: &Client, db: &str, query: &Query) -> Result<Answer, QueryError> {
@@ -76,7 +84,7 @@ pub fn read_view(client: &Client, db: &str, query: &Query) -> Result<Answer, Que
     let at = read_time(query.as_of, cut)?;
     let columns = column_list(view);
     let mut filters = vec![if cut == 0 { "0".to_string() } else { format!("time <= {at}") }];
-    for (filter, value) in FILTERS.iter().zip([query.channel, query.user]) {
+    for (filter, value) in FILTERS.iter().zip(query.filter_values()) {
         if value.is_none() {
             continue;
         }
@@ -95,11 +103,15 @@ pub fn read_view(client: &Client, db: &str, query: &Query) -> Result<Answer, Que
         filters.join(" AND ")
     );
     let mut param = Vec::new();
-    escape_tsv(&mut param, query.channel.unwrap_or(""));
-    param.push(b'\t');
-    escape_tsv(&mut param, query.user.unwrap_or(""));
+    for (i, value) in query.filter_values().iter().enumerate() {
+        if i > 0 {
+            param.push(b'\t');
+        }
+        escape_tsv(&mut param, value.unwrap_or(""));
+    }
     param.push(b'\n');
-    let text = client.select_with(&sql, "_p", "channel String, user String", &param)?;
+    let structure: Vec<String> = FILTERS.iter().map(|f| format!("{f} String")).collect();
+    let text = client.select_with(&sql, "_p", &structure.join(", "), &param)?;
     let mut rows = Vec::new();
     for line in text.lines() {
         let mut fields: Vec<String> = line.split('\t').map(unescape_tsv).collect();
@@ -133,7 +145,7 @@ pub fn read_dir(dir: &Path, query: &Query) -> Result<Answer, QueryError> {
         .ok_or_else(|| QueryError::NotAnOutDir(dir.to_owned()))?;
     let at = read_time(query.as_of, cut)?;
     let mut wanted: Vec<(Vec<usize>, &str)> = Vec::new();
-    for (filter, value) in FILTERS.iter().zip([query.channel, query.user]) {
+    for (filter, value) in FILTERS.iter().zip(query.filter_values()) {
         let Some(value) = value else { continue };
         let matched = view.filter_columns(filter);
         if matched.is_empty() {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use dataflows::chat::ChatConfig;
 use dataflows::network::NetworkConfig;
+use dataflows::posts::PostConfig;
 use dataflows::CATALOG;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -38,6 +39,8 @@ pub struct Outcome {
     pub clickhouse: Option<String>,
     pub clickhouse_url: Option<String>,
     pub clickhouse_database: Option<String>,
+    /// Whether the sentiment view was on (lexica loaded).
+    pub sentiment: bool,
     /// What this process counted during the run (the metrics registry's growth).
     pub counts: Snapshot,
 }
@@ -118,9 +121,6 @@ pub fn plan(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: 
         Some(brokers) => {
             let asked = args.kafka.topics.names();
             let topics = partition_counts(brokers, &args.kafka.kafka_config, &asked)?;
-            for topic in asked.iter().filter(|t| !topics.iter().any(|(have, _)| have == *t)) {
-                tracing::warn!(topic, "topic not found; skipped");
-            }
             require_topics(&topics, &asked, brokers)?;
             let options = KafkaOptions {
                 brokers: brokers.clone(),
@@ -154,6 +154,10 @@ pub fn plan(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: 
         Some(path) => Some(read_focus(path)?),
         None => None,
     };
+    let lexica = match &args.lexicon_dir {
+        Some(dir) => Some(std::sync::Arc::new(crate::lexica::load(dir)?)),
+        None => None,
+    };
     let clickhouse = args
         .clickhouse
         .clickhouse
@@ -173,6 +177,8 @@ pub fn plan(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: 
                 chat: ChatConfig { window_secs: args.window, top_k: args.top_k },
                 network: NetworkConfig { hops: args.hops, top_n: args.top_connections },
                 mention_edges: args.mention_edges,
+                posts: PostConfig { window_secs: args.post_window, top_k: args.top_k },
+                sentiment: lexica,
             },
             focus,
             max_inflight: args.max_inflight,
@@ -310,6 +316,7 @@ pub fn execute(mut plan: Plan, timely: &TimelyArgs) -> Result<Outcome> {
     let start = Instant::now();
     let clickhouse = job.clickhouse.as_ref().map(|ch| format!("{} on {}", ch.target.database, ch.target.url));
     let clickhouse_url = job.clickhouse.as_ref().map(|ch| ch.target.url.clone());
+    let sentiment = job.views.sentiment.is_some();
     let clickhouse_database = job.clickhouse.as_ref().map(|ch| ch.target.database.clone());
     let job = Arc::new(job);
     let worker_progress = Arc::clone(&progress);
@@ -353,6 +360,7 @@ pub fn execute(mut plan: Plan, timely: &TimelyArgs) -> Result<Outcome> {
         clickhouse,
         clickhouse_url,
         clickhouse_database,
+        sentiment,
         counts: crate::metrics::snapshot().since(&counted_before),
     })
 }
@@ -362,8 +370,7 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let events = outcome.events();
-    let unrouted = outcome.events_of(Some("post")) + outcome.events_of(Some("viewers"));
-    let (chats, edges) = (outcome.events_of(Some("chat")), outcome.events_of(Some("edge")));
+    let chats = outcome.events_of(Some("chat"));
     let _ = writeln!(
         s,
         "chatflow: {} events read, {} dead letters, {:.2} s, {:.0} events/s ({} worker(s) × {} process(es){})",
@@ -375,7 +382,20 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
         outcome.processes,
         if outcome.processes > 1 { ", this process's share" } else { "" },
     );
-    let _ = writeln!(s, "  {chats} chat messages, {edges} edge events");
+    let mut kinds = vec![plural(chats, "chat message")];
+    for (kind, name) in [("edge", "edge event"), ("post", "post"), ("viewers", "viewer count")] {
+        let n = outcome.events_of(Some(kind));
+        if n > 0 {
+            kinds.push(plural(n, name));
+        }
+    }
+    let _ = writeln!(s, "  {}", kinds.join(", "));
+    if chats > 0 && !outcome.sentiment {
+        let _ = writeln!(
+            s,
+            "  sentiment is off: --lexicon-dir DIR (with emote_average.tsv, emoji_average.tsv, vader_average.tsv) turns it on"
+        );
+    }
     if outcome.interrupted() {
         let _ = writeln!(s, "  stopped on a signal; --resume continues from here");
     }
@@ -399,9 +419,6 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
             fresh.value_at_quantile(0.5) as f64 / 1000.0,
             fresh.value_at_quantile(0.99) as f64 / 1000.0
         );
-    }
-    if unrouted > 0 {
-        let _ = writeln!(s, "  {unrouted} edge/post/viewer events read; this build has no view for them yet");
     }
     let rows = outcome.rows_written();
     if !rows.is_empty() {

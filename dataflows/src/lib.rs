@@ -6,8 +6,11 @@
 //! streams, and tests can drive it with any time assignment.
 
 pub mod chat;
+pub mod engagement;
 pub mod network;
 pub mod operators;
+pub mod posts;
+pub mod sentiment;
 pub mod types;
 pub mod views;
 pub mod words;
@@ -25,6 +28,8 @@ use timely::progress::Timestamp;
 /// The input collections every view is computed from.
 pub struct Inputs<'s, T: Timestamp> {
     pub chats: VecCollection<'s, T, Chat>,
+    pub posts: VecCollection<'s, T, Post>,
+    pub viewers: VecCollection<'s, T, Viewers>,
     /// `(src, dst)` with the event's weight as diff, negated for a `del`.
     pub edges: VecCollection<'s, T, (Name, Name)>,
     /// Users for `reach` and `top_connections`; `None`: every user of the graph.
@@ -39,6 +44,9 @@ pub struct Config {
     pub network: network::NetworkConfig,
     /// Chat `@name` mentions add edges.
     pub mention_edges: bool,
+    pub posts: posts::PostConfig,
+    /// The lexica of the `sentiment` view; `None`: the view is off (empty).
+    pub sentiment: Option<std::sync::Arc<sentiment::Lexica>>,
 }
 
 /// Builds every view of the catalog from `inputs` and hands each to `exporter` by its name.
@@ -50,7 +58,11 @@ where
     if config.mention_edges {
         edges = edges.concat(network::mention_edges(inputs.chats.clone()));
     }
+    let window = config.chat.window_secs;
+    exporter.export(sentiment::sentiment(inputs.chats.clone(), config.sentiment.clone(), window));
+    exporter.export(engagement::engagement(inputs.chats.clone(), inputs.viewers, window));
     chat::chat_views(inputs.chats, &config.chat, exporter);
     network::network_views(edges, inputs.focus, &config.network, exporter);
+    posts::post_views(inputs.posts, &config.posts, exporter);
     exporter.export(inputs.dead_letters);
 }

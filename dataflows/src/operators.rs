@@ -254,6 +254,58 @@ where
     })
 }
 
+/// returns `(key, value)` rows: for each key the least of its values present (multiplicity
+/// above zero), or the greatest with `greatest`. A change of that value is the retraction of
+/// the old row and the insertion of the new one.
+///
+/// Each worker keeps, per key hashed to it, the multiset of its values in a small B-tree; a
+/// time's changes are applied per key, and a key whose extreme did not change emits nothing.
+pub fn extreme_by_key<'s, T, K, V>(
+    updates: VecCollection<'s, T, (K, V), Diff>,
+    greatest: bool,
+    name: &str,
+) -> VecCollection<'s, T, (K, V)>
+where
+    T: Timestamp + TotalOrder,
+    K: ExchangeData + Hash,
+    V: ExchangeData + Ord,
+{
+    let exchange = Exchange::new(|update: &((K, V), T, Diff)| (update.0).0.hashed());
+    let mut values: HashMap<K, BTreeMap<V, Diff>, RandomState> = HashMap::default();
+    let pick =
+        move |m: &BTreeMap<V, Diff>| if greatest { m.keys().next_back().cloned() } else { m.keys().next().cloned() };
+    type Changes<K, V> = HashMap<K, Vec<(V, Diff)>, RandomState>;
+    let absorb =
+        |changes: &mut Changes<K, V>, (key, value): (K, V), diff| changes.entry(key).or_default().push((value, diff));
+    accumulate_in_time_order(updates, exchange, name, absorb, move |_time, changes: Changes<K, V>, emit| {
+        for (key, list) in changes {
+            let entry = values.entry(key.clone()).or_default();
+            let before = pick(entry);
+            for (value, diff) in list {
+                let count = entry.entry(value.clone()).or_insert(0);
+                *count += diff;
+                if *count <= 0 {
+                    // Multiplicities never go below zero in a consistent input; a value at
+                    // zero is absent.
+                    entry.remove(&value);
+                }
+            }
+            let after = pick(entry);
+            if entry.is_empty() {
+                values.remove(&key);
+            }
+            if before != after {
+                if let Some(old) = before {
+                    emit((key.clone(), old), -1);
+                }
+                if let Some(new) = after {
+                    emit((key.clone(), new), 1);
+                }
+            }
+        }
+    })
+}
+
 /// One group of a top-K: every item's score, a buffer of the best items, and the rows last
 /// emitted.
 ///

@@ -230,6 +230,17 @@ views! {
     /// `top_connections`: a focus user's best others, by strength, then walks of 2, then of
     /// 3 hops.
     "top_connections" => TopConnection { user: Name = filter "user", rank: u32, other: Name, strength: i64, walks2: i64, walks3: i64 }
+    /// `sentiment`: per channel and chat window, the messages of each class and the sum of
+    /// their scores × 1000 (DESIGN.md, "Sentiment"; empty without lexica).
+    "sentiment" => Sentiment { channel: Name = filter "channel", window_start: i64, positive: i64, neutral: i64, negative: i64, score_milli: i64 }
+    /// `place_activity`: per place and post window, the posts (each id once) and how many of
+    /// them are retweets.
+    "place_activity" => PlaceActivity { place: String = filter "place", window_start: i64, posts: i64, retweets: i64 }
+    /// `top_retweeted`: the K post ids retweeted by the most distinct posts, all-time.
+    "top_retweeted" => TopRetweeted { rank: u32, post_id: String, retweets: i64 }
+    /// `engagement`: per channel and chat window, the chat messages and the count of the
+    /// window's latest viewer event (0 if none).
+    "engagement" => Engagement { channel: Name = filter "channel", window_start: i64, messages: i64, viewers: i64 }
     /// `dead_letters`: input that could not be decoded, kept with where it came from and why:
     /// `source` is the file or topic, `position` a line number (files) or `partition:offset`
     /// (Kafka), `raw` the input itself, lossily decoded and cut to at most 1 KiB.

@@ -12,6 +12,17 @@
 //! edges between user ids `0..--user-ids`, weight 1; with `--delete-fraction` that fraction
 //! of the events delete an edge added earlier.
 //!
+//! Posts: `--rate` posts per second from Zipf-popular users and `--places` Zipf-popular
+//! places (a fifth without a place); `--retweet-fraction` of them retweet an earlier post
+//! (Zipf-popular: a few go viral) or, one in twenty, an id never seen; `--redeliver-fraction`
+//! deliver an earlier post again, half as an exact copy and half with another `ts`; late as
+//! chat is.
+//!
+//! Viewers: every `--viewers-interval-ms` a count for each channel, Zipf by the channel's
+//! popularity with ±20 % noise; late as chat is.
+//!
+//! Several kinds at once (`--kind chat,posts,viewers`) interleave by their clocks.
+//!
 //! Into Kafka (`--kafka`), events are paced in real time: the stream's clock starts now and an
 //! event is sent when the wall clock reaches it (so `--rate 50000` is 50,000 messages/s).
 //! Records are keyed by channel (chat) or src (edges) and carry the event's `ts` as their
@@ -349,11 +360,225 @@ impl Generator for EdgeGenerator {
     }
 }
 
-fn generator(args: &ProduceArgs, start_ms: i64) -> Box<dyn Generator> {
-    match args.kind {
-        ProduceKind::Chat => Box::new(ChatGenerator::new(args, start_ms)),
-        ProduceKind::Edges => Box::new(EdgeGenerator::new(args, start_ms)),
+const PLACES: &[&str] = &[
+    "Melbourne",
+    "Sydney",
+    "London",
+    "New York",
+    "Tokyo",
+    "São Paulo",
+    "Berlin",
+    "Paris",
+    "Seoul",
+    "Toronto",
+    "Mumbai",
+    "Lagos",
+    "Madrid",
+    "Ciudad de México",
+    "Istanbul",
+    "Москва",
+    "Jakarta",
+    "Brisbane",
+    "Perth",
+    "Adelaide",
+];
+
+fn place_name(i: u64) -> String {
+    match PLACES.get(i as usize) {
+        Some(name) => (*name).to_owned(),
+        None => format!("{} {}", made_up(i, 2), i),
     }
+}
+
+/// A post as `produce` writes it.
+#[derive(Clone)]
+struct GeneratedPost {
+    ts: i64,
+    id: String,
+    user: String,
+    text: String,
+    place: Option<String>,
+    retweet_of: Option<String>,
+}
+
+/// Posts, retweets and re-deliveries.
+pub struct PostGenerator {
+    rng: ChaCha8Rng,
+    user_zipf: Zipf<f64>,
+    place_zipf: Zipf<f64>,
+    viral_zipf: Zipf<f64>,
+    word_zipf: Zipf<f64>,
+    vocabulary: Vec<String>,
+    users: u64,
+    clock_ms: f64,
+    step_ms: f64,
+    late_fraction: f64,
+    retweet_fraction: f64,
+    redeliver_fraction: f64,
+    issued: u64,
+    /// Recent posts, for re-delivery.
+    recent: std::collections::VecDeque<GeneratedPost>,
+}
+
+impl PostGenerator {
+    pub fn new(args: &ProduceArgs, start_ms: i64) -> Self {
+        PostGenerator {
+            rng: ChaCha8Rng::seed_from_u64(args.seed ^ 0x706f_7374),
+            user_zipf: Zipf::new(args.users, 1.0).expect("users >= 1"),
+            place_zipf: Zipf::new(args.places, 1.1).expect("places >= 1"),
+            viral_zipf: Zipf::new(1_000, 1.3).expect("1000 >= 1"),
+            word_zipf: Zipf::new(20_000, 1.05).expect("vocabulary >= 1"),
+            vocabulary: vocabulary(20_000),
+            users: args.users,
+            clock_ms: start_ms as f64,
+            step_ms: 1000.0 / args.rate.max(1e-6),
+            late_fraction: args.late_fraction,
+            retweet_fraction: args.retweet_fraction,
+            redeliver_fraction: args.redeliver_fraction,
+            issued: 0,
+            recent: Default::default(),
+        }
+    }
+
+    fn next_post(&mut self) -> GeneratedPost {
+        let rng = &mut self.rng;
+        self.clock_ms += self.step_ms * rng.gen_range(0.0..2.0);
+        if !self.recent.is_empty() && rng.gen_bool(self.redeliver_fraction) {
+            let mut copy = self.recent[rng.gen_range(0..self.recent.len())].clone();
+            if rng.gen_bool(0.5) {
+                copy.ts += rng.gen_range(-120_000..=120_000);
+            }
+            return copy;
+        }
+        let mut ts = self.clock_ms as i64;
+        if rng.gen_bool(self.late_fraction) {
+            ts -= rng.gen_range(1_000..=300_000);
+        }
+        let id = format!("{}", 1_000_000_000_000 + self.issued);
+        self.issued += 1;
+        let user = user_name((self.user_zipf.sample(rng) as u64 - 1) % self.users);
+        let place = rng.gen_bool(0.8).then(|| place_name(self.place_zipf.sample(rng) as u64 - 1));
+        let retweet_of = (self.issued > 1 && rng.gen_bool(self.retweet_fraction)).then(|| {
+            if rng.gen_bool(0.05) {
+                format!("unknown{}", rng.gen_range(0..100))
+            } else {
+                let slot = (self.viral_zipf.sample(rng) as u64 - 1) * 7919;
+                format!("{}", 1_000_000_000_000 + slot % (self.issued - 1))
+            }
+        });
+        let words = 3 + rng.gen_range(0..12);
+        let text: Vec<&str> =
+            (0..words).map(|_| self.vocabulary[self.word_zipf.sample(rng) as usize - 1].as_str()).collect();
+        let text = match &retweet_of {
+            Some(original) => format!("RT {original}: {}", text.join(" ")),
+            None => text.join(" "),
+        };
+        let post = GeneratedPost { ts, id, user, text, place, retweet_of };
+        if self.recent.len() == 1000 {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(post.clone());
+        post
+    }
+}
+
+impl Generator for PostGenerator {
+    fn next_event(&mut self, out: &mut Vec<u8>) -> (String, i64) {
+        let p = self.next_post();
+        let line = serde_json::json!({
+            "ts": p.ts, "id": p.id, "user": p.user, "text": p.text, "place": p.place, "retweet_of": p.retweet_of,
+        });
+        serde_json::to_writer(&mut *out, &line).expect("writing to memory cannot fail");
+        out.push(b'\n');
+        (p.user, p.ts)
+    }
+    fn clock_ms(&self) -> i64 {
+        self.clock_ms as i64
+    }
+}
+
+/// Viewer counts of every channel at a fixed interval.
+pub struct ViewerGenerator {
+    rng: ChaCha8Rng,
+    channels: Vec<String>,
+    clock_ms: f64,
+    step_ms: f64,
+    late_fraction: f64,
+    next_channel: usize,
+}
+
+impl ViewerGenerator {
+    pub fn new(args: &ProduceArgs, start_ms: i64) -> Self {
+        ViewerGenerator {
+            rng: ChaCha8Rng::seed_from_u64(args.seed ^ 0x7669_6577),
+            channels: (0..args.channels).map(channel_name).collect(),
+            clock_ms: start_ms as f64,
+            step_ms: args.viewers_interval_ms as f64 / args.channels as f64,
+            late_fraction: args.late_fraction,
+            next_channel: 0,
+        }
+    }
+}
+
+impl Generator for ViewerGenerator {
+    fn next_event(&mut self, out: &mut Vec<u8>) -> (String, i64) {
+        let rng = &mut self.rng;
+        self.clock_ms += self.step_ms;
+        let mut ts = self.clock_ms as i64;
+        if rng.gen_bool(self.late_fraction) {
+            ts -= rng.gen_range(1_000..=300_000);
+        }
+        let i = self.next_channel;
+        self.next_channel = (i + 1) % self.channels.len();
+        let base = 200_000.0 / (i as f64 + 1.0).powf(1.1);
+        let viewers = (base * rng.gen_range(0.8..1.2)) as i64;
+        let channel = self.channels[i].clone();
+        let line = serde_json::json!({"ts": ts, "channel": channel, "viewers": viewers});
+        serde_json::to_writer(&mut *out, &line).expect("writing to memory cannot fail");
+        out.push(b'\n');
+        (channel, ts)
+    }
+    fn clock_ms(&self) -> i64 {
+        self.clock_ms as i64
+    }
+}
+
+/// Several generators as one stream: the next event is the one of the generator whose
+/// clock is earliest (the first on ties).
+struct Interleaved {
+    generators: Vec<(ProduceKind, Box<dyn Generator>)>,
+}
+
+impl Interleaved {
+    /// The kind of the next event, and the event.
+    fn next_event(&mut self, out: &mut Vec<u8>) -> (ProduceKind, String, i64) {
+        let (kind, generator) =
+            self.generators.iter_mut().min_by_key(|(_, g)| g.clock_ms()).expect("at least one kind");
+        let (key, ts) = generator.next_event(out);
+        (*kind, key, ts)
+    }
+
+    fn clock_ms(&self) -> i64 {
+        self.generators.iter().map(|(_, g)| g.clock_ms()).min().unwrap_or(0)
+    }
+}
+
+fn generator(args: &ProduceArgs, start_ms: i64) -> Interleaved {
+    let mut kinds = args.kind.clone();
+    kinds.dedup();
+    let generators = kinds
+        .into_iter()
+        .map(|kind| {
+            let g: Box<dyn Generator> = match kind {
+                ProduceKind::Chat => Box::new(ChatGenerator::new(args, start_ms)),
+                ProduceKind::Edges => Box::new(EdgeGenerator::new(args, start_ms)),
+                ProduceKind::Posts => Box::new(PostGenerator::new(args, start_ms)),
+                ProduceKind::Viewers => Box::new(ViewerGenerator::new(args, start_ms)),
+            };
+            (kind, g)
+        })
+        .collect();
+    Interleaved { generators }
 }
 
 /// Writes `--count` events (default 100,000) to `--out`.
@@ -379,18 +604,26 @@ pub fn produce_file(args: &ProduceArgs, path: &std::path::Path) -> io::Result<u6
 pub fn produce_kafka(args: &ProduceArgs, brokers: &str) -> anyhow::Result<u64> {
     use crate::produce::kafka::TopicWriter;
     let mut writer = TopicWriter::new(brokers, &args.kafka_config)?;
-    let topics = [args.topics.chat_topic.as_str(), args.topics.edges_topic.as_str(), args.topics.posts_topic.as_str()];
+    let topics = [
+        args.topics.chat_topic.as_str(),
+        args.topics.edges_topic.as_str(),
+        args.topics.posts_topic.as_str(),
+        args.topics.viewers_topic.as_str(),
+    ];
     let sent = match &args.from {
         Some(path) => {
             writer.ensure_topics(&topics, args.partitions)?;
             replay_file(&mut writer, args, path)?
         }
         None => {
-            let topic = match args.kind {
-                ProduceKind::Chat => &args.topics.chat_topic,
-                ProduceKind::Edges => &args.topics.edges_topic,
+            let topic_of = |kind: ProduceKind| match kind {
+                ProduceKind::Chat => args.topics.chat_topic.as_str(),
+                ProduceKind::Edges => args.topics.edges_topic.as_str(),
+                ProduceKind::Posts => args.topics.posts_topic.as_str(),
+                ProduceKind::Viewers => args.topics.viewers_topic.as_str(),
             };
-            writer.ensure_topics(&[topic], args.partitions)?;
+            let topics: Vec<&str> = args.kind.iter().map(|k| topic_of(*k)).collect();
+            writer.ensure_topics(&topics, args.partitions)?;
             let start = args.start_ms.unwrap_or_else(now_ms);
             let mut generator = generator(args, start);
             let began = std::time::Instant::now();
@@ -406,8 +639,8 @@ pub fn produce_kafka(args: &ProduceArgs, brokers: &str) -> anyhow::Result<u64> {
                     continue;
                 }
                 line.clear();
-                let (key, ts) = generator.next_event(&mut line);
-                writer.send(topic, Some(&key), &line[..line.len() - 1], ts)?;
+                let (kind, key, ts) = generator.next_event(&mut line);
+                writer.send(topic_of(kind), Some(&key), &line[..line.len() - 1], ts)?;
                 sent += 1;
             }
             sent
@@ -422,7 +655,7 @@ fn now_ms() -> i64 {
 }
 
 /// Replays a fixture into the topics of its events' kinds: chat keyed by channel, edges by
-/// src, posts by user; lines that are not events go to the chat topic as they are, where the
+/// src, posts by user, viewer counts by channel; lines that are not events go to the chat topic as they are, where the
 /// pipeline will make them dead letters.
 fn replay_file(
     writer: &mut crate::produce::kafka::TopicWriter,
@@ -460,7 +693,7 @@ fn replay_file(
             Ok(Event::Chat(c)) => (&args.topics.chat_topic, Some(c.channel.to_string()), Some(c.ts)),
             Ok(Event::Edge(e)) => (&args.topics.edges_topic, Some(e.src.to_string()), Some(e.ts)),
             Ok(Event::Post(p)) => (&args.topics.posts_topic, Some(p.user.to_string()), Some(p.ts)),
-            Ok(Event::Viewers(v)) => (&args.topics.chat_topic, Some(v.channel.to_string()), Some(v.ts)),
+            Ok(Event::Viewers(v)) => (&args.topics.viewers_topic, Some(v.channel.to_string()), Some(v.ts)),
             Err(_) => (&args.topics.chat_topic, None, None),
         };
         if let (Some(speed), Some(ts)) = (speed, ts) {

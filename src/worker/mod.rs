@@ -2,7 +2,9 @@
 //!
 //! ```text
 //!   Source ──route (decode)─┬─► chats ───────┐
-//!  (files or Kafka)         ├─► edges ───────┤
+//!  (files or Kafka)         ├─► posts ───────┤
+//!                           ├─► viewers ─────┤
+//!                           ├─► edges ───────┤
 //!   --focus file ───────────┼─► focus ───────┼─► dataflows::all_views ─export─► Sink (CSV or ClickHouse) ─► probe
 //!                           ├─► dead letters ┘                                   ▲
 //!                           └─► positions ───────────────────────────────────────┘
@@ -20,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use dataflows::{Chat, DeadLetter, Diff, Name};
+use dataflows::{Chat, DeadLetter, Diff, Name, Post, Viewers};
 use differential_dataflow::input::{Input as _, InputSession};
 use hdrhistogram::Histogram;
 use timely::dataflow::operators::Probe;
@@ -205,15 +207,25 @@ fn build<S: Sink>(
 ) -> Result<(Inputs, InputSession<u64, Name, Diff>), WorkerError> {
     worker.dataflow::<u64, _, _>(|scope| {
         let (chats_in, chats) = scope.new_collection::<Chat, Diff>();
+        let (posts_in, posts) = scope.new_collection::<Post, Diff>();
+        let (viewers_in, viewers) = scope.new_collection::<Viewers, Diff>();
         let (edges_in, edges) = scope.new_collection::<(Name, Name), Diff>();
         let (focus_in, focus) = scope.new_collection::<Name, Diff>();
         let (dead_in, dead_letters) = scope.new_collection::<DeadLetter, Diff>();
         let (positions_in, positions) = scope.new_collection::<InputPosition, Diff>();
-        let inputs = dataflows::Inputs { chats, edges, focus: job.focus.is_some().then_some(focus), dead_letters };
+        let focus = job.focus.is_some().then_some(focus);
+        let inputs = dataflows::Inputs { chats, posts, viewers, edges, focus, dead_letters };
         let mut exports = Exports::new(sink);
         dataflows::all_views(inputs, &job.views, &mut exports);
         exports.finish(positions)?.probe_with(probe);
-        let inputs = Inputs { chats: chats_in, edges: edges_in, dead: dead_in, positions: positions_in };
+        let inputs = Inputs {
+            chats: chats_in,
+            posts: posts_in,
+            viewers: viewers_in,
+            edges: edges_in,
+            dead: dead_in,
+            positions: positions_in,
+        };
         Ok((inputs, focus_in))
     })
 }

@@ -2,7 +2,7 @@
 //! letter at the time its source gave it, counting per source partition in the metrics
 //! registry.
 
-use dataflows::{Chat, DeadLetter, Diff, EdgeOp, Name};
+use dataflows::{Chat, DeadLetter, Diff, EdgeOp, Name, Post, Viewers};
 use differential_dataflow::input::InputSession;
 
 use crate::metrics::{EventKind, SourceCounters};
@@ -12,6 +12,8 @@ use crate::sources::{InputPosition, Position, Record};
 /// The inputs a worker feeds.
 pub struct Inputs {
     pub chats: InputSession<u64, Chat, Diff>,
+    pub posts: InputSession<u64, Post, Diff>,
+    pub viewers: InputSession<u64, Viewers, Diff>,
     pub edges: InputSession<u64, (Name, Name), Diff>,
     pub dead: InputSession<u64, DeadLetter, Diff>,
     pub positions: InputSession<u64, InputPosition, Diff>,
@@ -20,10 +22,14 @@ pub struct Inputs {
 impl Inputs {
     pub fn advance_to(&mut self, time: u64) {
         self.chats.advance_to(time);
+        self.posts.advance_to(time);
+        self.viewers.advance_to(time);
         self.edges.advance_to(time);
         self.dead.advance_to(time);
         self.positions.advance_to(time);
         self.chats.flush();
+        self.posts.flush();
+        self.viewers.flush();
         self.edges.flush();
         self.dead.flush();
         self.positions.flush();
@@ -120,8 +126,14 @@ impl Router {
                 inputs.edges.update_at((edge.src, edge.dst), time, sign * edge.weight as Diff);
                 counts.events[EventKind::Edge as usize] += 1;
             }
-            Ok(Event::Post(_)) => counts.events[EventKind::Post as usize] += 1,
-            Ok(Event::Viewers(_)) => counts.events[EventKind::Viewers as usize] += 1,
+            Ok(Event::Post(post)) => {
+                inputs.posts.update_at(post, time, 1);
+                counts.events[EventKind::Post as usize] += 1;
+            }
+            Ok(Event::Viewers(viewers)) => {
+                inputs.viewers.update_at(viewers, time, 1);
+                counts.events[EventKind::Viewers as usize] += 1;
+            }
             Err(error) => dead(error.to_string(), bytes, inputs),
         }
         true

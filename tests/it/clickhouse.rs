@@ -144,6 +144,8 @@ fn load_topics(fixture: &Path, prefix: &str) {
         "",
         "--posts-topic",
         "",
+        "--viewers-topic",
+        "",
     ]);
 }
 
@@ -157,7 +159,19 @@ fn replay_to_clickhouse(fixture: &Path, url: &str, db: &str, out: &Path, extra: 
 
 /// `chatflow run` from the Kafka topic `topic` (chat only) into ClickHouse, with `extra` flags.
 fn kafka_to_clickhouse(topic: &str, url: &str, db: &str, out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args = vec!["run", "--kafka", KAFKA, "--chat-topic", topic, "--edges-topic", "", "--posts-topic", ""];
+    let mut args = vec![
+        "run",
+        "--kafka",
+        KAFKA,
+        "--chat-topic",
+        topic,
+        "--edges-topic",
+        "",
+        "--posts-topic",
+        "",
+        "--viewers-topic",
+        "",
+    ];
     args.extend(["--clickhouse", url, "--database", db, "--out", path_str(out)]);
     args.extend(extra);
     args.into_iter().map(str::to_owned).collect()

@@ -37,6 +37,8 @@ fn topic_flags(prefix: &str) -> Vec<String> {
         &format!("{prefix}-edges"),
         "--posts-topic",
         &format!("{prefix}-posts"),
+        "--viewers-topic",
+        &format!("{prefix}-viewers"),
     ]
     .iter()
     .map(|s| s.to_string())

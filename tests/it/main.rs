@@ -7,6 +7,7 @@ mod clickhouse;
 mod decode;
 mod import;
 mod kafka;
+mod mission;
 mod network;
 mod newcomer;
 mod oracle;

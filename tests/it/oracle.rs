@@ -212,3 +212,259 @@ pub fn mention_edges(msgs: &[Msg]) -> Vec<EdgeUpdate> {
         })
         .collect()
 }
+
+/// A post as the oracle sees it: absent or null `place` and `retweet_of` are empty strings.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PostEv {
+    pub ts: i64,
+    pub id: String,
+    pub user: String,
+    pub text: String,
+    pub place: String,
+    pub retweet_of: String,
+}
+
+/// A viewer count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewerEv {
+    pub ts: i64,
+    pub channel: String,
+    pub viewers: i64,
+}
+
+fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read(path).unwrap();
+    text.split(|b| *b == b'\n')
+        .filter(|line| line.len() <= 1 << 20)
+        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+        .collect()
+}
+
+/// The posts of a JSONL file (lines with an `id` and no `channel`, `src` or `dst`).
+pub fn read_posts(path: &std::path::Path) -> Vec<PostEv> {
+    let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
+    json_lines(path)
+        .into_iter()
+        .filter(|v| v.get("channel").is_none() && v.get("src").is_none() && v.get("dst").is_none())
+        .filter_map(|v| {
+            Some(PostEv {
+                ts: v.get("ts")?.as_i64()?,
+                id: v.get("id")?.as_str()?.to_owned(),
+                user: v.get("user")?.as_str()?.to_owned(),
+                text: v.get("text")?.as_str()?.to_owned(),
+                place: text(&v, "place"),
+                retweet_of: text(&v, "retweet_of"),
+            })
+        })
+        .collect()
+}
+
+/// The viewer counts of a JSONL file (`channel` and `viewers`, no `text`).
+pub fn read_viewers(path: &std::path::Path) -> Vec<ViewerEv> {
+    json_lines(path)
+        .into_iter()
+        .filter(|v| v.get("text").is_none())
+        .filter_map(|v| {
+            Some(ViewerEv {
+                ts: v.get("ts")?.as_i64()?,
+                channel: v.get("channel")?.as_str()?.to_owned(),
+                viewers: v.get("viewers")?.as_i64()?,
+            })
+        })
+        .collect()
+}
+
+/// `place_activity` (window `w` seconds) and `top_retweeted` (top `k`) of `posts`: each id
+/// once, by its least copy in (ts, user, text, place, retweet_of) order.
+pub fn post_views(posts: &[PostEv], w: i64, k: usize) -> Views {
+    let mut canonical: BTreeMap<&str, &PostEv> = BTreeMap::new();
+    for p in posts {
+        let key = |p: &PostEv| (p.ts, p.user.clone(), p.text.clone(), p.place.clone(), p.retweet_of.clone());
+        let slot = canonical.entry(&p.id).or_insert(p);
+        if key(p) < key(slot) {
+            *slot = p;
+        }
+    }
+    let mut places: BTreeMap<(String, i64), (i64, i64)> = BTreeMap::new();
+    let mut retweeted: HashMap<((), String), i64> = HashMap::new();
+    for p in canonical.values() {
+        if !p.place.is_empty() {
+            let slot = places.entry((p.place.clone(), window(p.ts, w))).or_default();
+            slot.0 += 1;
+            slot.1 += (!p.retweet_of.is_empty()) as i64;
+        }
+        if !p.retweet_of.is_empty() {
+            *retweeted.entry(((), p.retweet_of.clone())).or_default() += 1;
+        }
+    }
+    let mut ranked_ids: Vec<(&String, &i64)> = retweeted.iter().map(|(((), id), n)| (id, n)).collect();
+    ranked_ids.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.as_bytes().cmp(b.0.as_bytes())));
+    let mut views = Views::new();
+    views.insert(
+        "place_activity".into(),
+        places
+            .iter()
+            .map(|((p, win), (n, r))| vec![p.clone(), win.to_string(), n.to_string(), r.to_string()])
+            .collect(),
+    );
+    views.insert(
+        "top_retweeted".into(),
+        ranked_ids
+            .into_iter()
+            .take(k)
+            .enumerate()
+            .map(|(rank, (id, n))| vec![(rank + 1).to_string(), id.clone(), n.to_string()])
+            .collect(),
+    );
+    views
+}
+
+/// `engagement`: per (channel, window) with a message or a viewer event, the messages and the
+/// count of the viewer event with the greatest ts (ties: the greatest count), 0 if none.
+pub fn engagement(msgs: &[Msg], viewers: &[ViewerEv], w: i64) -> Views {
+    // Per (channel, window): messages, and the latest (ts, viewers).
+    type Window = (i64, Option<(i64, i64)>);
+    let mut rows: BTreeMap<(String, i64), Window> = BTreeMap::new();
+    for m in msgs {
+        rows.entry((m.channel.clone(), window(m.ts, w))).or_default().0 += 1;
+    }
+    for v in viewers {
+        let slot = &mut rows.entry((v.channel.clone(), window(v.ts, w))).or_default().1;
+        if slot.is_none_or(|best| (v.ts, v.viewers) > best) {
+            *slot = Some((v.ts, v.viewers));
+        }
+    }
+    let mut views = Views::new();
+    views.insert(
+        "engagement".into(),
+        rows.into_iter()
+            .map(|((c, win), (m, latest))| {
+                vec![c, win.to_string(), m.to_string(), latest.map_or(0, |l| l.1).to_string()]
+            })
+            .collect(),
+    );
+    views
+}
+
+/// The three lexica of the sentiment rule, values in millionths.
+#[derive(Default)]
+pub struct Lexica {
+    pub emote: HashMap<String, i64>,
+    pub emoji: HashMap<String, i64>,
+    pub vader: HashMap<String, i64>,
+}
+
+impl Lexica {
+    /// Reads `emote_average.tsv`, `emoji_average.tsv` and `vader_average.tsv` of `dir`: a header
+    /// line, then `key<TAB>value`; a later line of a key replaces an earlier one.
+    pub fn read(dir: &std::path::Path) -> Lexica {
+        let read = |name: &str| -> HashMap<String, i64> {
+            let text = std::fs::read_to_string(dir.join(name)).unwrap();
+            text.lines()
+                .skip(1)
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| {
+                    let (k, v) = l.trim_end_matches('\r').rsplit_once('\t').unwrap();
+                    (k.to_owned(), (v.trim().parse::<f64>().unwrap() * 1e6).round() as i64)
+                })
+                .collect()
+        };
+        Lexica { emote: read("emote_average.tsv"), emoji: read("emoji_average.tsv"), vader: read("vader_average.tsv") }
+    }
+
+    /// DESIGN.md's rule, clause by clause: (sum of the values hit in millionths, hits).
+    pub fn score(&self, text: &str) -> (i64, i64) {
+        const NEGATIONS: &str = "not no never nothing nobody none nowhere neither nor cannot cant can't dont don't \
+            doesnt doesn't didnt didn't isnt isn't arent aren't wasnt wasn't werent weren't wont won't wouldnt wouldn't \
+            shouldnt shouldn't couldnt couldn't havent haven't hasnt hasn't hadnt hadn't aint ain't";
+        let negation = |s: &str| NEGATIONS.split(' ').any(|n| n == s);
+        let letter_or_digit = Regex::new(r"^[\p{L}\p{Nd}]$").unwrap();
+        let (mut sum, mut hits, mut scope) = (0i64, 0i64, false);
+        for t in text.split_whitespace() {
+            let mut closed = false;
+            if let Some(v) = self.emote.get(t) {
+                sum += v;
+                hits += 1;
+                scope = false;
+                closed = true;
+            } else if let Some(v) = self.emoji.get(t) {
+                sum += v;
+                hits += 1;
+                scope = false;
+                closed = true;
+            } else {
+                let lower = t.to_lowercase();
+                let chars: Vec<char> = lower.chars().collect();
+                let keep = |c: &char| letter_or_digit.is_match(&c.to_string());
+                let first = chars.iter().position(keep);
+                let w: String = match first {
+                    None => String::new(),
+                    Some(a) => {
+                        let b = chars.iter().rposition(keep).unwrap();
+                        chars[a..=b].iter().collect()
+                    }
+                };
+                if negation(&w) || negation(&lower) {
+                    scope = true;
+                } else if let Some(v) = self.vader.get(t).or(self.vader.get(&w)) {
+                    sum += if scope { -v } else { *v };
+                    hits += 1;
+                } else {
+                    let glued: Vec<i64> = t.chars().filter_map(|c| self.emoji.get(&c.to_string()).copied()).collect();
+                    if !glued.is_empty() {
+                        sum += glued.iter().sum::<i64>();
+                        hits += glued.len() as i64;
+                        scope = false;
+                        closed = true;
+                    }
+                }
+            }
+            if !closed && [".", "!", "?", ";", ":"].iter().any(|p| t.ends_with(p)) {
+                scope = false;
+            }
+        }
+        (sum, hits)
+    }
+
+    /// The class of a message: 1 positive (score > 0.33), -1 negative (< -0.33), 0 neutral.
+    pub fn class(&self, text: &str) -> i32 {
+        let (sum, hits) = self.score(text);
+        // sum / hits / 1e6 compared with ±0.33, without division.
+        if hits > 0 && sum * 100 > 33 * 1_000_000 * hits {
+            1
+        } else if hits > 0 && sum * 100 < -33 * 1_000_000 * hits {
+            -1
+        } else {
+            0
+        }
+    }
+}
+
+/// `sentiment`: per (channel, window) the messages per class and Σ round(score × 1000), half
+/// away from zero.
+pub fn sentiment(msgs: &[Msg], lexica: &Lexica, w: i64) -> Views {
+    let mut rows: BTreeMap<(String, i64), [i64; 4]> = BTreeMap::new();
+    for m in msgs {
+        let (sum, hits) = lexica.score(&m.text);
+        let row = rows.entry((m.channel.clone(), window(m.ts, w))).or_default();
+        row[(1 - lexica.class(&m.text)) as usize] += 1;
+        if hits > 0 {
+            // round(sum / hits / 1000), half away from zero, in exact integers.
+            let (n, d) = (sum.abs(), hits * 1000);
+            let rounded = (n / d) + ((n % d) * 2 >= d) as i64;
+            row[3] += sum.signum() * rounded;
+        }
+    }
+    let mut views = Views::new();
+    views.insert(
+        "sentiment".into(),
+        rows.into_iter()
+            .map(|((c, win), r)| {
+                let mut row = vec![c, win.to_string()];
+                row.extend(r.iter().map(|x| x.to_string()));
+                row
+            })
+            .collect(),
+    );
+    views
+}

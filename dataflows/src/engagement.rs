@@ -1,0 +1,64 @@
+//! The `engagement` view of DESIGN.md ("Engagement"): per channel and chat window, the chat
+//! messages and the latest viewer count.
+//!
+//! ```text
+//!  chats ──► (channel, window): (1, 0, 0) ────────────────────────────────────────┐
+//!  viewers ─► ((channel, window), (ts, viewers)) ─► Greatest ─► (0, viewers, 1) ───┴─► Count ─► engagement
+//! ```
+//!
+//! The window's viewer event with the greatest `ts` (ties: the greatest count) is kept per key;
+//! a change of it retracts the old count and adds the new one, so one running total per key
+//! holds (messages, latest viewers, whether there is a viewer event) and a row exists for every
+//! window with a message or a viewer event.
+
+use std::hash::Hash;
+
+use differential_dataflow::VecCollection;
+use timely::order::TotalOrder;
+use timely::progress::Timestamp;
+
+use crate::operators::{extreme_by_key, preaggregate, total_by_key};
+use crate::types::*;
+use crate::views::*;
+
+/// returns `engagement` of `chats` and `viewers` with chat windows of `window_secs`.
+pub fn engagement<'s, T>(
+    chats: VecCollection<'s, T, Chat>,
+    viewers: VecCollection<'s, T, Viewers>,
+    window_secs: i64,
+) -> VecCollection<'s, T, Engagement>
+where
+    T: Timestamp + TotalOrder + Hash,
+{
+    let messages = chats.explode(move |c| {
+        Some((Hashed::new((c.channel, window_start(c.ts, window_secs))), (1 as Diff, 0 as Diff, 0 as Diff)))
+    });
+    let counts = viewers.map(move |v| (Hashed::new((v.channel, window_start(v.ts, window_secs))), (v.ts, v.viewers)));
+    let latest = extreme_by_key(counts, true, "Greatest: window viewers")
+        .explode(|(key, (_ts, viewers))| Some((key, (0 as Diff, viewers as Diff, 1 as Diff))));
+    let all = preaggregate(messages, "Preaggregate: engagement messages").concat(latest);
+    // A row is (messages, latest viewers) of a key whose total is not zero; a change that
+    // leaves the row as it was (a first viewer event of count 0) emits nothing.
+    let row = |(messages, viewers, present): &(Diff, Diff, Diff)| {
+        (*messages != 0 || *present != 0).then_some((*messages as i64, *viewers as i64))
+    };
+    total_by_key(all, "Count: engagement", move |key: &Hashed<(Name, i64)>, old, new, emit| {
+        let (before, after) = (row(old), row(new));
+        if before == after {
+            return;
+        }
+        let (channel, window_start) = &key.key;
+        let engagement = |(messages, viewers)| Engagement {
+            channel: channel.clone(),
+            window_start: *window_start,
+            messages,
+            viewers,
+        };
+        if let Some(old) = before {
+            emit(engagement(old), -1);
+        }
+        if let Some(new) = after {
+            emit(engagement(new), 1);
+        }
+    })
+}
