@@ -76,7 +76,7 @@ fn check_copies(url: &str, db: &str, v: &str) -> (u64, u64) {
 }
 
 fn all_views() -> Vec<&'static str> {
-    CHAT_VIEWS.iter().chain(&NETWORK_VIEWS).chain(&["dead_letters"]).copied().collect()
+    dataflows::CATALOG.iter().map(|v| v.name).collect()
 }
 
 #[test]
@@ -86,23 +86,40 @@ fn fixture_to_clickhouse_equals_the_oracle_at_1_and_2_workers() {
     let chat = produce(dir.path(), "chat.jsonl", 20_000, 61, 0.02);
     let edges = dir.path().join("edges.jsonl");
     run_ok(&["produce", "--kind", "edges", "--out-file", path_str(&edges), "--count", "3000", "--user-ids", "300"]);
+    let others = dir.path().join("posts.jsonl");
+    run_ok(&["produce", "--kind", "posts,viewers", "--out", path_str(&others), "--count", "6000", "--seed", "62"]);
     let mixed = dir.path().join("mixed.jsonl");
     let mut bytes = std::fs::read(&chat).unwrap();
     bytes.extend(std::fs::read(&edges).unwrap());
+    bytes.extend(std::fs::read(&others).unwrap());
     bytes.extend(b"not json\n");
     std::fs::write(&mixed, bytes).unwrap();
+    let lexicon_dir = crate::mission::test_lexica(dir.path());
 
-    let mut expected = oracle::chat_views(&oracle::read_chats(&chat), 60, 10);
+    let msgs = oracle::read_chats(&chat);
+    let mut expected = oracle::chat_views(&msgs, 60, 10);
     expected.extend(oracle::network_views(&oracle::read_edges(&edges), None, 2, 30));
+    expected.extend(oracle::sentiment(&msgs, &oracle::Lexica::read(&lexicon_dir), 60));
+    expected.extend(oracle::engagement(&msgs, &oracle::read_viewers(&others), 60));
+    expected.extend(oracle::post_views(&oracle::read_posts(&others), 300, 10));
     let replayed = dir.path().join("replay");
-    run_ok(&["run", "--replay", path_str(&mixed), "--out", path_str(&replayed)]);
+    run_ok(&[
+        "run",
+        "--replay",
+        path_str(&mixed),
+        "--out",
+        path_str(&replayed),
+        "--lexicon-dir",
+        path_str(&lexicon_dir),
+    ]);
     expected.insert("dead_letters".into(), read_views(&replayed, &["dead_letters"]).remove("dead_letters").unwrap());
     assert_eq!(expected["dead_letters"].len(), 1);
 
     for workers in ["1", "2"] {
         let db = database(&format!("fixture_w{workers}"));
         let out = dir.path().join(format!("out-w{workers}"));
-        let output = replay_to_clickhouse(&mixed, &url, &db, &out, &["--batch", "2000", "-w", workers]);
+        let flags = ["--batch", "2000", "-w", workers, "--lexicon-dir", path_str(&lexicon_dir)];
+        let output = replay_to_clickhouse(&mixed, &url, &db, &out, &flags);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(stdout.contains("changes written to ClickHouse"), "{stdout}");
         assert_views_eq(&query_views(&url, &db, &all_views(), &[]), &expected, &format!("ClickHouse -w {workers}"));
@@ -113,9 +130,17 @@ fn fixture_to_clickhouse_equals_the_oracle_at_1_and_2_workers() {
         // limits, filters and printing.
         let channel = expected["top_words"].iter().next().unwrap()[0].clone();
         for v in all_views() {
-            for extra in [&[][..], &["--limit", "3"], &["--format", "json", "--limit", "20"], &["--channel", &channel]]
-            {
-                if extra.first() == Some(&"--channel") && view(v).unwrap().filter_columns("channel").is_empty() {
+            let filters: [&[&str]; 5] = [
+                &[],
+                &["--limit", "3"],
+                &["--format", "json", "--limit", "20"],
+                &["--channel", &channel],
+                &["--place", "Melbourne"],
+            ];
+            for extra in filters {
+                let filter =
+                    extra.first().and_then(|f| f.strip_prefix("--")).filter(|f| ["channel", "place"].contains(f));
+                if filter.is_some_and(|f| view(v).unwrap().filter_columns(f).is_empty()) {
                     continue;
                 }
                 let mut from_files = vec!["query", v, "--dir", path_str(&replayed)];
