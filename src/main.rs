@@ -298,6 +298,7 @@ fn import_command(args: &ImportArgs) -> Result<i32> {
             ImportFormat::TwitchCsv => Kind::TwitchCsv,
             ImportFormat::TwitchIrc => Kind::TwitchIrc,
             ImportFormat::EdgesCsv => Kind::EdgesCsv,
+            ImportFormat::Tweets => Kind::Tweets,
         };
         let guess = args.files.iter().find_map(|f| sniff_file(f).filter(|k| *k != expected).map(|k| (f, k)));
         if let Some((file, kind)) = guess {

@@ -29,6 +29,8 @@ pub enum ImportFormat {
     TwitchIrc,
     /// Edge lists: `from,to` or `Source,Target,Weight` (header optional).
     EdgesCsv,
+    /// Tweets (API v1.1 or v2, JSON lines or an array; MapTweet CSV) to post events.
+    Tweets,
 }
 
 /// Settings of an import beyond the format.
@@ -95,6 +97,10 @@ pub fn import(
                 let data = std::fs::read(file).map_err(open_error)?;
                 let mut format = EdgeCsv { src: 0, dst: 1, weight: None, width: 0, ts: options.edge_ts };
                 import_csv(&name, &data, &mut format, out, &mut report)?
+            }
+            ImportFormat::Tweets => {
+                let data = std::fs::read(file).map_err(open_error)?;
+                crate::sources::tweets::import_tweets(&name, &data, out, &mut report)?
             }
             ImportFormat::TwitchIrc => {
                 let reader = io::BufReader::new(std::fs::File::open(file).map_err(open_error)?);

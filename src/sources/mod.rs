@@ -12,6 +12,7 @@ pub mod files;
 pub mod import;
 pub mod kafka;
 pub mod sniff;
+pub mod tweets;
 
 /// What can stop a source.
 #[derive(Debug, thiserror::Error)]

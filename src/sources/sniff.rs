@@ -18,6 +18,8 @@ pub enum Kind {
     TwitchIrc,
     /// An edge list, `from,to` or `Source,Target,Weight`.
     EdgesCsv,
+    /// Tweets as the Twitter API gives them (v1.1 or v2), lines or an array.
+    Tweets,
 }
 
 impl Kind {
@@ -28,6 +30,7 @@ impl Kind {
             Kind::TwitchCsv => "a Twitch chat CSV (Timestamp,Channel,User,Message)",
             Kind::TwitchIrc => "a raw Twitch IRC log",
             Kind::EdgesCsv => "an edge list (from,to or Source,Target,Weight)",
+            Kind::Tweets => "tweets from the Twitter API",
         }
     }
 
@@ -42,6 +45,7 @@ impl Kind {
             Kind::TwitchCsv => import("twitch-csv", "events.jsonl"),
             Kind::TwitchIrc => import("twitch-irc", "events.jsonl"),
             Kind::EdgesCsv => import("edges-csv", "edges.jsonl"),
+            Kind::Tweets => import("tweets", "posts.jsonl"),
         }
     }
 
@@ -82,7 +86,7 @@ pub fn sniff(lines: &[&[u8]]) -> Option<Kind> {
         return Some(kind);
     }
     let votes = |kind: Kind| lines.iter().filter(|l| line_kind(l) == Some(kind)).count();
-    [Kind::Events, Kind::TwitchIrc, Kind::TwitchCsv, Kind::EdgesCsv]
+    [Kind::Events, Kind::Tweets, Kind::TwitchIrc, Kind::TwitchCsv, Kind::EdgesCsv]
         .into_iter()
         .map(|k| (votes(k), k))
         .filter(|(n, _)| *n * 2 > lines.len())
@@ -116,7 +120,14 @@ fn header_kind(line: &str) -> Option<Kind> {
 /// The kind one data line looks like.
 fn line_kind(line: &str) -> Option<Kind> {
     if line.starts_with('{') {
-        return decode(line.as_bytes()).ok().map(|_| Kind::Events);
+        if decode(line.as_bytes()).is_ok() {
+            return Some(Kind::Events);
+        }
+        let tweet = ["\"id_str\"", "\"created_at\"", "\"tweet_id\"", "\"includes\""].iter().any(|k| line.contains(k));
+        return tweet.then_some(Kind::Tweets);
+    }
+    if line == "[" || line.starts_with("[{") {
+        return Some(Kind::Tweets);
     }
     if (line.starts_with('<') && line.contains(" ;;; ")) || line.contains(" PRIVMSG #") {
         return Some(Kind::TwitchIrc);
@@ -156,6 +167,10 @@ mod tests {
             Some(Kind::TwitchIrc)
         );
         assert_eq!(kind(r#"{"ts":1,"channel":"c","user":"u","text":"t"}"#), Some(Kind::Events));
+        assert_eq!(
+            kind(r#"{"created_at":"Fri Jan 08 10:36:38 +0000 2016","id_str":"1","user":{}}"#),
+            Some(Kind::Tweets)
+        );
         assert_eq!(kind("hello\nworld"), None);
         assert_eq!(kind(""), None);
         assert_eq!(kind("\u{fffd}\u{fffd},\0"), None);

@@ -474,3 +474,63 @@ fn bad_posts_and_viewer_counts_become_dead_letters() {
     let places = read_views(&out, &["place_activity"]).remove("place_activity").unwrap();
     assert_eq!(places.len(), 1);
 }
+
+/// The real tweet collections: imported with their traps (a pretty-printed array with
+/// surrogate-pair emoji, JSON lines with retweets, `hi` lines, a CSV of Python bytes
+/// literals), then the post views against the oracle (the shared data: skipped when absent).
+#[test]
+fn real_tweets_import_and_post_views_match_the_oracle() {
+    let (Some(reh12), Some(emojimapper)) = (shared_data("tweets-reh12"), shared_data("tweets-emojimapper")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let import = |files: &[PathBuf], name: &str| -> (PathBuf, String) {
+        let out = dir.path().join(name);
+        let mut args = vec!["import", "--from", "tweets", "--out", path_str(&out)];
+        args.extend(files.iter().map(|f| path_str(f)));
+        let output = run_ok(&args);
+        (out, String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (lines, report) = import(&[reh12.join("dummy_data.json"), reh12.join("dummy_data2.json")], "reh12.jsonl");
+    let posts = oracle::read_posts(&lines);
+    assert!(report.contains("imported 497 events, 0 lines could not be parsed"), "{report}");
+    assert_eq!(posts.iter().filter(|p| !p.retweet_of.is_empty()).count(), 295);
+    assert!(posts.iter().any(|p| p.place.starts_with("geo:")) || posts.iter().any(|p| !p.place.is_empty()));
+
+    let (geo, report) = import(&[reh12.join("geotweets.csv")], "geo.jsonl");
+    assert!(report.contains("imported 2179 events, 0 lines"), "{report}");
+    let geo_posts = oracle::read_posts(&geo);
+    assert!(geo_posts
+        .iter()
+        .all(|p| p.place.starts_with("geo:") && !p.text.starts_with("b'") && !p.text.contains("\\x")));
+    assert!(geo_posts.iter().any(|p| p.text.contains('…')), "the bytes literals' UTF-8 is decoded");
+
+    let (array, report) = import(&[emojimapper.join("sample_tweets.json")], "array.jsonl");
+    assert!(report.contains("imported 368 events, 0 lines"), "{report}");
+    let array_posts = oracle::read_posts(&array);
+    assert_eq!(array_posts.iter().filter(|p| !p.place.is_empty()).count(), 359);
+    assert!(array_posts.iter().any(|p| p.text.contains('💜')), "surrogate pairs become one emoji");
+
+    let (trends, report) = import(&[emojimapper.join("setup script/tweet.txt")], "trends.jsonl");
+    assert!(report.contains("imported 1229 events, 2 lines could not be parsed"), "{report}");
+    assert!(report.contains("tweet.txt:487: not a JSON record") && report.contains("tweet.txt:979:"), "{report}");
+
+    // Everything together, twice over for re-delivery: the post views equal the oracle's.
+    let all = dir.path().join("all.jsonl");
+    let mut bytes = Vec::new();
+    for f in [&lines, &geo, &array, &trends, &lines] {
+        bytes.extend(std::fs::read(f).unwrap());
+    }
+    std::fs::write(&all, bytes).unwrap();
+    let want = oracle::post_views(&oracle::read_posts(&all), 300, 10);
+    assert!(want["place_activity"].len() > 500 && want["top_retweeted"].len() == 10);
+    for workers in ["1", "2"] {
+        let out = dir.path().join(format!("out{workers}"));
+        run_ok(&["run", "--replay", path_str(&all), "--out", path_str(&out), "--batch", "300", "-w", workers]);
+        assert_views_eq(
+            &read_views(&out, &["place_activity", "top_retweeted"]),
+            &want,
+            &format!("real tweets, -w {workers}"),
+        );
+    }
+}
