@@ -391,6 +391,13 @@ pub struct ProduceArgs {
     /// Replay this event JSONL file into the topics (chat keyed by channel, edges by src).
     #[arg(long, requires = "kafka", value_name = "FILE")]
     pub from: Option<PathBuf>,
+    /// Join these Twitch channels' chat anonymously and send every message to the chat topic,
+    /// until interrupted (live chat; with --kafka).
+    #[arg(long = "from-irc", value_name = "CHANNEL", num_args = 1.., requires = "kafka", conflicts_with = "from")]
+    pub from_irc: Vec<String>,
+    /// The IRC server of --from-irc (host:port).
+    #[arg(long = "irc-server", value_name = "HOST:PORT", default_value = crate::produce::irc::TWITCH_IRC)]
+    pub irc_server: String,
     /// With --from: replay at this multiple of the events' own pace, or `max`.
     #[arg(long, default_value = "max", allow_negative_numbers = true, value_parser = speed)]
     pub speed: String,

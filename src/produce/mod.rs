@@ -30,6 +30,7 @@
 //! or at full speed. Missing topics are created with `--partitions`. SIGINT/SIGTERM stop
 //! the producer after it has flushed what it sent.
 
+pub mod irc;
 pub mod kafka;
 
 use std::io::{self, Write};
@@ -610,6 +611,17 @@ pub fn produce_kafka(args: &ProduceArgs, brokers: &str) -> anyhow::Result<u64> {
         args.topics.posts_topic.as_str(),
         args.topics.viewers_topic.as_str(),
     ];
+    if !args.from_irc.is_empty() {
+        writer.ensure_topics(&[&args.topics.chat_topic], args.partitions)?;
+        let options = irc::IrcOptions {
+            server: args.irc_server.clone(),
+            channels: args.from_irc.iter().map(|c| c.trim_start_matches('#').to_lowercase()).collect(),
+            topic: args.topics.chat_topic.clone(),
+        };
+        let sent = irc::bridge(&options, &mut writer)?;
+        writer.flush()?;
+        return Ok(sent);
+    }
     let sent = match &args.from {
         Some(path) => {
             writer.ensure_topics(&topics, args.partitions)?;

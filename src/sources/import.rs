@@ -384,18 +384,52 @@ fn import_csv(
     Ok(())
 }
 
-/// What one IRC line is.
+/// What one IRC line is. Shared by `import --from twitch-irc` and the live bridge
+/// (`produce --from-irc`).
 #[derive(Debug, PartialEq, Eq)]
-enum IrcLine<'a> {
-    Message { user: &'a str, channel: &'a str, text: &'a str },
+pub enum IrcLine<'a> {
+    /// A chat message; `tags` are the IRCv3 tags as sent (`key=value;…`, escaped), `user`
+    /// the sender's login (the prefix's nick).
+    Message { tags: &'a str, user: &'a str, channel: &'a str, text: &'a str },
+    /// `PING :token`: the server wants `PONG :token` back.
+    Ping(&'a str),
+    /// The server is about to restart: connect again.
+    Reconnect,
+    /// Any other command or numeric reply.
     Server,
 }
 
-fn parse_irc(line: &str) -> Result<IrcLine<'_>, String> {
+/// The value of IRCv3 tag `key` in `tags` (`a=1;b=x\sy`), unescaped.
+pub fn irc_tag(tags: &str, key: &str) -> Option<String> {
+    let value = tags.split(';').find_map(|t| t.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))?;
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('s') => out.push(' '),
+            Some(':') => out.push(';'),
+            Some('r') => out.push('\r'),
+            Some('n') => out.push('\n'),
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    Some(out)
+}
+
+/// Parses one IRC line (without its line end).
+pub fn parse_irc(line: &str) -> Result<IrcLine<'_>, String> {
     let mut rest = line;
-    if rest.starts_with('@') {
+    let mut tags = "";
+    if let Some(tagged) = rest.strip_prefix('@') {
         // IRCv3 tags: `@key=value;… :prefix COMMAND …`
-        rest = rest.split_once(' ').map(|(_, r)| r).ok_or("tags without a command")?;
+        let (t, r) = tagged.split_once(' ').ok_or("tags without a command")?;
+        tags = t;
+        rest = r;
     }
     let prefix = if let Some(r) = rest.strip_prefix(':') {
         let (prefix, r) = r.split_once(' ').ok_or("prefix without a command")?;
@@ -410,7 +444,12 @@ fn parse_irc(line: &str) -> Result<IrcLine<'_>, String> {
             prefix.and_then(|p| p.split('!').next()).filter(|n| !n.is_empty()).ok_or("PRIVMSG without a sender")?;
         let (target, text) = params.split_once(" :").ok_or("PRIVMSG without text")?;
         let channel = target.trim().strip_prefix('#').filter(|c| !c.is_empty()).ok_or("PRIVMSG to no channel")?;
-        return Ok(IrcLine::Message { user: nick, channel, text });
+        return Ok(IrcLine::Message { tags, user: nick, channel, text });
+    }
+    match command {
+        "PING" => return Ok(IrcLine::Ping(params.strip_prefix(':').unwrap_or(params))),
+        "RECONNECT" => return Ok(IrcLine::Reconnect),
+        _ => {}
     }
     let is_command = !command.is_empty()
         && (command.chars().all(|c| c.is_ascii_uppercase())
@@ -474,8 +513,8 @@ fn import_irc(name: &str, mut reader: impl BufRead, out: &mut impl Write, report
             continue;
         }
         match parse_irc(irc) {
-            Ok(IrcLine::Server) => report.skipped += 1,
-            Ok(IrcLine::Message { user, channel, text }) => match current {
+            Ok(IrcLine::Server | IrcLine::Ping(_) | IrcLine::Reconnect) => report.skipped += 1,
+            Ok(IrcLine::Message { user, channel, text, .. }) => match current {
                 Some(ts) => {
                     write_event(out, ts, channel, user, text)?;
                     report.events += 1;
@@ -514,15 +553,19 @@ mod tests {
     fn irc_lines() {
         assert_eq!(
             parse_irc(":bob!bob@bob.tmi.twitch.tv PRIVMSG #chan :hi :) there"),
-            Ok(IrcLine::Message { user: "bob", channel: "chan", text: "hi :) there" })
+            Ok(IrcLine::Message { tags: "", user: "bob", channel: "chan", text: "hi :) there" })
         );
         assert_eq!(
             parse_irc("@badge-info=;color=#FF0000 :al!al@al.tmi.twitch.tv PRIVMSG #c ::rabbit: x"),
-            Ok(IrcLine::Message { user: "al", channel: "c", text: ":rabbit: x" })
+            Ok(IrcLine::Message { tags: "badge-info=;color=#FF0000", user: "al", channel: "c", text: ":rabbit: x" })
         );
+        assert_eq!(irc_tag("a=1;display-name=Al\\sB;tmi-sent-ts=17", "display-name").as_deref(), Some("Al B"));
+        assert_eq!(irc_tag("a=1;tmi-sent-ts=17", "tmi-sent-ts").as_deref(), Some("17"));
+        assert_eq!(irc_tag("a=1", "b"), None);
         assert_eq!(parse_irc(":tmi.twitch.tv 001 me :Welcome, GLHF!"), Ok(IrcLine::Server));
         assert_eq!(parse_irc(":me!me@me.tmi.twitch.tv JOIN #chan"), Ok(IrcLine::Server));
-        assert_eq!(parse_irc("PING :tmi.twitch.tv"), Ok(IrcLine::Server));
+        assert_eq!(parse_irc("PING :tmi.twitch.tv"), Ok(IrcLine::Ping("tmi.twitch.tv")));
+        assert_eq!(parse_irc(":tmi.twitch.tv RECONNECT"), Ok(IrcLine::Reconnect));
         assert!(parse_irc(":bob!bob@bob PRIVMSG #chan").is_err());
         assert!(parse_irc("garbage here").is_err());
     }

@@ -462,6 +462,20 @@ mod tests {
         assert_eq!(report.unparsed[0].line, 3);
         let (_, report) = import("{\"id_str\":\"1\",\"text\":\"\\ud83d\"}\n[1,2]\n");
         assert_eq!(report.unparsed.len(), 2, "{report}");
+        // Truncated, oversized and non-UTF-8 records are reported with their lines.
+        let mut bytes =
+            b"{\"id_str\":\"1\",\"created_at\":\"2021-05-01T10:00:00Z\",\"text\":\"a\"}\n{\"id_str\":\"2\",\"te\n"
+                .to_vec();
+        bytes.extend_from_slice(b"{\"id_str\":\"3\",\"text\":\"\xff\"}\n{\"text\":\"");
+        bytes.extend(std::iter::repeat_n(b'x', MAX_RECORD_BYTES));
+        bytes.extend_from_slice(b"\"}\n");
+        let mut out = Vec::new();
+        let mut report = ImportReport::default();
+        import_tweets("t", &bytes, &mut out, &mut report).unwrap();
+        assert_eq!(report.events, 1);
+        let lines: Vec<(u64, bool)> = report.unparsed.iter().map(|u| (u.line, u.reason.is_empty())).collect();
+        assert_eq!(lines, [(2, false), (3, false), (4, false)], "{report}");
+        assert!(report.unparsed[1].reason.contains("UTF-8") && report.unparsed[2].reason.contains("exceeds"));
     }
 
     #[test]

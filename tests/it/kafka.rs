@@ -15,7 +15,7 @@ use crate::support::*;
 const BROKER: &str = "127.0.0.1:9092";
 
 /// The shared broker, or a clear failure: these tests need it running.
-fn broker() -> &'static str {
+pub fn broker() -> &'static str {
     let addr = BROKER.to_socket_addrs().unwrap().next().unwrap();
     if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
         panic!("no Kafka broker on {BROKER}: start one with `scripts/kafka.sh start` (scripts/test.sh does this)");
@@ -24,7 +24,7 @@ fn broker() -> &'static str {
 }
 
 /// A topic prefix no other test or run uses.
-fn unique(name: &str) -> String {
+pub fn unique(name: &str) -> String {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
 }

@@ -6,6 +6,7 @@ mod cli;
 mod clickhouse;
 mod decode;
 mod import;
+mod irc;
 mod kafka;
 mod mission;
 mod network;
