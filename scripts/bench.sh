@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The standard benchmark inputs and runs behind the figures in the README:
 #   1. a generated 1,000,000-message fixture (seed 42), with -w 1 and -w 2;
-#   2. the real Twitch chat CSV logs (../shared/data/twitch-chat-csv), imported, -w 1 and -w 2.
+#   2. the real Twitch chat CSV logs (../shared/data/twitch-chat-csv), imported, -w 1 and -w 2;
+#   3. the generated fixture with the sentiment lexica (--lexicon-dir), -w 1 and -w 2;
+#   4. a generated 1,000,000-post fixture (seed 42) through the post views, -w 1 and -w 2.
 # Prints one JSON object per run (chatflow bench). Fixtures go to target/bench/.
 #
 # `scripts/bench.sh kafka` runs the Kafka benchmarks instead, on brokers of their own
@@ -92,4 +94,17 @@ for input in "${inputs[@]}"; do
     for w in 1 2; do
         "$bin" bench --replay "$input" -w "$w" "$@"
     done
+done
+# Sentiment on: the generated fixture again with the lexica (when the shared data is there).
+lexica=../shared/data/twitch-chat-sentiment/lexica
+if [ -d "$lexica" ]; then
+    for w in 1 2; do
+        "$bin" bench --replay "$fixture" -w "$w" --lexicon-dir "$lexica" "$@"
+    done
+fi
+# Posts: a generated 1,000,000-post fixture (seed 42) through the post views.
+posts=target/bench/posts-1m-seed42.jsonl
+[ -f "$posts" ] || "$bin" produce --kind posts --out "$posts" --count 1000000 --seed 42
+for w in 1 2; do
+    "$bin" bench --replay "$posts" -w "$w" "$@"
 done

@@ -258,8 +258,9 @@ where
 /// above zero), or the greatest with `greatest`. A change of that value is the retraction of
 /// the old row and the insertion of the new one.
 ///
-/// Each worker keeps, per key hashed to it, the multiset of its values in a small B-tree; a
-/// time's changes are applied per key, and a key whose extreme did not change emits nothing.
+/// Each worker keeps, per key hashed to it, its values with their multiplicities in a sorted
+/// vector (most keys have one value: a post id delivered once), and a time's changes are
+/// applied per key; a key whose extreme did not change emits nothing.
 pub fn extreme_by_key<'s, T, K, V>(
     updates: VecCollection<'s, T, (K, V), Diff>,
     greatest: bool,
@@ -271,23 +272,27 @@ where
     V: ExchangeData + Ord,
 {
     let exchange = Exchange::new(|update: &((K, V), T, Diff)| (update.0).0.hashed());
-    let mut values: HashMap<K, BTreeMap<V, Diff>, RandomState> = HashMap::default();
-    let pick =
-        move |m: &BTreeMap<V, Diff>| if greatest { m.keys().next_back().cloned() } else { m.keys().next().cloned() };
+    let mut values: HashMap<K, Vec<(V, Diff)>, RandomState> = HashMap::default();
+    let pick = move |m: &[(V, Diff)]| if greatest { m.last() } else { m.first() }.map(|(v, _)| v.clone());
     type Changes<K, V> = HashMap<K, Vec<(V, Diff)>, RandomState>;
     let absorb =
         |changes: &mut Changes<K, V>, (key, value): (K, V), diff| changes.entry(key).or_default().push((value, diff));
     accumulate_in_time_order(updates, exchange, name, absorb, move |_time, changes: Changes<K, V>, emit| {
         for (key, list) in changes {
-            let entry = values.entry(key.clone()).or_default();
+            let entry = values.entry(key.clone()).or_insert_with(|| Vec::with_capacity(1));
             let before = pick(entry);
             for (value, diff) in list {
-                let count = entry.entry(value.clone()).or_insert(0);
-                *count += diff;
-                if *count <= 0 {
-                    // Multiplicities never go below zero in a consistent input; a value at
-                    // zero is absent.
-                    entry.remove(&value);
+                match entry.binary_search_by(|(v, _)| v.cmp(&value)) {
+                    Ok(i) => {
+                        entry[i].1 += diff;
+                        // Multiplicities never go below zero in a consistent input; a value
+                        // at zero is absent.
+                        if entry[i].1 <= 0 {
+                            entry.remove(i);
+                        }
+                    }
+                    Err(i) if diff > 0 => entry.insert(i, (value, diff)),
+                    Err(_) => {}
                 }
             }
             let after = pick(entry);
