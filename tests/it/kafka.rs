@@ -51,17 +51,20 @@ fn run_with(args: &[String]) -> std::process::Output {
 }
 
 fn all_views() -> Vec<&'static str> {
-    CHAT_VIEWS.iter().chain(&NETWORK_VIEWS).chain(&["dead_letters"]).copied().collect()
+    dataflows::CATALOG.iter().map(|v| v.name).collect()
 }
 
-/// Chat and edge events mixed in one fixture.
+/// Chat, edge, post and viewer events mixed in one fixture (each kind to its topic).
 fn mixed_fixture(dir: &Path, chats: u64) -> PathBuf {
     let chat = produce(dir, "chat.jsonl", chats, 21, 0.02);
     let edges = dir.join("edges.jsonl");
     run_ok(&["produce", "--kind", "edges", "--out-file", path_str(&edges), "--count", "3000", "--user-ids", "300"]);
+    let others = dir.join("posts.jsonl");
+    run_ok(&["produce", "--kind", "posts,viewers", "--out", path_str(&others), "--count", "4000", "--seed", "22"]);
     let mixed = dir.join("mixed.jsonl");
     let mut bytes = std::fs::read(&chat).unwrap();
     bytes.extend(std::fs::read(&edges).unwrap());
+    bytes.extend(std::fs::read(&others).unwrap());
     std::fs::write(&mixed, bytes).unwrap();
     mixed
 }
@@ -92,6 +95,7 @@ fn kafka_equals_replay_at_2_workers_and_2_processes() {
     run_ok(&["run", "--replay", path_str(&fixture), "--out", path_str(&replayed)]);
     let expected = read_views(&replayed, &all_views());
     assert!(expected["connections"].len() > 100 && expected["word_counts"].len() > 1000);
+    assert!(expected["place_activity"].len() > 20 && expected["engagement"].iter().any(|r| r[3] != "0"));
 
     let out = dir.path().join("kafka-w2");
     run_with(&kafka_run(&prefix, broker, &out, &["--until-caught-up", "-w", "2"]));

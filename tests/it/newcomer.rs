@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use dataflows::{view, ColumnType, CATALOG};
 
-use crate::oracle::{self, read_chats, Msg, Views};
+use crate::oracle::{self, read_chats, Views};
 use crate::support::*;
 
 /// Runs chatflow, expecting exit code `code`; returns stdout and stderr.
@@ -73,25 +73,54 @@ fn sorted(v: &str, rows: impl IntoIterator<Item = Vec<String>>) -> Vec<Vec<Strin
     rows
 }
 
-/// Every view the oracle computes for `msgs` (chat, and the network of their mentions).
-fn expected_views(msgs: &[Msg]) -> Views {
-    let mut views = oracle::chat_views(msgs, 60, 10);
-    views.extend(oracle::network_views(&oracle::mention_edges(msgs), None, 2, 30));
+/// Every view the oracle computes for the first `lines` lines of `input`: chat, the network of
+/// the mentions, sentiment (with `lexica`), engagement and posts.
+fn expected_views(input: &Path, lines: usize, lexica: &oracle::Lexica) -> Views {
+    let text = std::fs::read_to_string(input).unwrap();
+    let head: String = text.lines().take(lines).flat_map(|l| [l, "\n"]).collect();
+    let part = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(part.path(), head).unwrap();
+    let msgs = read_chats(part.path());
+    let mut views = oracle::chat_views(&msgs, 60, 10);
+    views.extend(oracle::network_views(&oracle::mention_edges(&msgs), None, 2, 30));
+    views.extend(oracle::sentiment(&msgs, lexica, 60));
+    views.extend(oracle::engagement(&msgs, &oracle::read_viewers(part.path()), 60));
+    views.extend(oracle::post_views(&oracle::read_posts(part.path()), 300, 10));
     views
 }
 
 #[test]
 fn query_dir_equals_the_oracle_now_and_as_of_at_1_and_2_workers() {
     let dir = tempfile::tempdir().unwrap();
-    let chat = produce(dir.path(), "chat.jsonl", 12_000, 71, 0.02);
     let input = dir.path().join("mixed.jsonl");
-    let mut bytes = std::fs::read(&chat).unwrap();
+    run_ok(&[
+        "produce",
+        "--kind",
+        "chat,posts,viewers",
+        "--out",
+        path_str(&input),
+        "--count",
+        "12000",
+        "--seed",
+        "71",
+        "--channels",
+        "12",
+        "--users",
+        "400",
+        "--late-fraction",
+        "0.02",
+        "--viewers-interval-ms",
+        "2000",
+    ]);
+    let mut bytes = std::fs::read(&input).unwrap();
     bytes.extend(b"not json\n");
     std::fs::write(&input, bytes).unwrap();
-    let msgs = read_chats(&chat);
-    let mut all = expected_views(&msgs);
+    let lexicon_dir = crate::mission::test_lexica(dir.path());
+    let lexica = oracle::Lexica::read(&lexicon_dir);
+    let mut all = expected_views(&input, 12_000, &lexica);
     let dead = [path_str(&input).to_owned(), "12001".into()];
     assert!(all["reach"].len() > 100 && all["top_connections"].len() > 10, "too few mentions to test the network");
+    assert!(all["place_activity"].len() > 20 && all["sentiment"].len() > 20 && all["top_retweeted"].len() == 10);
 
     for workers in ["1", "2"] {
         let out = dir.path().join(format!("out-w{workers}"));
@@ -104,6 +133,8 @@ fn query_dir_equals_the_oracle_now_and_as_of_at_1_and_2_workers() {
             "--batch",
             "1000",
             "--mention-edges",
+            "--lexicon-dir",
+            path_str(&lexicon_dir),
             "-w",
             workers,
         ]);
@@ -125,8 +156,8 @@ fn query_dir_equals_the_oracle_now_and_as_of_at_1_and_2_workers() {
                 "{v} --limit"
             );
         }
-        // Filters: a channel's rows; a user's rows (connections: either end).
-        let channel = &msgs[0].channel;
+        // Filters: a channel's rows; a user's rows (connections: either end); a place's.
+        let channel = &all["top_words"].iter().next().unwrap()[0].clone();
         for v in ["word_counts", "top_words", "user_counts"] {
             let want = sorted(v, all[v].iter().filter(|r| &r[0] == channel).cloned());
             assert_eq!(query_dir(&out, v, &["--channel", channel]), want, "{v} --channel {channel}");
@@ -135,10 +166,13 @@ fn query_dir_equals_the_oracle_now_and_as_of_at_1_and_2_workers() {
         let want = sorted("connections", all["connections"].iter().filter(|r| &r[0] == user || &r[1] == user).cloned());
         assert!(!want.is_empty());
         assert_eq!(query_dir(&out, "connections", &["--user", user]), want, "connections --user {user}");
+        let place = all["place_activity"].iter().next().unwrap()[0].clone();
+        let want = sorted("place_activity", all["place_activity"].iter().filter(|r| r[0] == place).cloned());
+        assert_eq!(query_dir(&out, "place_activity", &["--place", &place]), want, "place_activity --place {place}");
 
         // As of T: line g has time floor(g / 1000), so the state at T holds lines 0..(T+1)*1000.
         for t in [0usize, 5, 11] {
-            let before = expected_views(&msgs[..((t + 1) * 1000).min(msgs.len())]);
+            let before = expected_views(&input, (t + 1) * 1000, &lexica);
             for (v, rows) in &before {
                 let got = query_dir(&out, v, &["--as-of", &t.to_string()]);
                 assert!(got == sorted(v, rows.iter().cloned()), "-w {workers}: {v} as of {t} differs");
