@@ -35,5 +35,5 @@ pub fn load(dir: &Path) -> Result<Lexica, LexiconLoadError> {
         })?;
         Lexicon::parse(&text).map_err(|source| LexiconLoadError::Malformed { path, source })
     };
-    Ok(Lexica { emote: read(FILES[0])?, emoji: read(FILES[1])?, vader: read(FILES[2])? })
+    Ok(Lexica::new(read(FILES[0])?, read(FILES[1])?, read(FILES[2])?))
 }

@@ -90,14 +90,14 @@ pub struct LexiconError {
 /// One lexicon: key → value. A repeated key keeps its last line's value.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lexicon {
-    values: HashMap<String, Micro>,
+    values: HashMap<String, Micro, foldhash::fast::RandomState>,
 }
 
 impl Lexicon {
     /// Parses a lexicon file's text: a header line, then `word<TAB>value` lines (blank lines
     /// and a trailing `\r` are allowed).
     pub fn parse(text: &str) -> Result<Lexicon, LexiconError> {
-        let mut values = HashMap::new();
+        let mut values = HashMap::default();
         for (i, line) in text.lines().enumerate().skip(1) {
             let line = line.strip_suffix('\r').unwrap_or(line);
             if line.trim().is_empty() {
@@ -150,12 +150,25 @@ fn parse_micro(s: &str) -> Option<Micro> {
     (-1_000_000..=1_000_000).contains(&value).then_some(value)
 }
 
-/// The three lexica of the rule.
+/// What a token may be, from one lookup: its value in each lexicon, and whether it is a
+/// negation word.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Entry {
+    emote: Option<Micro>,
+    emoji: Option<Micro>,
+    vader: Option<Micro>,
+    negation: bool,
+}
+
+/// The three lexica of the rule, merged into one table so that a token costs one lookup (two
+/// when its lowercase, stripped form differs).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lexica {
-    pub emote: Lexicon,
-    pub emoji: Lexicon,
-    pub vader: Lexicon,
+    entries: HashMap<String, Entry, foldhash::fast::RandomState>,
+    /// The emoji lexicon's one-character keys (rule 5 looks characters up one by one).
+    glued: HashMap<char, Micro, foldhash::fast::RandomState>,
+    /// Whether one of those is ASCII (else an ASCII token has no glued emoji).
+    ascii_glued: bool,
 }
 
 /// A message's sentiment: the sum of the values its tokens hit and their number.
@@ -218,12 +231,40 @@ impl Score {
     }
 }
 
-/// Whether `w` starts a negation scope.
-fn is_negation(w: &str) -> bool {
-    NEGATIONS.contains(&w)
-}
-
 impl Lexica {
+    pub fn new(emote: Lexicon, emoji: Lexicon, vader: Lexicon) -> Lexica {
+        let mut entries: HashMap<String, Entry, foldhash::fast::RandomState> = HashMap::default();
+        for (key, value) in &emote.values {
+            entries.entry(key.clone()).or_default().emote = Some(*value);
+        }
+        for (key, value) in &emoji.values {
+            entries.entry(key.clone()).or_default().emoji = Some(*value);
+        }
+        for (key, value) in &vader.values {
+            entries.entry(key.clone()).or_default().vader = Some(*value);
+        }
+        for word in NEGATIONS {
+            entries.entry(word.to_owned()).or_default().negation = true;
+        }
+        let glued: HashMap<char, Micro, foldhash::fast::RandomState> = emoji
+            .values
+            .iter()
+            .filter_map(|(k, v)| {
+                let mut chars = k.chars();
+                match (chars.next(), chars.next()) {
+                    (Some(c), None) => Some((c, *v)),
+                    _ => None,
+                }
+            })
+            .collect();
+        let ascii_glued = glued.keys().any(char::is_ascii);
+        Lexica { entries, glued, ascii_glued }
+    }
+
+    fn entry(&self, key: &str) -> Entry {
+        self.entries.get(key).copied().unwrap_or_default()
+    }
+
     /// Scores `text` by the rule (see the module doc).
     pub fn score(&self, text: &str) -> Score {
         let mut score = Score::default();
@@ -233,25 +274,39 @@ impl Lexica {
         };
         let mut negated = false;
         let mut lower = String::new();
-        let mut char_buf = [0u8; 4];
         for t in text.split_whitespace() {
             let mut ended = false;
-            if let Some(v) = self.emote.get(t).or_else(|| self.emoji.get(t)) {
+            let exact = self.entry(t);
+            if let Some(v) = exact.emote.or(exact.emoji) {
                 hit(v);
                 negated = false;
                 ended = true;
             } else {
-                lower.clear();
-                lower.extend(t.chars().flat_map(char::to_lowercase));
-                let w = lower.trim_matches(|c: char| !is_word_char(c));
-                if is_negation(w) || is_negation(&lower) {
-                    negated = true;
-                } else if let Some(v) = self.vader.get(t).or_else(|| self.vader.get(w)) {
-                    hit(if negated { -v } else { v });
+                // lowercase(t) and w, its stripped form, each looked up once (or not at all
+                // when equal to what was looked up already).
+                let lowered: &str = if t.bytes().all(|b| !b.is_ascii_uppercase() && b.is_ascii()) {
+                    t
                 } else {
+                    lower.clear();
+                    if t.is_ascii() {
+                        lower.push_str(t);
+                        lower.make_ascii_lowercase();
+                    } else {
+                        lower.extend(t.chars().flat_map(char::to_lowercase));
+                    }
+                    &lower
+                };
+                let w = lowered.trim_matches(|c: char| !is_word_char(c));
+                let lowered_entry = if lowered == t { exact } else { self.entry(lowered) };
+                let w_entry = if w == lowered { lowered_entry } else { self.entry(w) };
+                if w_entry.negation || lowered_entry.negation {
+                    negated = true;
+                } else if let Some(v) = exact.vader.or(w_entry.vader) {
+                    hit(if negated { -v } else { v });
+                } else if self.ascii_glued || !t.is_ascii() {
                     let mut any = false;
                     for c in t.chars() {
-                        if let Some(v) = self.emoji.get(c.encode_utf8(&mut char_buf)) {
+                        if let Some(&v) = self.glued.get(&c) {
                             hit(v);
                             any = true;
                         }
@@ -305,14 +360,14 @@ mod tests {
     use super::*;
 
     fn lexica() -> Lexica {
-        Lexica {
-            emote: Lexicon::parse("word\tsentiment\nPogChamp\t0.80\nLUL\t0.50\nBibleThump\t-0.60\n:)\t0.75\n").unwrap(),
-            emoji: Lexicon::parse("word    sentiment\n😂\t0.22\n❤\t0.75\n😭\t-0.40\n").unwrap(),
-            vader: Lexicon::parse(
+        Lexica::new(
+            Lexicon::parse("word\tsentiment\nPogChamp\t0.80\nLUL\t0.50\nBibleThump\t-0.60\n:)\t0.75\n").unwrap(),
+            Lexicon::parse("word    sentiment\n😂\t0.22\n❤\t0.75\n😭\t-0.40\n").unwrap(),
+            Lexicon::parse(
                 "word    sentiment\ngood\t0.475\nbad\t-0.625\n:-)\t0.325\nlol\t0.1\nlol\t0.725\nlove\t0.8\nhate\t-0.675\n",
             )
             .unwrap(),
-        }
+        )
     }
 
     fn score(text: &str) -> (i64, i64) {
