@@ -30,6 +30,8 @@ pub enum Command {
     /// Score chat messages (JSON lines on stdin) by the sentiment rule: each comes back with
     /// its score and class.
     Score(ScoreArgs),
+    /// Serve the views over HTTP (a JSON API, live updates, a dashboard) and the metrics.
+    Serve(ServeArgs),
     /// Read a view's current rows (or those at --as-of) from a run's change files (--dir) or
     /// from ClickHouse.
     Query(QueryArgs),
@@ -105,6 +107,29 @@ pub struct ScoreArgs {
     /// Directory of the sentiment lexica (emote_average.tsv, emoji_average.tsv, vader_average.tsv).
     #[arg(long = "lexicon-dir", value_name = "DIR")]
     pub lexicon_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("store").args(["from", "clickhouse"]).required(true).multiple(false)))]
+pub struct ServeArgs {
+    /// Address to listen on; any address but loopback needs --token.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Serve the change files of this run output directory (a `run --out`).
+    #[arg(long, value_name = "DIR")]
+    pub from: Option<PathBuf>,
+    /// Serve the views of this ClickHouse server (HTTP URL; `host:port` means http).
+    #[arg(long, value_name = "URL", value_parser = clickhouse_url)]
+    pub clickhouse: Option<String>,
+    /// The ClickHouse database the run wrote.
+    #[arg(long, default_value = "chatflow", requires = "clickhouse")]
+    pub database: String,
+    /// Every request must carry `Authorization: Bearer <TOKEN>` (required off loopback).
+    #[arg(long, env = "CHATFLOW_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Serve /metrics without the token.
+    #[arg(long = "metrics-public")]
+    pub metrics_public: bool,
 }
 
 /// timely's process and worker flags.

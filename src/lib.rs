@@ -12,6 +12,7 @@ pub mod produce;
 pub mod profile;
 pub mod query;
 pub mod run;
+pub mod serve;
 pub mod sinks;
 pub mod sources;
 pub mod worker;

@@ -140,6 +140,22 @@ fn real_main(cli: Cli) -> Result<i32> {
         }
         Command::Import(args) => return import_command(&args),
         Command::Score(args) => return score_command(&args),
+        Command::Serve(args) => {
+            let store = match (&args.from, &args.clickhouse) {
+                (Some(dir), _) => chatflow::serve::Store::Dir(dir.clone()),
+                (None, Some(url)) => {
+                    chatflow::clickhouse::check_database(&args.database).context("--database")?;
+                    chatflow::serve::Store::ClickHouse { client: Client::new(url), database: args.database.clone() }
+                }
+                (None, None) => unreachable!("clap requires --from or --clickhouse"),
+            };
+            let options = chatflow::serve::ServeOptions {
+                listen: args.listen,
+                token: args.token.clone().filter(|t| !t.is_empty()),
+                metrics_public: args.metrics_public,
+            };
+            chatflow::serve::serve(store, options, None)?;
+        }
         Command::Produce(args) => match (&args.out_file, &args.kafka) {
             (Some(path), _) => {
                 let n = chatflow::produce::produce_file(&args, path)
@@ -336,21 +352,7 @@ fn print_answer(answer: &Answer, format: OutputFormat, out: &mut impl Write) -> 
             writer.flush()?;
         }
         OutputFormat::Json => {
-            let rows: Vec<serde_json::Value> = answer
-                .rows
-                .iter()
-                .map(|row| {
-                    let object = columns.iter().zip(row).map(|(c, v)| {
-                        let value = match answer.view.is_int(c) {
-                            true => v.parse::<i64>().map(|n| json!(n)).unwrap_or_else(|_| json!(v)),
-                            false => json!(v),
-                        };
-                        (c.to_string(), value)
-                    });
-                    serde_json::Value::Object(object.collect())
-                })
-                .collect();
-            serde_json::to_writer_pretty(&mut *out, &rows)?;
+            serde_json::to_writer_pretty(&mut *out, &answer.json_rows())?;
             writeln!(out)?;
         }
         OutputFormat::Table => {

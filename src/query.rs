@@ -210,3 +210,24 @@ fn compare_rows(view: &ViewDef, a: &[String], b: &[String]) -> Ordering {
     }
     Ordering::Equal
 }
+
+impl Answer {
+    /// The rows as JSON objects keyed by column, integers as numbers: what `chatflow query
+    /// --format json` prints and the HTTP API returns.
+    pub fn json_rows(&self) -> Vec<serde_json::Value> {
+        let columns = self.view.column_names();
+        self.rows
+            .iter()
+            .map(|row| {
+                let object = columns.iter().zip(row).map(|(c, v)| {
+                    let value = match self.view.is_int(c) {
+                        true => v.parse::<i64>().map(serde_json::Value::from).unwrap_or_else(|_| v.as_str().into()),
+                        false => v.as_str().into(),
+                    };
+                    (c.to_string(), value)
+                });
+                serde_json::Value::Object(object.collect())
+            })
+            .collect()
+    }
+}

@@ -12,5 +12,6 @@ mod mission;
 mod network;
 mod newcomer;
 mod oracle;
+mod serve;
 mod support;
 mod views;

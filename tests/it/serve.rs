@@ -1,0 +1,298 @@
+//! `chatflow serve` on 127.0.0.1: the API equals `chatflow query` for every view and filter
+//! (change files and ClickHouse), bad input is a 400, unknown paths (traversal too) a 404,
+//! the token guards every request, injection strings stay data, and the event stream reports
+//! a cut that moves.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// A running `chatflow serve`, killed when dropped.
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `chatflow serve` with `args` on a free loopback port; returns once it listens.
+fn start(args: &[&str]) -> Server {
+    let mut child = chatflow()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("chatflow serve ended before listening ({status:?})");
+        }
+        if let Some(address) = line.trim().strip_prefix("chatflow serve: listening on http://") {
+            let address = address.to_owned();
+            // Keep draining its log so that it never blocks on a full pipe.
+            std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+            return Server { child, address };
+        }
+    }
+}
+
+/// GET `path` (with `token`, if any): the status and the body.
+fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut request = ureq::get(&format!("http://{}{path}", server.address)).timeout(Duration::from_secs(60));
+    if let Some(token) = token {
+        request = request.set("Authorization", &format!("Bearer {token}"));
+    }
+    match request.call() {
+        Ok(response) => (response.status(), response.into_string().unwrap()),
+        Err(ureq::Error::Status(code, response)) => (code, response.into_string().unwrap()),
+        Err(e) => panic!("GET {path}: {e}"),
+    }
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// `chatflow query <view> --format json` with `store` and `extra` flags.
+fn query_json(store: &[&str], view: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["query", view, "--format", "json"];
+    args.extend(store);
+    args.extend(extra);
+    json(&String::from_utf8(run_ok(&args).stdout).unwrap())
+}
+
+/// Every view with no filter, with each filter it has, with --limit and --as-of: the API's
+/// rows equal `chatflow query`'s.
+fn api_equals_query(server: &Server, store: &[&str], channel: &str, user: &str, place: &str) {
+    let mut checked = 0;
+    for def in dataflows::CATALOG {
+        let mut cases: Vec<(String, Vec<&str>)> = vec![
+            (String::new(), vec![]),
+            ("?limit=3".into(), vec!["--limit", "3"]),
+            ("?as_of=0".into(), vec!["--as-of", "0"]),
+        ];
+        for (filter, value) in [("channel", channel), ("user", user), ("place", place)] {
+            if !def.filter_columns(filter).is_empty() {
+                let encoded: String = url_encode(value);
+                cases.push((
+                    format!("?{filter}={encoded}"),
+                    vec![
+                        if filter == "channel" {
+                            "--channel"
+                        } else if filter == "user" {
+                            "--user"
+                        } else {
+                            "--place"
+                        },
+                        value,
+                    ],
+                ));
+            }
+        }
+        for (params, flags) in cases {
+            let (status, body) = get(server, &format!("/api/views/{}{params}", def.name), None);
+            assert_eq!(status, 200, "{} {params}: {body}", def.name);
+            let rows = json(&body)["rows"].clone();
+            assert_eq!(rows, query_json(store, def.name, &flags), "{} {params}", def.name);
+            checked += rows.as_array().unwrap().len();
+        }
+    }
+    assert!(checked > 1000, "only {checked} rows compared");
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn fixture_run(dir: &Path) -> std::path::PathBuf {
+    let input = dir.join("mixed.jsonl");
+    run_ok(&["produce", "--kind", "chat,posts,viewers", "--out", path_str(&input), "--count", "8000", "--seed", "91"]);
+    let out = dir.join("out");
+    run_ok(&["run", "--replay", path_str(&input), "--out", path_str(&out), "--batch", "1000", "--mention-edges"]);
+    out
+}
+
+#[test]
+fn api_over_change_files_equals_query_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fixture_run(dir.path());
+    let server = start(&["--from", path_str(&out)]);
+    let store = ["--dir", path_str(&out)];
+    let channel = query_json(&store, "top_words", &["--limit", "1"])[0]["channel"].as_str().unwrap().to_owned();
+    let user = query_json(&store, "connections", &["--limit", "1"])[0]["user_a"].as_str().unwrap().to_owned();
+    let place = query_json(&store, "place_activity", &["--limit", "1"])[0]["place"].as_str().unwrap().to_owned();
+    api_equals_query(&server, &store, &channel, &user, &place);
+
+    // The catalog, the cut, channels, a user's connections.
+    let catalog = json(&get(&server, "/api/views", None).1);
+    assert_eq!(catalog["views"].as_array().unwrap().len(), dataflows::CATALOG.len());
+    let cut = json(&get(&server, "/api/cut", None).1)["cut"].as_u64().unwrap();
+    assert_eq!(cut, 8);
+    let channels = json(&get(&server, "/api/channels", None).1);
+    let mut messages: std::collections::BTreeMap<String, i64> = Default::default();
+    for row in query_json(&store, "channel_activity", &[]).as_array().unwrap() {
+        *messages.entry(row["channel"].as_str().unwrap().to_owned()).or_default() += row["messages"].as_i64().unwrap();
+    }
+    let mut busiest: Vec<(String, i64)> = messages.into_iter().collect();
+    busiest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let listed: Vec<(String, i64)> = channels["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["channel"].as_str().unwrap().to_owned(), c["messages"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(listed, busiest);
+    let connections = json(&get(&server, &format!("/api/users/{}/connections", url_encode(&user)), None).1);
+    assert_eq!(connections["rows"], query_json(&store, "top_connections", &["--user", &user]));
+
+    // Bad input: 400 or 404 with a message, never a crash.
+    for (path, status, words) in [
+        ("/api/views/nope", 404, "no view"),
+        ("/api/views/top_words?as_of=8", 400, "not committed"),
+        ("/api/views/top_words?as_of=-1", 400, "whole number"),
+        ("/api/views/top_words?limit=x", 400, "whole number"),
+        ("/api/views/top_words?place=Oslo", 400, "no place column"),
+        ("/api/views/top_words?sql=1", 400, "unknown parameter"),
+        ("/nothing/here", 404, "no such page"),
+    ] {
+        let (got, body) = get(&server, path, None);
+        assert_eq!(got, status, "{path}: {body}");
+        assert!(json(&body)["error"].as_str().unwrap().contains(words), "{path}: {body}");
+    }
+    // Path traversal, sent as written (no client normalising it).
+    for raw in ["/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/api/../../Cargo.toml"] {
+        let mut stream = std::net::TcpStream::connect(&server.address).unwrap();
+        write!(stream, "GET {raw} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 404") || answer.starts_with("HTTP/1.1 400"), "{raw}: {answer}");
+        assert!(!answer.contains("root:") && !answer.contains("[package]"), "{raw}: {answer}");
+    }
+    // The dashboard page.
+    let (status, page) = get(&server, "/", None);
+    assert!(status == 200 && page.contains("EventSource(\"/api/stream\")"));
+}
+
+#[test]
+fn token_and_listen_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fixture_run(dir.path());
+    // Off loopback without a token: refused before listening.
+    let refused = chatflow()
+        .args(["serve", "--from", path_str(&out), "--listen", "0.0.0.0:0"])
+        .env_remove("CHATFLOW_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("needs --token"));
+    // With a token every request needs it; /metrics too unless --metrics-public.
+    let server = start(&["--from", path_str(&out), "--token", "s3cret"]);
+    for path in ["/api/cut", "/api/views/top_words", "/", "/metrics", "/api/stream"] {
+        assert_eq!(get(&server, path, None).0, 401, "{path} without a token");
+        assert_eq!(get(&server, path, Some("wrong")).0, 401, "{path} with a wrong token");
+    }
+    assert_eq!(get(&server, "/api/cut", Some("s3cret")).0, 200);
+    assert_eq!(get(&server, "/metrics", Some("s3cret")).0, 200);
+    drop(server);
+    let server = start(&["--from", path_str(&out), "--token", "s3cret", "--metrics-public"]);
+    assert_eq!(get(&server, "/metrics", None).0, 200);
+    assert_eq!(get(&server, "/api/cut", None).0, 401);
+}
+
+#[test]
+fn the_stream_reports_the_cut_moving() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let server = start(&["--from", path_str(&out)]);
+    let stream = std::net::TcpStream::connect(&server.address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    write!(writer, "GET /api/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut next_cut = || -> Value {
+        loop {
+            let mut line = String::new();
+            assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended");
+            if let Some(data) = line.trim().strip_prefix("data: ") {
+                return json(data)["cut"].clone();
+            }
+        }
+    };
+    assert_eq!(next_cut(), Value::Null, "nothing is committed in an empty directory");
+    let input = produce(dir.path(), "chat.jsonl", 3000, 5, 0.0);
+    run_ok(&["run", "--replay", path_str(&input), "--out", path_str(&out), "--batch", "1000"]);
+    assert_eq!(next_cut(), Value::from(3), "the cut moved to the run's upper");
+}
+
+#[test]
+fn api_over_clickhouse_equals_query_and_keeps_injections_as_data() {
+    let url = "http://127.0.0.1:8123";
+    let addr = "127.0.0.1:8123".parse().unwrap();
+    if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
+        panic!("no ClickHouse server on 127.0.0.1:8123: start one with `scripts/clickhouse.sh start` (scripts/test.sh does this)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("mixed.jsonl");
+    run_ok(&["produce", "--kind", "chat,posts,viewers", "--out", path_str(&input), "--count", "8000", "--seed", "92"]);
+    let nasty = "x'); DROP TABLE word_counts; --";
+    let mut bytes = std::fs::read(&input).unwrap();
+    bytes.extend(
+        format!("{}\n", serde_json::json!({"ts": 1740787200000i64, "channel": nasty, "user": nasty, "text": "hi"}))
+            .as_bytes(),
+    );
+    std::fs::write(&input, bytes).unwrap();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let db = format!("t_serve_{}_{}", std::process::id(), nanos % 1_000_000_000);
+    let out = dir.path().join("out");
+    run_ok(&[
+        "run",
+        "--replay",
+        path_str(&input),
+        "--out",
+        path_str(&out),
+        "--clickhouse",
+        url,
+        "--database",
+        &db,
+        "--mention-edges",
+    ]);
+    let server = start(&["--clickhouse", url, "--database", &db]);
+    let store = ["--clickhouse", url, "--database", &db];
+    let user = query_json(&store, "connections", &["--limit", "1"])[0]["user_a"].as_str().unwrap().to_owned();
+    api_equals_query(&server, &store, "xqc", &user, "Melbourne");
+    let (status, body) = get(&server, &format!("/api/views/user_counts?channel={}", url_encode(nasty)), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["rows"][0]["user"], nasty);
+    assert!(json(&get(&server, "/api/views/word_counts?limit=1", None).1)["rows"]
+        .as_array()
+        .is_some_and(|r| r.len() == 1));
+    // An unreachable server is a 503.
+    let dead = start(&["--clickhouse", &format!("127.0.0.1:{}", free_port()), "--database", &db]);
+    let (status, body) = get(&dead, "/api/views/top_words", None);
+    assert_eq!(status, 503, "{body}");
+}
