@@ -339,6 +339,17 @@ pub struct RunArgs {
     /// Start a new deployment in --out (the default): clear its files and clock bindings.
     #[arg(long = "from-beginning")]
     pub from_beginning: bool,
+    /// Also serve the views and this run's live metrics over HTTP (as `chatflow serve`) on
+    /// this address, during the run and after it until interrupted.
+    #[arg(long, value_name = "ADDR")]
+    pub serve: Option<std::net::SocketAddr>,
+    /// With --serve: every request must carry `Authorization: Bearer <TOKEN>` (required off
+    /// loopback).
+    #[arg(long, env = "CHATFLOW_TOKEN", hide_env_values = true, requires = "serve")]
+    pub token: Option<String>,
+    /// With --serve: serve /metrics without the token.
+    #[arg(long = "metrics-public", requires = "serve")]
+    pub metrics_public: bool,
     #[command(flatten)]
     pub timely: TimelyArgs,
     /// Print help.

@@ -89,9 +89,21 @@ fn real_main(cli: Cli) -> Result<i32> {
             let continues = args.resume || (args.pipeline.clickhouse.clickhouse.is_some() && !args.from_beginning);
             let start = if continues { Start::Resume } else { Start::FromBeginning };
             let plan = plan(&args.pipeline, args.out.clone(), start, &args.timely)?;
+            let server = match args.serve {
+                Some(listen) => Some(serve_run(&args, listen)?),
+                None => None,
+            };
             let outcome = execute(plan, &args.timely)?;
             print_out(&summary(&outcome, &args.out))?;
-            return Ok(judged(&outcome, args.pipeline.max_dead_letter_ratio, &args.out));
+            let code = judged(&outcome, args.pipeline.max_dead_letter_ratio, &args.out);
+            if let Some(server) = server {
+                eprintln!("chatflow: the run is done; still serving until interrupted (Ctrl-C)");
+                match server.join() {
+                    Ok(result) => result?,
+                    Err(_) => anyhow::bail!("the server thread panicked"),
+                }
+            }
+            return Ok(code);
         }
         Command::Bench(args) => {
             let scratch = match &args.out {
@@ -211,6 +223,28 @@ fn real_main(cli: Cli) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// `run --serve`: the server of `chatflow serve` in a thread, over the run's output, until the
+/// first SIGINT/SIGTERM (which also stops the run).
+fn serve_run(
+    args: &chatflow::cli::RunArgs,
+    listen: std::net::SocketAddr,
+) -> Result<std::thread::JoinHandle<Result<()>>> {
+    let store = match &args.pipeline.clickhouse.clickhouse {
+        Some(url) => chatflow::serve::Store::ClickHouse {
+            client: Client::new(url),
+            database: args.pipeline.clickhouse.database.clone(),
+        },
+        None => chatflow::serve::Store::Dir(args.out.clone()),
+    };
+    let options = chatflow::serve::ServeOptions {
+        listen,
+        token: args.token.clone().filter(|t| !t.is_empty()),
+        metrics_public: args.metrics_public,
+    };
+    chatflow::serve::check(&options)?;
+    Ok(std::thread::spawn(move || chatflow::serve::serve(store, options, Some(&chatflow::worker::STOP))))
 }
 
 /// `chatflow score`: chat JSON lines on stdin → the same messages with their sentiment

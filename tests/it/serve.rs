@@ -26,6 +26,7 @@ impl Drop for Server {
 }
 
 /// Starts `chatflow serve` with `args` on a free loopback port; returns once it listens.
+#[allow(clippy::zombie_processes, reason = "Server's Drop kills and waits")]
 fn start(args: &[&str]) -> Server {
     let mut child = chatflow()
         .args(["serve", "--listen", "127.0.0.1:0"])
@@ -295,4 +296,71 @@ fn api_over_clickhouse_equals_query_and_keeps_injections_as_data() {
     let dead = start(&["--clickhouse", &format!("127.0.0.1:{}", free_port()), "--database", &db]);
     let (status, body) = get(&dead, "/api/views/top_words", None);
     assert_eq!(status, 503, "{body}");
+}
+
+/// Parses Prometheus text: every line a comment or `name{labels} value`; returns
+/// (name, labels, value) of each sample.
+fn prometheus(text: &str) -> Vec<(String, String, f64)> {
+    let sample = regex::Regex::new(r#"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$"#).unwrap();
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let c = sample.captures(l).unwrap_or_else(|| panic!("not Prometheus text: {l:?}"));
+            let value = c[3].parse::<f64>().unwrap_or_else(|_| panic!("bad value in {l:?}"));
+            (c[1].to_owned(), c.get(2).map_or("", |m| m.as_str()).to_owned(), value)
+        })
+        .collect()
+}
+
+#[test]
+fn run_serve_publishes_the_runs_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("mixed.jsonl");
+    run_ok(&["produce", "--kind", "chat,posts,viewers", "--out", path_str(&input), "--count", "6000", "--seed", "93"]);
+    let mut bytes = std::fs::read(&input).unwrap();
+    bytes.extend(b"bad line\nanother bad line\n");
+    std::fs::write(&input, bytes).unwrap();
+    let out = dir.path().join("out");
+    let mut child = chatflow()
+        .args(["run", "--replay", path_str(&input), "--out", path_str(&out), "-w", "2", "--serve", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let (mut address, mut log) = (None, String::new());
+    while !log.contains("still serving") {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the run ended without serving:\n{log}");
+        }
+        if let Some(a) = line.trim().strip_prefix("chatflow serve: listening on http://") {
+            address = Some(a.to_owned());
+        }
+        log.push_str(&line);
+    }
+    let mut server = Server { child, address: address.expect("it said where it listens") };
+    let (status, text) = get(&server, "/metrics", None);
+    assert_eq!(status, 200);
+    let samples = prometheus(&text);
+    let total = |name: &str| samples.iter().filter(|(n, _, _)| n == name).map(|(_, _, v)| *v as u64).sum::<u64>();
+    assert_eq!((total("chatflow_events_total"), total("chatflow_dead_letters_total")), (6000, 2));
+    assert!(samples.iter().any(|(n, l, _)| n == "chatflow_events_total" && l.contains("kind=\"post\"")));
+    let rows: u64 = total("chatflow_rows_written_total");
+    // The summary on stdout says the same.
+    let child = &mut server.child;
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut stdout = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}: {stdout}");
+    assert!(stdout.contains("6000 events read, 2 dead letters"), "{stdout}");
+    let listed: u64 = stdout
+        .lines()
+        .filter_map(|l| l.trim().split_once(".csv: ").and_then(|(_, n)| n.split(' ').next()?.parse::<u64>().ok()))
+        .sum();
+    assert_eq!(rows, listed, "rows written: /metrics against the summary\n{stdout}");
 }
