@@ -7,6 +7,7 @@
 //! * `GET /api/cut`, `GET /api/channels` (by messages), `GET /api/users/<user>/connections`.
 //! * `GET /api/stream`: server-sent events; a `cut` event whenever the committed cut moves.
 //! * `GET /metrics`: the Prometheus text of the live registry.
+//! * `GET /`: the dashboard (`index.html`), with uPlot and cytoscape embedded under `/assets/`.
 //!
 //! Filters travel as data (to ClickHouse as an external table, see `query`). A bad view,
 //! filter, parameter or time is a 400 with a message; an unreachable store a 503. The server
@@ -191,6 +192,15 @@ async fn watch_cut(app: Arc<App>, tx: tokio::sync::watch::Sender<Option<u64>>) {
 fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(include_str!("index.html")) }))
+        .route(
+            "/assets/uPlot.iife.min.js",
+            get(|| asset("text/javascript", include_bytes!("assets/uplot/uPlot.iife.min.js"))),
+        )
+        .route("/assets/uPlot.min.css", get(|| asset("text/css", include_bytes!("assets/uplot/uPlot.min.css"))))
+        .route(
+            "/assets/cytoscape.min.js",
+            get(|| asset("text/javascript", include_bytes!("assets/cytoscape/cytoscape.min.js"))),
+        )
         .route("/api/views", get(catalog))
         .route("/api/views/{view}", get(view))
         .route("/api/cut", get(cut))
@@ -246,6 +256,12 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&app.store))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("reading failed: {e}")))?
+}
+
+/// A vendored asset (see `assets/VERSIONS.md`), embedded in the binary: every asset is a route
+/// of its own, so no request path ever names a file.
+async fn asset(content_type: &'static str, bytes: &'static [u8]) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=86400")], bytes).into_response()
 }
 
 async fn catalog() -> Json<Value> {

@@ -196,6 +196,14 @@ fn api_over_change_files_equals_query_and_refuses_bad_input() {
     // The dashboard page.
     let (status, page) = get(&server, "/", None);
     assert!(status == 200 && page.contains("EventSource(\"/api/stream\")"));
+    for (asset, words) in [
+        ("/assets/uPlot.iife.min.js", "uPlot"),
+        ("/assets/cytoscape.min.js", "cytoscape"),
+        ("/assets/uPlot.min.css", ".u-legend"),
+    ] {
+        let (status, body) = get(&server, asset, None);
+        assert!(status == 200 && body.contains(words), "{asset}");
+    }
 }
 
 #[test]
