@@ -201,6 +201,7 @@ fn router(app: Arc<App>) -> Router {
             "/assets/cytoscape.min.js",
             get(|| asset("text/javascript", include_bytes!("assets/cytoscape/cytoscape.min.js"))),
         )
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/api/views", get(catalog))
         .route("/api/views/{view}", get(view))
         .route("/api/cut", get(cut))
