@@ -130,6 +130,10 @@ pub struct ServeArgs {
     /// Serve /metrics without the token.
     #[arg(long = "metrics-public")]
     pub metrics_public: bool,
+    /// Requests per second allowed to one client address, with bursts of twice as many (0: no limit).
+    #[arg(long = "rate-limit", value_name = "PER_SECOND", default_value_t = 200, allow_negative_numbers = true,
+          value_parser = whole::<u32>(0, 1_000_000))]
+    pub rate_limit: u32,
 }
 
 /// timely's process and worker flags.

@@ -165,6 +165,7 @@ fn real_main(cli: Cli) -> Result<i32> {
                 listen: args.listen,
                 token: args.token.clone().filter(|t| !t.is_empty()),
                 metrics_public: args.metrics_public,
+                rate: f64::from(args.rate_limit),
             };
             chatflow::serve::serve(store, options, None)?;
         }
@@ -242,6 +243,7 @@ fn serve_run(
         listen,
         token: args.token.clone().filter(|t| !t.is_empty()),
         metrics_public: args.metrics_public,
+        rate: chatflow::serve::RATE,
     };
     chatflow::serve::check(&options)?;
     Ok(std::thread::spawn(move || chatflow::serve::serve(store, options, Some(&chatflow::worker::STOP))))

@@ -14,7 +14,8 @@
 //! listens on 127.0.0.1 unless told otherwise, and any other address needs a token: every
 //! request must then carry `Authorization: Bearer <token>` (`/metrics` too, unless
 //! `--metrics-public`). Request bodies are limited to 16 KiB and each client address to
-//! `RATE` requests per second (429 beyond); a path that is not a route is a 404.
+//! `--rate-limit` requests per second (default `RATE`; 429 beyond); a path that is not a
+//! route is a 404.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -37,7 +38,8 @@ use crate::clickhouse::{committed_cut, ClickHouseError, Client};
 use crate::query::{read_dir, read_view, Answer, Query, QueryError};
 use crate::sinks::progress::read_upper;
 
-/// Requests per second allowed to one client address (with a burst of twice as many).
+/// Requests per second allowed to one client address by default (with a burst of twice as
+/// many).
 pub const RATE: f64 = 200.0;
 
 /// Where the views are read.
@@ -73,12 +75,15 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     pub token: Option<String>,
     pub metrics_public: bool,
+    /// Requests per second per client address (0: no limit).
+    pub rate: f64,
 }
 
 struct App {
     store: Store,
     token: Option<String>,
     metrics_public: bool,
+    rate: f64,
     cut: tokio::sync::watch::Receiver<Option<u64>>,
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
 }
@@ -140,6 +145,7 @@ pub fn serve(store: Store, options: ServeOptions, stop: Option<&'static std::syn
             store,
             token: options.token,
             metrics_public: options.metrics_public,
+            rate: options.rate,
             cut: cut_rx,
             buckets: Mutex::default(),
         });
@@ -222,10 +228,11 @@ async fn guard(
     request: Request,
     next: Next,
 ) -> Response {
-    {
+    if app.rate > 0.0 {
+        let rate = app.rate;
         let mut buckets = app.buckets.lock().expect("not poisoned");
-        let (tokens, last) = buckets.entry(peer.ip()).or_insert((2.0 * RATE, Instant::now()));
-        *tokens = (*tokens + last.elapsed().as_secs_f64() * RATE).min(2.0 * RATE);
+        let (tokens, last) = buckets.entry(peer.ip()).or_insert((2.0 * rate, Instant::now()));
+        *tokens = (*tokens + last.elapsed().as_secs_f64() * rate).min(2.0 * rate);
         *last = Instant::now();
         if *tokens < 1.0 {
             return ApiError(StatusCode::TOO_MANY_REQUESTS, "too many requests; slow down".into()).into_response();
