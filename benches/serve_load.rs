@@ -23,6 +23,7 @@ fn run(args: &[&str]) {
 }
 
 /// `chatflow serve` with `args`; returns the process and its address once it listens.
+#[allow(clippy::zombie_processes, reason = "the caller kills and waits")]
 fn serve(args: &[&str]) -> (Child, String) {
     let mut child = chatflow()
         .args(["serve", "--listen", "127.0.0.1:0", "--rate-limit", "0"])
