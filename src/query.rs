@@ -231,3 +231,21 @@ impl Answer {
             .collect()
     }
 }
+
+/// Messages per channel of a `channel_activity` answer, busiest first (ties by name).
+pub fn channel_messages(activity: &Answer) -> Vec<(String, i64)> {
+    let mut messages: HashMap<String, i64> = HashMap::new();
+    for row in &activity.rows {
+        *messages.entry(row[0].clone()).or_default() += row[2].parse::<i64>().unwrap_or(0);
+    }
+    let mut channels: Vec<(String, i64)> = messages.into_iter().collect();
+    channels.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    channels
+}
+
+impl Query<'_> {
+    /// The whole view at the cut, unfiltered.
+    pub fn all(view: &str) -> Query<'_> {
+        Query { view, channel: None, user: None, place: None, as_of: None, limit: None }
+    }
+}

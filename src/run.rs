@@ -585,47 +585,26 @@ pub struct ChannelGlimpse {
     pub top_users: Vec<(String, i64)>,
 }
 
-/// The current rows of a change file (diffs summed), or nothing if it cannot be read.
-fn current_rows(path: &std::path::Path) -> Vec<csv::StringRecord> {
-    let Ok(mut reader) = csv::Reader::from_path(path) else {
+/// The `n` channels with the most messages, with their top words and users, read back from the
+/// change files in `out` (nothing if they cannot be read).
+pub fn glimpse(out: &std::path::Path, n: usize) -> Vec<ChannelGlimpse> {
+    use crate::query::{channel_messages, read_dir, Query};
+    let Ok(activity) = read_dir(out, &Query::all("channel_activity")) else {
         return Vec::new();
     };
-    let mut sums: std::collections::BTreeMap<Vec<String>, i64> = Default::default();
-    for record in reader.records().flatten() {
-        let n = record.len();
-        if n < 2 {
-            continue;
-        }
-        let diff: i64 = record[n - 1].parse().unwrap_or(0);
-        *sums.entry(record.iter().take(n - 2).map(str::to_owned).collect()).or_default() += diff;
-    }
-    sums.into_iter().filter(|(_, d)| *d > 0).map(|(row, _)| csv::StringRecord::from(row)).collect()
-}
-
-/// The `n` channels with the most messages, with their top words and users, read back from the
-/// change files in `out`.
-pub fn glimpse(out: &std::path::Path, n: usize) -> Vec<ChannelGlimpse> {
-    let mut messages: std::collections::HashMap<String, i64> = Default::default();
-    for row in current_rows(&out.join("channel_activity.csv")) {
-        *messages.entry(row[0].to_owned()).or_default() += row[2].parse::<i64>().unwrap_or(0);
-    }
-    let mut busiest: Vec<(String, i64)> = messages.into_iter().collect();
-    busiest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    busiest.truncate(n);
-    let ranked = |file: &str, channel: &str, keep: usize| -> Vec<(String, i64)> {
-        let mut rows: Vec<(u32, String, i64)> = current_rows(&out.join(file))
-            .iter()
-            .filter(|r| &r[0] == channel)
-            .map(|r| (r[1].parse().unwrap_or(0), r[2].to_owned(), r[3].parse().unwrap_or(0)))
-            .collect();
-        rows.sort();
-        rows.into_iter().take(keep).map(|(_, item, count)| (item, count)).collect()
+    // Rows come sorted by (channel, rank): the first `keep` of a channel are its leaders.
+    let ranked = |view: &str, channel: &str, keep: usize| -> Vec<(String, i64)> {
+        let query = Query { channel: Some(channel), limit: Some(keep as u64), ..Query::all(view) };
+        read_dir(out, &query)
+            .map(|a| a.rows.into_iter().map(|r| (r[2].clone(), r[3].parse().unwrap_or(0))).collect())
+            .unwrap_or_default()
     };
-    busiest
+    channel_messages(&activity)
         .into_iter()
+        .take(n)
         .map(|(channel, messages)| ChannelGlimpse {
-            top_words: ranked("top_words.csv", &channel, 5),
-            top_users: ranked("top_users.csv", &channel, 3),
+            top_words: ranked("top_words", &channel, 5),
+            top_users: ranked("top_users", &channel, 3),
             channel,
             messages,
         })

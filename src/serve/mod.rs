@@ -35,7 +35,7 @@ use serde_json::{json, Value};
 use tokio_stream::StreamExt as _;
 
 use crate::clickhouse::{committed_cut, ClickHouseError, Client};
-use crate::query::{read_dir, read_view, Answer, Query, QueryError};
+use crate::query::{channel_messages, read_dir, read_view, Answer, Query, QueryError};
 use crate::sinks::progress::read_upper;
 
 /// Requests per second allowed to one client address by default (with a burst of twice as
@@ -345,22 +345,10 @@ async fn cut(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
 
 async fn channels(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
     blocking(&app, |store| {
-        let answer = store.read(&Query {
-            view: "channel_activity",
-            channel: None,
-            user: None,
-            place: None,
-            as_of: None,
-            limit: None,
-        })?;
-        let mut messages: HashMap<String, i64> = HashMap::new();
-        for row in &answer.rows {
-            *messages.entry(row[0].clone()).or_default() += row[2].parse::<i64>().unwrap_or(0);
-        }
-        let mut channels: Vec<(String, i64)> = messages.into_iter().collect();
-        channels.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        let list: Vec<Value> = channels.into_iter().map(|(c, m)| json!({"channel": c, "messages": m})).collect();
-        Ok(Json(json!({"cut": answer.cut, "channels": list})))
+        let activity = store.read(&Query::all("channel_activity"))?;
+        let list: Vec<Value> =
+            channel_messages(&activity).into_iter().map(|(c, m)| json!({"channel": c, "messages": m})).collect();
+        Ok(Json(json!({"cut": activity.cut, "channels": list})))
     })
     .await
 }
