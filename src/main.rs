@@ -11,7 +11,7 @@ use chatflow::cli::{Cli, Command, ImportArgs, OutputFormat};
 use chatflow::clickhouse::{ClickHouseError, Client};
 use chatflow::query::{read_dir, read_view, Answer, Query, QueryError};
 use chatflow::run::{
-    execute, judge, peak_rss_bytes, percent, plan, summary, Failure, Start, STARTED, TOO_MANY_DEAD_LETTERS,
+    execute, judge, peak_rss_bytes, percent, plan, plural, summary, Failure, Start, STARTED, TOO_MANY_DEAD_LETTERS,
 };
 use chatflow::sources::import::{import, ImportFormat, ImportOptions};
 use chatflow::sources::sniff::{sniff_file, Kind};
@@ -213,10 +213,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             out.flush()?;
             eprintln!(
                 "chatflow query: {} of {} at time {} (complete below {}), from {source}",
-                match answer.rows.len() {
-                    1 => "1 row".to_string(),
-                    n => format!("{n} rows"),
-                },
+                plural(answer.rows.len() as u64, "row"),
                 answer.view.name,
                 answer.at,
                 answer.cut

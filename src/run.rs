@@ -504,7 +504,7 @@ pub fn percent(part: u64, whole: u64) -> String {
 }
 
 /// `n thing` or `n things`.
-fn plural(n: u64, thing: &str) -> String {
+pub fn plural(n: u64, thing: &str) -> String {
     if n == 1 {
         format!("1 {thing}")
     } else {

@@ -2,7 +2,6 @@
 //! oracle at several worker counts, batch sizes, arrival orders and as two processes.
 
 use std::path::Path;
-use std::process::Stdio;
 
 use crate::oracle::{self, read_chats};
 use crate::support::*;
@@ -98,38 +97,12 @@ fn two_processes_equal_one() {
     let single = dir.path().join("single");
     run_views_of(&fixture, &single, &["--batch", "500", "--mention-edges"]);
 
-    let hostfile = dir.path().join("hosts");
-    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
     let out = dir.path().join("cluster");
-    let children: Vec<_> = (0..2)
-        .map(|p| {
-            chatflow()
-                .args([
-                    "run",
-                    "--replay",
-                    path_str(&fixture),
-                    "--out",
-                    path_str(&out),
-                    "--batch",
-                    "500",
-                    "--mention-edges",
-                ])
-                .args(["-w", "2", "-n", "2", "-p", &p.to_string(), "-h", path_str(&hostfile)])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for (p, child) in children.into_iter().enumerate() {
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "process {p} failed: {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    let (fixture_path, out_path) = (path_str(&fixture), path_str(&out));
+    run_two_processes(
+        dir.path(),
+        &["run", "--replay", fixture_path, "--out", out_path, "--batch", "500", "--mention-edges", "-w", "2"],
+    );
     assert_views_eq(&read_views(&out, &CHAT_VIEWS), &expected, "-n 2 -w 2");
     assert_views_eq(&read_views(&out, &NETWORK_VIEWS), &expected_network, "-n 2 -w 2, mentions");
     for view in CHAT_VIEWS.iter().chain(&NETWORK_VIEWS) {

@@ -25,7 +25,7 @@ fn reachable(addr: &str) -> bool {
 }
 
 /// The shared server's URL, or a clear failure: these tests need it running.
-fn server() -> String {
+pub fn server() -> String {
     if !reachable(SERVER) {
         panic!("no ClickHouse server on {SERVER}: start one with `scripts/clickhouse.sh start` (scripts/test.sh does this)");
     }
@@ -33,7 +33,7 @@ fn server() -> String {
 }
 
 /// A database name no other test or run uses.
-fn database(name: &str) -> String {
+pub fn database(name: &str) -> String {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     format!("t_{name}_{}_{}", std::process::id(), nanos % 1_000_000_000)
 }

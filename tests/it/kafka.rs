@@ -101,24 +101,9 @@ fn kafka_equals_replay_at_2_workers_and_2_processes() {
     run_with(&kafka_run(&prefix, broker, &out, &["--until-caught-up", "-w", "2"]));
     assert_views_eq(&read_views(&out, &all_views()), &expected, "Kafka -w 2");
 
-    let hostfile = dir.path().join("hosts");
-    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
     let out = dir.path().join("kafka-n2");
-    let children: Vec<Child> = (0..2)
-        .map(|p| {
-            let args = kafka_run(
-                &prefix,
-                broker,
-                &out,
-                &["--until-caught-up", "-n", "2", "-p", &p.to_string(), "-h", path_str(&hostfile)],
-            );
-            chatflow().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
-        })
-        .collect();
-    for child in children {
-        let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    }
+    let args = kafka_run(&prefix, broker, &out, &["--until-caught-up"]);
+    run_two_processes(dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_views_eq(&read_views(&out, &all_views()), &expected, "Kafka -n 2");
 }
 

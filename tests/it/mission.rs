@@ -126,25 +126,10 @@ fn mission_views_match_the_oracle_at_1_and_2_workers_and_two_processes() {
         first.get_or_insert(out);
     }
     // Two processes of two workers.
-    let hostfile = dir.path().join("hosts");
-    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
     let out = dir.path().join("n2");
-    let children: Vec<_> = (0..2)
-        .map(|p| {
-            chatflow()
-                .args(["run", "--replay", path_str(&fixture), "--out", path_str(&out), "-w", "2", "-n", "2"])
-                .args(["-p", &p.to_string(), "-h", path_str(&hostfile)])
-                .args(flags)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for (p, child) in children.into_iter().enumerate() {
-        let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "process {p}: {}", String::from_utf8_lossy(&output.stderr));
-    }
+    let mut args = vec!["run", "--replay", path_str(&fixture), "--out", path_str(&out), "-w", "2"];
+    args.extend(flags);
+    run_two_processes(dir.path(), &args);
     assert_views_eq(&read_views(&out, &views), &want, "-n 2 -w 2");
     for v in &views {
         let read = |d: &Path| std::fs::read(d.join(format!("{v}.csv"))).unwrap();
@@ -301,6 +286,22 @@ proptest! {
     }
 }
 
+/// `chatflow score --lexicon-dir <lexica>` with `input` on stdin.
+fn score(lexica: &Path, input: String) -> std::process::Output {
+    let mut child = chatflow()
+        .args(["score", "--lexicon-dir", path_str(lexica)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, input.as_bytes()).unwrap());
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    output
+}
+
 /// DESIGN.md's figures for the rule on the 1,922 labelled messages: 61.0 % accuracy and 0.593
 /// macro-F1, through `chatflow score` (the shared data: skipped when absent).
 #[test]
@@ -320,17 +321,7 @@ fn sentiment_of_the_labelled_messages() {
         input.push_str(&format!("{line}\n"));
     }
     assert_eq!(gold.len(), 1922);
-    let mut child = chatflow()
-        .args(["score", "--lexicon-dir", path_str(&lexicon_dir)])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, input.as_bytes()).unwrap());
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap();
+    let output = score(&lexicon_dir, input);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let oracle_lexica = Lexica::read(&lexicon_dir);
     let mut predicted = Vec::new();
@@ -370,21 +361,13 @@ fn sentiment_of_the_labelled_messages() {
 fn score_command_and_lexicon_errors() {
     let dir = tempfile::tempdir().unwrap();
     let lexicon_dir = test_lexica(dir.path());
-    let mut child = chatflow()
-        .args(["score", "--lexicon-dir", path_str(&lexicon_dir)])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let input = concat!(
         "{\"ts\":1,\"channel\":\"c\",\"user\":\"u\",\"text\":\"PogChamp not good\"}\n",
         "not json\n",
         "{\"ts\":2,\"channel\":\"c\",\"viewers\":3}\n",
         "{\"ts\":3,\"channel\":\"c\",\"user\":\"u\",\"text\":\"Sadge dead\"}\n",
     );
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = score(&lexicon_dir, input.to_owned());
     assert!(output.status.success());
     let lines: Vec<serde_json::Value> =
         String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();

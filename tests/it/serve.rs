@@ -260,11 +260,7 @@ fn the_stream_reports_the_cut_moving() {
 
 #[test]
 fn api_over_clickhouse_equals_query_and_keeps_injections_as_data() {
-    let url = "http://127.0.0.1:8123";
-    let addr = "127.0.0.1:8123".parse().unwrap();
-    if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
-        panic!("no ClickHouse server on 127.0.0.1:8123: start one with `scripts/clickhouse.sh start` (scripts/test.sh does this)");
-    }
+    let url = &crate::clickhouse::server();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("mixed.jsonl");
     run_ok(&["produce", "--kind", "chat,posts,viewers", "--out", path_str(&input), "--count", "8000", "--seed", "92"]);
@@ -275,8 +271,7 @@ fn api_over_clickhouse_equals_query_and_keeps_injections_as_data() {
             .as_bytes(),
     );
     std::fs::write(&input, bytes).unwrap();
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let db = format!("t_serve_{}_{}", std::process::id(), nanos % 1_000_000_000);
+    let db = crate::clickhouse::database("serve");
     let out = dir.path().join("out");
     run_ok(&[
         "run",

@@ -125,6 +125,33 @@ pub fn shared_data(sub: &str) -> Option<PathBuf> {
     }
 }
 
+/// Runs `chatflow <args> -n 2 -p <p> -h <hostfile>` as two processes (a hostfile of two free
+/// loopback ports in `dir`) and fails the test, showing their output, unless both exit 0.
+pub fn run_two_processes(dir: &Path, args: &[&str]) {
+    let hostfile = dir.join("hosts");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    let children: Vec<Child> = (0..2)
+        .map(|p| {
+            chatflow()
+                .args(args)
+                .args(["-n", "2", "-p", &p.to_string(), "-h", path_str(&hostfile)])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (p, child) in children.into_iter().enumerate() {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "process {p} of chatflow {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
 /// A free loopback TCP port (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
