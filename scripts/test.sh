@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs chatflow's whole test suite: unit tests, property tests and the integration tests that
-# drive the release binary (built once, here). Needs only the Rust toolchain.
+# drive the release binary (built once, here), the real broker, ClickHouse and a headless
+# browser. Needs only the Rust toolchain; the scripts install the rest when missing. The
+# browser tests leave screenshots of the dashboard in target/screenshots/.
 #
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
@@ -22,13 +24,19 @@ fi
 # bench that no longer compiles fails the suite here.
 cargo build --release --workspace --all-targets --locked
 
-# The Kafka tests share one broker on 127.0.0.1:9092 and the ClickHouse tests one server on
-# 127.0.0.1:8123 (each installed when missing), fresh per run.
-scripts/kafka.sh stop >/dev/null 2>&1 || true
-scripts/clickhouse.sh stop >/dev/null 2>&1 || true
-rm -rf target/kafka-9092 target/clickhouse-8123
-trap 'scripts/kafka.sh stop >/dev/null 2>&1 || true; scripts/clickhouse.sh stop >/dev/null 2>&1 || true' EXIT
+# The Kafka tests share one broker on 127.0.0.1:9092, the ClickHouse tests one server on
+# 127.0.0.1:8123 and the browser tests one chromedriver (headless Chromium) on 127.0.0.1:9515
+# (each installed when missing), fresh per run.
+stop_all() {
+    scripts/kafka.sh stop >/dev/null 2>&1 || true
+    scripts/clickhouse.sh stop >/dev/null 2>&1 || true
+    scripts/browser.sh stop >/dev/null 2>&1 || true
+}
+stop_all
+rm -rf target/kafka-9092 target/clickhouse-8123 target/screenshots
+trap stop_all EXIT
 scripts/kafka.sh start
 scripts/clickhouse.sh start
+scripts/browser.sh start
 
 cargo test --release --workspace --locked "$@"

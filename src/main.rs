@@ -167,7 +167,8 @@ fn real_main(cli: Cli) -> Result<i32> {
                 metrics_public: args.metrics_public,
                 rate: f64::from(args.rate_limit),
             };
-            chatflow::serve::serve(store, options, None)?;
+            let listener = chatflow::serve::listen(&options, "--listen")?;
+            chatflow::serve::serve(store, listener, options, None)?;
         }
         Command::Produce(args) => match (&args.out_file, &args.kafka) {
             (Some(path), _) => {
@@ -242,8 +243,8 @@ fn serve_run(
         metrics_public: args.metrics_public,
         rate: chatflow::serve::RATE,
     };
-    chatflow::serve::check(&options)?;
-    Ok(std::thread::spawn(move || chatflow::serve::serve(store, options, Some(&chatflow::worker::STOP))))
+    let listener = chatflow::serve::listen(&options, "--serve")?;
+    Ok(std::thread::spawn(move || chatflow::serve::serve(store, listener, options, Some(&chatflow::worker::STOP))))
 }
 
 /// `chatflow score`: chat JSON lines on stdin → the same messages with their sentiment

@@ -15,6 +15,8 @@
 //! | `chatflow_clickhouse_insert_failures_total` | | inserts given up on |
 //! | `chatflow_batch_latency_seconds` | | input time closed → every view written (worker 0) |
 //! | `chatflow_freshness_seconds` | | live record produced → durable |
+//! | `chatflow_freshness_latest_seconds` | | the oldest live record of the latest durable batch: produced → durable |
+//! | `chatflow_kafka_lag` | source, partition | records in the partition not yet read (the broker's end offset as last fetched − the next offset) |
 //! | `chatflow_written_upper` | worker | every update before it is durable (CSV: `worker` 0 for the files) |
 //!
 //! For files, `partition` is the worker that reads the lines (each worker owns every
@@ -82,6 +84,8 @@ fn describe() {
     metrics::describe_histogram!("chatflow_batch_latency_seconds", Unit::Seconds, "input time closed → written");
     metrics::describe_histogram!("chatflow_freshness_seconds", Unit::Seconds, "live record produced → durable");
     metrics::describe_gauge!("chatflow_written_upper", "every update before this time is durable");
+    metrics::describe_gauge!("chatflow_freshness_latest_seconds", "latest durable batch: oldest live record's age");
+    metrics::describe_gauge!("chatflow_kafka_lag", "records of the partition not yet read");
 }
 
 /// The Prometheus text of every metric, if the registry is installed.
@@ -141,6 +145,11 @@ impl Snapshot {
         values.sort();
         values.dedup();
         values
+    }
+
+    /// The series of gauge `name`: labels and value.
+    pub fn gauges(&self, name: &str) -> Vec<(Vec<(String, String)>, f64)> {
+        self.gauges.iter().filter(|((n, _), _)| n == name).map(|((_, labels), v)| (labels.clone(), *v)).collect()
     }
 
     /// Whether counter `name` has a series with labels including `filter`.
@@ -228,11 +237,19 @@ pub fn record_freshness(hdr: &mut Hdr<u64>, produced: &[i64]) {
     }
     let now = now_ms();
     let registry = metrics::histogram!("chatflow_freshness_seconds");
+    let mut oldest = 0;
     for p in produced {
         let us = ((now - p).max(0) as u64 * 1000).max(1);
         hdr.saturating_record(us);
         registry.record(us as f64 / 1e6);
+        oldest = oldest.max(us);
     }
+    metrics::gauge!("chatflow_freshness_latest_seconds").set(oldest as f64 / 1e6);
+}
+
+/// A Kafka partition's lag gauge.
+pub fn kafka_lag(topic: &str, partition: i32) -> Gauge {
+    metrics::gauge!("chatflow_kafka_lag", "source" => topic.to_owned(), "partition" => partition.to_string())
 }
 
 /// Records one batch's latency (µs).

@@ -156,6 +156,10 @@ pub fn read_dir(dir: &Path, query: &Query) -> Result<Answer, QueryError> {
     }
     let path = dir.join(format!("{}.csv", view.name));
     let width = view.columns.len();
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+        // Created by a run this instant, its header not written yet: no rows.
+        return Ok(Answer { view, rows: Vec::new(), cut, at });
+    }
     let mut reader = csv::Reader::from_path(&path).map_err(|e| unreadable(&path, e.to_string()))?;
     let header = reader.headers().map_err(|e| unreadable(&path, e.to_string()))?;
     let expected: Vec<&str> = view.column_names().into_iter().chain(["time", "diff"]).collect();

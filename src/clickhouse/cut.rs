@@ -20,8 +20,8 @@ use crate::clickhouse::schema::PROGRESS_TABLE;
 use crate::clickhouse::{check_database, ClickHouseError, Client};
 use crate::sinks::encode::TsvFields;
 
-/// The committed cut of `db`: `None` before any progress is recorded.
-pub fn committed_cut(client: &Client, db: &str) -> Result<Option<u64>, ClickHouseError> {
+/// The latest run of `db` (its starting cut) and its worker count.
+fn latest_run(client: &Client, db: &str) -> Result<Option<(u64, u32)>, ClickHouseError> {
     check_database(db)?;
     let latest = client.execute(&format!(
         "SELECT run, workers FROM {db}.{PROGRESS_TABLE} ORDER BY written_ms DESC, run DESC LIMIT 1 FORMAT TabSeparated"
@@ -31,6 +31,27 @@ pub fn committed_cut(client: &Client, db: &str) -> Result<Option<u64>, ClickHous
     let mut fields = line.split('\t');
     let run: u64 = fields.next().and_then(|f| f.parse().ok()).ok_or_else(unexpected)?;
     let workers: u32 = fields.next().and_then(|f| f.parse().ok()).ok_or_else(unexpected)?;
+    Ok(Some((run, workers)))
+}
+
+/// When `cut` was committed in `db` (ms since the epoch, the writers' clocks): the latest, over
+/// every (view, worker) of the latest run, of its first progress row at or past `cut`.
+pub fn committed_at(client: &Client, db: &str, cut: u64) -> Result<Option<i64>, ClickHouseError> {
+    let Some((run, workers)) = latest_run(client, db)? else { return Ok(None) };
+    let answer = client.execute(&format!(
+        "SELECT max(first), count() FROM (SELECT min(written_ms) AS first FROM {db}.{PROGRESS_TABLE} \
+         WHERE run = {run} AND workers = {workers} AND upper >= {cut} GROUP BY view, worker) FORMAT TabSeparated"
+    ))?;
+    let line = answer.lines().next().unwrap_or("");
+    let (at, pairs) = line.split_once('\t').ok_or_else(|| ClickHouseError::Unexpected(line.to_owned()))?;
+    // Every (view, worker) must have reached the cut, or it is not this run's cut.
+    let complete = pairs.parse::<usize>().ok() == Some(CATALOG.len() * workers as usize);
+    Ok(at.parse::<i64>().ok().filter(|_| complete))
+}
+
+/// The committed cut of `db`: `None` before any progress is recorded.
+pub fn committed_cut(client: &Client, db: &str) -> Result<Option<u64>, ClickHouseError> {
+    let Some((run, workers)) = latest_run(client, db)? else { return Ok(None) };
     let uppers = client.execute(&format!(
         "SELECT view, worker, max(upper) FROM {db}.{PROGRESS_TABLE} WHERE run = {run} AND workers = {workers} \
          GROUP BY view, worker FORMAT TabSeparated"

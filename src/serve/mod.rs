@@ -5,7 +5,13 @@
 //! * `GET /api/views/<view>?channel=&user=&place=&as_of=&limit=`: the rows at the cut, or at
 //!   `as_of`, exactly as `chatflow query --format json` gives them.
 //! * `GET /api/cut`, `GET /api/channels` (by messages), `GET /api/users/<user>/connections`.
-//! * `GET /api/stream`: server-sent events; a `cut` event whenever the committed cut moves.
+//! * `GET /api/health`: the cut, when it last moved, and (inside a run) the run's counters,
+//!   Kafka lag per partition and freshness.
+//! * `GET /api/stream?views=a,b&channel=&user=&place=&limit=`: server-sent events. A `cut`
+//!   event at once and whenever the committed cut moves, carrying every listed view at the cut
+//!   (filters apply to the views that have the column) with the rows `added` and `removed`
+//!   since this stream's previous event; `channels` and `health` may be listed as well (health
+//!   also every second). A failed read is a `problem` event; the stream stays open.
 //! * `GET /metrics`: the Prometheus text of the live registry.
 //! * `GET /`: the dashboard (`index.html`), with uPlot and cytoscape embedded under `/assets/`.
 //!
@@ -20,6 +26,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,11 +39,12 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tokio_stream::StreamExt as _;
 
+use crate::clickhouse::cut::committed_at;
 use crate::clickhouse::{committed_cut, ClickHouseError, Client};
 use crate::query::{channel_messages, read_dir, read_view, Answer, Query, QueryError};
-use crate::sinks::progress::read_upper;
+use crate::metrics::now_ms;
+use crate::sinks::progress::{read_upper, PROGRESS_FILE};
 
 /// Requests per second allowed to one client address by default (with a burst of twice as
 /// many).
@@ -68,6 +76,49 @@ impl Store {
             Store::ClickHouse { client, database } => Ok(committed_cut(client, database)?),
         }
     }
+
+    /// The cut and when it was committed (ms since the epoch): for change files, the progress
+    /// record's modification time, taken before reading it (the record is replaced whole at
+    /// each commit, so the time is never later than the commit of what is read); in
+    /// ClickHouse, when the last view's writer recorded an upper at or past it. The time is
+    /// looked up only if the cut differs from `last`; `None` if it does not.
+    fn cut_if_moved(&self, last: &CutInfo) -> Result<Option<(Option<u64>, Option<i64>)>, QueryError> {
+        let modified = match self {
+            Store::Dir(dir) => std::fs::metadata(dir.join(PROGRESS_FILE))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as i64),
+            Store::ClickHouse { .. } => None,
+        };
+        let cut = self.cut()?;
+        if last.seen_ms != 0 && last.cut == cut {
+            return Ok(None);
+        }
+        let committed = match (self, cut) {
+            (Store::ClickHouse { client, database }, Some(c)) => committed_at(client, database, c).ok().flatten(),
+            _ => modified.filter(|_| cut.is_some()),
+        };
+        Ok(Some((cut, committed)))
+    }
+
+    /// How often the cut is looked at: the progress file is cheap to read, a query is not.
+    fn poll_interval(&self) -> Duration {
+        match self {
+            Store::Dir(_) => Duration::from_millis(50),
+            Store::ClickHouse { .. } => Duration::from_millis(200),
+        }
+    }
+}
+
+/// The store's cut as this server last saw it.
+#[derive(Clone, Debug, Default)]
+struct CutInfo {
+    cut: Option<u64>,
+    /// When the store committed it (see `Store::committed_ms`), if it says.
+    committed_ms: Option<i64>,
+    /// When this server first saw it (0: not looked yet).
+    seen_ms: i64,
 }
 
 /// How the server is reached and guarded.
@@ -84,8 +135,12 @@ struct App {
     token: Option<String>,
     metrics_public: bool,
     rate: f64,
-    cut: tokio::sync::watch::Receiver<Option<u64>>,
+    cut: tokio::sync::watch::Receiver<CutInfo>,
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    /// Answers at a cut, by request (see `cached`): every stream shares them.
+    cache: Mutex<HashMap<String, (u64, Arc<Value>)>>,
+    /// Set on shutdown: the cut watcher ends, and with it every event stream.
+    stopping: AtomicBool,
 }
 
 /// A failed request: its status and what to tell the client.
@@ -115,19 +170,34 @@ impl From<QueryError> for ApiError {
 }
 
 /// Checks the options: any address but loopback needs a token.
-pub fn check(options: &ServeOptions) -> Result<()> {
+pub fn check(options: &ServeOptions, flag: &str) -> Result<()> {
     if !options.listen.ip().is_loopback() && options.token.as_deref().is_none_or(str::is_empty) {
         return Err(anyhow!(
-            "--listen {}: a non-loopback address needs --token (or CHATFLOW_TOKEN); every request must then carry it",
+            "{flag} {}: a non-loopback address needs --token (or CHATFLOW_TOKEN); every request must then carry it",
             options.listen
         ));
     }
     Ok(())
 }
 
-/// Serves `store` until SIGINT/SIGTERM (or until `stop` is set, inside a run).
-pub fn serve(store: Store, options: ServeOptions, stop: Option<&'static std::sync::atomic::AtomicBool>) -> Result<()> {
-    check(&options)?;
+/// Checks the options and binds the listening socket (so that a port in use is reported before
+/// anything else starts).
+pub fn listen(options: &ServeOptions, flag: &str) -> Result<std::net::TcpListener> {
+    check(options, flag)?;
+    let listener = std::net::TcpListener::bind(options.listen)
+        .with_context(|| format!("{flag} {}: cannot listen", options.listen))?;
+    listener.set_nonblocking(true).context("setting the listening socket non-blocking")?;
+    Ok(listener)
+}
+
+/// Serves `store` on `listener` (from [`listen`]) until SIGINT/SIGTERM (or until `stop` is set,
+/// inside a run).
+pub fn serve(
+    store: Store,
+    listener: std::net::TcpListener,
+    options: ServeOptions,
+    stop: Option<&'static AtomicBool>,
+) -> Result<()> {
     if !crate::metrics::install() {
         tracing::warn!("another metrics recorder is installed: /metrics cannot be served");
     }
@@ -137,10 +207,8 @@ pub fn serve(store: Store, options: ServeOptions, stop: Option<&'static std::syn
         .build()
         .context("starting the server's runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(options.listen)
-            .await
-            .with_context(|| format!("--listen {}: cannot listen", options.listen))?;
-        let (cut_tx, cut_rx) = tokio::sync::watch::channel(None);
+        let listener = tokio::net::TcpListener::from_std(listener).context("listening")?;
+        let (cut_tx, cut_rx) = tokio::sync::watch::channel(CutInfo::default());
         let app = Arc::new(App {
             store,
             token: options.token,
@@ -148,19 +216,23 @@ pub fn serve(store: Store, options: ServeOptions, stop: Option<&'static std::syn
             rate: options.rate,
             cut: cut_rx,
             buckets: Mutex::default(),
+            cache: Mutex::default(),
+            stopping: AtomicBool::new(false),
         });
         tokio::spawn(watch_cut(Arc::clone(&app), cut_tx));
         eprintln!("chatflow serve: listening on http://{}", listener.local_addr()?);
-        let router = router(app);
+        let router = router(Arc::clone(&app));
         let shutdown = async move {
             match stop {
                 Some(flag) => {
-                    while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    while !flag.load(Ordering::Relaxed) {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
                 None => shutdown_signal().await,
             }
+            // Open event streams would hold the graceful shutdown forever: end them.
+            app.stopping.store(true, Ordering::Relaxed);
         };
         axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
@@ -177,21 +249,17 @@ async fn shutdown_signal() {
     }
 }
 
-/// Follows the store's cut (every 200 ms) for the event stream.
-async fn watch_cut(app: Arc<App>, tx: tokio::sync::watch::Sender<Option<u64>>) {
-    loop {
+/// Follows the store's cut for the event streams until the server stops (dropping `tx` then
+/// ends every stream).
+async fn watch_cut(app: Arc<App>, tx: tokio::sync::watch::Sender<CutInfo>) {
+    while !app.stopping.load(Ordering::Relaxed) {
         let reader = Arc::clone(&app);
-        if let Ok(Ok(cut)) = tokio::task::spawn_blocking(move || reader.store.cut()).await {
-            tx.send_if_modified(|old| {
-                let moved = *old != cut;
-                *old = cut;
-                moved
-            });
+        let last = tx.borrow().clone();
+        let looked = tokio::task::spawn_blocking(move || reader.store.cut_if_moved(&last));
+        if let Ok(Ok(Some((cut, committed_ms)))) = looked.await {
+            tx.send_replace(CutInfo { cut, committed_ms, seen_ms: now_ms() });
         }
-        if tx.is_closed() && tx.receiver_count() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(app.store.poll_interval()).await;
     }
 }
 
@@ -211,6 +279,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/views", get(catalog))
         .route("/api/views/{view}", get(view))
         .route("/api/cut", get(cut))
+        .route("/api/health", get(health))
         .route("/api/channels", get(channels))
         .route("/api/users/{user}/connections", get(connections))
         .route("/api/stream", get(stream))
@@ -343,14 +412,52 @@ async fn cut(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "cut": cut })))
 }
 
+/// The channels by messages, from `channel_activity` read with `query`'s time.
+fn channel_list(store: &Store, as_of: Option<u64>) -> Result<Value, QueryError> {
+    let activity = store.read(&Query { as_of, ..Query::all("channel_activity") })?;
+    let list: Vec<Value> =
+        channel_messages(&activity).into_iter().map(|(c, m)| json!({"channel": c, "messages": m})).collect();
+    Ok(json!({"cut": activity.cut, "channels": list}))
+}
+
 async fn channels(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
-    blocking(&app, |store| {
-        let activity = store.read(&Query::all("channel_activity"))?;
-        let list: Vec<Value> =
-            channel_messages(&activity).into_iter().map(|(c, m)| json!({"channel": c, "messages": m})).collect();
-        Ok(Json(json!({"cut": activity.cut, "channels": list})))
+    blocking(&app, |store| Ok(Json(channel_list(store, None)?))).await
+}
+
+/// The run's health: the cut and when it moved; inside a run, its counters, each Kafka
+/// partition's lag and the freshness of the latest durable live records.
+fn health_json(info: &CutInfo) -> Value {
+    let now = now_ms();
+    let snapshot = crate::metrics::snapshot();
+    let run = snapshot.has("chatflow_records_total", &[]).then(|| {
+        let lag: Vec<Value> = snapshot
+            .gauges("chatflow_kafka_lag")
+            .into_iter()
+            .map(|(labels, lag)| {
+                let label = |name: &str| labels.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str());
+                json!({"source": label("source"), "partition": label("partition"), "lag": lag as i64})
+            })
+            .collect();
+        json!({
+            "records": snapshot.sum("chatflow_records_total", &[]),
+            "events": snapshot.sum("chatflow_events_total", &[]),
+            "dead_letters": snapshot.sum("chatflow_dead_letters_total", &[]),
+            "rows_written": snapshot.sum("chatflow_rows_written_total", &[]),
+            "kafka_lag": lag,
+            "freshness_seconds": snapshot.gauges("chatflow_freshness_latest_seconds").first().map(|(_, v)| *v),
+        })
+    });
+    json!({
+        "cut": info.cut,
+        "committed_ms": info.committed_ms,
+        "seen_ms": (info.seen_ms > 0).then_some(info.seen_ms),
+        "now_ms": now,
+        "run": run,
     })
-    .await
+}
+
+async fn health(State(app): State<Arc<App>>) -> Json<Value> {
+    Json(health_json(&app.cut.borrow()))
 }
 
 async fn connections(State(app): State<Arc<App>>, Path(user): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -362,12 +469,193 @@ async fn connections(State(app): State<Arc<App>>, Path(user): Path<String>) -> R
     .await
 }
 
+/// What one event stream carries: the views (with their filters) and the extras it asked for.
+struct Subscription {
+    views: Vec<&'static str>,
+    channels: bool,
+    health: bool,
+    channel: Option<String>,
+    user: Option<String>,
+    place: Option<String>,
+    limit: Option<u64>,
+}
+
+/// The parameters an event stream may carry.
+const STREAM_PARAMETERS: [&str; 5] = ["views", "channel", "user", "place", "limit"];
+
+impl Subscription {
+    fn parse(params: &HashMap<String, String>) -> Result<Self, ApiError> {
+        if let Some(unknown) = params.keys().find(|k| !STREAM_PARAMETERS.contains(&k.as_str())) {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("unknown parameter {unknown:?}; known: {}", STREAM_PARAMETERS.join(", ")),
+            ));
+        }
+        let mut sub = Subscription {
+            views: Vec::new(),
+            channels: false,
+            health: false,
+            channel: params.get("channel").cloned(),
+            user: params.get("user").cloned(),
+            place: params.get("place").cloned(),
+            limit: number(params, "limit")?,
+        };
+        for name in params.get("views").map(String::as_str).unwrap_or("").split(',').filter(|n| !n.is_empty()) {
+            match name {
+                "channels" => sub.channels = true,
+                "health" => sub.health = true,
+                name => {
+                    let view = dataflows::view(name).map_err(|e| {
+                        ApiError(StatusCode::BAD_REQUEST, format!("views: {e} (or `channels`, `health`)"))
+                    })?;
+                    if !sub.views.contains(&view.name) {
+                        sub.views.push(view.name);
+                    }
+                }
+            }
+        }
+        Ok(sub)
+    }
+
+    /// The query for `view` at time `at`: each filter applies if the view has its column.
+    fn query(&self, view: &'static str, at: u64) -> Query<'_> {
+        let def = dataflows::view(view).expect("checked in parse");
+        let has = |name: &str| !def.filter_columns(name).is_empty();
+        Query {
+            view,
+            channel: self.channel.as_deref().filter(|_| has("channel")),
+            user: self.user.as_deref().filter(|_| has("user")),
+            place: self.place.as_deref().filter(|_| has("place")),
+            as_of: Some(at),
+            limit: self.limit,
+        }
+    }
+}
+
+/// `f`'s answer for request `key` at cut `cut`, computed once for every stream that asks.
+fn cached(app: &App, key: String, cut: u64, f: impl FnOnce() -> Result<Value, QueryError>) -> Result<Arc<Value>, QueryError> {
+    if let Some((at, value)) = app.cache.lock().expect("not poisoned").get(&key) {
+        if *at == cut {
+            return Ok(Arc::clone(value));
+        }
+    }
+    let value = Arc::new(f()?);
+    let mut cache = app.cache.lock().expect("not poisoned");
+    if cache.len() > 1024 {
+        cache.retain(|_, (at, _)| *at == cut);
+    }
+    cache.insert(key, (cut, Arc::clone(&value)));
+    Ok(value)
+}
+
+/// One event stream's position: what it last sent of each view.
+struct Follower {
+    app: Arc<App>,
+    sub: Arc<Subscription>,
+    cut: tokio::sync::watch::Receiver<CutInfo>,
+    /// The rows (as JSON text, in order) last sent of each view.
+    sent: HashMap<&'static str, Vec<String>>,
+    started: bool,
+}
+
+impl Follower {
+    /// The next event: at once for the first, then when the cut moves (or every second, for
+    /// health); `None` once the server stops.
+    async fn next(mut self) -> Option<(Result<Event, std::convert::Infallible>, Self)> {
+        if self.started || self.cut.borrow().seen_ms == 0 {
+            tokio::select! {
+                changed = self.cut.changed() => changed.ok()?,
+                () = tokio::time::sleep(Duration::from_secs(1)), if self.sub.health && self.started => {}
+            }
+        }
+        self.started = true;
+        let info = self.cut.borrow_and_update().clone();
+        let event = self.event(&info).await;
+        Some((Ok(event), self))
+    }
+
+    async fn event(&mut self, info: &CutInfo) -> Event {
+        let (app, sub, cut) = (Arc::clone(&self.app), Arc::clone(&self.sub), info.cut);
+        let read = tokio::task::spawn_blocking(move || -> Result<_, QueryError> {
+            // Every view at the same time: the one below the cut.
+            let Some(at) = cut.and_then(|c| c.checked_sub(1)) else {
+                return Ok((Vec::new(), None));
+            };
+            let mut answers = Vec::new();
+            for &view in &sub.views {
+                let query = sub.query(view, at);
+                let key = format!("{view}\0{:?}\0{:?}\0{:?}\0{:?}", query.channel, query.user, query.place, query.limit);
+                answers.push((view, cached(&app, key, at, || Ok(answer_json(&app.store.read(&query)?)))?));
+            }
+            let channels = match sub.channels {
+                true => Some(cached(&app, "\0channels".into(), at, || channel_list(&app.store, Some(at)))?),
+                false => None,
+            };
+            Ok((answers, channels))
+        })
+        .await;
+        let (answers, channels) = match read {
+            Ok(Ok(read)) => read,
+            Ok(Err(e)) => {
+                let ApiError(status, message) = ApiError::from(e);
+                return Event::default().event("problem").data(json!({"status": status.as_u16(), "error": message}).to_string());
+            }
+            Err(e) => return Event::default().event("problem").data(json!({"status": 500, "error": e.to_string()}).to_string()),
+        };
+        let mut views = serde_json::Map::new();
+        for (view, answer) in answers {
+            let rows: Vec<String> =
+                answer["rows"].as_array().map(Vec::as_slice).unwrap_or_default().iter().map(Value::to_string).collect();
+            let before = self.sent.remove(view).unwrap_or_default();
+            let mut entry = answer.as_object().cloned().unwrap_or_default();
+            entry.insert("added".into(), only_in(&rows, &before).into());
+            entry.insert("removed".into(), only_in(&before, &rows).into());
+            views.insert(view.into(), entry.into());
+            self.sent.insert(view, rows);
+        }
+        let mut data = json!({
+            "cut": info.cut,
+            "committed_ms": info.committed_ms,
+            "seen_ms": info.seen_ms,
+            "sent_ms": now_ms(),
+            "views": views,
+        });
+        if let Some(channels) = channels {
+            data["channels"] = channels["channels"].clone();
+        }
+        if self.sub.health {
+            data["health"] = health_json(info);
+        }
+        Event::default().event("cut").data(data.to_string())
+    }
+}
+
+/// The rows of `rows` (JSON text) that `other` does not hold, counting copies, in order.
+fn only_in(rows: &[String], other: &[String]) -> Vec<Value> {
+    let mut held: HashMap<&str, usize> = HashMap::new();
+    for row in other {
+        *held.entry(row).or_default() += 1;
+    }
+    rows.iter()
+        .filter(|row| match held.get_mut(row.as_str()) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        })
+        .map(|row| serde_json::from_str(row).expect("serialised by the server"))
+        .collect()
+}
+
 async fn stream(
     State(app): State<Arc<App>>,
-) -> Sse<impl tokio_stream::Stream<Item = Result<Event, std::convert::Infallible>>> {
-    let updates = tokio_stream::wrappers::WatchStream::new(app.cut.clone())
-        .map(|cut| Ok(Event::default().event("cut").data(json!({ "cut": cut }).to_string())));
-    Sse::new(updates).keep_alive(KeepAlive::default())
+    QueryParams(params): QueryParams<HashMap<String, String>>,
+) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
+    let sub = Arc::new(Subscription::parse(&params)?);
+    let follower = Follower { cut: app.cut.clone(), app, sub, sent: HashMap::new(), started: false };
+    let events = futures_util::stream::unfold(follower, Follower::next);
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
 async fn metrics() -> Response {

@@ -220,7 +220,9 @@ fn open_change_file(
         }
     }
     let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    // At once, so that a reader of a view with no rows yet sees its columns.
     w.write_all(&header)?;
+    w.flush()?;
     Ok(w)
 }
 
@@ -324,8 +326,15 @@ impl crate::sinks::Sink for CsvSink {
         self.check()
     }
 
+    fn flush_due(&mut self) {
+        if let Some(state) = &self.progress {
+            crate::sinks::progress::flush_due(state, &self.dir);
+        }
+    }
+
     fn check(&mut self) -> Result<(), SinkError> {
-        match self.views.iter().find_map(|s| s.borrow_mut().error.take()) {
+        let progress = self.progress.as_ref().and_then(|p| p.borrow_mut().error.take());
+        match self.views.iter().find_map(|s| s.borrow_mut().error.take()).or(progress) {
             Some(e) => Err(e),
             None => Ok(()),
         }

@@ -66,6 +66,9 @@ pub trait Sink {
     /// stand at `positions`; `produced` are the produce times of the live records complete now.
     fn advance(&mut self, upper: Option<u64>, positions: &[InputPosition], produced: Vec<i64>)
         -> Result<(), SinkError>;
+    /// Called between steps: writes what was held back until due (the CSV sink's progress
+    /// record); a failure shows in `check`.
+    fn flush_due(&mut self) {}
     /// The first failure of the sink's operators, if any.
     fn check(&mut self) -> Result<(), SinkError>;
     /// Every update before `upper` is complete: makes it durable and reports.

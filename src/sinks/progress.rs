@@ -8,8 +8,9 @@
 //!
 //! The positions are gated by the sinks' frontier, so a time's progress is recorded only after
 //! its data: the file never claims more than the change files hold. Worker 0 rewrites the file
-//! (write, fsync, rename) at most every 200 ms while running and once more when the run ends,
-//! with the final upper (see `worker`). Rows: `source,partition,next,upper` — the input
+//! (write, fsync, rename) at most every 200 ms while running (an upper held back by that is
+//! written once due, see `flush_due`) and once more when the run ends, with the final upper
+//! (see `worker`). Rows: `source,partition,next,upper` — the input
 //! (a file list or a topic), its partition, the next line or offset to read, and the upper.
 
 use std::cell::RefCell;
@@ -32,12 +33,17 @@ use crate::sources::InputPosition;
 pub struct ProgressState {
     positions: BTreeMap<(String, i32), i64>,
     last_write: Option<Instant>,
-    error: Option<SinkError>,
+    pub(crate) error: Option<SinkError>,
     /// Whether this worker writes the file (worker 0).
     writer: bool,
     /// The final upper is written: nothing more is (see `write_progress`).
     finished: bool,
+    /// An upper held back by the rate limit, written by `flush_due` once it is due.
+    pending: Option<u64>,
 }
+
+/// The least time between two writes of the progress record while running.
+const EVERY: Duration = Duration::from_millis(200);
 
 pub type ProgressHandle = Rc<RefCell<ProgressState>>;
 
@@ -68,17 +74,37 @@ pub fn progress_writer<'s>(
                     *next = (*next).max(position.next);
                 }
             }
-            let due = state.last_write.is_none_or(|t| t.elapsed() >= Duration::from_millis(200));
-            if is_writer && due && state.error.is_none() && !state.finished {
-                match write_file(&dir, &state.positions, time + 1) {
-                    Ok(()) => crate::metrics::set_upper(time + 1),
-                    Err(e) => state.error = Some(e),
-                }
-                state.last_write = Some(Instant::now());
+            if is_writer && state.error.is_none() && !state.finished {
+                state.pending = Some(time + 1);
+                state.write_if_due(&dir);
             }
         },
     );
     (out.inner, state)
+}
+
+impl ProgressState {
+    /// Writes the pending upper if the last write is `EVERY` ago.
+    fn write_if_due(&mut self, dir: &Path) {
+        let due = self.last_write.is_none_or(|t| t.elapsed() >= EVERY);
+        if let (true, Some(upper)) = (due, self.pending) {
+            match write_file(dir, &self.positions, upper) {
+                Ok(()) => crate::metrics::set_upper(upper),
+                Err(e) => self.error = Some(e),
+            }
+            self.pending = None;
+            self.last_write = Some(Instant::now());
+        }
+    }
+}
+
+/// Writes an upper the rate limit held back, once it is due: the last times of a burst are
+/// recorded within `EVERY` even if no later time comes (called by the worker between steps).
+pub fn flush_due(state: &ProgressHandle, dir: &Path) {
+    let mut state = state.borrow_mut();
+    if state.writer && state.error.is_none() && !state.finished {
+        state.write_if_due(dir);
+    }
 }
 
 /// Writes the progress file with the final `upper` (on worker 0; elsewhere nothing); the

@@ -70,6 +70,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::client::ClientContext;
@@ -77,6 +78,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::sources::decode::{MAX_RAW_BYTES, MAX_RECORD_BYTES};
@@ -127,6 +129,27 @@ impl ClientContext for QuietEof {
 
 impl ConsumerContext for QuietEof {}
 
+/// The context of a source's consumer (one partition): quiet about partition ends, and keeps
+/// the broker's end offset (high watermark) from the client's statistics, for the lag.
+struct Reading {
+    high: AtomicI64,
+}
+
+impl ClientContext for Reading {
+    fn error(&self, error: KafkaError, reason: &str) {
+        QuietEof.error(error, reason);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let high = statistics.topics.values().flat_map(|t| t.partitions.iter()).filter(|(&p, _)| p >= 0).map(|(_, p)| p.hi_offset).max();
+        if let Some(high) = high.filter(|h| *h >= 0) {
+            self.high.store(high, Ordering::Relaxed);
+        }
+    }
+}
+
+impl ConsumerContext for Reading {}
+
 /// Partition counts of `topics` (missing topics are left out; the caller says whether that matters).
 pub fn partition_counts(brokers: &str, extra: &[(String, String)], topics: &[String]) -> Result<Vec<(String, usize)>> {
     let consumer: BaseConsumer<QuietEof> = client_config(brokers, extra)
@@ -165,6 +188,8 @@ struct Partition {
     last_bound: Option<Instant>,
     /// With `--until-caught-up`: the end offset seen at start.
     end: Option<i64>,
+    /// Records not yet read (see `KafkaSource::report_lag`).
+    lag: metrics::Gauge,
 }
 
 impl Partition {
@@ -197,7 +222,7 @@ impl Partition {
 struct TopicReader {
     topic: String,
     partitions: Vec<Partition>,
-    consumers: Vec<BaseConsumer<QuietEof>>,
+    consumers: Vec<BaseConsumer<Reading>>,
 }
 
 /// The Kafka source of one worker.
@@ -283,14 +308,16 @@ impl KafkaSource {
                 ];
                 let settings: Vec<(String, String)> =
                     defaults.into_iter().chain(options.client_config.iter().cloned()).collect();
-                let consumer: BaseConsumer<QuietEof> = client_config(&options.brokers, &settings)
+                let consumer: BaseConsumer<Reading> = client_config(&options.brokers, &settings)
                     .set("group.id", "chatflow")
+                    // For the lag: the statistics carry the partition's end offset.
+                    .set("statistics.interval.ms", "1000")
                     .set("enable.auto.commit", "false")
                     .set("enable.auto.offset.store", "false")
                     .set("enable.partition.eof", "true")
                     .set("auto.offset.reset", "earliest")
                     .set("allow.auto.create.topics", "false")
-                    .create_with_context(QuietEof)
+                    .create_with_context(Reading { high: AtomicI64::new(-1) })
                     .context("creating a Kafka consumer")?;
                 let mut assignment = TopicPartitionList::new();
                 assignment
@@ -325,6 +352,7 @@ impl KafkaSource {
                     at_end_since: None,
                     last_bound: None,
                     end,
+                    lag: crate::metrics::kafka_lag(topic, partition),
                 };
                 p.apply_bindings();
                 partitions.push(p);
@@ -356,6 +384,21 @@ impl KafkaSource {
         }
         let file = self.clock_file.as_mut().expect("opened above");
         file.write_all(lines.as_bytes()).and_then(|_| file.sync_data()).context("recording clock bindings")
+    }
+
+    /// Sets each partition's lag gauge: the end offset of the latest statistics (every second)
+    /// less the next offset to read; at the end of a partition, 0.
+    fn report_lag(&self) {
+        for reader in &self.readers {
+            for (p, consumer) in reader.partitions.iter().zip(&reader.consumers) {
+                let high = consumer.context().high.load(Ordering::Relaxed);
+                if p.at_end_since.is_some() || p.finished() {
+                    p.lag.set(0.0);
+                } else if high >= 0 {
+                    p.lag.set((high - p.next_offset).max(0) as f64);
+                }
+            }
+        }
     }
 
     /// Binds idle partitions to a later time (recorded before it takes effect).
@@ -467,6 +510,7 @@ impl Source for KafkaSource {
                 produced_ms,
             });
         }
+        self.report_lag();
         self.bind_idle()
     }
 

@@ -239,13 +239,13 @@ impl<S: Sink> Running<S> {
             self.sink.advance(frontier, &self.source.positions(), produced)?;
             self.told = Some(frontier);
         }
+        self.sink.flush_due();
         self.sink.check()?;
         Ok(())
     }
 
     /// Reads until the source is exhausted or a stop is requested.
     fn read(&mut self, worker: &mut Worker, max_inflight: u64, progress: &Progress) -> Result<(), WorkerError> {
-        let mut last_positions: Vec<InputPosition> = Vec::new();
         let mut last_log = Instant::now();
         loop {
             if STOP.load(Ordering::Relaxed) {
@@ -267,12 +267,10 @@ impl<S: Sink> Running<S> {
             match self.source.frontier() {
                 Some(time) if time > self.input_time => {
                     let inputs = self.inputs.as_mut().expect("inputs are open while reading");
-                    let positions = self.source.positions();
-                    if positions != last_positions {
-                        for position in &positions {
-                            inputs.positions.update_at(position.clone(), self.input_time, 1);
-                        }
-                        last_positions = positions;
+                    // At every advance, moved or not: the progress record's upper follows
+                    // the times these updates are at, so an idle input's cut moves on too.
+                    for position in self.source.positions() {
+                        inputs.positions.update_at(position, self.input_time, 1);
                     }
                     self.measure.closed(self.input_time, self.report.records);
                     inputs.advance_to(time);

@@ -1,6 +1,7 @@
 //! chatflow's integration tests, one binary. Tests that run the `chatflow` binary use the one
 //! cargo built for this test run.
 
+mod browser;
 mod catalog;
 mod cli;
 mod clickhouse;

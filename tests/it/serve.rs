@@ -5,17 +5,17 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::support::*;
 
-/// A running `chatflow serve`, killed when dropped.
-struct Server {
-    child: Child,
-    address: String,
+/// A running `chatflow serve` (or `run --serve`), killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub address: String,
 }
 
 impl Drop for Server {
@@ -25,36 +25,42 @@ impl Drop for Server {
     }
 }
 
-/// Starts `chatflow serve` with `args` on a free loopback port; returns once it listens.
+/// Spawns `command` (its stderr piped here) and returns once it says where it listens, with
+/// the rest of its log to read.
 #[allow(clippy::zombie_processes, reason = "Server's Drop kills and waits")]
-fn start(args: &[&str]) -> Server {
-    let mut child = chatflow()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+pub fn listening(command: &mut Command) -> (Server, BufReader<ChildStderr>) {
+    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
+    let mut log = String::new();
     loop {
-        line.clear();
+        let mut line = String::new();
         if stderr.read_line(&mut line).unwrap() == 0 {
             let _ = child.kill();
             let status = child.wait();
-            panic!("chatflow serve ended before listening ({status:?})");
+            panic!("chatflow ended before listening ({status:?}):\n{log}");
         }
         if let Some(address) = line.trim().strip_prefix("chatflow serve: listening on http://") {
-            let address = address.to_owned();
-            // Keep draining its log so that it never blocks on a full pipe.
-            std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-            return Server { child, address };
+            return (Server { child, address: address.to_owned() }, stderr);
         }
+        log.push_str(&line);
     }
 }
 
+/// Reads the rest of a log so that the process never blocks on a full pipe.
+pub fn drain(stderr: BufReader<ChildStderr>) {
+    let mut stderr = stderr;
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+}
+
+/// Starts `chatflow serve` with `args` on a free loopback port; returns once it listens.
+pub fn start(args: &[&str]) -> Server {
+    let (server, stderr) = listening(chatflow().args(["serve", "--listen", "127.0.0.1:0"]).args(args).stdout(Stdio::null()));
+    drain(stderr);
+    server
+}
+
 /// GET `path` (with `token`, if any): the status and the body.
-fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, String) {
+pub fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, String) {
     let mut request = ureq::get(&format!("http://{}{path}", server.address)).timeout(Duration::from_secs(60));
     if let Some(token) = token {
         request = request.set("Authorization", &format!("Bearer {token}"));
@@ -66,12 +72,12 @@ fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, String) {
     }
 }
 
-fn json(text: &str) -> Value {
+pub fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
 /// `chatflow query <view> --format json` with `store` and `extra` flags.
-fn query_json(store: &[&str], view: &str, extra: &[&str]) -> Value {
+pub fn query_json(store: &[&str], view: &str, extra: &[&str]) -> Value {
     let mut args = vec!["query", view, "--format", "json"];
     args.extend(store);
     args.extend(extra);
@@ -117,7 +123,7 @@ fn api_equals_query(server: &Server, store: &[&str], channel: &str, user: &str, 
     assert!(checked > 1000, "only {checked} rows compared");
 }
 
-fn url_encode(s: &str) -> String {
+pub fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -195,7 +201,7 @@ fn api_over_change_files_equals_query_and_refuses_bad_input() {
     }
     // The dashboard page.
     let (status, page) = get(&server, "/", None);
-    assert!(status == 200 && page.contains("EventSource(\"/api/stream\")"));
+    assert!(status == 200 && page.contains("new EventSource(url)"));
     for (asset, words) in [
         ("/assets/uPlot.iife.min.js", "uPlot"),
         ("/assets/cytoscape.min.js", "cytoscape"),
@@ -233,29 +239,83 @@ fn token_and_listen_address() {
 }
 
 #[test]
-fn the_stream_reports_the_cut_moving() {
+fn the_stream_reports_the_cut_moving_with_what_changed() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     let server = start(&["--from", path_str(&out)]);
+    for (path, words) in [("/api/stream?views=nope", "no view"), ("/api/stream?sql=1", "unknown parameter")] {
+        let (status, body) = get(&server, path, None);
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.contains(words), "{path}: {body}");
+    }
     let stream = std::net::TcpStream::connect(&server.address).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     let mut writer = stream.try_clone().unwrap();
-    write!(writer, "GET /api/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+    let request = "/api/stream?views=top_words,user_counts,channels&limit=5&place=ignored";
+    write!(writer, "GET {request} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n").unwrap();
     let mut reader = BufReader::new(stream);
-    let mut next_cut = || -> Value {
+    let mut next_event = || -> Value {
         loop {
             let mut line = String::new();
             assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended");
             if let Some(data) = line.trim().strip_prefix("data: ") {
-                return json(data)["cut"].clone();
+                return json(data);
             }
         }
     };
-    assert_eq!(next_cut(), Value::Null, "nothing is committed in an empty directory");
+    let first = next_event();
+    assert_eq!(first["cut"], Value::Null, "nothing is committed in an empty directory: {first}");
+    assert_eq!(first["views"], serde_json::json!({}), "no rows before a cut: {first}");
     let input = produce(dir.path(), "chat.jsonl", 3000, 5, 0.0);
     run_ok(&["run", "--replay", path_str(&input), "--out", path_str(&out), "--batch", "1000"]);
-    assert_eq!(next_cut(), Value::from(3), "the cut moved to the run's upper");
+    let moved = next_event();
+    assert_eq!(moved["cut"], Value::from(3), "the cut moved to the run's upper: {moved}");
+    // What changed: every row of each view is new (a filter a view lacks is not applied).
+    let store = ["--dir", path_str(&out)];
+    for view in ["top_words", "user_counts"] {
+        let rows = query_json(&store, view, &["--limit", "5"]);
+        assert_eq!(moved["views"][view]["rows"], rows, "{view}");
+        assert_eq!(moved["views"][view]["added"], rows, "{view}");
+        assert_eq!(moved["views"][view]["removed"], serde_json::json!([]), "{view}");
+    }
+    let channels = json(&get(&server, "/api/channels", None).1);
+    assert_eq!(moved["channels"], channels["channels"]);
+    // A run from the beginning again, of fewer messages: the rows that went are `removed`.
+    let fewer = produce(dir.path(), "fewer.jsonl", 1000, 5, 0.0);
+    run_ok(&["run", "--replay", path_str(&fewer), "--out", path_str(&out), "--batch", "1000"]);
+    // (The new run removes the progress record before its files: a cut of null may come first.)
+    let again = loop {
+        let event = next_event();
+        if event["cut"] != Value::Null {
+            break event;
+        }
+    };
+    assert_eq!(again["cut"], Value::from(1), "{again}");
+    let before = query_json(&store, "top_words", &["--limit", "5"]);
+    let (old, new) = (moved["views"]["top_words"]["rows"].as_array().unwrap(), before.as_array().unwrap());
+    let gone: Vec<&Value> = old.iter().filter(|r| !new.contains(r)).collect();
+    let came: Vec<&Value> = new.iter().filter(|r| !old.contains(r)).collect();
+    assert!(!gone.is_empty(), "the counts changed");
+    assert_eq!(again["views"]["top_words"]["removed"].as_array().unwrap().iter().collect::<Vec<_>>(), gone);
+    assert_eq!(again["views"]["top_words"]["added"].as_array().unwrap().iter().collect::<Vec<_>>(), came);
+}
+
+#[test]
+fn run_serve_refuses_a_port_in_use_before_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let out = dir.path().join("out");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let output = chatflow()
+        .args(["run", "--replay", path_str(&fixtures), "--out", path_str(&out), "--serve", &address])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("--serve {address}: cannot listen")), "{stderr}");
+    assert!(!out.exists(), "nothing ran: {stderr}");
 }
 
 #[test]
@@ -324,27 +384,18 @@ fn run_serve_publishes_the_runs_metrics() {
     bytes.extend(b"bad line\nanother bad line\n");
     std::fs::write(&input, bytes).unwrap();
     let out = dir.path().join("out");
-    let mut child = chatflow()
-        .args(["run", "--replay", path_str(&input), "--out", path_str(&out), "-w", "2", "--serve", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let (mut address, mut log) = (None, String::new());
+    let (mut server, mut stderr) = listening(
+        chatflow()
+            .args(["run", "--replay", path_str(&input), "--out", path_str(&out), "-w", "2", "--serve", "127.0.0.1:0"])
+            .stdout(Stdio::piped()),
+    );
+    let mut log = String::new();
     while !log.contains("still serving") {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            let _ = child.kill();
-            let _ = child.wait();
+        if stderr.read_line(&mut log).unwrap() == 0 {
             panic!("the run ended without serving:\n{log}");
         }
-        if let Some(a) = line.trim().strip_prefix("chatflow serve: listening on http://") {
-            address = Some(a.to_owned());
-        }
-        log.push_str(&line);
     }
-    let mut server = Server { child, address: address.expect("it said where it listens") };
+    drain(stderr);
     let (status, text) = get(&server, "/metrics", None);
     assert_eq!(status, 200);
     let samples = prometheus(&text);
