@@ -1,4 +1,4 @@
-# Shared by scripts/kafka.sh and scripts/clickhouse.sh: a server started in the background
+# Shared by scripts/kafka.sh, scripts/clickhouse.sh and scripts/browser.sh: a server started in the background
 # with its pid in "$dir/pid".
 
 # Whether the server of "$dir/pid" is running.

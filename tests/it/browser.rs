@@ -179,6 +179,21 @@ fn dashboard_shows_what_query_answers() {
             .sum();
         let total = client.execute("return document.getElementById('channel-total').textContent", vec![]).await.unwrap();
         assert_eq!(total, Value::from(format!("{messages} messages in all")));
+        // The page's weight: what came over the wire (gzip) and what it decodes to.
+        let weight = client
+            .execute(
+                "const n = performance.getEntriesByType('navigation')[0];\
+                 const r = performance.getEntriesByType('resource').filter(e => e.name.includes('/assets/'));\
+                 return [n.transferSize + r.reduce((a, e) => a + e.transferSize, 0),\
+                         n.decodedBodySize + r.reduce((a, e) => a + e.decodedBodySize, 0), r.length]",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let (sent, decoded) = (weight[0].as_u64().unwrap(), weight[1].as_u64().unwrap());
+        eprintln!("page weight: {sent} bytes transferred, {decoded} bytes decoded, {} assets", weight[2]);
+        assert_eq!(weight[2], Value::from(3), "uPlot's script and style, cytoscape");
+        assert!(sent < decoded / 2, "the page and its assets come gzip-compressed: {sent} of {decoded} bytes");
         let charts = client.execute("return document.querySelectorAll('canvas').length", vec![]).await.unwrap();
         assert_eq!(charts, Value::from(3), "three charts drawn");
         screenshot(client, "channel").await;

@@ -191,7 +191,14 @@ fn api_over_change_files_equals_query_and_refuses_bad_input() {
         assert!(json(&body)["error"].as_str().unwrap().contains(words), "{path}: {body}");
     }
     // Path traversal, sent as written (no client normalising it).
-    for raw in ["/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/api/../../Cargo.toml"] {
+    for raw in [
+        "/../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/api/../../Cargo.toml",
+        "/assets/../../../Cargo.toml",
+        "/assets/%2e%2e/%2e%2e/%2e%2e/Cargo.toml",
+        "/assets/..%2f..%2f..%2fCargo.toml",
+    ] {
         let mut stream = std::net::TcpStream::connect(&server.address).unwrap();
         write!(stream, "GET {raw} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
         let mut answer = String::new();
@@ -203,12 +210,16 @@ fn api_over_change_files_equals_query_and_refuses_bad_input() {
     let (status, page) = get(&server, "/", None);
     assert!(status == 200 && page.contains("new EventSource(url)"));
     for (asset, words) in [
-        ("/assets/uPlot.iife.min.js", "uPlot"),
-        ("/assets/cytoscape.min.js", "cytoscape"),
-        ("/assets/uPlot.min.css", ".u-legend"),
+        ("/assets/uplot/uPlot.iife.min.js", "uPlot"),
+        ("/assets/cytoscape/cytoscape.min.js", "cytoscape"),
+        ("/assets/uplot/uPlot.min.css", ".u-legend"),
+        ("/assets/cytoscape/LICENSE", "Copyright"),
     ] {
         let (status, body) = get(&server, asset, None);
         assert!(status == 200 && body.contains(words), "{asset}");
+    }
+    for missing in ["/assets/", "/assets/nope.js", "/assets/uplot/../../mod.rs", "/assets/%2e%2e/index.html"] {
+        assert_eq!(get(&server, missing, None).0, 404, "{missing}");
     }
 }
 
