@@ -157,8 +157,9 @@ impl IntoResponse for ApiError {
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
         let status = match &e {
-            QueryError::NoView(_) => StatusCode::NOT_FOUND,
-            QueryError::NoFilter { .. } | QueryError::NotCommitted { .. } => StatusCode::BAD_REQUEST,
+            QueryError::NoView(_) | QueryError::NoFilter { .. } | QueryError::NotCommitted { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             QueryError::NothingCommitted(_) | QueryError::NotAnOutDir(_) | QueryError::File { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -52,7 +52,7 @@ async fn session() -> Client {
     }
     let mut chrome = json!({"args": [
         "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-dev-shm-usage", "--window-size=1400,1000",
+        "--disable-component-update", "--disable-dev-shm-usage", "--window-size=1400,1500",
     ]});
     // The browser scripts/browser.sh found, if it wrote it down.
     let noted = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/chromedriver-9515/browser");

@@ -178,7 +178,7 @@ fn api_over_change_files_equals_query_and_refuses_bad_input() {
 
     // Bad input: 400 or 404 with a message, never a crash.
     for (path, status, words) in [
-        ("/api/views/nope", 404, "no view"),
+        ("/api/views/nope", 400, "no view"),
         ("/api/views/top_words?as_of=8", 400, "not committed"),
         ("/api/views/top_words?as_of=-1", 400, "whole number"),
         ("/api/views/top_words?limit=x", 400, "whole number"),
