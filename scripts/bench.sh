@@ -28,7 +28,12 @@
 # channel_activity equal DuckDB's CSVs byte for byte (scripts/lib/peer_views.py) and prints
 # each wall time (start-up included) and its ratio to DuckDB's.
 #
-# Usage: scripts/bench.sh [kafka|clickhouse|peers] [extra chatflow bench flags, e.g. --batch 50000]
+# `scripts/bench.sh netns` runs the generated 1,000,000-message fixture as one process with one
+# worker, then as two processes with one worker each in two network namespaces joined by a
+# veth pair (scripts/netns.sh, root), checks that their final chat views are identical, and
+# prints both wall times and the speed-up.
+#
+# Usage: scripts/bench.sh [kafka|clickhouse|peers|netns] [extra chatflow bench flags, e.g. --batch 50000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked
@@ -59,6 +64,40 @@ freshness() {
     wait "$run"
     grep -E "events read|freshness" "target/bench/$name.log"
 }
+
+if [ "${1:-}" = netns ]; then
+    shift
+    scripts/netns.sh up
+    dir=target/bench/netns
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    seconds() { echo "$1 $EPOCHREALTIME" | awk '{ printf "%.2f", $2 - $1 }'; }
+    began=$EPOCHREALTIME
+    scripts/netns.sh exec a "$bin" run --replay "$fixture" --out "$dir/one" -w 1 "$@" >"$dir/one.log" 2>&1
+    one=$(seconds "$began")
+    port=$((20000 + RANDOM % 20000))
+    printf '10.231.0.1:%s\n10.231.0.2:%s\n' "$port" "$port" >"$dir/hosts"
+    began=$EPOCHREALTIME
+    scripts/netns.sh exec a "$bin" run --replay "$fixture" --out "$dir/two" -w 1 -n 2 -p 0 -h "$dir/hosts" "$@" \
+        >"$dir/two-p0.log" 2>&1 &
+    first=$!
+    scripts/netns.sh exec b "$bin" run --replay "$fixture" --out "$dir/two" -w 1 -n 2 -p 1 -h "$dir/hosts" "$@" \
+        >"$dir/two-p1.log" 2>&1
+    wait "$first"
+    two=$(seconds "$began")
+    for run in one two; do
+        python3 scripts/lib/peer_views.py "$bin" "$dir/$run" "$dir/$run-views"
+    done
+    for view in v1_word_counts v2_user_counts v3_channel_minute; do
+        cmp "$dir/one-views/$view.csv" "$dir/two-views/$view.csv" ||
+            { echo "bench.sh netns: two processes differ from one in $view" >&2; exit 1; }
+    done
+    echo "1,000,000 generated messages; two processes' views identical to one's"
+    echo "one process, -w 1 (namespace a):                    $one s"
+    echo "two processes, -w 1 each (namespaces a and b, veth): $two s"
+    echo "speed-up: $(echo "$one $two" | awk '{ printf "%.2f", $1 / $2 }')×"
+    exit 0
+fi
 
 if [ "${1:-}" = peers ]; then
     shift

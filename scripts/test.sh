@@ -31,6 +31,7 @@ stop_all() {
     scripts/kafka.sh stop >/dev/null 2>&1 || true
     scripts/clickhouse.sh stop >/dev/null 2>&1 || true
     scripts/browser.sh stop >/dev/null 2>&1 || true
+    scripts/netns.sh down >/dev/null 2>&1 || true
 }
 stop_all
 rm -rf target/kafka-9092 target/clickhouse-8123 target/screenshots
@@ -38,5 +39,8 @@ trap stop_all EXIT
 scripts/kafka.sh start
 scripts/clickhouse.sh start
 scripts/browser.sh start
+# Two network namespaces joined by a veth pair (root): a cluster of two processes on two
+# "machines" (tests/it/netns.rs).
+scripts/netns.sh up
 
 cargo test --release --workspace --locked "$@"

@@ -10,6 +10,7 @@ mod import;
 mod irc;
 mod kafka;
 mod mission;
+mod netns;
 mod network;
 mod newcomer;
 mod oracle;
