@@ -23,6 +23,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    lost_peer_ends_the_process();
     let args: Vec<OsString> = std::env::args_os().collect();
     if let Some(message) = dash_h_without_file(&args) {
         eprintln!("chatflow: {message}");
@@ -38,6 +39,31 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// A process of a cluster (`-n`) whose peer goes away (killed, its machine lost) cannot go on:
+/// timely's network threads panic on the closed connection. Say so plainly and exit 1 (rather
+/// than a backtrace and 101); what was recorded stays consistent, so every process can be
+/// started again with `--resume`.
+fn lost_peer_ends_the_process() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.starts_with("timely communication error") {
+            eprintln!(
+                "chatflow: error: lost the connection to another process of the cluster ({text}); a cluster \
+                 cannot continue without one of its processes: start all of them again (with --resume to \
+                 continue from what is recorded)"
+            );
+            std::process::exit(1);
+        }
+        default(info);
+    }));
 }
 
 /// `-h` is timely's hostfile on `run` and `bench`; given without a file it is someone asking

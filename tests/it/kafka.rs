@@ -418,3 +418,51 @@ fn a_worker_that_finishes_early_does_not_stall_the_others() {
     let expected = oracle::chat_views(&sent, 60, 10);
     assert_views_eq(&read_views(&out, &CHAT_VIEWS), &expected, "partitions skewed in event time");
 }
+
+/// A process of a two-process cluster killed mid-run: the other ends with exit 1 and says that
+/// it lost its peer (no backtrace), and what was recorded lets both resume to the same views.
+#[test]
+fn losing_a_peer_process_ends_the_other_plainly() {
+    let broker = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("peerloss");
+    let fixture = mixed_fixture(dir.path(), 6000);
+    load_topics(&fixture, &prefix, broker);
+    let out = dir.path().join("out");
+    let hostfile = dir.path().join("hosts");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    // Live (no --until-caught-up): the cluster would run until stopped.
+    let live = ["-w", "1", "--tick-ms", "200", "--idle-ms", "300"];
+    let mut children: Vec<Child> = (0..2)
+        .map(|p| {
+            chatflow()
+                .args(kafka_run(&prefix, broker, &out, &live))
+                .args(["-n", "2", "-p", &p.to_string(), "-h", path_str(&hostfile)])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    if !poll_until(Duration::from_secs(120), || upper_of(&out).is_some_and(|u| u > 1)) {
+        let mut second = children.pop().unwrap();
+        let _ = second.kill();
+        let _ = second.wait();
+        kill_and_fail(&mut children[0], "the cluster never recorded progress".into());
+    }
+    let mut second = children.pop().unwrap();
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let first = children.pop().unwrap();
+    let output = first.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("lost the connection to another process of the cluster"), "{stderr}");
+    assert!(!stderr.contains("stack backtrace") && !stderr.contains("panicked"), "{stderr}");
+    // Both again with --resume, to the end of the topics: the views of one uninterrupted run.
+    let args = kafka_run(&prefix, broker, &out, &["--until-caught-up", "--resume"]);
+    run_two_processes(dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let reference = dir.path().join("reference");
+    run_with(&kafka_run(&prefix, broker, &reference, &["--until-caught-up"]));
+    assert_views_eq(&read_views(&out, &all_views()), &read_views(&reference, &all_views()), "after the lost peer");
+}
