@@ -9,7 +9,8 @@
 # `scripts/bench.sh kafka` runs the Kafka benchmarks instead, on brokers of their own
 # (127.0.0.1:9094 and 9095, data under target/bench/):
 #   1. the same 1,000,000 messages pre-loaded into a 4-partition topic (sqlite storage), read
-#      to the CSV sink with --until-caught-up, -w 1 and -w 2;
+#      by a plain consumer (`bench --plain-consumer`: chatflow's consumers and settings, no
+#      processing) and then to the CSV sink with --until-caught-up, -w 1 and -w 2;
 #   2. freshness (produce → written): `chatflow produce --rate 50000` for 30 s into a memory
 #      broker while `chatflow run -w 2 --tick-ms 100` reads it; the run prints p50/p99.
 #
@@ -171,6 +172,9 @@ if [ "${1:-}" = kafka ]; then
     scripts/kafka.sh start sqlite
     "$bin" produce --kafka 127.0.0.1:9094 --from "$fixture" --partitions 4 "${only_chat[@]}"
     for w in 1 2; do
+        # The broker's rate for a plain consumer (the same consumers and settings, no
+        # processing), then chatflow's, one after the other.
+        "$bin" bench --kafka 127.0.0.1:9094 --until-caught-up -w "$w" "${only_chat[@]}" --plain-consumer
         "$bin" bench --kafka 127.0.0.1:9094 --until-caught-up -w "$w" "${only_chat[@]}" "$@"
     done
     scripts/kafka.sh stop

@@ -372,6 +372,11 @@ pub struct BenchArgs {
     /// Also report the time worker 0 spent in each named operator.
     #[arg(long)]
     pub profile: bool,
+    /// With --kafka: only read the topics to the end offsets seen at start, with the source's
+    /// consumers and settings on as many threads as -w, and report records/s: the broker's
+    /// rate for chatflow's consumers, to compare a run with. No views are computed.
+    #[arg(long = "plain-consumer", requires = "kafka")]
+    pub plain_consumer: bool,
     #[command(flatten)]
     pub timely: TimelyArgs,
     /// Print help.

@@ -139,6 +139,23 @@ fn real_main(cli: Cli) -> Result<i32> {
             let out = args.out.clone().unwrap_or_else(|| scratch.as_ref().expect("made above").path().to_path_buf());
             stop_on_signals()?;
             let mut plan = plan(&args.pipeline, out.clone(), Start::FromBeginning, &args.timely)?;
+            if args.plain_consumer {
+                let chatflow::worker::Input::Kafka { options, topics } = &plan.job.input else {
+                    anyhow::bail!("--plain-consumer reads Kafka: give --kafka");
+                };
+                let read = chatflow::sources::kafka::read_plainly(options, topics, args.timely.workers as usize)?;
+                let report = json!({
+                    "plain_consumer": true,
+                    "topics": topics.iter().map(|(t, n)| json!({"topic": t, "partitions": n})).collect::<Vec<_>>(),
+                    "threads": args.timely.workers,
+                    "records": read.records,
+                    "bytes": read.bytes,
+                    "seconds": read.seconds,
+                    "records_per_s": read.records as f64 / read.seconds.max(1e-9),
+                });
+                print_out(&format!("{}\n", serde_json::to_string(&report)?))?;
+                return Ok(0);
+            }
             plan.job.profile = args.profile;
             let outcome = execute(plan, &args.timely)?;
             let latency = outcome.latency();

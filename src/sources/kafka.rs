@@ -279,6 +279,116 @@ pub fn clear_bindings(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A consumer of one partition with the source's settings, assigned from the beginning of
+/// the log.
+fn partition_consumer(options: &KafkaOptions, topic: &str, partition: i32) -> Result<BaseConsumer<Reading>> {
+    // Fetches of at most 1.25 MiB (librdkafka's default is 50 MiB): a broker that serves
+    // fetches one after another (tansu) would otherwise hand out a whole backlog before
+    // another partition's first record (measured: the frontier stood still for 2 s of a 3 s
+    // catch-up with 4 MiB, moved at once with 1.25 MiB). Yet above the largest record a broker
+    // takes by default (1 MiB), which a broker that keeps to the limit (tansu) would never
+    // hand out. Records over it need --kafka-config max.partition.fetch.bytes=… (and
+    // fetch.max.bytes).
+    let defaults = [
+        ("fetch.max.bytes".to_string(), "1310720".to_string()),
+        ("max.partition.fetch.bytes".to_string(), "1310720".to_string()),
+        // Prefetched per partition (librdkafka's default is 64 MiB per consumer).
+        ("queued.max.messages.kbytes".to_string(), "16384".to_string()),
+    ];
+    let settings: Vec<(String, String)> = defaults.into_iter().chain(options.client_config.iter().cloned()).collect();
+    let consumer: BaseConsumer<Reading> = client_config(&options.brokers, &settings)
+        .set("group.id", "chatflow")
+        // For the lag: the statistics carry the partition's end offset.
+        .set("statistics.interval.ms", "1000")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .set("allow.auto.create.topics", "false")
+        .create_with_context(Reading { high: AtomicI64::new(-1) })
+        .context("creating a Kafka consumer")?;
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, partition, Offset::Beginning)
+        .with_context(|| format!("assigning partition {partition} of {topic}"))?;
+    consumer.assign(&assignment).with_context(|| format!("assigning partition {partition} of {topic}"))?;
+    Ok(consumer)
+}
+
+/// The partition's end offset now; a broker that is restarting refuses at once, so this
+/// retries for a minute.
+fn end_offset(consumer: &BaseConsumer<Reading>, topic: &str, partition: i32) -> Result<i64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Ok((_, high)) => return Ok(high),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(topic, partition, error = %e, "reading the end offset; retrying");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading the end offset of {topic}/{partition}")),
+        }
+    }
+}
+
+/// What a plain consumer read (see [`read_plainly`]).
+#[derive(Debug)]
+pub struct PlainRead {
+    pub records: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// Reads every partition of `topics` from the beginning to the end offset seen at start with
+/// the source's consumers and settings and nothing else (no decoding, no dataflow), on
+/// `threads` threads that split the partitions as the workers do: the rate this broker serves
+/// chatflow's consumers at, to compare a run with (`chatflow bench --plain-consumer`).
+pub fn read_plainly(options: &KafkaOptions, topics: &[(String, usize)], threads: usize) -> Result<PlainRead> {
+    let began = Instant::now();
+    let reads: Vec<Result<(u64, u64)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|index| {
+                scope.spawn(move || -> Result<(u64, u64)> {
+                    let mut open = Vec::new();
+                    for (topic, count) in topics {
+                        for partition in (0..*count as i32).filter(|p| *p as usize % threads == index) {
+                            let consumer = partition_consumer(options, topic, partition)?;
+                            let end = end_offset(&consumer, topic, partition)?;
+                            open.push((consumer, end, 0i64));
+                        }
+                    }
+                    let (mut records, mut bytes) = (0u64, 0u64);
+                    while !open.is_empty() {
+                        let mut got = false;
+                        for (consumer, _, next) in &mut open {
+                            if let Some(Ok(message)) = consumer.poll(Duration::ZERO) {
+                                got = true;
+                                *next = message.offset() + 1;
+                                records += 1;
+                                bytes += message.payload().map_or(0, |p| p.len()) as u64;
+                            }
+                        }
+                        open.retain(|(_, end, next)| next < end);
+                        if !got {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                    Ok((records, bytes))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a reading thread panicked")).collect()
+    });
+    let mut total = PlainRead { records: 0, bytes: 0, seconds: 0.0 };
+    for read in reads {
+        let (records, bytes) = read?;
+        total.records += records;
+        total.bytes += bytes;
+    }
+    total.seconds = began.elapsed().as_secs_f64();
+    Ok(total)
+}
+
 impl KafkaSource {
     /// Opens the partitions of `topics` (name, partition count) that worker `index` of `peers`
     /// owns, from the beginning of the log, with the recorded clock bindings.
@@ -293,55 +403,8 @@ impl KafkaSource {
             let mut partitions = Vec::new();
             let mut consumers = Vec::new();
             for &partition in &owned {
-                // Fetches of at most 1.25 MiB (librdkafka's default is 50 MiB): a broker that
-                // serves fetches one after another (tansu) would otherwise hand out a whole
-                // backlog before another partition's first record (measured: the frontier
-                // stood still for 2 s of a 3 s catch-up with 4 MiB, moved at once with 1.25
-                // MiB). Yet above the largest record a broker takes by default (1 MiB), which
-                // a broker that keeps to the limit (tansu) would never hand out. Records over
-                // it need --kafka-config max.partition.fetch.bytes=… (and fetch.max.bytes).
-                let defaults = [
-                    ("fetch.max.bytes".to_string(), "1310720".to_string()),
-                    ("max.partition.fetch.bytes".to_string(), "1310720".to_string()),
-                    // Prefetched per partition (librdkafka's default is 64 MiB per consumer).
-                    ("queued.max.messages.kbytes".to_string(), "16384".to_string()),
-                ];
-                let settings: Vec<(String, String)> =
-                    defaults.into_iter().chain(options.client_config.iter().cloned()).collect();
-                let consumer: BaseConsumer<Reading> = client_config(&options.brokers, &settings)
-                    .set("group.id", "chatflow")
-                    // For the lag: the statistics carry the partition's end offset.
-                    .set("statistics.interval.ms", "1000")
-                    .set("enable.auto.commit", "false")
-                    .set("enable.auto.offset.store", "false")
-                    .set("enable.partition.eof", "true")
-                    .set("auto.offset.reset", "earliest")
-                    .set("allow.auto.create.topics", "false")
-                    .create_with_context(Reading { high: AtomicI64::new(-1) })
-                    .context("creating a Kafka consumer")?;
-                let mut assignment = TopicPartitionList::new();
-                assignment
-                    .add_partition_offset(topic, partition, Offset::Beginning)
-                    .with_context(|| format!("assigning partition {partition} of {topic}"))?;
-                let end = if options.until_caught_up {
-                    // A broker that is restarting refuses at once: retry for a minute.
-                    let deadline = Instant::now() + Duration::from_secs(60);
-                    let high = loop {
-                        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
-                            Ok((_, high)) => break high,
-                            Err(e) if Instant::now() < deadline => {
-                                tracing::warn!(topic, partition, error = %e, "reading the end offset; retrying");
-                                std::thread::sleep(Duration::from_millis(250));
-                            }
-                            Err(e) => {
-                                return Err(e).with_context(|| format!("reading the end offset of {topic}/{partition}"))
-                            }
-                        }
-                    };
-                    Some(high)
-                } else {
-                    None
-                };
+                let consumer = partition_consumer(options, topic, partition)?;
+                let end = if options.until_caught_up { Some(end_offset(&consumer, topic, partition)?) } else { None };
                 let recorded = bindings.get(&(topic.clone(), partition)).cloned().unwrap_or_default();
                 let mut p = Partition {
                     partition,
@@ -356,7 +419,6 @@ impl KafkaSource {
                 };
                 p.apply_bindings();
                 partitions.push(p);
-                consumer.assign(&assignment).with_context(|| format!("assigning partition {partition} of {topic}"))?;
                 consumers.push(consumer);
             }
             tracing::info!(worker = index, topic, partitions = ?owned, "reading Kafka partitions");
