@@ -150,6 +150,8 @@ fn real_main(cli: Cli) -> Result<i32> {
                     "threads": args.timely.workers,
                     "records": read.records,
                     "bytes": read.bytes,
+                    "end_offsets": read.end_offsets,
+                    "skipped_offsets": read.skipped_offsets,
                     "seconds": read.seconds,
                     "records_per_s": read.records as f64 / read.seconds.max(1e-9),
                 });

@@ -337,6 +337,10 @@ pub struct PlainRead {
     pub records: u64,
     pub bytes: u64,
     pub seconds: f64,
+    /// The sum of the partitions' end offsets seen at start: the records the log claims.
+    pub end_offsets: u64,
+    /// Offsets below the end that no record was returned for (gaps in a partition's log).
+    pub skipped_offsets: u64,
 }
 
 /// Reads every partition of `topics` from the beginning to the end offset seen at start with
@@ -345,24 +349,27 @@ pub struct PlainRead {
 /// chatflow's consumers at, to compare a run with (`chatflow bench --plain-consumer`).
 pub fn read_plainly(options: &KafkaOptions, topics: &[(String, usize)], threads: usize) -> Result<PlainRead> {
     let began = Instant::now();
-    let reads: Vec<Result<(u64, u64)>> = std::thread::scope(|scope| {
+    let reads: Vec<Result<[u64; 4]>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|index| {
-                scope.spawn(move || -> Result<(u64, u64)> {
+                scope.spawn(move || -> Result<[u64; 4]> {
                     let mut open = Vec::new();
+                    let mut ends = 0;
                     for (topic, count) in topics {
                         for partition in (0..*count as i32).filter(|p| *p as usize % threads == index) {
                             let consumer = partition_consumer(options, topic, partition)?;
                             let end = end_offset(&consumer, topic, partition)?;
+                            ends += end.max(0) as u64;
                             open.push((consumer, end, 0i64));
                         }
                     }
-                    let (mut records, mut bytes) = (0u64, 0u64);
+                    let (mut records, mut bytes, mut skipped) = (0u64, 0u64, 0u64);
                     while !open.is_empty() {
                         let mut got = false;
                         for (consumer, _, next) in &mut open {
                             if let Some(Ok(message)) = consumer.poll(Duration::ZERO) {
                                 got = true;
+                                skipped += (message.offset() - *next).max(0) as u64;
                                 *next = message.offset() + 1;
                                 records += 1;
                                 bytes += message.payload().map_or(0, |p| p.len()) as u64;
@@ -373,17 +380,19 @@ pub fn read_plainly(options: &KafkaOptions, topics: &[(String, usize)], threads:
                             std::thread::sleep(Duration::from_millis(1));
                         }
                     }
-                    Ok((records, bytes))
+                    Ok([records, bytes, ends, skipped])
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().expect("a reading thread panicked")).collect()
     });
-    let mut total = PlainRead { records: 0, bytes: 0, seconds: 0.0 };
+    let mut total = PlainRead { records: 0, bytes: 0, seconds: 0.0, end_offsets: 0, skipped_offsets: 0 };
     for read in reads {
-        let (records, bytes) = read?;
+        let [records, bytes, ends, skipped] = read?;
         total.records += records;
         total.bytes += bytes;
+        total.end_offsets += ends;
+        total.skipped_offsets += skipped;
     }
     total.seconds = began.elapsed().as_secs_f64();
     Ok(total)
