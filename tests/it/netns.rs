@@ -39,30 +39,20 @@ fn two_processes_in_two_network_namespaces_equal_one() {
         let hostfile = dir.path().join("hosts");
         std::fs::write(&hostfile, format!("10.231.0.1:{}\n10.231.0.2:{}\n", free_port(), free_port())).unwrap();
         let out = dir.path().join(format!("two-w{workers}"));
-        let children: Vec<_> = ["a", "b"]
+        let processes = ["a", "b"]
             .iter()
             .enumerate()
             .map(|(p, ns)| {
-                Command::new(netns_script())
+                let mut command = Command::new(netns_script());
+                command
                     .args(["exec", ns, env!("CARGO_BIN_EXE_chatflow"), "run", "--replay", path_str(&input)])
                     .args(["--out", path_str(&out), "-w", workers, "-n", "2", "-p", &p.to_string()])
                     .args(["-h", path_str(&hostfile)])
-                    .args(flags)
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
+                    .args(flags);
+                command
             })
             .collect();
-        for (p, child) in children.into_iter().enumerate() {
-            let output = child.wait_with_output().unwrap();
-            assert!(
-                output.status.success(),
-                "process {p} (-w {workers}) failed: {}\n{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
+        run_together(processes, &format!("-n 2 -w {workers} across namespaces"));
         assert_views_eq(&read_views(&out, &views), &expected, &format!("-n 2 -w {workers} across namespaces"));
     }
 }

@@ -130,22 +130,30 @@ pub fn shared_data(sub: &str) -> Option<PathBuf> {
 pub fn run_two_processes(dir: &Path, args: &[&str]) {
     let hostfile = dir.join("hosts");
     std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
-    let children: Vec<Child> = (0..2)
-        .map(|p| {
-            chatflow()
-                .args(args)
-                .args(["-n", "2", "-p", &p.to_string(), "-h", path_str(&hostfile)])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+    run_together(
+        (0..2)
+            .map(|p| {
+                let mut command = chatflow();
+                command.args(args).args(["-n", "2", "-p", &p.to_string(), "-h", path_str(&hostfile)]);
+                command
+            })
+            .collect(),
+        &format!("chatflow {args:?}"),
+    );
+}
+
+/// Starts every command at once (the processes of one cluster) and fails the test, showing
+/// their output, unless all exit 0.
+pub fn run_together(commands: Vec<Command>, what: &str) {
+    let children: Vec<Child> = commands
+        .into_iter()
+        .map(|mut c| c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap())
         .collect();
     for (p, child) in children.into_iter().enumerate() {
         let output = child.wait_with_output().unwrap();
         assert!(
             output.status.success(),
-            "process {p} of chatflow {args:?} failed: {}\n{}",
+            "process {p} of {what} failed: {}\n{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
