@@ -25,17 +25,24 @@ install() {
     fi
 }
 
+# (Outputs are read whole before matching: with pipefail, `ip … | grep -q` fails whenever grep
+# stops reading before ip has written everything.)
 exists() {
-    $sudo ip netns list 2>/dev/null | grep -qw "$1"
+    local list
+    list=$($sudo ip netns list 2>/dev/null || true)
+    [[ " ${list//$'\n'/ } " == *" $1 "* ]]
 }
 
-# Both namespaces there, each end of the pair up (carrier on) with its address.
+# Whether interface $2 of namespace $1 is up (carrier on) with address $3.
+link_ready() {
+    local shown
+    shown=$($sudo ip -n "$1" addr show "$2" 2>/dev/null || true)
+    [[ "$shown" == *LOWER_UP* && "$shown" == *"inet $3/"* ]]
+}
+
+# Both namespaces there, each end of the pair up with its address.
 ready() {
-    exists "$A" && exists "$B" &&
-        $sudo ip -n "$A" addr show cf-a 2>/dev/null | grep -q "LOWER_UP" &&
-        $sudo ip -n "$A" addr show cf-a 2>/dev/null | grep -q "inet $ADDR_A/" &&
-        $sudo ip -n "$B" addr show cf-b 2>/dev/null | grep -q "LOWER_UP" &&
-        $sudo ip -n "$B" addr show cf-b 2>/dev/null | grep -q "inet $ADDR_B/"
+    exists "$A" && exists "$B" && link_ready "$A" cf-a "$ADDR_A" && link_ready "$B" cf-b "$ADDR_B"
 }
 
 up() {
