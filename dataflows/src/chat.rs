@@ -128,8 +128,9 @@ fn top_words<'s, T>(words: VecCollection<'s, T, WordKey>, k: usize) -> VecCollec
 where
     T: Timestamp + TotalOrder + Hash,
 {
-    let channel_words = preaggregate(words.map(|w| (w.key.0, w.key.2)), "Preaggregate: channel words");
-    top_k(channel_words, k, "TopK: top_words").map(|(channel, rank, word, count)| TopWord {
+    // Not pre-aggregated: the top-K sums a time's updates per (channel, word) as they arrive,
+    // and the words are summed per (channel, window, word) and batch already.
+    top_k(words.map(|w| (w.key.0, w.key.2)), k, "TopK: top_words").map(|(channel, rank, word, count)| TopWord {
         channel,
         rank,
         word,
