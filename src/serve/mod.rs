@@ -44,8 +44,8 @@ use serde_json::{json, Value};
 
 use crate::clickhouse::cut::committed_at;
 use crate::clickhouse::{committed_cut, ClickHouseError, Client};
-use crate::query::{channel_messages, read_dir, read_view, Answer, Query, QueryError};
 use crate::metrics::now_ms;
+use crate::query::{channel_messages, read_dir, read_view, Answer, Query, QueryError};
 use crate::sinks::progress::{read_upper, PROGRESS_FILE};
 
 /// Requests per second allowed to one client address by default (with a burst of twice as
@@ -84,7 +84,7 @@ impl Store {
     /// each commit, so the time is never later than the commit of what is read); in
     /// ClickHouse, when the last view's writer recorded an upper at or past it. The time is
     /// looked up only if the cut differs from `last`; `None` if it does not.
-    fn cut_if_moved(&self, last: &CutInfo) -> Result<Option<(Option<u64>, Option<i64>)>, QueryError> {
+    fn cut_if_moved(&self, last: &CutInfo) -> Result<Option<CutInfo>, QueryError> {
         let modified = match self {
             Store::Dir(dir) => std::fs::metadata(dir.join(PROGRESS_FILE))
                 .and_then(|m| m.modified())
@@ -101,7 +101,7 @@ impl Store {
             (Store::ClickHouse { client, database }, Some(c)) => committed_at(client, database, c).ok().flatten(),
             _ => modified.filter(|_| cut.is_some()),
         };
-        Ok(Some((cut, committed)))
+        Ok(Some(CutInfo { cut, committed_ms: committed, seen_ms: now_ms() }))
     }
 
     /// How often the cut is looked at: the progress file is cheap to read, a query is not.
@@ -259,8 +259,8 @@ async fn watch_cut(app: Arc<App>, tx: tokio::sync::watch::Sender<CutInfo>) {
         let reader = Arc::clone(&app);
         let last = tx.borrow().clone();
         let looked = tokio::task::spawn_blocking(move || reader.store.cut_if_moved(&last));
-        if let Ok(Ok(Some((cut, committed_ms)))) = looked.await {
-            tx.send_replace(CutInfo { cut, committed_ms, seen_ms: now_ms() });
+        if let Ok(Ok(Some(moved))) = looked.await {
+            tx.send_replace(moved);
         }
         tokio::time::sleep(app.store.poll_interval()).await;
     }
@@ -374,6 +374,17 @@ async fn catalog() -> Json<Value> {
 /// The parameters a view request may carry.
 const PARAMETERS: [&str; 5] = ["channel", "user", "place", "as_of", "limit"];
 
+/// A 400 naming the first parameter that is not `known`.
+fn only_known(params: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+    match params.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("unknown parameter {unknown:?}; known: {}", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn number(params: &HashMap<String, String>, key: &str) -> Result<Option<u64>, ApiError> {
     params
         .get(key)
@@ -394,12 +405,7 @@ async fn view(
     Path(view): Path<String>,
     QueryParams(params): QueryParams<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    if let Some(unknown) = params.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("unknown parameter {unknown:?}; known: {}", PARAMETERS.join(", ")),
-        ));
-    }
+    only_known(&params, &PARAMETERS)?;
     let (as_of, limit) = (number(&params, "as_of")?, number(&params, "limit")?);
     blocking(&app, move |store| {
         let query = Query {
@@ -494,12 +500,7 @@ const STREAM_PARAMETERS: [&str; 5] = ["views", "channel", "user", "place", "limi
 
 impl Subscription {
     fn parse(params: &HashMap<String, String>) -> Result<Self, ApiError> {
-        if let Some(unknown) = params.keys().find(|k| !STREAM_PARAMETERS.contains(&k.as_str())) {
-            return Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("unknown parameter {unknown:?}; known: {}", STREAM_PARAMETERS.join(", ")),
-            ));
-        }
+        only_known(params, &STREAM_PARAMETERS)?;
         let mut sub = Subscription {
             views: Vec::new(),
             channels: false,
@@ -542,7 +543,12 @@ impl Subscription {
 }
 
 /// `f`'s answer for request `key` at cut `cut`, computed once for every stream that asks.
-fn cached(app: &App, key: String, cut: u64, f: impl FnOnce() -> Result<Value, QueryError>) -> Result<Arc<Value>, QueryError> {
+fn cached(
+    app: &App,
+    key: String,
+    cut: u64,
+    f: impl FnOnce() -> Result<Value, QueryError>,
+) -> Result<Arc<Value>, QueryError> {
     if let Some((at, value)) = app.cache.lock().expect("not poisoned").get(&key) {
         if *at == cut {
             return Ok(Arc::clone(value));
@@ -593,7 +599,8 @@ impl Follower {
             let mut answers = Vec::new();
             for &view in &sub.views {
                 let query = sub.query(view, at);
-                let key = format!("{view}\0{:?}\0{:?}\0{:?}\0{:?}", query.channel, query.user, query.place, query.limit);
+                let key =
+                    format!("{view}\0{:?}\0{:?}\0{:?}\0{:?}", query.channel, query.user, query.place, query.limit);
                 answers.push((view, cached(&app, key, at, || Ok(answer_json(&app.store.read(&query)?)))?));
             }
             let channels = match sub.channels {
@@ -607,9 +614,15 @@ impl Follower {
             Ok(Ok(read)) => read,
             Ok(Err(e)) => {
                 let ApiError(status, message) = ApiError::from(e);
-                return Event::default().event("problem").data(json!({"status": status.as_u16(), "error": message}).to_string());
+                return Event::default()
+                    .event("problem")
+                    .data(json!({"status": status.as_u16(), "error": message}).to_string());
             }
-            Err(e) => return Event::default().event("problem").data(json!({"status": 500, "error": e.to_string()}).to_string()),
+            Err(e) => {
+                return Event::default()
+                    .event("problem")
+                    .data(json!({"status": 500, "error": e.to_string()}).to_string())
+            }
         };
         let mut views = serde_json::Map::new();
         for (view, answer) in answers {

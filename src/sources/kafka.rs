@@ -141,7 +141,13 @@ impl ClientContext for Reading {
     }
 
     fn stats(&self, statistics: Statistics) {
-        let high = statistics.topics.values().flat_map(|t| t.partitions.iter()).filter(|(&p, _)| p >= 0).map(|(_, p)| p.hi_offset).max();
+        let high = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|(&p, _)| p >= 0)
+            .map(|(_, p)| p.hi_offset)
+            .max();
         if let Some(high) = high.filter(|h| *h >= 0) {
             self.high.store(high, Ordering::Relaxed);
         }

@@ -138,9 +138,15 @@ fn hub_edges(path: &Path) {
     let mut lines = String::new();
     for i in 0..40 {
         for _ in 0..=(i % 7) {
-            lines += &format!("{}\n", json!({"ts": 1740787200000i64 + i, "src": "hub", "dst": format!("u{i:02}"), "weight": 1}));
+            lines += &format!(
+                "{}\n",
+                json!({"ts": 1740787200000i64 + i, "src": "hub", "dst": format!("u{i:02}"), "weight": 1})
+            );
         }
-        lines += &format!("{}\n", json!({"ts": 1740787200000i64 + i, "src": format!("u{i:02}"), "dst": format!("u{:02}", (i + 1) % 40), "weight": 1}));
+        lines += &format!(
+            "{}\n",
+            json!({"ts": 1740787200000i64 + i, "src": format!("u{i:02}"), "dst": format!("u{:02}", (i + 1) % 40), "weight": 1})
+        );
     }
     std::fs::write(path, lines).unwrap();
 }
@@ -148,11 +154,7 @@ fn hub_edges(path: &Path) {
 #[test]
 fn dashboard_shows_what_query_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("mixed.jsonl");
-    run_ok(&["produce", "--kind", "chat,posts,viewers", "--out", path_str(&input), "--count", "6000", "--seed", "94"]);
-    let mut bytes = std::fs::read(&input).unwrap();
-    bytes.extend(b"{\"ts\": 1, \"channel\": \"broken\nnot json at all\n\xff\xfe\n");
-    std::fs::write(&input, bytes).unwrap();
+    let input = produce_mixed(dir.path(), 6000, 94, b"{\"ts\": 1, \"channel\": \"broken\nnot json at all\n\xff\xfe\n");
     let edges = dir.path().join("edges.jsonl");
     hub_edges(&edges);
     let out = dir.path().join("out");
@@ -177,7 +179,8 @@ fn dashboard_shows_what_query_answers() {
             .iter()
             .map(|r| r["messages"].as_i64().unwrap())
             .sum();
-        let total = client.execute("return document.getElementById('channel-total').textContent", vec![]).await.unwrap();
+        let total =
+            client.execute("return document.getElementById('channel-total').textContent", vec![]).await.unwrap();
         assert_eq!(total, Value::from(format!("{messages} messages in all")));
         // The page's weight: what came over the wire (gzip) and what it decodes to.
         let weight = client
@@ -200,7 +203,13 @@ fn dashboard_shows_what_query_answers() {
 
         // Another channel, chosen in the list.
         let second = channels["channels"][1]["channel"].as_str().unwrap().to_owned();
-        client.find(Locator::Css(&format!("#channel-select option[value='{second}']"))).await.unwrap().click().await.unwrap();
+        client
+            .find(Locator::Css(&format!("#channel-select option[value='{second}']")))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
         let words = query_json(&store, "top_words", &["--channel", &second]);
         let expected = cells(&words, &["rank", "word", "count"]);
         let began = Instant::now();
@@ -229,7 +238,11 @@ fn dashboard_shows_what_query_answers() {
             .await
             .unwrap();
         let hover = hover.as_str().unwrap();
-        let shown = top.as_array().unwrap().iter().find(|r| hover.contains(&format!("hub – {}:", r["other"].as_str().unwrap())));
+        let shown = top
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| hover.contains(&format!("hub – {}:", r["other"].as_str().unwrap())));
         let row = shown.unwrap_or_else(|| panic!("hovering shows an edge of the top 30: {hover}"));
         assert!(
             hover.contains(&format!("walks2 {}, walks3 {}", row["walks2"], row["walks3"])),
@@ -259,7 +272,7 @@ async fn counted(client: &Client, server: &Server, messages: u64) {
     let began = Instant::now();
     loop {
         let shown = client.execute(count, vec![]).await.unwrap();
-        if shown == Value::from(messages) {
+        if shown == messages {
             return;
         }
         if began.elapsed() > Duration::from_secs(120) {
@@ -286,7 +299,19 @@ fn a_kafka_fed_page_changes_without_reloading() {
     let prefix = unique("browser");
     let topic = format!("{prefix}-chat");
     let produce_more = |count: &str, seed: &str| {
-        run_ok(&["produce", "--kafka", broker, "--chat-topic", &topic, "--count", count, "--seed", seed, "--partitions", "2"]);
+        run_ok(&[
+            "produce",
+            "--kafka",
+            broker,
+            "--chat-topic",
+            &topic,
+            "--count",
+            count,
+            "--seed",
+            seed,
+            "--partitions",
+            "2",
+        ]);
     };
     produce_more("3000", "95");
     let out = dir.path().join("out");
@@ -341,7 +366,8 @@ fn a_kafka_fed_page_changes_without_reloading() {
 
         // Health: the cut, and each partition's lag (0 once everything is read).
         open(client, &server, "#health").await;
-        until(client, "the lag of both partitions", "return document.getElementById('lag-table').rows.length === 3").await;
+        until(client, "the lag of both partitions", "return document.getElementById('lag-table').rows.length === 3")
+            .await;
         let lag = table(client, "lag-table").await;
         assert_eq!(lag.iter().map(|r| r[0].clone()).collect::<Vec<_>>(), [topic.clone(), topic.clone()]);
         let health = parse(&get(&server, "/api/health", None).1);

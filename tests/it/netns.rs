@@ -25,8 +25,7 @@ fn namespaces() {
 fn two_processes_in_two_network_namespaces_equal_one() {
     namespaces();
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("mixed.jsonl");
-    run_ok(&["produce", "--kind", "chat,posts,viewers", "--out", path_str(&input), "--count", "20000", "--seed", "97"]);
+    let input = produce_mixed(dir.path(), 20000, 97, b"");
     let flags = ["--batch", "700", "--mention-edges"];
     let single = dir.path().join("single");
     let mut args = vec!["run", "--replay", path_str(&input), "--out", path_str(&single)];

@@ -54,7 +54,8 @@ pub fn drain(stderr: BufReader<ChildStderr>) {
 
 /// Starts `chatflow serve` with `args` on a free loopback port; returns once it listens.
 pub fn start(args: &[&str]) -> Server {
-    let (server, stderr) = listening(chatflow().args(["serve", "--listen", "127.0.0.1:0"]).args(args).stdout(Stdio::null()));
+    let (server, stderr) =
+        listening(chatflow().args(["serve", "--listen", "127.0.0.1:0"]).args(args).stdout(Stdio::null()));
     drain(stderr);
     server
 }
@@ -136,8 +137,7 @@ pub fn url_encode(s: &str) -> String {
 }
 
 fn fixture_run(dir: &Path) -> std::path::PathBuf {
-    let input = dir.join("mixed.jsonl");
-    run_ok(&["produce", "--kind", "chat,posts,viewers", "--out", path_str(&input), "--count", "8000", "--seed", "91"]);
+    let input = produce_mixed(dir, 8000, 91, b"");
     let out = dir.join("out");
     run_ok(&["run", "--replay", path_str(&input), "--out", path_str(&out), "--batch", "1000", "--mention-edges"]);
     out
@@ -333,15 +333,10 @@ fn run_serve_refuses_a_port_in_use_before_it_starts() {
 fn api_over_clickhouse_equals_query_and_keeps_injections_as_data() {
     let url = &crate::clickhouse::server();
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("mixed.jsonl");
-    run_ok(&["produce", "--kind", "chat,posts,viewers", "--out", path_str(&input), "--count", "8000", "--seed", "92"]);
     let nasty = "x'); DROP TABLE word_counts; --";
-    let mut bytes = std::fs::read(&input).unwrap();
-    bytes.extend(
-        format!("{}\n", serde_json::json!({"ts": 1740787200000i64, "channel": nasty, "user": nasty, "text": "hi"}))
-            .as_bytes(),
-    );
-    std::fs::write(&input, bytes).unwrap();
+    let line =
+        format!("{}\n", serde_json::json!({"ts": 1740787200000i64, "channel": nasty, "user": nasty, "text": "hi"}));
+    let input = produce_mixed(dir.path(), 8000, 92, line.as_bytes());
     let db = crate::clickhouse::database("serve");
     let out = dir.path().join("out");
     run_ok(&[
@@ -389,11 +384,7 @@ fn prometheus(text: &str) -> Vec<(String, String, f64)> {
 #[test]
 fn run_serve_publishes_the_runs_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("mixed.jsonl");
-    run_ok(&["produce", "--kind", "chat,posts,viewers", "--out", path_str(&input), "--count", "6000", "--seed", "93"]);
-    let mut bytes = std::fs::read(&input).unwrap();
-    bytes.extend(b"bad line\nanother bad line\n");
-    std::fs::write(&input, bytes).unwrap();
+    let input = produce_mixed(dir.path(), 6000, 93, b"bad line\nanother bad line\n");
     let out = dir.path().join("out");
     let (mut server, mut stderr) = listening(
         chatflow()

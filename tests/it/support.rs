@@ -57,6 +57,20 @@ pub fn produce(dir: &Path, name: &str, count: u64, seed: u64, late: f64) -> Path
     path
 }
 
+/// Generates `mixed.jsonl` in `dir`: chat, posts and viewer counts with `chatflow produce`,
+/// then the lines of `appended` (bad input, say) after them.
+pub fn produce_mixed(dir: &Path, count: u64, seed: u64, appended: &[u8]) -> PathBuf {
+    let path = dir.join("mixed.jsonl");
+    let (count, seed) = (count.to_string(), seed.to_string());
+    run_ok(&["produce", "--kind", "chat,posts,viewers", "--out", path_str(&path), "--count", &count, "--seed", &seed]);
+    if !appended.is_empty() {
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(appended);
+        std::fs::write(&path, bytes).unwrap();
+    }
+    path
+}
+
 /// The consolidated content of a change file: per row (without `time` and `diff`) the sum of
 /// its diffs. Also checks the header and that times never decrease.
 pub fn consolidated_file(path: &Path, columns: usize) -> BTreeMap<Vec<String>, i64> {
