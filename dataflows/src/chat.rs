@@ -25,7 +25,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use crate::operators::{count_by_key, distinct_by_key, preaggregate, top_k};
+use crate::operators::{count_by_group, count_by_key, distinct_by_group, preaggregate, top_k};
 use crate::types::*;
 use crate::views::*;
 use crate::words::Splitter;
@@ -39,10 +39,12 @@ pub struct ChatConfig {
     pub top_k: usize,
 }
 
-/// (channel, window_start, word)
-type WordKey = Hashed<(Name, i64, Name)>;
-/// (channel, window_start, user)
-type MessageKey = Hashed<(Name, i64, Name)>;
+/// (channel, window_start): the group of the windowed counts.
+type Window = Hashed<(Name, i64)>;
+/// ((channel, window_start), word)
+type WordKey = (Window, Prehashed<Name>);
+/// ((channel, window_start), user)
+type MessageKey = (Window, Prehashed<Name>);
 
 /// computes every chat view of `chats` (each a collection of rows with multiplicity 0 or 1)
 /// and hands it to `exporter`.
@@ -88,14 +90,15 @@ pub fn split_messages<'s, T: Timestamp + Hash>(
                 let mut messages_session = messages_out.session(&cap);
                 for container in containers {
                     for (chat, time, diff) in container.drain(..) {
-                        let window = window_start(chat.ts, window_secs);
+                        // The window's hash is taken once per message, each word's once.
+                        let window = Hashed::new((chat.channel, window_start(chat.ts, window_secs)));
                         let mut count = 0;
                         splitter.split(&chat.text, |word| {
                             count += 1;
-                            let key = Hashed::new((chat.channel.clone(), window, Name::from(word)));
+                            let key = (window.clone(), Prehashed::new(Name::from(word)));
                             *word_sums.entry((key, time.clone())).or_insert(0) += diff;
                         });
-                        let key = Hashed::new((chat.channel, window, chat.user));
+                        let key = (window, Prehashed::new(chat.user));
                         messages_session.give(((key, count), time, diff));
                     }
                 }
@@ -118,8 +121,9 @@ fn word_counts<'s, T>(words: VecCollection<'s, T, WordKey>) -> VecCollection<'s,
 where
     T: Timestamp + TotalOrder,
 {
-    count_by_key(words, "Count: word_counts").map(|(Hashed { key: (channel, window_start, word), .. }, count)| {
-        WordCount { channel, window_start, word, count: count as i64 }
+    count_by_group(words, "Count: word_counts").map(|((window, word), count)| {
+        let (channel, window_start) = window.key;
+        WordCount { channel, window_start, word: word.key, count: count as i64 }
     })
 }
 
@@ -130,40 +134,41 @@ where
 {
     // Not pre-aggregated: the top-K sums a time's updates per (channel, word) as they arrive,
     // and the words are summed per (channel, window, word) and batch already.
-    top_k(words.map(|w| (w.key.0, w.key.2)), k, "TopK: top_words").map(|(channel, rank, word, count)| TopWord {
-        channel,
-        rank,
-        word,
-        count: count as i64,
-    })
+    top_k(words.map(|(window, word)| (window.key.0, word)), k, "TopK: top_words")
+        .map(|(channel, rank, word, count)| TopWord { channel, rank, word: word.key, count: count as i64 })
 }
 
 /// returns `(channel, user)` once per message.
-fn channel_users<'s, T>(messages: VecCollection<'s, T, (MessageKey, usize)>) -> VecCollection<'s, T, (Name, Name)>
+fn channel_users<'s, T>(
+    messages: VecCollection<'s, T, (MessageKey, usize)>,
+) -> VecCollection<'s, T, (Name, Prehashed<Name>)>
 where
     T: Timestamp + Hash,
 {
-    preaggregate(messages.map(|(m, _)| (m.key.0, m.key.2)), "Preaggregate: channel users")
+    preaggregate(messages.map(|((window, user), _)| (window.key.0, user)), "Preaggregate: channel users")
 }
 
 /// returns `user_counts`: per (channel, user) the number of messages of all time.
-fn user_counts<'s, T>(users: VecCollection<'s, T, (Name, Name)>) -> VecCollection<'s, T, UserCount>
+fn user_counts<'s, T>(users: VecCollection<'s, T, (Name, Prehashed<Name>)>) -> VecCollection<'s, T, UserCount>
 where
     T: Timestamp + TotalOrder,
 {
-    count_by_key(users.map(Hashed::new), "Count: user_counts")
-        .map(|(Hashed { key: (channel, user), .. }, messages)| UserCount { channel, user, messages: messages as i64 })
+    count_by_group(users, "Count: user_counts").map(|((channel, user), messages)| UserCount {
+        channel,
+        user: user.key,
+        messages: messages as i64,
+    })
 }
 
 /// returns `top_users`: per channel the `k` users with the most messages.
-fn top_users<'s, T>(users: VecCollection<'s, T, (Name, Name)>, k: usize) -> VecCollection<'s, T, TopUser>
+fn top_users<'s, T>(users: VecCollection<'s, T, (Name, Prehashed<Name>)>, k: usize) -> VecCollection<'s, T, TopUser>
 where
     T: Timestamp + TotalOrder,
 {
     top_k(users, k, "TopK: top_users").map(|(channel, rank, user, messages)| TopUser {
         channel,
         rank,
-        user,
+        user: user.key,
         messages: messages as i64,
     })
 }
@@ -178,16 +183,14 @@ where
     T: Timestamp + TotalOrder + Hash,
 {
     let sizes = preaggregate(
-        messages
-            .clone()
-            .explode(|(m, words)| Some((Hashed::new((m.key.0, m.key.1)), (1 as Diff, words as Diff, 0 as Diff)))),
+        messages.clone().explode(|((window, _), words)| Some((window, (1 as Diff, words as Diff, 0 as Diff)))),
         "Preaggregate: window sizes",
     );
-    let chatters = distinct_by_key(
+    let chatters = distinct_by_group(
         preaggregate(messages.map(|(key, _)| key), "Preaggregate: window chatters"),
         "Distinct: window chatters",
     )
-    .explode(|m| Some((Hashed::new((m.key.0, m.key.1)), (0 as Diff, 0 as Diff, 1 as Diff))));
+    .explode(|(window, _)| Some((window, (0 as Diff, 0 as Diff, 1 as Diff))));
     count_by_key(sizes.concat(chatters), "Count: channel_activity").map(
         |(Hashed { key: (channel, window_start), .. }, (messages, words, chatters))| ChannelActivity {
             channel,

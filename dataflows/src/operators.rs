@@ -254,6 +254,104 @@ where
     })
 }
 
+/// [`total_by_key`] for keys that are `(group, item)` pairs, with each worker's totals kept
+/// per group: one small map of items per group rather than one map of every key.
+///
+/// Keys are still exchanged by the whole pair. What changes is locality: a time's updates
+/// touch few groups (the chat views' groups are (channel, window), and a batch of messages
+/// falls into the latest windows), so its probes stay within those groups' maps, which stay in
+/// cache, instead of landing all over one table of millions of keys that must also be rehashed
+/// as it grows. On the peer workload the word totals took 3.1 s of a worker's 8 s as one map.
+pub fn total_by_group<'s, T, G, I, R, D, F>(
+    updates: VecCollection<'s, T, (G, I), R>,
+    name: &str,
+    mut changed: F,
+) -> VecCollection<'s, T, D>
+where
+    T: Timestamp + TotalOrder,
+    G: ExchangeData + Hash,
+    I: ExchangeData + Hash,
+    R: ExchangeData + Monoid,
+    D: Data,
+    F: FnMut(&G, &I, &R, &R, &mut dyn FnMut(D, Diff)) + 'static,
+{
+    type Nested<G, I, R> = HashMap<G, HashMap<I, R, RandomState>, RandomState>;
+    let exchange = Exchange::new(|update: &((G, I), T, R)| update.0.hashed());
+    let mut groups: Nested<G, I, R> = HashMap::default();
+    let absorb =
+        |sums: &mut Nested<G, I, R>, (group, item): (G, I), diff| sum_into(sums.entry(group).or_default(), item, diff);
+    accumulate_in_time_order(updates, exchange, name, absorb, move |_time, sums: Nested<G, I, R>, emit| {
+        for (group, deltas) in sums {
+            let totals = groups.entry(group.clone()).or_default();
+            for (item, delta) in deltas {
+                if delta.is_zero() {
+                    continue;
+                }
+                match totals.entry(item) {
+                    Entry::Occupied(mut e) => {
+                        let old = e.get().clone();
+                        let mut new = old.clone();
+                        new.plus_equals(&delta);
+                        changed(&group, e.key(), &old, &new, emit);
+                        if new.is_zero() {
+                            e.remove();
+                        } else {
+                            *e.get_mut() = new;
+                        }
+                    }
+                    Entry::Vacant(e) => {
+                        changed(&group, e.key(), &R::zero(), &delta, emit);
+                        e.insert(delta);
+                    }
+                }
+            }
+            if totals.is_empty() {
+                groups.remove(&group);
+            }
+        }
+    })
+}
+
+/// [`count_by_key`] over `(group, item)` keys, with the totals kept per group
+/// ([`total_by_group`]).
+pub fn count_by_group<'s, T, G, I, R>(
+    updates: VecCollection<'s, T, (G, I), R>,
+    name: &str,
+) -> VecCollection<'s, T, ((G, I), R)>
+where
+    T: Timestamp + TotalOrder,
+    G: ExchangeData + Hash,
+    I: ExchangeData + Hash,
+    R: ExchangeData + Monoid,
+{
+    total_by_group(updates, name, |group: &G, item: &I, old: &R, new: &R, emit| {
+        if !old.is_zero() {
+            emit(((group.clone(), item.clone()), old.clone()), -1);
+        }
+        if !new.is_zero() {
+            emit(((group.clone(), item.clone()), new.clone()), 1);
+        }
+    })
+}
+
+/// [`distinct_by_key`] over `(group, item)` keys, with the totals kept per group
+/// ([`total_by_group`]).
+pub fn distinct_by_group<'s, T, G, I>(
+    updates: VecCollection<'s, T, (G, I), Diff>,
+    name: &str,
+) -> VecCollection<'s, T, (G, I)>
+where
+    T: Timestamp + TotalOrder,
+    G: ExchangeData + Hash,
+    I: ExchangeData + Hash,
+{
+    total_by_group(updates, name, |group: &G, item: &I, old: &Diff, new: &Diff, emit| match (*old > 0, *new > 0) {
+        (false, true) => emit((group.clone(), item.clone()), 1),
+        (true, false) => emit((group.clone(), item.clone()), -1),
+        _ => {}
+    })
+}
+
 /// returns `(key, value)` rows: for each key the least of its values present (multiplicity
 /// above zero), or the greatest with `greatest`. A change of that value is the retraction of
 /// the old row and the insertion of the new one.
@@ -337,9 +435,26 @@ impl<I: Ord + Hash + Clone, R: Monoid + Ord> Ranking<I, R> {
     /// Adds `delta` to `item`'s score, keeping the invariant with a buffer of `capacity`.
     fn update(&mut self, item: I, delta: R, k: usize, capacity: usize) {
         let zero = R::zero();
-        let old = self.scores.get(&item).cloned().unwrap_or_else(R::zero);
-        let mut new = old.clone();
-        new.plus_equals(&delta);
+        // One probe of the scores: the entry gives the old score and takes the new one.
+        let (old, new) = match self.scores.entry(item.clone()) {
+            Entry::Occupied(mut e) => {
+                let old = e.get().clone();
+                let mut new = old.clone();
+                new.plus_equals(&delta);
+                if new.is_zero() {
+                    e.remove();
+                } else {
+                    *e.get_mut() = new.clone();
+                }
+                (old, new)
+            }
+            Entry::Vacant(e) => {
+                if !delta.is_zero() {
+                    e.insert(delta.clone());
+                }
+                (R::zero(), delta)
+            }
+        };
         // The shown rows can change only if the item was or becomes one of them: its old or
         // new rank key is at or before the last shown row's.
         if !self.dirty {
@@ -351,11 +466,6 @@ impl<I: Ord + Hash + Clone, R: Monoid + Ord> Ranking<I, R> {
                     shown(&old) || shown(&new)
                 }
             };
-        }
-        if new.is_zero() {
-            self.scores.remove(&item);
-        } else {
-            self.scores.insert(item.clone(), new.clone());
         }
         let (was_positive, is_positive) = (old > zero, new > zero);
         let mut item = item;

@@ -34,6 +34,49 @@ impl<K> Hash for Hashed<K> {
     }
 }
 
+/// A key with its hash kept beside it, equal and ordered by the key alone. Hash maps and
+/// exchanges use the stored hash, so a word is hashed once, where it is split, however many
+/// maps and exchanges it passes; rankings that break ties by the key still order by the key
+/// (unlike [`Hashed`], which orders by the hash first). The hash is fixed-seeded, as `Hashed`'s.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Prehashed<K> {
+    hash: u64,
+    pub key: K,
+}
+
+impl<K: Hash> Prehashed<K> {
+    pub fn new(key: K) -> Self {
+        let hash = foldhash::quality::FixedState::with_seed(0x6368_6174_666c_6f77).hash_one(&key);
+        Prehashed { hash, key }
+    }
+}
+
+impl<K> Hash for Prehashed<K> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl<K: PartialEq> PartialEq for Prehashed<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.key == other.key
+    }
+}
+
+impl<K: Eq> Eq for Prehashed<K> {}
+
+impl<K: Ord> PartialOrd for Prehashed<K> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<K: Ord> Ord for Prehashed<K> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
 /// A chat message: `{"ts", "channel", "user", "text"}`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Chat {
