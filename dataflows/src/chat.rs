@@ -40,25 +40,32 @@ pub struct ChatConfig {
 }
 
 /// (channel, window_start): the group of the windowed counts.
-type Window = Hashed<(Name, i64)>;
+pub type Window = Hashed<(Name, i64)>;
 /// ((channel, window_start), word)
 type WordKey = (Window, Prehashed<Name>);
 /// ((channel, window_start), user)
 type MessageKey = (Window, Prehashed<Name>);
 
 /// computes every chat view of `chats` (each a collection of rows with multiplicity 0 or 1)
-/// and hands it to `exporter`.
-pub fn chat_views<'s, T>(chats: VecCollection<'s, T, Chat>, config: &ChatConfig, exporter: &mut impl Exporter<'s, T>)
+/// and hands it to `exporter`; returns each message's `(channel, window_start)`, for views
+/// of other inputs that count messages per window (engagement) without reading `chats` again.
+pub fn chat_views<'s, T>(
+    chats: VecCollection<'s, T, Chat>,
+    config: &ChatConfig,
+    exporter: &mut impl Exporter<'s, T>,
+) -> VecCollection<'s, T, Window>
 where
     T: Timestamp + TotalOrder + Hash,
 {
     let (words, messages) = split_messages(chats, config.window_secs);
     let users = channel_users(messages.clone());
+    let windows = messages.clone().map(|((window, _), _)| window);
     exporter.export(word_counts(words.clone()));
     exporter.export(channel_activity(messages));
     exporter.export(user_counts(users.clone()));
     exporter.export(top_words(words, config.top_k));
     exporter.export(top_users(users, config.top_k));
+    windows
 }
 
 /// returns `(words, messages)`: `(channel, window_start, word)` with a diff of its number of

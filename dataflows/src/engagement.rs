@@ -2,7 +2,7 @@
 //! messages and the latest viewer count.
 //!
 //! ```text
-//!  chats ──► (channel, window): (1, 0, 0) ────────────────────────────────────────┐
+//!  message windows ─► (channel, window): (1, 0, 0) ───────────────────────────────┐
 //!  viewers ─► ((channel, window), (ts, viewers)) ─► Greatest ─► (0, viewers, 1) ───┴─► Count ─► engagement
 //! ```
 //!
@@ -21,18 +21,17 @@ use crate::operators::{extreme_by_key, preaggregate, total_by_key};
 use crate::types::*;
 use crate::views::*;
 
-/// returns `engagement` of `chats` and `viewers` with chat windows of `window_secs`.
+/// returns `engagement` of the chat messages' `(channel, window_start)` (one per message, as
+/// [`crate::chat::chat_views`] returns them) and `viewers`, with windows of `window_secs`.
 pub fn engagement<'s, T>(
-    chats: VecCollection<'s, T, Chat>,
+    message_windows: VecCollection<'s, T, Hashed<(Name, i64)>>,
     viewers: VecCollection<'s, T, Viewers>,
     window_secs: i64,
 ) -> VecCollection<'s, T, Engagement>
 where
     T: Timestamp + TotalOrder + Hash,
 {
-    let messages = chats.explode(move |c| {
-        Some((Hashed::new((c.channel, window_start(c.ts, window_secs))), (1 as Diff, 0 as Diff, 0 as Diff)))
-    });
+    let messages = message_windows.explode(|window| Some((window, (1 as Diff, 0 as Diff, 0 as Diff))));
     let counts = viewers.map(move |v| (Hashed::new((v.channel, window_start(v.ts, window_secs))), (v.ts, v.viewers)));
     let latest = extreme_by_key(counts, true, "Greatest: window viewers")
         .explode(|(key, (_ts, viewers))| Some((key, (0 as Diff, viewers as Diff, 1 as Diff))));

@@ -21,7 +21,7 @@ pub use views::*;
 use std::hash::Hash;
 
 use differential_dataflow::lattice::Lattice;
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, VecCollection};
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
@@ -59,9 +59,15 @@ where
         edges = edges.concat(network::mention_edges(inputs.chats.clone()));
     }
     let window = config.chat.window_secs;
-    exporter.export(sentiment::sentiment(inputs.chats.clone(), config.sentiment.clone(), window));
-    exporter.export(engagement::engagement(inputs.chats.clone(), inputs.viewers, window));
-    chat::chat_views(inputs.chats, &config.chat, exporter);
+    // Each extra consumer of `chats` costs a copy of every message, text included: sentiment
+    // reads them only when it is on, and engagement counts the windows the chat views split.
+    let sentiment = match &config.sentiment {
+        Some(lexica) => sentiment::sentiment(inputs.chats.clone(), lexica.clone(), window),
+        None => timely::dataflow::operators::generic::operator::empty(inputs.chats.inner.scope()).as_collection(),
+    };
+    exporter.export(sentiment);
+    let windows = chat::chat_views(inputs.chats, &config.chat, exporter);
+    exporter.export(engagement::engagement(windows, inputs.viewers, window));
     network::network_views(edges, inputs.focus, &config.network, exporter);
     posts::post_views(inputs.posts, &config.posts, exporter);
     exporter.export(inputs.dead_letters);

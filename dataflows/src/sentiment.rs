@@ -329,14 +329,13 @@ impl Lexica {
 /// `round(score × 1000)`; nothing when `lexica` is `None` (the view is off).
 pub fn sentiment<'s, T>(
     chats: VecCollection<'s, T, Chat>,
-    lexica: Option<Arc<Lexica>>,
+    lexica: Arc<Lexica>,
     window_secs: i64,
 ) -> VecCollection<'s, T, Sentiment>
 where
     T: Timestamp + TotalOrder + Hash,
 {
     let scored = chats.explode(move |chat| {
-        let lexica = lexica.as_ref()?;
         let score = lexica.score(&chat.text);
         let class = score.class();
         let one = |c: Class| (class == c) as Diff;
