@@ -39,8 +39,11 @@ pub struct ChatConfig {
     pub top_k: usize,
 }
 
-/// (channel, window_start): the group of the windowed counts.
-pub type Window = Hashed<(Name, i64)>;
+/// A channel, hashed once per message.
+pub type Channel = Prehashed<Name>;
+/// (channel, window_start): the group of the windowed counts (its hash is cheap to take: the
+/// channel's hash and the window's start).
+pub type Window = Hashed<(Channel, i64)>;
 /// ((channel, window_start), word)
 type WordKey = (Window, Prehashed<Name>);
 /// ((channel, window_start), user)
@@ -98,7 +101,8 @@ pub fn split_messages<'s, T: Timestamp + Hash>(
                 for container in containers {
                     for (chat, time, diff) in container.drain(..) {
                         // The window's hash is taken once per message, each word's once.
-                        let window = Hashed::new((chat.channel, window_start(chat.ts, window_secs)));
+                        let channel = Prehashed::new(chat.channel);
+                        let window = Hashed::new((channel, window_start(chat.ts, window_secs)));
                         let mut count = 0;
                         splitter.split(&chat.text, |word| {
                             count += 1;
@@ -128,9 +132,11 @@ fn word_counts<'s, T>(words: VecCollection<'s, T, WordKey>) -> VecCollection<'s,
 where
     T: Timestamp + TotalOrder,
 {
-    count_by_group(words, "Count: word_counts").map(|((window, word), count)| {
-        let (channel, window_start) = window.key;
-        WordCount { channel, window_start, word: word.key, count: count as i64 }
+    count_by_group(words, "Count: word_counts", |window: &Window, word: &Prehashed<Name>, count| WordCount {
+        channel: window.key.0.key.clone(),
+        window_start: window.key.1,
+        word: word.key.clone(),
+        count: count as i64,
     })
 }
 
@@ -142,13 +148,13 @@ where
     // Not pre-aggregated: the top-K sums a time's updates per (channel, word) as they arrive,
     // and the words are summed per (channel, window, word) and batch already.
     top_k(words.map(|(window, word)| (window.key.0, word)), k, "TopK: top_words")
-        .map(|(channel, rank, word, count)| TopWord { channel, rank, word: word.key, count: count as i64 })
+        .map(|(channel, rank, word, count)| TopWord { channel: channel.key, rank, word: word.key, count: count as i64 })
 }
 
 /// returns `(channel, user)` once per message.
 fn channel_users<'s, T>(
     messages: VecCollection<'s, T, (MessageKey, usize)>,
-) -> VecCollection<'s, T, (Name, Prehashed<Name>)>
+) -> VecCollection<'s, T, (Channel, Prehashed<Name>)>
 where
     T: Timestamp + Hash,
 {
@@ -156,24 +162,24 @@ where
 }
 
 /// returns `user_counts`: per (channel, user) the number of messages of all time.
-fn user_counts<'s, T>(users: VecCollection<'s, T, (Name, Prehashed<Name>)>) -> VecCollection<'s, T, UserCount>
+fn user_counts<'s, T>(users: VecCollection<'s, T, (Channel, Prehashed<Name>)>) -> VecCollection<'s, T, UserCount>
 where
     T: Timestamp + TotalOrder,
 {
-    count_by_group(users, "Count: user_counts").map(|((channel, user), messages)| UserCount {
-        channel,
-        user: user.key,
+    count_by_group(users, "Count: user_counts", |channel: &Channel, user: &Prehashed<Name>, messages| UserCount {
+        channel: channel.key.clone(),
+        user: user.key.clone(),
         messages: messages as i64,
     })
 }
 
 /// returns `top_users`: per channel the `k` users with the most messages.
-fn top_users<'s, T>(users: VecCollection<'s, T, (Name, Prehashed<Name>)>, k: usize) -> VecCollection<'s, T, TopUser>
+fn top_users<'s, T>(users: VecCollection<'s, T, (Channel, Prehashed<Name>)>, k: usize) -> VecCollection<'s, T, TopUser>
 where
     T: Timestamp + TotalOrder,
 {
     top_k(users, k, "TopK: top_users").map(|(channel, rank, user, messages)| TopUser {
-        channel,
+        channel: channel.key,
         rank,
         user: user.key,
         messages: messages as i64,
@@ -200,7 +206,7 @@ where
     .explode(|(window, _)| Some((window, (0 as Diff, 0 as Diff, 1 as Diff))));
     count_by_key(sizes.concat(chatters), "Count: channel_activity").map(
         |(Hashed { key: (channel, window_start), .. }, (messages, words, chatters))| ChannelActivity {
-            channel,
+            channel: channel.key,
             window_start,
             messages: messages as i64,
             words: words as i64,

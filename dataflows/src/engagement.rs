@@ -24,7 +24,7 @@ use crate::views::*;
 /// returns `engagement` of the chat messages' `(channel, window_start)` (one per message, as
 /// [`crate::chat::chat_views`] returns them) and `viewers`, with windows of `window_secs`.
 pub fn engagement<'s, T>(
-    message_windows: VecCollection<'s, T, Hashed<(Name, i64)>>,
+    message_windows: VecCollection<'s, T, crate::chat::Window>,
     viewers: VecCollection<'s, T, Viewers>,
     window_secs: i64,
 ) -> VecCollection<'s, T, Engagement>
@@ -32,7 +32,8 @@ where
     T: Timestamp + TotalOrder + Hash,
 {
     let messages = message_windows.explode(|window| Some((window, (1 as Diff, 0 as Diff, 0 as Diff))));
-    let counts = viewers.map(move |v| (Hashed::new((v.channel, window_start(v.ts, window_secs))), (v.ts, v.viewers)));
+    let counts = viewers
+        .map(move |v| (Hashed::new((Prehashed::new(v.channel), window_start(v.ts, window_secs))), (v.ts, v.viewers)));
     let latest = extreme_by_key(counts, true, "Greatest: window viewers")
         .explode(|(key, (_ts, viewers))| Some((key, (0 as Diff, viewers as Diff, 1 as Diff))));
     let all = preaggregate(messages, "Preaggregate: engagement messages").concat(latest);
@@ -41,14 +42,14 @@ where
     let row = |(messages, viewers, present): &(Diff, Diff, Diff)| {
         (*messages != 0 || *present != 0).then_some((*messages as i64, *viewers as i64))
     };
-    total_by_key(all, "Count: engagement", move |key: &Hashed<(Name, i64)>, old, new, emit| {
+    total_by_key(all, "Count: engagement", move |key: &crate::chat::Window, old, new, emit| {
         let (before, after) = (row(old), row(new));
         if before == after {
             return;
         }
         let (channel, window_start) = &key.key;
         let engagement = |(messages, viewers)| Engagement {
-            channel: channel.clone(),
+            channel: channel.key.clone(),
             window_start: *window_start,
             messages,
             viewers,

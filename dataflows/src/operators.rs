@@ -313,23 +313,26 @@ where
 }
 
 /// [`count_by_key`] over `(group, item)` keys, with the totals kept per group
-/// ([`total_by_group`]).
-pub fn count_by_group<'s, T, G, I, R>(
+/// ([`total_by_group`]): the rows `row(group, item, total)`, made where the totals are (no
+/// separate pass to shape them).
+pub fn count_by_group<'s, T, G, I, R, D>(
     updates: VecCollection<'s, T, (G, I), R>,
     name: &str,
-) -> VecCollection<'s, T, ((G, I), R)>
+    row: impl Fn(&G, &I, R) -> D + 'static,
+) -> VecCollection<'s, T, D>
 where
     T: Timestamp + TotalOrder,
     G: ExchangeData + Hash,
     I: ExchangeData + Hash,
     R: ExchangeData + Monoid,
+    D: Data,
 {
-    total_by_group(updates, name, |group: &G, item: &I, old: &R, new: &R, emit| {
+    total_by_group(updates, name, move |group: &G, item: &I, old: &R, new: &R, emit| {
         if !old.is_zero() {
-            emit(((group.clone(), item.clone()), old.clone()), -1);
+            emit(row(group, item, old.clone()), -1);
         }
         if !new.is_zero() {
-            emit(((group.clone(), item.clone()), new.clone()), 1);
+            emit(row(group, item, new.clone()), 1);
         }
     })
 }
