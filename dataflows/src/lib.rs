@@ -13,6 +13,7 @@ pub mod posts;
 pub mod sentiment;
 pub mod types;
 pub mod views;
+pub mod walks;
 pub mod words;
 
 pub use types::*;

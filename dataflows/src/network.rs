@@ -23,10 +23,10 @@ use differential_dataflow::VecCollection;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use crate::operators::{count_by_key, distinct_by_key, top_k, total_by_key};
+use crate::operators::total_by_key;
+use crate::walks::walk_views;
 use crate::types::*;
 use crate::views::*;
-use differential_dataflow::lattice::Lattice;
 
 /// Parameters of the network views.
 #[derive(Clone, Debug)]
@@ -46,7 +46,7 @@ pub fn network_views<'s, T>(
     config: &NetworkConfig,
     exporter: &mut impl Exporter<'s, T>,
 ) where
-    T: Timestamp + Lattice + TotalOrder,
+    T: Timestamp + TotalOrder,
 {
     let strengths = strengths(edges);
     exporter.export(strengths.clone().map(|(pair, strength)| Connection {
@@ -55,45 +55,9 @@ pub fn network_views<'s, T>(
         strength: strength as i64,
     }));
 
-    let graph = strength_graph(strengths);
-    let focus = match focus {
-        Some(focus) => distinct_by_key(focus, "Distinct: focus"),
-        None => distinct_by_key(graph.clone().map(|(u, _)| u), "Distinct: users"),
-    };
-
-    // One arrangement of the graph, keyed by the walk's current user, joined at every hop.
-    let graph = graph.arrange_by_key_named("Arrange: strength graph");
-    let walks1 = focus
-        .map(|f| (f, ()))
-        .arrange_by_key_named("Arrange: focus")
-        .join_core(graph.clone(), |f, _, v| Some((v.clone(), f.clone())));
-    let walks2 = walks1
-        .clone()
-        .arrange_by_key_named("Arrange: walks 1")
-        .join_core(graph.clone(), |_v, f, w| Some((w.clone(), f.clone())));
-
-    let mut reach = walk_counts(walks2.clone(), 2);
-    let mut scores = walks1
-        .explode(|(v, f)| Some(((f, v), (1 as Diff, 0 as Diff, 0 as Diff))))
-        .concat(walks2.clone().filter(|(w, f)| w != f).explode(|(w, f)| Some(((f, w), (0, 1 as Diff, 0)))));
-    if config.hops >= 3 {
-        let walks3 =
-            walks2.arrange_by_key_named("Arrange: walks 2").join_core(graph, |_w, f, x| Some((x.clone(), f.clone())));
-        reach = reach.concat(walk_counts(walks3.clone(), 3));
-        scores = scores.concat(walks3.filter(|(x, f)| x != f).explode(|(x, f)| Some(((f, x), (0, 0, 1 as Diff)))));
-    }
-
+    let (reach, top_connections) = walk_views(strengths, focus, config.hops, config.top_n);
     exporter.export(reach);
-    exporter.export(top_k(scores, config.top_n, "TopK: top_connections").map(
-        |(user, rank, other, (strength, walks2, walks3))| TopConnection {
-            user,
-            rank,
-            other,
-            strength: strength as i64,
-            walks2: walks2 as i64,
-            walks3: walks3 as i64,
-        },
-    ));
+    exporter.export(top_connections);
 }
 
 /// returns `((a, b), strength)` with `a < b`: the positive part of the total weight of the
@@ -115,34 +79,6 @@ where
                 emit((pair.clone(), new), 1);
             }
         }
-    })
-}
-
-/// returns the symmetric strength matrix: `(u, v)` with multiplicity `A[u][v]`.
-fn strength_graph<'s, T>(
-    strengths: VecCollection<'s, T, (Hashed<(Name, Name)>, Diff)>,
-) -> VecCollection<'s, T, (Name, Name)>
-where
-    T: Timestamp,
-{
-    strengths.explode(|(pair, strength)| {
-        let (a, b) = pair.key;
-        [((a.clone(), b.clone()), strength), ((b, a), strength)]
-    })
-}
-
-/// returns `reach` rows of `hops` from walks `(other, user)` whose multiplicity is the number
-/// of weighted walks; a user's walks back to itself are not reported.
-fn walk_counts<'s, T>(walks: VecCollection<'s, T, (Name, Name)>, hops: u32) -> VecCollection<'s, T, Reach>
-where
-    T: Timestamp + TotalOrder,
-{
-    let pairs = walks.filter(|(other, user)| other != user).map(|(other, user)| Hashed::new((user, other)));
-    count_by_key(pairs, &format!("Count: reach {hops}")).map(move |(pair, walks)| Reach {
-        user: pair.key.0,
-        other: pair.key.1,
-        hops,
-        walks: walks as i64,
     })
 }
 
