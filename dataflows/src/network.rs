@@ -2,31 +2,26 @@
 //! edge events that add and delete.
 //!
 //! ```text
-//!  edges (src, dst), diff ±weight ─► pair (a < b), self-loops out ─► Strength: positive part of the total ─► connections
-//!                                                                        │
-//!                       A: (u, v) with multiplicity A[u][v] (both directions) ─► Arrange: strength graph ─┐
-//!                                                                                                        │ (shared)
-//!  focus (or every user of A) ─► Arrange: focus ─► join A ─► W1 (v, f): A[f][v] ─► Arrange: walks 1 ─► join A ─► W2 (w, f): A²[f][w]
-//!                                                                                        W2 ─► Arrange: walks 2 ─► join A ─► W3 (x, f): A³[f][x]
-//!  W2, W3 ─► Count per (f, other), f ≠ other ─► reach
-//!  W1 (1,0,0) + W2 (0,1,0) + W3 (0,0,1) ─► TopK by (strength, walks2, walks3) ─► top_connections
+//!  edges (src, dst), diff ±weight ─► pair (a < b), self-loops out ─► Strength: positive part of the total ─┬─► connections
+//!                                                                                                         │
+//!  focus (or every user of the graph) ──────────────────────────────────────────────────────────► Walks ─┴─► reach, top_connections
 //! ```
 //!
-//! The strength matrix is a collection whose *multiplicities* are the strengths, so a join
-//! multiplies strengths and differential's consolidation sums over the middle user: each hop
-//! is one `join_core` against the one shared arrangement of the graph, and a changed edge
-//! updates only the walks through it. Deleting more weight than a pair has leaves it absent
-//! (strength ≤ 0), and adding it back later counts from the true total, so the result never
-//! depends on the arrival order.
+//! `connections` is a running total per pair. Deleting more weight than a pair has leaves it
+//! absent (strength ≤ 0), and adding it back later counts from the true total, so the result
+//! never depends on the arrival order. The walks (`reach`: the entries of A² and A³ of the
+//! symmetric strength matrix A for each focus user; `top_connections`: a ranking by
+//! (strength, walks2, walks3)) are computed in `walks`, as rows of a sparse product over a
+//! copy of the graph on every worker, updated by the product's differences when edges change.
 
 use differential_dataflow::VecCollection;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use crate::operators::total_by_key;
-use crate::walks::walk_views;
 use crate::types::*;
 use crate::views::*;
+use crate::walks::walk_views;
 
 /// Parameters of the network views.
 #[derive(Clone, Debug)]

@@ -69,6 +69,8 @@ struct Walks {
     owned: Vec<bool>,
     /// The strength graph, both directions; strengths are positive.
     adjacency: Vec<Vec<(u32, Diff)>>,
+    /// How many entries `adjacency` holds (twice the pairs).
+    entries: usize,
     /// The focus users' multiplicities; `None`: every user is a focus user.
     focus: Option<HashMap<u32, Diff, RandomState>>,
     emitted: HashMap<u32, Emitted, RandomState>,
@@ -106,9 +108,13 @@ impl Walks {
                     list[i].1 += delta;
                     if list[i].1 == 0 {
                         list.swap_remove(i);
+                        self.entries -= 1;
                     }
                 }
-                None => list.push((to, delta)),
+                None => {
+                    list.push((to, delta));
+                    self.entries += 1;
+                }
             }
         }
     }
@@ -171,31 +177,290 @@ impl Walks {
         strengths.sort_unstable();
         let walks2 = self.times_graph(&strengths);
         let walks3 = if self.hops >= 3 { self.times_graph(&walks2) } else { Vec::new() };
+        let strengths = strengths; // sorted
         let without_f = |row: Vec<(u32, Diff)>| row.into_iter().filter(|(u, _)| *u != f).collect::<Vec<_>>();
         let (walks2, walks3) = (without_f(walks2), without_f(walks3));
 
-        // Every other user with a score, merged from the three sorted rows.
-        let mut scores: BTreeMap<u32, Score> = BTreeMap::new();
-        for &(u, s) in &strengths {
-            scores.entry(u).or_default().0 = s;
-        }
-        for &(u, w) in &walks2 {
-            scores.entry(u).or_default().1 = w;
-        }
-        for &(u, w) in &walks3 {
-            scores.entry(u).or_default().2 = w;
-        }
-        let names = &self.names;
-        let order = |a: &(u32, Score), b: &(u32, Score)| {
-            b.1.cmp(&a.1).then_with(|| names[a.0 as usize].cmp(&names[b.0 as usize]))
-        };
-        let mut top: Vec<(u32, Score)> = scores.into_iter().filter(|(_, s)| *s > (0, 0, 0)).collect();
-        if top.len() > self.top_n {
-            top.select_nth_unstable_by(self.top_n, order);
-            top.truncate(self.top_n);
-        }
-        top.sort_unstable_by(order);
+        let top = self.top_of(&strengths, &walks2, &walks3);
         Emitted { walks2, walks3, top }
+    }
+
+    /// Applies a completed time's changes — `deltas` of strength per pair `(a, b)`, and focus
+    /// multiplicity changes — and emits what changed in the owned focus users' rows.
+    ///
+    /// A change touching a large part of the graph (a load) recomputes the rows of every
+    /// affected user; a small one applies the rows' differences:
+    /// `ΔA² = Δ·A' + A·Δ` and `ΔA³ = Δ·A'² + A·ΔA²` (`A` before, `A'` after the change),
+    /// each scattered from the changed pairs' ends, so it costs the walks through the change.
+    fn process(
+        &mut self,
+        deltas: HashMap<(u32, u32), Diff, RandomState>,
+        focus_changes: HashMap<u32, Diff, RandomState>,
+        reach: &mut impl FnMut(Reach, Diff),
+        top: &mut impl FnMut(TopConnection, Diff),
+    ) {
+        let mut delta_rows: HashMap<u32, Vec<(u32, Diff)>, RandomState> = HashMap::default();
+        for (&(a, b), &d) in &deltas {
+            delta_rows.entry(a).or_default().push((b, d));
+            delta_rows.entry(b).or_default().push((a, d));
+        }
+        let full = deltas.len() * 16 >= self.entries.max(1);
+        let mut recompute: Vec<u32> = if full {
+            let ends: Vec<u32> = delta_rows.keys().copied().collect();
+            self.affected(&ends)
+        } else {
+            Vec::new()
+        };
+        let old_rows: HashMap<u32, Vec<(u32, Diff)>, RandomState> = if full {
+            HashMap::default()
+        } else {
+            delta_rows.keys().map(|&e| (e, self.adjacency[e as usize].clone())).collect()
+        };
+        for (&(a, b), &delta) in &deltas {
+            self.add(a, b, delta);
+        }
+        if let Some(focus) = self.focus.as_mut() {
+            for (&user, &diff) in &focus_changes {
+                let m = focus.entry(user).or_insert(0);
+                *m += diff;
+                if *m == 0 {
+                    focus.remove(&user);
+                }
+                recompute.push(user);
+            }
+        }
+        recompute.sort_unstable();
+        recompute.dedup();
+        for &f in &recompute {
+            let new = self.rows(f);
+            let old = self.emitted.remove(&f).unwrap_or_default();
+            self.emit_changes(f, &old, &new, reach, top);
+            if !(new.walks2.is_empty() && new.walks3.is_empty() && new.top.is_empty()) {
+                self.emitted.insert(f, new);
+            }
+        }
+        if full {
+            return;
+        }
+
+        // The rows' differences, for the owned focus users not recomputed above.
+        let target = |walks: &Walks, f: u32| walks.is_focus(f) && recompute.binary_search(&f).is_err();
+        type Rows = HashMap<u32, HashMap<u32, Diff, RandomState>, RandomState>;
+        let mut dw2: Rows = HashMap::default();
+        for (&y, dy) in &delta_rows {
+            for &(x, d) in dy {
+                for &(w, b) in &self.adjacency[x as usize] {
+                    *dw2.entry(y).or_default().entry(w).or_insert(0) += d * b;
+                }
+            }
+        }
+        for (&x, dx) in &delta_rows {
+            for &(y, a) in &old_rows[&x] {
+                let row = dw2.entry(y).or_default();
+                for &(w, d) in dx {
+                    *row.entry(w).or_insert(0) += a * d;
+                }
+            }
+        }
+        let mut dw3: Rows = HashMap::default();
+        if self.hops >= 3 {
+            for (&f, df) in &delta_rows {
+                if !target(self, f) {
+                    continue;
+                }
+                for &(x, d) in df {
+                    let mut row = self.adjacency[x as usize].clone();
+                    row.sort_unstable();
+                    for (w, c) in self.times_graph(&row) {
+                        *dw3.entry(f).or_default().entry(w).or_insert(0) += d * c;
+                    }
+                }
+            }
+            // Scattered from each changed row of A² to its neighbours, or, with few focus
+            // users, gathered by each focus user from its neighbours' changed rows.
+            let few: Option<Vec<u32>> = self.focus.as_ref().and_then(|focus| {
+                let mine: Vec<u32> = focus.keys().copied().filter(|&f| target(self, f)).collect();
+                (mine.len() < dw2.len()).then_some(mine)
+            });
+            match few {
+                Some(mine) => {
+                    for f in mine {
+                        let row = old_rows.get(&f).unwrap_or(&self.adjacency[f as usize]);
+                        for &(y, a) in row {
+                            if let Some(dy) = dw2.get(&y) {
+                                let out = dw3.entry(f).or_default();
+                                for (&w, &d) in dy {
+                                    *out.entry(w).or_insert(0) += a * d;
+                                }
+                            }
+                        }
+                    }
+                }
+                None => {
+                    for (&y, dy) in &dw2 {
+                        let row = old_rows.get(&y).unwrap_or(&self.adjacency[y as usize]);
+                        for &(f, a) in row {
+                            if !target(self, f) {
+                                continue;
+                            }
+                            let out = dw3.entry(f).or_default();
+                            for (&w, &d) in dy {
+                                *out.entry(w).or_insert(0) += a * d;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        let mut changed: Vec<u32> =
+            delta_rows.keys().chain(dw2.keys()).chain(dw3.keys()).copied().filter(|&f| target(self, f)).collect();
+        changed.sort_unstable();
+        changed.dedup();
+        let none = HashMap::default();
+        for f in changed {
+            let mut rows = self.emitted.remove(&f).unwrap_or_default();
+            let mut others: Vec<u32> = delta_rows.get(&f).map_or(Vec::new(), |d| d.iter().map(|(u, _)| *u).collect());
+            for (hops, row, delta) in [(2, &mut rows.walks2, dw2.get(&f)), (3, &mut rows.walks3, dw3.get(&f))] {
+                let mut delta: Vec<(u32, Diff)> = delta
+                    .unwrap_or(&none)
+                    .iter()
+                    .filter(|(w, d)| **w != f && **d != 0)
+                    .map(|(w, d)| (*w, *d))
+                    .collect();
+                delta.sort_unstable();
+                for (w, d) in delta {
+                    others.push(w);
+                    let mut emit = |walks: Diff, diff| {
+                        let row = Reach {
+                            user: self.names[f as usize].clone(),
+                            other: self.names[w as usize].clone(),
+                            hops,
+                            walks: walks as i64,
+                        };
+                        reach(row, diff)
+                    };
+                    match row.binary_search_by_key(&w, |(u, _)| *u) {
+                        Ok(i) => {
+                            emit(row[i].1, -1);
+                            row[i].1 += d;
+                            if row[i].1 == 0 {
+                                row.remove(i);
+                            } else {
+                                emit(row[i].1, 1);
+                            }
+                        }
+                        Err(i) => {
+                            row.insert(i, (w, d));
+                            emit(d, 1);
+                        }
+                    }
+                }
+            }
+            // The shown rows change only if a changed other is shown or now ranks before the
+            // last shown row (or fewer than `top_n` are shown).
+            let mut strengths = self.adjacency[f as usize].clone();
+            strengths.sort_unstable();
+            let score = |u: u32| -> Score {
+                let at = |row: &[(u32, Diff)]| row.binary_search_by_key(&u, |(v, _)| *v).map_or(0, |i| row[i].1);
+                (at(&strengths), at(&rows.walks2), at(&rows.walks3))
+            };
+            let dirty = rows.top.len() < self.top_n
+                || others.iter().any(|&u| {
+                    rows.top.iter().any(|(v, _)| *v == u)
+                        || self.rank_order(&(u, score(u)), rows.top.last().expect("a full top")).is_lt()
+                });
+            if dirty {
+                let new_top = self.top_of(&strengths, &rows.walks2, &rows.walks3);
+                self.emit_top_changes(f, &rows.top, &new_top, top);
+                rows.top = new_top;
+            }
+            if !(rows.walks2.is_empty() && rows.walks3.is_empty() && rows.top.is_empty()) {
+                self.emitted.insert(f, rows);
+            }
+        }
+    }
+
+    /// The `top_n` others by score from `f`'s sorted rows (without `f`), rank 1 first.
+    fn top_of(&self, strengths: &[(u32, Diff)], walks2: &[(u32, Diff)], walks3: &[(u32, Diff)]) -> Vec<(u32, Score)> {
+        let at = |row: &[(u32, Diff)], u: u32| row.binary_search_by_key(&u, |(v, _)| *v).map_or(0, |i| row[i].1);
+        let all_walks3 = walks3;
+        let mut scores: Vec<(u32, Score)> = if strengths.len() >= self.top_n {
+            // Every neighbour (strength > 0) ranks before every other user, so with `top_n`
+            // neighbours the shown rows are among them.
+            strengths.iter().map(|&(u, s)| (u, (s, at(walks2, u), at(walks3, u)))).collect()
+        } else {
+            // Users with two-hop walks rank next; those with only three-hop walks come after
+            // them all, so they are needed only if the first two rows hold fewer than `top_n`.
+            let none: &[(u32, Diff)] = &[];
+            let walks3 = if strengths.len() + walks2.len() >= self.top_n {
+                let mut union = 0;
+                let (mut i, mut j) = (0, 0);
+                while i < strengths.len() || j < walks2.len() {
+                    union += 1;
+                    match (strengths.get(i), walks2.get(j)) {
+                        (Some(a), Some(b)) if a.0 == b.0 => {
+                            i += 1;
+                            j += 1;
+                        }
+                        (Some(a), Some(b)) if a.0 < b.0 => i += 1,
+                        (Some(_), None) => i += 1,
+                        _ => j += 1,
+                    }
+                }
+                if union >= self.top_n {
+                    none
+                } else {
+                    walks3
+                }
+            } else {
+                walks3
+            };
+            let lookup3 = walks3.is_empty();
+            // The sorted rows merged by user.
+            let mut merged: Vec<(u32, Score)> = Vec::with_capacity(walks2.len() + walks3.len());
+            let (mut i, mut j, mut k) = (0, 0, 0);
+            loop {
+                let next =
+                    [strengths.get(i), walks2.get(j), walks3.get(k)].into_iter().flatten().map(|(u, _)| *u).min();
+                let Some(u) = next else { break };
+                let mut score: Score = (0, 0, 0);
+                if strengths.get(i).is_some_and(|(v, _)| *v == u) {
+                    score.0 = strengths[i].1;
+                    i += 1;
+                }
+                if walks2.get(j).is_some_and(|(v, _)| *v == u) {
+                    score.1 = walks2[j].1;
+                    j += 1;
+                }
+                if walks3.get(k).is_some_and(|(v, _)| *v == u) {
+                    score.2 = walks3[k].1;
+                    k += 1;
+                }
+                merged.push((u, score));
+            }
+            if lookup3 {
+                // Three-hop walks only break ties among the users merged above.
+                let all3 = all_walks3;
+                for (u, score) in &mut merged {
+                    score.2 = at(all3, *u);
+                }
+            }
+            merged
+        };
+        scores.retain(|(_, s)| *s > (0, 0, 0));
+        let order = |a: &(u32, Score), b: &(u32, Score)| self.rank_order(a, b);
+        if scores.len() > self.top_n {
+            scores.select_nth_unstable_by(self.top_n, order);
+            scores.truncate(self.top_n);
+        }
+        scores.sort_unstable_by(order);
+        scores
+    }
+
+    /// The order of `top_connections`: the greater score first, ties by the other's name.
+    fn rank_order(&self, a: &(u32, Score), b: &(u32, Score)) -> std::cmp::Ordering {
+        b.1.cmp(&a.1).then_with(|| self.names[a.0 as usize].cmp(&self.names[b.0 as usize]))
     }
 
     /// Emits what changed from `old` to `new` for focus user `f`.
@@ -224,6 +489,18 @@ impl Walks {
                 }
             });
         }
+        self.emit_top_changes(f, &old.top, &new.top, top);
+    }
+
+    /// Emits the ranks whose `top_connections` row differs between `old` and `new`.
+    fn emit_top_changes(
+        &self,
+        f: u32,
+        old: &[(u32, Score)],
+        new: &[(u32, Score)],
+        top: &mut impl FnMut(TopConnection, Diff),
+    ) {
+        let user = &self.names[f as usize];
         let row = |rank: usize, (other, (strength, walks2, walks3)): (u32, Score)| TopConnection {
             user: user.clone(),
             rank: rank as u32 + 1,
@@ -232,8 +509,8 @@ impl Walks {
             walks2: walks2 as i64,
             walks3: walks3 as i64,
         };
-        for rank in 0..old.top.len().max(new.top.len()) {
-            let (was, is) = (old.top.get(rank), new.top.get(rank));
+        for rank in 0..old.len().max(new.len()) {
+            let (was, is) = (old.get(rank), new.get(rank));
             if was != is {
                 if let Some(was) = was {
                     top(row(rank, *was), -1);
@@ -277,7 +554,8 @@ fn merge_rows(old: &[(u32, Diff)], new: &[(u32, Diff)], mut changed: impl FnMut(
 }
 
 /// A time's input: strength rows and focus users with their diffs.
-type Pending<T> = BTreeMap<T, (Capability<T>, Capability<T>, Vec<((Hashed<(Name, Name)>, Diff), Diff)>, Vec<(Name, Diff)>)>;
+type Pending<T> =
+    BTreeMap<T, (Capability<T>, Capability<T>, Vec<((Hashed<(Name, Name)>, Diff), Diff)>, Vec<(Name, Diff)>)>;
 
 /// returns `(reach, top_connections)` of the `strengths` rows (`((a, b), strength)`, `a < b`,
 /// strength > 0) for the users of `focus` (every user of the graph if `None`): walks of up to
@@ -298,7 +576,7 @@ where
     let whole_graph = focus.is_none();
     let focus = match focus {
         Some(focus) => focus.inner,
-        None => timely::dataflow::operators::generic::operator::empty(scope.clone()),
+        None => timely::dataflow::operators::generic::operator::empty(scope),
     };
 
     let mut builder = OperatorBuilder::new("Walks".to_owned(), scope);
@@ -320,6 +598,7 @@ where
             names: Vec::new(),
             owned: Vec::new(),
             adjacency: Vec::new(),
+            entries: 0,
             focus: (!whole_graph).then(HashMap::default),
             emitted: HashMap::default(),
             sums: Vec::new(),
@@ -331,9 +610,9 @@ where
             graph_in.for_each_stamp(|cap, containers| {
                 for container in containers {
                     for (row, time, diff) in container.drain(..) {
-                        let entry = pending.entry(time).or_insert_with_key(|t| {
-                            (cap.delayed(t, 0), cap.delayed(t, 1), Vec::new(), Vec::new())
-                        });
+                        let entry = pending
+                            .entry(time)
+                            .or_insert_with_key(|t| (cap.delayed(t, 0), cap.delayed(t, 1), Vec::new(), Vec::new()));
                         entry.2.push((row, diff));
                     }
                 }
@@ -341,9 +620,9 @@ where
             focus_in.for_each_stamp(|cap, containers| {
                 for container in containers {
                     for (user, time, diff) in container.drain(..) {
-                        let entry = pending.entry(time).or_insert_with_key(|t| {
-                            (cap.delayed(t, 0), cap.delayed(t, 1), Vec::new(), Vec::new())
-                        });
+                        let entry = pending
+                            .entry(time)
+                            .or_insert_with_key(|t| (cap.delayed(t, 0), cap.delayed(t, 1), Vec::new(), Vec::new()));
                         entry.3.push((user, diff));
                     }
                 }
@@ -368,37 +647,12 @@ where
                     let id = walks.id(&user);
                     *focus_changes.entry(id).or_insert(0) += diff;
                 }
-                let ends: Vec<u32> = deltas.keys().flat_map(|&(a, b)| [a, b]).collect();
-                let mut affected = walks.affected(&ends);
-                for (&(a, b), &delta) in &deltas {
-                    walks.add(a, b, delta);
-                }
-                if let Some(focus) = walks.focus.as_mut() {
-                    for (&user, &diff) in &focus_changes {
-                        let m = focus.entry(user).or_insert(0);
-                        *m += diff;
-                        if *m == 0 {
-                            focus.remove(&user);
-                        }
-                        affected.push(user);
-                    }
-                }
-                affected.sort_unstable();
-                affected.dedup();
-                for f in affected {
-                    let new = walks.rows(f);
-                    let old = walks.emitted.remove(&f).unwrap_or_default();
-                    walks.emit_changes(
-                        f,
-                        &old,
-                        &new,
-                        &mut |row, diff| reach_session.give((row, time.clone(), diff)),
-                        &mut |row, diff| top_session.give((row, time.clone(), diff)),
-                    );
-                    if !(new.walks2.is_empty() && new.walks3.is_empty() && new.top.is_empty()) {
-                        walks.emitted.insert(f, new);
-                    }
-                }
+                walks.process(
+                    deltas,
+                    focus_changes,
+                    &mut |row, diff| reach_session.give((row, time.clone(), diff)),
+                    &mut |row, diff| top_session.give((row, time.clone(), diff)),
+                );
             }
         }
     });
