@@ -177,7 +177,6 @@ impl Walks {
         strengths.sort_unstable();
         let walks2 = self.times_graph(&strengths);
         let walks3 = if self.hops >= 3 { self.times_graph(&walks2) } else { Vec::new() };
-        let strengths = strengths; // sorted
         let without_f = |row: Vec<(u32, Diff)>| row.into_iter().filter(|(u, _)| *u != f).collect::<Vec<_>>();
         let (walks2, walks3) = (without_f(walks2), without_f(walks3));
 
@@ -368,7 +367,7 @@ impl Walks {
             let dirty = rows.top.len() < self.top_n
                 || others.iter().any(|&u| {
                     rows.top.iter().any(|(v, _)| *v == u)
-                        || self.rank_order(&(u, score(u)), rows.top.last().expect("a full top")).is_lt()
+                        || rows.top.last().is_some_and(|last| self.rank_order(&(u, score(u)), last).is_lt())
                 });
             if dirty {
                 let new_top = self.top_of(&strengths, &rows.walks2, &rows.walks3);
