@@ -170,6 +170,36 @@ fn sum_into<K: Hash + Eq, R: Semigroup>(map: &mut HashMap<K, R, RandomState>, ke
     }
 }
 
+/// Adds `delta` to `key`'s running total in `totals` (absent: zero; a total that reaches zero
+/// is removed) and calls `changed(key, old, new)`: the one place every running total here
+/// (per key, per group, a top-K's scores) is kept.
+fn add_to_total<K: Hash + Eq, R: Monoid>(
+    totals: &mut HashMap<K, R, RandomState>,
+    key: K,
+    delta: R,
+    changed: impl FnOnce(&K, &R, &R),
+) {
+    match totals.entry(key) {
+        Entry::Occupied(mut e) => {
+            let old = e.get().clone();
+            let mut new = old.clone();
+            new.plus_equals(&delta);
+            changed(e.key(), &old, &new);
+            if new.is_zero() {
+                e.remove();
+            } else {
+                *e.get_mut() = new;
+            }
+        }
+        Entry::Vacant(e) => {
+            changed(e.key(), &R::zero(), &delta);
+            if !delta.is_zero() {
+                e.insert(delta);
+            }
+        }
+    }
+}
+
 /// returns what `changed(key, old, new, emit)` emits whenever the total of a key's diffs
 /// changes from `old` to `new` (zero when absent) at a time.
 ///
@@ -198,25 +228,8 @@ where
         sum_into,
         move |_time, deltas: HashMap<K, R, RandomState>, emit| {
             for (key, delta) in deltas {
-                if delta.is_zero() {
-                    continue;
-                }
-                match totals.entry(key) {
-                    Entry::Occupied(mut e) => {
-                        let old = e.get().clone();
-                        let mut new = old.clone();
-                        new.plus_equals(&delta);
-                        changed(e.key(), &old, &new, emit);
-                        if new.is_zero() {
-                            e.remove();
-                        } else {
-                            *e.get_mut() = new;
-                        }
-                    }
-                    Entry::Vacant(e) => {
-                        changed(e.key(), &R::zero(), &delta, emit);
-                        e.insert(delta);
-                    }
+                if !delta.is_zero() {
+                    add_to_total(&mut totals, key, delta, |key, old, new| changed(key, old, new, emit));
                 }
             }
         },
@@ -284,25 +297,8 @@ where
         for (group, deltas) in sums {
             let totals = groups.entry(group.clone()).or_default();
             for (item, delta) in deltas {
-                if delta.is_zero() {
-                    continue;
-                }
-                match totals.entry(item) {
-                    Entry::Occupied(mut e) => {
-                        let old = e.get().clone();
-                        let mut new = old.clone();
-                        new.plus_equals(&delta);
-                        changed(&group, e.key(), &old, &new, emit);
-                        if new.is_zero() {
-                            e.remove();
-                        } else {
-                            *e.get_mut() = new;
-                        }
-                    }
-                    Entry::Vacant(e) => {
-                        changed(&group, e.key(), &R::zero(), &delta, emit);
-                        e.insert(delta);
-                    }
+                if !delta.is_zero() {
+                    add_to_total(totals, item, delta, |item, old, new| changed(&group, item, old, new, emit));
                 }
             }
             if totals.is_empty() {
@@ -438,26 +434,10 @@ impl<I: Ord + Hash + Clone, R: Monoid + Ord> Ranking<I, R> {
     /// Adds `delta` to `item`'s score, keeping the invariant with a buffer of `capacity`.
     fn update(&mut self, item: I, delta: R, k: usize, capacity: usize) {
         let zero = R::zero();
-        // One probe of the scores: the entry gives the old score and takes the new one.
-        let (old, new) = match self.scores.entry(item.clone()) {
-            Entry::Occupied(mut e) => {
-                let old = e.get().clone();
-                let mut new = old.clone();
-                new.plus_equals(&delta);
-                if new.is_zero() {
-                    e.remove();
-                } else {
-                    *e.get_mut() = new.clone();
-                }
-                (old, new)
-            }
-            Entry::Vacant(e) => {
-                if !delta.is_zero() {
-                    e.insert(delta.clone());
-                }
-                (R::zero(), delta)
-            }
-        };
+        // One probe of the scores: it gives the old score and takes the new one.
+        let mut scores = (R::zero(), R::zero());
+        add_to_total(&mut self.scores, item.clone(), delta, |_, old, new| scores = (old.clone(), new.clone()));
+        let (old, new) = scores;
         // The shown rows can change only if the item was or becomes one of them: its old or
         // new rank key is at or before the last shown row's.
         if !self.dirty {

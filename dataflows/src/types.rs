@@ -21,10 +21,14 @@ pub struct Hashed<K> {
     pub key: K,
 }
 
+/// The fixed-seeded hash [`Hashed`] and [`Prehashed`] keep: the same in every process of a run.
+fn fixed_hash<K: Hash>(key: &K) -> u64 {
+    foldhash::quality::FixedState::with_seed(0x6368_6174_666c_6f77).hash_one(key)
+}
+
 impl<K: Hash> Hashed<K> {
     pub fn new(key: K) -> Self {
-        let hash = foldhash::quality::FixedState::with_seed(0x6368_6174_666c_6f77).hash_one(&key);
-        Hashed { hash, key }
+        Hashed { hash: fixed_hash(&key), key }
     }
 }
 
@@ -46,8 +50,7 @@ pub struct Prehashed<K> {
 
 impl<K: Hash> Prehashed<K> {
     pub fn new(key: K) -> Self {
-        let hash = foldhash::quality::FixedState::with_seed(0x6368_6174_666c_6f77).hash_one(&key);
-        Prehashed { hash, key }
+        Prehashed { hash: fixed_hash(&key), key }
     }
 }
 

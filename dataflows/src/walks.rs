@@ -36,7 +36,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::{Capability, InputCapability};
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
@@ -553,8 +553,18 @@ fn merge_rows(old: &[(u32, Diff)], new: &[(u32, Diff)], mut changed: impl FnMut(
 }
 
 /// A time's input: strength rows and focus users with their diffs.
-type Pending<T> =
-    BTreeMap<T, (Capability<T>, Capability<T>, Vec<((Hashed<(Name, Name)>, Diff), Diff)>, Vec<(Name, Diff)>)>;
+type Pending<T> = BTreeMap<T, PendingTime<T>>;
+/// One time's capabilities (reach, top_connections) and input: strength rows, focus users.
+type PendingTime<T> = (Capability<T>, Capability<T>, Vec<((Hashed<(Name, Name)>, Diff), Diff)>, Vec<(Name, Diff)>);
+
+/// `time`'s entry of `pending`, made with capabilities for both outputs when new.
+fn pending_at<'p, T: Timestamp>(
+    pending: &'p mut Pending<T>,
+    cap: &InputCapability<T>,
+    time: T,
+) -> &'p mut PendingTime<T> {
+    pending.entry(time).or_insert_with_key(|t| (cap.delayed(t, 0), cap.delayed(t, 1), Vec::new(), Vec::new()))
+}
 
 /// returns `(reach, top_connections)` of the `strengths` rows (`((a, b), strength)`, `a < b`,
 /// strength > 0) for the users of `focus` (every user of the graph if `None`): walks of up to
@@ -609,20 +619,14 @@ where
             graph_in.for_each_stamp(|cap, containers| {
                 for container in containers {
                     for (row, time, diff) in container.drain(..) {
-                        let entry = pending
-                            .entry(time)
-                            .or_insert_with_key(|t| (cap.delayed(t, 0), cap.delayed(t, 1), Vec::new(), Vec::new()));
-                        entry.2.push((row, diff));
+                        pending_at(&mut pending, &cap, time).2.push((row, diff));
                     }
                 }
             });
             focus_in.for_each_stamp(|cap, containers| {
                 for container in containers {
                     for (user, time, diff) in container.drain(..) {
-                        let entry = pending
-                            .entry(time)
-                            .or_insert_with_key(|t| (cap.delayed(t, 0), cap.delayed(t, 1), Vec::new(), Vec::new()));
-                        entry.3.push((user, diff));
+                        pending_at(&mut pending, &cap, time).3.push((user, diff));
                     }
                 }
             });
