@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 
 use differential_dataflow::{AsCollection, VecCollection};
+use hashbrown::HashTable;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -91,7 +92,11 @@ pub fn split_messages<'s, T: Timestamp + Hash>(
     builder.build(move |initial| {
         drop(initial);
         let mut splitter = Splitter::default();
-        let mut word_sums: HashMap<(WordKey, T), Diff, foldhash::fast::RandomState> = HashMap::default();
+        // A batch's word occurrences, summed per (window, time) and then per word: a message
+        // finds its window's table once, and a word is probed with the borrowed text and its
+        // hash (a `Name` is built only for a word new to the table), never with a whole key.
+        let mut slots: HashMap<(Window, T), usize, foldhash::fast::RandomState> = HashMap::default();
+        let mut tables: Vec<WindowWords<T>> = Vec::new();
         move |_frontiers| {
             let mut words_out = words_out.activate();
             let mut messages_out = messages_out.activate();
@@ -100,31 +105,50 @@ pub fn split_messages<'s, T: Timestamp + Hash>(
                 let mut messages_session = messages_out.session(&cap);
                 for container in containers {
                     for (chat, time, diff) in container.drain(..) {
-                        // The window's hash is taken once per message, each word's once.
                         let channel = Prehashed::new(chat.channel);
                         let window = Hashed::new((channel, window_start(chat.ts, window_secs)));
+                        let slot = *slots.entry((window.clone(), time.clone())).or_insert_with_key(|(w, t)| {
+                            tables.push(WindowWords { window: w.clone(), time: t.clone(), words: HashTable::new() });
+                            tables.len() - 1
+                        });
+                        let words = &mut tables[slot].words;
                         let mut count = 0;
                         splitter.split(&chat.text, |word| {
                             count += 1;
-                            let key = (window.clone(), Prehashed::new(Name::from(word)));
-                            *word_sums.entry((key, time.clone())).or_insert(0) += diff;
+                            let hash = Prehashed::hash_str(word);
+                            match words.find_mut(hash, |(w, _)| w.key == word) {
+                                Some((_, sum)) => *sum += diff,
+                                None => {
+                                    let key = Prehashed::from_hashed_str(hash, word);
+                                    words.insert_unique(hash, (key, diff), |(w, _)| w.stored_hash());
+                                }
+                            }
                         });
                         let key = (window, Prehashed::new(chat.user));
                         messages_session.give(((key, count), time, diff));
                     }
                 }
-                let used = word_sums.len();
-                for ((key, time), diff) in word_sums.drain() {
-                    if diff != 0 {
-                        words_session.give((key, time, diff));
+                slots.clear();
+                for table in tables.drain(..) {
+                    let WindowWords { window, time, words } = table;
+                    for (word, diff) in words {
+                        if diff != 0 {
+                            words_session.give(((window.clone(), word), time.clone(), diff));
+                        }
                     }
                 }
-                crate::operators::trim_scratch(&mut word_sums, used);
             });
         }
     });
 
     (words.as_collection(), messages.as_collection())
+}
+
+/// One window's word occurrences in a batch of messages at one time, summed per word.
+struct WindowWords<T> {
+    window: Window,
+    time: T,
+    words: HashTable<(Prehashed<Name>, Diff)>,
 }
 
 /// returns `word_counts`: per (channel, window, word) the number of occurrences.
