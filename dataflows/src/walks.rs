@@ -185,7 +185,9 @@ impl Walks {
     }
 
     /// Applies a completed time's changes — `deltas` of strength per pair `(a, b)`, and focus
-    /// multiplicity changes — and emits what changed in the owned focus users' rows.
+    /// multiplicity changes — and emits what changed in the owned focus users' rows, except
+    /// for the users it returns (sorted): their rows must be recomputed ([`Self::recompute`]),
+    /// which the caller spreads over activations.
     ///
     /// A change touching a large part of the graph (a load) recomputes the rows of every
     /// affected user; a small one applies the rows' differences:
@@ -197,7 +199,7 @@ impl Walks {
         focus_changes: HashMap<u32, Diff, RandomState>,
         reach: &mut impl FnMut(Reach, Diff),
         top: &mut impl FnMut(TopConnection, Diff),
-    ) {
+    ) -> Vec<u32> {
         let mut delta_rows: HashMap<u32, Vec<(u32, Diff)>, RandomState> = HashMap::default();
         for (&(a, b), &d) in &deltas {
             delta_rows.entry(a).or_default().push((b, d));
@@ -230,16 +232,8 @@ impl Walks {
         }
         recompute.sort_unstable();
         recompute.dedup();
-        for &f in &recompute {
-            let new = self.rows(f);
-            let old = self.emitted.remove(&f).unwrap_or_default();
-            self.emit_changes(f, &old, &new, reach, top);
-            if !(new.walks2.is_empty() && new.walks3.is_empty() && new.top.is_empty()) {
-                self.emitted.insert(f, new);
-            }
-        }
         if full {
-            return;
+            return recompute;
         }
 
         // The rows' differences, for the owned focus users not recomputed above.
@@ -378,9 +372,20 @@ impl Walks {
                 self.emitted.insert(f, rows);
             }
         }
+        recompute
     }
 
     /// The `top_n` others by score from `f`'s sorted rows (without `f`), rank 1 first.
+    /// Recomputes `f`'s rows from the graph as it is and emits what changed.
+    fn recompute(&mut self, f: u32, reach: &mut impl FnMut(Reach, Diff), top: &mut impl FnMut(TopConnection, Diff)) {
+        let new = self.rows(f);
+        let old = self.emitted.remove(&f).unwrap_or_default();
+        self.emit_changes(f, &old, &new, reach, top);
+        if !(new.walks2.is_empty() && new.walks3.is_empty() && new.top.is_empty()) {
+            self.emitted.insert(f, new);
+        }
+    }
+
     fn top_of(&self, strengths: &[(u32, Diff)], walks2: &[(u32, Diff)], walks3: &[(u32, Diff)]) -> Vec<(u32, Score)> {
         let at = |row: &[(u32, Diff)], u: u32| row.binary_search_by_key(&u, |(v, _)| *v).map_or(0, |i| row[i].1);
         let all_walks3 = walks3;
@@ -557,6 +562,19 @@ type Pending<T> = BTreeMap<T, PendingTime<T>>;
 /// One time's capabilities (reach, top_connections) and input: strength rows, focus users.
 type PendingTime<T> = (Capability<T>, Capability<T>, Vec<((Hashed<(Name, Name)>, Diff), Diff)>, Vec<(Name, Diff)>);
 
+/// How many `reach` rows the walks operator emits per activation before it yields.
+const ROWS_PER_ACTIVATION: usize = 100_000;
+
+/// A completed time whose users' rows are being recomputed, a slice per activation: its
+/// capabilities, the users (sorted) and the next one.
+struct Recomputing<T: Timestamp> {
+    time: T,
+    reach_cap: Capability<T>,
+    top_cap: Capability<T>,
+    users: Vec<u32>,
+    next: usize,
+}
+
 /// `time`'s entry of `pending`, made with capabilities for both outputs when new.
 fn pending_at<'p, T: Timestamp>(
     pending: &'p mut Pending<T>,
@@ -595,6 +613,7 @@ where
     let (top_out, top) = builder.new_output();
     let mut reach_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<(Reach, T, Diff)>>>::from(reach_out);
     let mut top_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<(TopConnection, T, Diff)>>>::from(top_out);
+    let activator = scope.activator_for(builder.operator_info().address);
 
     builder.build(move |initial| {
         drop(initial);
@@ -615,6 +634,7 @@ where
             stamp: 0,
         };
         let mut pending: Pending<T> = BTreeMap::new();
+        let mut recomputing: Option<Recomputing<T>> = None;
         move |frontiers| {
             graph_in.for_each_stamp(|cap, containers| {
                 for container in containers {
@@ -632,13 +652,39 @@ where
             });
             let mut reach_out = reach_out.activate();
             let mut top_out = top_out.activate();
-            while let Some(entry) = pending.first_entry() {
+            loop {
+                if let Some(job) = recomputing.as_mut() {
+                    // At most `ROWS_PER_ACTIVATION` rows leave per activation, so that a load's
+                    // millions of rows reach the sink (which encodes them as they come) in
+                    // slices rather than all waiting in the channel at once.
+                    let budget = std::cell::Cell::new(ROWS_PER_ACTIVATION);
+                    {
+                        let mut reach_session = reach_out.session(&job.reach_cap);
+                        let mut top_session = top_out.session(&job.top_cap);
+                        while budget.get() > 0 && job.next < job.users.len() {
+                            let f = job.users[job.next];
+                            job.next += 1;
+                            walks.recompute(
+                                f,
+                                &mut |row, diff| {
+                                    budget.set(budget.get().saturating_sub(1));
+                                    reach_session.give((row, job.time.clone(), diff))
+                                },
+                                &mut |row, diff| top_session.give((row, job.time.clone(), diff)),
+                            );
+                        }
+                    }
+                    if job.next < job.users.len() {
+                        activator.activate();
+                        return;
+                    }
+                    recomputing = None;
+                }
+                let Some(entry) = pending.first_entry() else { break };
                 if frontiers.iter().any(|f| f.less_equal(entry.key())) {
                     break;
                 }
                 let (time, (reach_cap, top_cap, rows, users)) = entry.remove_entry();
-                let mut reach_session = reach_out.session(&reach_cap);
-                let mut top_session = top_out.session(&top_cap);
                 let mut deltas: HashMap<(u32, u32), Diff, RandomState> = HashMap::default();
                 for ((pair, strength), diff) in rows {
                     let (a, b) = (walks.id(&pair.key.0), walks.id(&pair.key.1));
@@ -650,12 +696,17 @@ where
                     let id = walks.id(&user);
                     *focus_changes.entry(id).or_insert(0) += diff;
                 }
-                walks.process(
-                    deltas,
-                    focus_changes,
-                    &mut |row, diff| reach_session.give((row, time.clone(), diff)),
-                    &mut |row, diff| top_session.give((row, time.clone(), diff)),
-                );
+                let users = {
+                    let mut reach_session = reach_out.session(&reach_cap);
+                    let mut top_session = top_out.session(&top_cap);
+                    walks.process(
+                        deltas,
+                        focus_changes,
+                        &mut |row, diff| reach_session.give((row, time.clone(), diff)),
+                        &mut |row, diff| top_session.give((row, time.clone(), diff)),
+                    )
+                };
+                recomputing = Some(Recomputing { time, reach_cap, top_cap, users, next: 0 });
             }
         }
     });

@@ -32,7 +32,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::rc::Rc;
 
-use dataflows::operators::in_time_order;
+use dataflows::operators::{accumulate_in_time_order, in_time_order};
 use dataflows::Diff;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
@@ -43,26 +43,66 @@ use dataflows::ViewRow;
 use crate::sinks::encode::{csv_header, CsvFields};
 use crate::sinks::{SinkError, SinkReport, Written};
 
-/// One worker's updates of one time, encoded and sorted by (hash of the row, row).
+/// One worker's updates of one time, encoded, consolidated and sorted by (hash of the row, row).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EncodedRun {
-    /// The encoded rows, back to back.
+    /// The encoded rows, in the order they arrived (rows consolidated away leave their bytes).
     bytes: Vec<u8>,
-    /// Where each row ends in `bytes`.
-    ends: Vec<u32>,
-    hashes: Vec<u64>,
-    diffs: Vec<Diff>,
+    /// Per row, in sorted order: its hash, where it starts and ends in `bytes`, its diff.
+    rows: Vec<(u64, u32, u32, Diff)>,
 }
 
 impl EncodedRun {
     fn row(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.bytes[start..self.ends[i] as usize]
+        let (_, start, end, _) = self.rows[i];
+        &self.bytes[start as usize..end as usize]
     }
     /// The sort key of row `i`.
     fn key(&self, i: usize) -> (u64, &[u8]) {
-        (self.hashes[i], self.row(i))
+        (self.rows[i].0, self.row(i))
     }
+    fn diff(&self, i: usize) -> Diff {
+        self.rows[i].3
+    }
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// A time's rows as they were encoded (`rows` in arrival order, pointing into `bytes`),
+    /// sorted by (hash, bytes), equal rows summed and zeros dropped, in place: the bytes stay
+    /// where they are and no row is copied.
+    fn consolidate(bytes: Vec<u8>, mut rows: Vec<(u64, u32, u32, Diff)>) -> EncodedRun {
+        let text = |r: &(u64, u32, u32, Diff)| &bytes[r.1 as usize..r.2 as usize];
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| text(a).cmp(text(b))));
+        let mut kept = 0;
+        let mut i = 0;
+        while i < rows.len() {
+            let mut diff = rows[i].3;
+            let mut j = i + 1;
+            while j < rows.len() && rows[j].0 == rows[i].0 && text(&rows[j]) == text(&rows[i]) {
+                diff += rows[j].3;
+                j += 1;
+            }
+            if diff != 0 {
+                rows[kept] = (rows[i].0, rows[i].1, rows[i].2, diff);
+                kept += 1;
+            }
+            i = j;
+        }
+        rows.truncate(kept);
+        EncodedRun { bytes, rows }
+    }
+}
+
+/// One worker's encoded rows of a time, as they arrived: each row's sort hash, where it starts
+/// and ends in `bytes`, and its diff.
+#[derive(Default)]
+struct PendingRows {
+    bytes: Vec<u8>,
+    rows: Vec<(u64, u32, u32, Diff)>,
 }
 
 /// The order of rows within a time: by a fixed-seed hash of the encoded row, then the row.
@@ -110,42 +150,30 @@ pub fn csv_sink<'s, R: ViewRow>(
     }
     let skip = resume.unwrap_or(0);
 
-    let runs = in_time_order(rows, Pipeline, &format!("CsvEncode({})", view.name), move |time, updates, emit| {
-        if *time < skip {
-            return;
-        }
-        // Encode, sort by the encoded row, and sum equal rows: consolidation on the bytes,
-        // which identify a row as well as the row itself does.
-        let mut encoded: Vec<u8> = Vec::new();
-        let mut rows: Vec<(u64, u32, u32, Diff)> = Vec::with_capacity(updates.len());
-        for (row, diff) in &updates {
-            let start = encoded.len();
-            row.fields(&mut CsvFields::new(&mut encoded));
-            rows.push((row_hash(&encoded[start..]), start as u32, encoded.len() as u32, *diff));
-        }
-        let bytes = |r: &(u64, u32, u32, Diff)| &encoded[r.1 as usize..r.2 as usize];
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| bytes(a).cmp(bytes(b))));
-        let mut run = EncodedRun::default();
-        let mut i = 0;
-        while i < rows.len() {
-            let mut diff = rows[i].3;
-            let mut j = i + 1;
-            while j < rows.len() && rows[j].0 == rows[i].0 && bytes(&rows[j]) == bytes(&rows[i]) {
-                diff += rows[j].3;
-                j += 1;
+    // Each row is encoded as it arrives (a time's typed rows are never held: a graph load's
+    // millions of `reach` rows would be held twice, in the channel and in the buffer), then a
+    // completed time's rows are sorted by their bytes and equal rows summed: consolidation on
+    // the bytes, which identify a row as well as the row itself does.
+    let absorb = move |pending: &mut PendingRows, row: R, diff: Diff| {
+        let start = pending.bytes.len();
+        row.fields(&mut CsvFields::new(&mut pending.bytes));
+        let end = pending.bytes.len();
+        pending.rows.push((row_hash(&pending.bytes[start..end]), start as u32, end as u32, diff));
+    };
+    let runs = accumulate_in_time_order(
+        rows,
+        Pipeline,
+        &format!("CsvEncode({})", view.name),
+        absorb,
+        move |time, pending: PendingRows, emit| {
+            if *time >= skip {
+                let run = EncodedRun::consolidate(pending.bytes, pending.rows);
+                if !run.is_empty() {
+                    emit(run, 1);
+                }
             }
-            if diff != 0 {
-                run.bytes.extend_from_slice(bytes(&rows[i]));
-                run.ends.push(run.bytes.len() as u32);
-                run.hashes.push(rows[i].0);
-                run.diffs.push(diff);
-            }
-            i = j;
-        }
-        if !run.ends.is_empty() {
-            emit(run, 1);
-        }
-    });
+        },
+    );
 
     let handle = Rc::clone(&shared);
     // Only the writer counts: a process without worker 0 writes no change file.
@@ -232,7 +260,7 @@ fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)])
     let mut heads: BinaryHeap<Head> = runs
         .iter()
         .enumerate()
-        .filter(|(_, (run, _))| !run.ends.is_empty())
+        .filter(|(_, (run, _))| !run.is_empty())
         .map(|(r, (run, _))| Reverse((run.key(0), r, 0)))
         .collect();
     let mut time_bytes = Vec::new();
@@ -253,7 +281,7 @@ fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)])
     };
     while let Some(Reverse((key, r, i))) = heads.pop() {
         let (run, weight) = &runs[r];
-        let diff = run.diffs[i] * weight;
+        let diff = run.diff(i) * weight;
         match &mut current {
             Some((prev, sum)) if *prev == key => *sum += diff,
             _ => {
@@ -263,7 +291,7 @@ fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)])
                 current = Some((key, diff));
             }
         }
-        if i + 1 < run.ends.len() {
+        if i + 1 < run.len() {
             heads.push(Reverse((run.key(i + 1), r, i + 1)));
         }
     }
