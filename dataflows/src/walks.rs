@@ -322,49 +322,28 @@ impl Walks {
                     .map(|(w, d)| (*w, *d))
                     .collect();
                 delta.sort_unstable();
-                for (w, d) in delta {
-                    others.push(w);
-                    let mut emit = |walks: Diff, diff| {
-                        let row = Reach {
-                            user: self.names[f as usize].clone(),
-                            other: self.names[w as usize].clone(),
-                            hops,
-                            walks: walks as i64,
-                        };
-                        reach(row, diff)
+                others.extend(delta.iter().map(|(w, _)| *w));
+                let names = &self.names;
+                apply_delta(row, &delta, |w, old, new| {
+                    let row = |walks: Diff| Reach {
+                        user: names[f as usize].clone(),
+                        other: names[w as usize].clone(),
+                        hops,
+                        walks: walks as i64,
                     };
-                    match row.binary_search_by_key(&w, |(u, _)| *u) {
-                        Ok(i) => {
-                            emit(row[i].1, -1);
-                            row[i].1 += d;
-                            if row[i].1 == 0 {
-                                row.remove(i);
-                            } else {
-                                emit(row[i].1, 1);
-                            }
-                        }
-                        Err(i) => {
-                            row.insert(i, (w, d));
-                            emit(d, 1);
-                        }
+                    if old != 0 {
+                        reach(row(old), -1);
                     }
-                }
+                    if new != 0 {
+                        reach(row(new), 1);
+                    }
+                });
             }
-            // The shown rows change only if a changed other is shown or now ranks before the
-            // last shown row (or fewer than `top_n` are shown).
             let mut strengths = self.adjacency[f as usize].clone();
             strengths.sort_unstable();
-            let score = |u: u32| -> Score {
-                let at = |row: &[(u32, Diff)]| row.binary_search_by_key(&u, |(v, _)| *v).map_or(0, |i| row[i].1);
-                (at(&strengths), at(&rows.walks2), at(&rows.walks3))
-            };
-            let dirty = rows.top.len() < self.top_n
-                || others.iter().any(|&u| {
-                    rows.top.iter().any(|(v, _)| *v == u)
-                        || rows.top.last().is_some_and(|last| self.rank_order(&(u, score(u)), last).is_lt())
-                });
-            if dirty {
-                let new_top = self.top_of(&strengths, &rows.walks2, &rows.walks3);
+            others.sort_unstable();
+            others.dedup();
+            if let Some(new_top) = self.top_after(&rows.top, &others, &strengths, &rows.walks2, &rows.walks3) {
                 self.emit_top_changes(f, &rows.top, &new_top, top);
                 rows.top = new_top;
             }
@@ -386,72 +365,66 @@ impl Walks {
         }
     }
 
-    fn top_of(&self, strengths: &[(u32, Diff)], walks2: &[(u32, Diff)], walks3: &[(u32, Diff)]) -> Vec<(u32, Score)> {
-        let at = |row: &[(u32, Diff)], u: u32| row.binary_search_by_key(&u, |(v, _)| *v).map_or(0, |i| row[i].1);
-        let all_walks3 = walks3;
-        let mut scores: Vec<(u32, Score)> = if strengths.len() >= self.top_n {
-            // Every neighbour (strength > 0) ranks before every other user, so with `top_n`
-            // neighbours the shown rows are among them.
-            strengths.iter().map(|&(u, s)| (u, (s, at(walks2, u), at(walks3, u)))).collect()
-        } else {
-            // Users with two-hop walks rank next; those with only three-hop walks come after
-            // them all, so they are needed only if the first two rows hold fewer than `top_n`.
-            let none: &[(u32, Diff)] = &[];
-            let walks3 = if strengths.len() + walks2.len() >= self.top_n {
-                let mut union = 0;
-                let (mut i, mut j) = (0, 0);
-                while i < strengths.len() || j < walks2.len() {
-                    union += 1;
-                    match (strengths.get(i), walks2.get(j)) {
-                        (Some(a), Some(b)) if a.0 == b.0 => {
-                            i += 1;
-                            j += 1;
-                        }
-                        (Some(a), Some(b)) if a.0 < b.0 => i += 1,
-                        (Some(_), None) => i += 1,
-                        _ => j += 1,
-                    }
-                }
-                if union >= self.top_n {
-                    none
-                } else {
-                    walks3
-                }
-            } else {
-                walks3
-            };
-            let lookup3 = walks3.is_empty();
-            // The sorted rows merged by user.
-            let mut merged: Vec<(u32, Score)> = Vec::with_capacity(walks2.len() + walks3.len());
-            let (mut i, mut j, mut k) = (0, 0, 0);
-            loop {
-                let next =
-                    [strengths.get(i), walks2.get(j), walks3.get(k)].into_iter().flatten().map(|(u, _)| *u).min();
-                let Some(u) = next else { break };
-                let mut score: Score = (0, 0, 0);
-                if strengths.get(i).is_some_and(|(v, _)| *v == u) {
-                    score.0 = strengths[i].1;
-                    i += 1;
-                }
-                if walks2.get(j).is_some_and(|(v, _)| *v == u) {
-                    score.1 = walks2[j].1;
-                    j += 1;
-                }
-                if walks3.get(k).is_some_and(|(v, _)| *v == u) {
-                    score.2 = walks3[k].1;
-                    k += 1;
-                }
-                merged.push((u, score));
-            }
-            if lookup3 {
-                // Three-hop walks only break ties among the users merged above.
-                let all3 = all_walks3;
-                for (u, score) in &mut merged {
-                    score.2 = at(all3, *u);
-                }
-            }
-            merged
-        };
+    /// The new `top_connections` of a focus user whose rows changed at `others` (sorted), or
+    /// `None` when the shown rows cannot have changed: no changed other is shown or now ranks
+    /// before the last shown row, and all `top_n` are shown.
+    ///
+    /// When no shown user's score fell (or fewer than `top_n` were shown, so every user with
+    /// a score was), the users neither shown nor changed still rank after every shown one, so
+    /// the new rows are the best of the shown and the changed users; otherwise all of the
+    /// user's rows are ranked again ([`Self::top_of`]).
+    fn top_after(
+        &self,
+        shown: &[(u32, Score)],
+        others: &[u32],
+        strengths: &[(u32, Diff)],
+        walks2: &[(u32, Diff)],
+        walks3: &[(u32, Diff)],
+    ) -> Option<Vec<(u32, Score)>> {
+        let full = shown.len() >= self.top_n;
+        // With all `top_n` shown, a changed user can matter only if it is shown or can rank
+        // before the last shown row: a neighbour if that row is one, a neighbour or a two-hop
+        // user if that row has two-hop walks. The others' scores are not looked up (a change
+        // at a hub changes thousands of a user's three-hop walks).
+        let last = shown.last().filter(|_| full).map(|(_, score)| *score);
+        let mut users = others.to_vec();
+        let is_shown = |u: &u32| shown.iter().any(|(v, _)| v == u);
+        let strength = values_at(strengths, &users);
+        let mut columns: Vec<(u32, Diff)> = users.iter().copied().zip(strength).collect();
+        if last.is_some_and(|(s, _, _)| s > 0) {
+            columns.retain(|(u, s)| *s > 0 || is_shown(u));
+            users = columns.iter().map(|(u, _)| *u).collect();
+        }
+        let two = values_at(walks2, &users);
+        let mut columns: Vec<(u32, Diff, Diff)> = columns.into_iter().zip(two).map(|((u, s), w)| (u, s, w)).collect();
+        if last.is_some_and(|(_, w, _)| w > 0) {
+            columns.retain(|(u, s, w)| *s > 0 || *w > 0 || is_shown(u));
+            users = columns.iter().map(|(u, _, _)| *u).collect();
+        }
+        let three = values_at(walks3, &users);
+        let changed: Vec<(u32, Score)> =
+            columns.into_iter().zip(three).map(|((u, s, w2), w3)| (u, (s, w2, w3))).collect();
+        let new_score =
+            |u: u32, old: Score| changed.binary_search_by_key(&u, |(v, _)| *v).map_or(old, |i| changed[i].1);
+        let dirty = !full
+            || changed.iter().any(|c| {
+                shown.iter().any(|(v, _)| *v == c.0)
+                    || shown.last().is_some_and(|last| self.rank_order(c, last).is_lt())
+            });
+        if !dirty {
+            return None;
+        }
+        let fell = shown.iter().any(|&(u, old)| new_score(u, old) < old);
+        if full && fell {
+            return Some(self.top_of(strengths, walks2, walks3));
+        }
+        let mut candidates: Vec<(u32, Score)> = shown.iter().map(|&(u, old)| (u, new_score(u, old))).collect();
+        candidates.extend(changed.iter().filter(|(u, _)| !shown.iter().any(|(v, _)| v == u)));
+        Some(self.best(candidates))
+    }
+
+    /// The first `top_n` of `scores` in rank order, users without a score left out.
+    fn best(&self, mut scores: Vec<(u32, Score)>) -> Vec<(u32, Score)> {
         scores.retain(|(_, s)| *s > (0, 0, 0));
         let order = |a: &(u32, Score), b: &(u32, Score)| self.rank_order(a, b);
         if scores.len() > self.top_n {
@@ -460,6 +433,74 @@ impl Walks {
         }
         scores.sort_unstable_by(order);
         scores
+    }
+
+    /// The `top_n` others by score from `f`'s sorted rows (without `f`), rank 1 first.
+    ///
+    /// Neighbours (strength > 0) rank before every other user, users with two-hop walks before
+    /// those with only three-hop walks, so the rows are filled tier by tier, and within a tier
+    /// the next component of the score is looked up only for the users tied at the cut.
+    fn top_of(&self, strengths: &[(u32, Diff)], walks2: &[(u32, Diff)], walks3: &[(u32, Diff)]) -> Vec<(u32, Score)> {
+        let users: Vec<u32> = strengths.iter().map(|(u, _)| *u).collect();
+        let (two, three) = (values_at(walks2, &users), values_at(walks3, &users));
+        let mut top: Vec<(u32, Score)> =
+            strengths.iter().zip(two.into_iter().zip(three)).map(|(&(u, s), (w2, w3))| (u, (s, w2, w3))).collect();
+        if top.len() < self.top_n {
+            let neighbour = |u: u32| strengths.binary_search_by_key(&u, |(v, _)| *v).is_ok();
+            let second: Vec<(u32, Diff)> = walks2.iter().filter(|&&(u, w)| w > 0 && !neighbour(u)).copied().collect();
+            let wanted = self.top_n - top.len();
+            top.extend(self.best_of_tier(second, wanted, walks3, |w2, w3| (0, w2, w3)));
+            if top.len() < self.top_n {
+                let in_two = values_at(walks2, &walks3.iter().map(|(u, _)| *u).collect::<Vec<_>>());
+                let third: Vec<(u32, Diff)> = walks3
+                    .iter()
+                    .zip(in_two)
+                    .filter(|&(&(u, w), w2)| w > 0 && w2 == 0 && !neighbour(u))
+                    .map(|(e, _)| *e)
+                    .collect();
+                let wanted = self.top_n - top.len();
+                top.extend(self.best_of_tier(third, wanted, &[], |w3, _| (0, 0, w3)));
+            }
+        }
+        self.best(top)
+    }
+
+    /// The best `k` of a tier's `entries` (user, first component of the tier's score; sorted
+    /// by user): by that component, then by `next` (a row, looked up only for the entries
+    /// tied with the `k`-th), then by name. `score(first, next)` makes the score.
+    fn best_of_tier(
+        &self,
+        mut entries: Vec<(u32, Diff)>,
+        k: usize,
+        next: &[(u32, Diff)],
+        score: impl Fn(Diff, Diff) -> Score,
+    ) -> Vec<(u32, Score)> {
+        let scored = |entries: Vec<(u32, Diff)>| -> Vec<(u32, Score)> {
+            let users: Vec<u32> = entries.iter().map(|(u, _)| *u).collect();
+            entries.iter().zip(values_at(next, &users)).map(|(&(u, first), second)| (u, score(first, second))).collect()
+        };
+        if k == 0 {
+            return Vec::new();
+        }
+        if entries.len() <= k {
+            return scored(entries);
+        }
+        entries.select_nth_unstable_by(k - 1, |a, b| b.1.cmp(&a.1));
+        let cut = entries[k - 1].1;
+        let (mut sure, mut tied): (Vec<(u32, Diff)>, Vec<(u32, Diff)>) =
+            entries.into_iter().filter(|e| e.1 >= cut).partition(|e| e.1 > cut);
+        sure.sort_unstable();
+        tied.sort_unstable();
+        let mut best = scored(sure);
+        let mut tied = scored(tied);
+        let rest = k - best.len();
+        if tied.len() > rest {
+            let order = |a: &(u32, Score), b: &(u32, Score)| self.rank_order(a, b);
+            tied.select_nth_unstable_by(rest, order);
+            tied.truncate(rest);
+        }
+        best.extend(tied);
+        best
     }
 
     /// The order of `top_connections`: the greater score first, ties by the other's name.
@@ -525,6 +566,93 @@ impl Walks {
             }
         }
     }
+}
+
+/// The first index at or after `from` whose user (`user(item)`) is not below `u` in `items`
+/// (sorted by user): an exponential search forward, then a binary search within the last
+/// step, so a pass over sorted users costs O(m log(n / m)) whether they are few or many.
+fn seek<I>(items: &[I], from: usize, u: u32, user: impl Fn(&I) -> u32) -> usize {
+    let (mut lo, mut hi, mut step) = (from, from, 1);
+    while hi < items.len() && user(&items[hi]) < u {
+        lo = hi + 1;
+        hi += step;
+        step *= 2;
+    }
+    let hi = hi.min(items.len());
+    lo + items[lo..hi].partition_point(|item| user(item) < u)
+}
+
+/// The values of `row` (sorted by user) at `users` (sorted), 0 where absent; the shorter list
+/// is walked and the longer one searched.
+fn values_at(row: &[(u32, Diff)], users: &[u32]) -> Vec<Diff> {
+    if row.len() < users.len() {
+        let mut out = vec![0; users.len()];
+        let mut j = 0;
+        for &(v, value) in row {
+            j = seek(users, j, v, |u| *u);
+            match users.get(j) {
+                Some(&u) if u == v => out[j] = value,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        return out;
+    }
+    let mut i = 0;
+    users
+        .iter()
+        .map(|&u| {
+            i = seek(row, i, u, |e| e.0);
+            match row.get(i) {
+                Some(&(v, value)) if v == u => value,
+                _ => 0,
+            }
+        })
+        .collect()
+}
+
+/// Adds `delta` (sorted by user, no zeros) to `row` (sorted by user, no zeros), dropping
+/// entries that reach 0, and calls `changed(user, old, new)` for each entry of `delta`. A few
+/// changes are inserted in place; many are merged in one pass.
+fn apply_delta(row: &mut Vec<(u32, Diff)>, delta: &[(u32, Diff)], mut changed: impl FnMut(u32, Diff, Diff)) {
+    if delta.len() * 64 < row.len() {
+        for &(w, d) in delta {
+            match row.binary_search_by_key(&w, |(u, _)| *u) {
+                Ok(i) => {
+                    let old = row[i].1;
+                    row[i].1 += d;
+                    changed(w, old, row[i].1);
+                    if row[i].1 == 0 {
+                        row.remove(i);
+                    }
+                }
+                Err(i) => {
+                    row.insert(i, (w, d));
+                    changed(w, 0, d);
+                }
+            }
+        }
+        return;
+    }
+    let mut merged = Vec::with_capacity(row.len() + delta.len());
+    let mut i = 0;
+    for &(w, d) in delta {
+        let next = seek(row, i, w, |e| e.0);
+        merged.extend_from_slice(&row[i..next]);
+        i = next;
+        let old = if i < row.len() && row[i].0 == w {
+            i += 1;
+            row[i - 1].1
+        } else {
+            0
+        };
+        changed(w, old, old + d);
+        if old + d != 0 {
+            merged.push((w, old + d));
+        }
+    }
+    merged.extend_from_slice(&row[i..]);
+    *row = merged;
 }
 
 /// Calls `changed(user, old, new)` for every user whose value differs between two sorted rows
@@ -712,4 +840,81 @@ where
     });
 
     (reach.as_collection(), top.as_collection())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// A sorted row without zeros (user, value), from arbitrary pairs.
+    fn row_strategy(users: u32, len: usize) -> impl Strategy<Value = Vec<(u32, Diff)>> {
+        prop::collection::btree_map(0..users, prop_oneof![-5 as Diff..0, 1 as Diff..5], 0..len)
+            .prop_map(|m| m.into_iter().collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+        #[test]
+        fn seek_is_the_partition_point(
+            items in prop::collection::btree_set(0u32..400, 0..300),
+            from in 0usize..300,
+            u in 0u32..420,
+        ) {
+            let items: Vec<u32> = items.into_iter().collect();
+            let from = from.min(items.len());
+            let expected = from + items[from..].partition_point(|v| *v < u);
+            prop_assert_eq!(seek(&items, from, u, |v| *v), expected);
+        }
+
+        /// Both ways of walking (the row shorter than the users and the other way round).
+        #[test]
+        fn values_at_equals_lookups(
+            row in row_strategy(300, 200),
+            users in prop::collection::btree_set(0u32..300, 0..200),
+        ) {
+            let users: Vec<u32> = users.into_iter().collect();
+            let expected: Vec<Diff> = users
+                .iter()
+                .map(|u| row.binary_search_by_key(u, |(v, _)| *v).map_or(0, |i| row[i].1))
+                .collect();
+            prop_assert_eq!(values_at(&row, &users), expected);
+        }
+
+        /// Both paths: a few changes into a long row (in place) and many (merged).
+        #[test]
+        fn apply_delta_equals_a_map(
+            row in row_strategy(2000, 1500),
+            delta in row_strategy(2000, 40),
+            cancel in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
+        ) {
+            // Some changes cancel an entry of the row exactly.
+            let mut delta: BTreeMap<u32, Diff> = delta.into_iter().collect();
+            if !row.is_empty() {
+                for i in cancel {
+                    let (u, v) = row[i.index(row.len())];
+                    delta.insert(u, -v);
+                }
+            }
+            let delta: Vec<(u32, Diff)> = delta.into_iter().collect();
+            let mut expected: BTreeMap<u32, Diff> = row.iter().copied().collect();
+            let mut expected_calls = Vec::new();
+            for &(w, d) in &delta {
+                let old = expected.get(&w).copied().unwrap_or(0);
+                expected_calls.push((w, old, old + d));
+                if old + d == 0 {
+                    expected.remove(&w);
+                } else {
+                    expected.insert(w, old + d);
+                }
+            }
+            let mut actual = row.clone();
+            let mut calls = Vec::new();
+            apply_delta(&mut actual, &delta, |w, old, new| calls.push((w, old, new)));
+            prop_assert_eq!(actual, expected.into_iter().collect::<Vec<_>>());
+            prop_assert_eq!(calls, expected_calls);
+        }
+    }
 }

@@ -142,6 +142,47 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// Two hubs joined to 80 users, then single edges added and deleted one time after
+    /// another: the small changes take the incremental path (long rows changed in place, the
+    /// shown rows re-ranked from the changed users), checked against the oracle at every time.
+    #[test]
+    fn hubs_with_single_changes_match_the_oracle(
+        spokes in prop::collection::vec((0usize..2, 0usize..80, 1i64..4), 60..120),
+        changes in prop::collection::vec((0usize..82, 0usize..82, 1i64..4, any::<Option<prop::sample::Index>>()), 1..8),
+        hops in 2u32..4,
+        n in 1usize..6,
+        focused in any::<bool>(),
+        workers in prop::sample::select(vec![1usize, 2]),
+    ) {
+        // Users 80 and 81 are the hubs.
+        let name = |i: usize| if i >= 80 { format!("hub{}", i - 80) } else { format!("u{i:02}") };
+        let mut events: Vec<(u64, EdgeUpdate)> =
+            spokes.iter().map(|&(h, u, w)| (0, (name(80 + h), name(u), w))).collect();
+        // A change adds a random edge, or takes weight off a spoke (perhaps all of it): a
+        // shown user's score falls.
+        for (i, &(a, b, w, spoke)) in changes.iter().enumerate() {
+            let change = match spoke {
+                Some(index) => {
+                    let (h, u, _) = spokes[index.index(spokes.len())];
+                    (name(80 + h), name(u), -w)
+                }
+                None => (name(a), name(b), w),
+            };
+            events.push((1 + i as u64, change));
+        }
+        let focus = focused.then(|| vec![name(80), name(3), name(17), name(42)]);
+        let captured = run_network(events.clone(), focus.clone(), workers, hops, n);
+        for t in 0..=changes.len() as u64 {
+            let so_far: Vec<EdgeUpdate> = events.iter().filter(|(time, _)| *time <= t).map(|(_, e)| e.clone()).collect();
+            let expected = oracle::network_views(&so_far, focus.as_deref(), hops, n);
+            assert_views_eq(&consolidated_at(&captured, t), &expected, &format!("time {t}, -w {workers}, hops {hops}, n {n}"));
+        }
+    }
+}
+
 /// A `del` that retracts nothing leaves the pair absent, and a later `add` counts from the
 /// true total, in any order.
 #[test]
