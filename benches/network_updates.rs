@@ -5,13 +5,16 @@
 //! 10,000) single-edge changes one at a time — each its own timely time, half deleting a
 //! current edge, half adding a random one — and measures each change's latency from closing
 //! its input to the probe showing its changes written. Prints one JSON line: load seconds,
-//! peak RSS, and latency p50/p99/max in microseconds.
+//! peak RSS, latency p50/p99/max in microseconds, and, when the benchmarks' venv has scipy,
+//! the same walks by a plain sparse product (`scripts/lib/walks_scipy.py`) and the load's
+//! ratio to it (`scripts/bench.sh network` makes the venv and runs the standard graphs).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chatflow::sinks::csv::CsvSink;
+use chatflow::sinks::freshness::{Cut, Freshness};
 use chatflow::sinks::{Sink, Written};
 use chatflow::sources::decode::{decode, Event};
 use chatflow::sources::import::{import, ImportFormat, ImportOptions};
@@ -89,7 +92,8 @@ fn main() {
         let (mut edges_in, mut focus_in) = worker.dataflow::<u64, _, _>(|scope| {
             let (edges_in, edges) = scope.new_collection::<(Name, Name), Diff>();
             let (focus_in, focus_coll) = scope.new_collection::<Name, Diff>();
-            let mut to_csv = ToCsv { sink: CsvSink::new(&out_dir, None), written: Vec::new() };
+            let mut to_csv =
+                ToCsv { sink: CsvSink::new(&out_dir, None, Freshness::new(Cut::Probe)), written: Vec::new() };
             network_views(
                 edges,
                 focus.is_some().then_some(focus_coll),
@@ -116,6 +120,13 @@ fn main() {
         worker.step_while(|| probe.less_than(&1));
         let load = start.elapsed().as_secs_f64();
         let at_load = operators.as_ref().map(|p| p.seconds()).unwrap_or_default();
+        if index == 0 && profile {
+            eprintln!("load: {load:.3} s, of which per operator:");
+            for (name, secs) in at_load.iter().take(12) {
+                eprintln!("{secs:8.3}  {name}");
+            }
+            eprintln!("changes: per operator:");
+        }
 
         // Single-edge changes, one per time, all from worker 0 (the same seeded sequence).
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
@@ -165,13 +176,60 @@ fn main() {
     .expect("timely runs");
 
     let (load, latency) = result.lock().unwrap().take().expect("worker 0 reports");
-    println!(
-        "{{\"bench\":\"network_updates\",\"graph\":{:?},\"edges\":{},\"hops\":{hops},\"workers\":{workers},\"load_seconds\":{load:.3},\"changes\":{changes},\"latency_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}},\"peak_rss_bytes\":{}}}",
-        graph.display().to_string(),
-        edge_count,
-        latency.value_at_quantile(0.5),
-        latency.value_at_quantile(0.99),
-        latency.max(),
-        chatflow::run::peak_rss_bytes().unwrap_or(0),
-    );
+    let peak_rss = chatflow::run::peak_rss_bytes().unwrap_or(0);
+    let scipy = scipy_reference(&root, &graph, hops, flag("--focus").as_deref());
+    let versus = scipy.as_ref().and_then(|r| r["multiply_seconds"].as_f64()).map(|s| load / s);
+    let report = serde_json::json!({
+        "bench": "network_updates",
+        "graph": graph.display().to_string(),
+        "edges": edge_count,
+        "hops": hops,
+        "workers": workers,
+        "load_seconds": (load * 1000.0).round() / 1000.0,
+        "changes": changes,
+        "latency_us": {"p50": latency.value_at_quantile(0.5), "p99": latency.value_at_quantile(0.99), "max": latency.max()},
+        "peak_rss_bytes": peak_rss,
+        "scipy": scipy,
+        "load_vs_scipy_multiply": versus.map(|v| (v * 10.0).round() / 10.0),
+    });
+    println!("{report}");
+}
+
+/// The same walks by a plain sparse-matrix product (`scripts/lib/walks_scipy.py`, scipy on one
+/// thread), when the benchmarks' venv has scipy (`scripts/bench.sh network` makes it) and the
+/// graph is an edge list CSV; its JSON line, or `None` with the reason on stderr.
+fn scipy_reference(
+    root: &std::path::Path,
+    graph: &std::path::Path,
+    hops: u32,
+    focus: Option<&str>,
+) -> Option<serde_json::Value> {
+    let python = root.join("target/bench/venv/bin/python");
+    if graph.extension().is_none_or(|e| e != "csv") {
+        eprintln!("network_updates: the scipy reference reads edge list CSVs only; not compared");
+        return None;
+    }
+    if !python.exists() {
+        eprintln!(
+            "network_updates: no {} (scripts/bench.sh network makes it); not compared with scipy",
+            python.display()
+        );
+        return None;
+    }
+    let mut command = std::process::Command::new(&python);
+    command.arg(root.join("scripts/lib/walks_scipy.py")).arg(graph).args(["--hops", &hops.to_string()]);
+    if let Some(focus) = focus {
+        command.args(["--focus", focus]);
+    }
+    match command.output() {
+        Ok(out) if out.status.success() => serde_json::from_slice(&out.stdout).ok(),
+        Ok(out) => {
+            eprintln!("network_updates: walks_scipy.py failed: {}", String::from_utf8_lossy(&out.stderr));
+            None
+        }
+        Err(e) => {
+            eprintln!("network_updates: running {}: {e}", python.display());
+            None
+        }
+    }
 }

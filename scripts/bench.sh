@@ -11,14 +11,14 @@
 #   1. the same 1,000,000 messages pre-loaded into a 4-partition topic (sqlite storage), read
 #      by a plain consumer (`bench --plain-consumer`: chatflow's consumers and settings, no
 #      processing) and then to the CSV sink with --until-caught-up, -w 1 and -w 2;
-#   2. freshness (produce → written): `chatflow produce --rate 50000` for 30 s into a memory
+#   2. freshness (produce → the committed cut): `chatflow produce --rate 50000` for 30 s into a memory
 #      broker while `chatflow run -w 2 --tick-ms 100` reads it; the run prints p50/p99.
 #
 # `scripts/bench.sh clickhouse` runs the ClickHouse benchmarks (the server of
 # scripts/clickhouse.sh, started when not running; a memory broker on 127.0.0.1:9095):
 #   1. the 1,000,000-message fixture into ClickHouse with -w 1 and -w 2 (rows/s = the sum of
 #      rows_written over seconds), then the tables' sizes on disk;
-#   2. freshness (produce → recorded at the worker's progress, i.e. visible at its upper) at
+#   2. freshness (produce → the committed cut, the least upper of the workers' _progress rows) at
 #      50,000 messages/s for 30 s, chatflow run -w 2 --tick-ms 100 from Kafka into ClickHouse.
 #
 # `scripts/bench.sh peers` runs the peer workload of ../shared/bench (1,000,000 chat events,
@@ -34,7 +34,15 @@
 # veth pair (scripts/netns.sh, root), checks that their final chat views are identical, and
 # prints both wall times and the speed-up.
 #
-# Usage: scripts/bench.sh [kafka|clickhouse|peers|netns] [extra chatflow bench flags, e.g. --batch 50000]
+# `scripts/bench.sh network` runs `cargo bench --bench network_updates` on MUSAE ENGB (hops 2,
+# every user) and DE (hops 3, focus users 0-99), each compared with the same walks by scipy's
+# sparse product on one thread (scripts/lib/walks_scipy.py, in the venv made here).
+#
+# `scripts/bench.sh paced` measures freshness in-process: the generated fixture replayed at
+# 100,000 lines/s (`--replay-rate`, ticks of 1,000 lines) into change files, -w 1 and -w 2;
+# each run prints p50/p99 from a line's release to the progress record passing it.
+#
+# Usage: scripts/bench.sh [kafka|clickhouse|peers|netns|network|paced] [extra flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked
@@ -65,6 +73,47 @@ freshness() {
     wait "$run"
     grep -E "events read|freshness" "target/bench/$name.log"
 }
+
+# The benchmarks' venv, target/bench/venv: `venv_with MODULE PACKAGE...` installs the packages
+# unless MODULE imports already.
+venv=target/bench/venv
+venv_with() {
+    local module=$1
+    shift
+    "$venv/bin/python" -c "import $module" 2>/dev/null && return 0
+    if [ ! -x "$venv/bin/python" ] && ! python3 -m venv "$venv" 2>/dev/null; then
+        echo "bench.sh: installing python3-venv (apt-get)" >&2
+        sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo=sudo
+        $sudo apt-get update -qq >&2 || true
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >&2
+        python3 -m venv "$venv"
+    fi
+    "$venv/bin/pip" install -q "$@"
+}
+
+if [ "${1:-}" = network ]; then
+    shift
+    venv_with scipy scipy numpy
+    musae=../shared/data/musae-twitch/input/edges
+    [ -d "$musae" ] || { echo "bench.sh network: $musae is absent" >&2; exit 1; }
+    seq 0 99 >target/bench/focus-0-99.txt
+    cargo bench --locked --bench network_updates -- --graph "$musae/ENGB_edges.csv" --hops 2 "$@"
+    cargo bench --locked --bench network_updates -- --graph "$musae/DE_edges.csv" --hops 3 \
+        --focus target/bench/focus-0-99.txt "$@"
+    exit 0
+fi
+
+if [ "${1:-}" = paced ]; then
+    shift
+    # Freshness in-process: the generated fixture released at 100,000 lines/s (10 s), ticks of
+    # 1,000 lines (10 ms), into change files; the run prints p50/p99 at the progress record.
+    for w in 1 2; do
+        "$bin" run --replay "$fixture" --replay-rate 100000 --batch 1000 -w "$w" --out target/bench/paced "$@" \
+            2>&1 | grep -E "events read|freshness"
+    done
+    exit 0
+fi
 
 if [ "${1:-}" = netns ]; then
     shift
@@ -104,18 +153,7 @@ if [ "${1:-}" = peers ]; then
     shift
     shared=../shared/bench
     [ -f "$shared/gen_chat.py" ] || { echo "bench.sh peers: $shared/gen_chat.py is absent" >&2; exit 1; }
-    venv=target/bench/venv
-    if ! "$venv/bin/python" -c 'import duckdb' 2>/dev/null; then
-        if ! python3 -m venv "$venv" 2>/dev/null; then
-            echo "bench.sh: installing python3-venv (apt-get)" >&2
-            sudo=""
-            [ "$(id -u)" -eq 0 ] || sudo=sudo
-            $sudo apt-get update -qq >&2 || true
-            DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >&2
-            python3 -m venv "$venv"
-        fi
-        "$venv/bin/pip" install -q duckdb==2.0.0
-    fi
+    venv_with duckdb duckdb==2.0.0
     peer=target/bench/peer-chat-1m.jsonl
     [ -f "$peer" ] || python3 "$shared/gen_chat.py" -o "$peer"
     dir=target/bench/peers

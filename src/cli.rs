@@ -280,6 +280,10 @@ pub struct PipelineArgs {
     /// Event JSONL files or directories (every *.jsonl in them, sorted by name).
     #[arg(long, num_args = 1.., value_name = "FILE|DIR")]
     pub replay: Vec<PathBuf>,
+    /// Release the replayed lines at this many a second, as if produced live (freshness
+    /// is measured from each line's release); default: as fast as they can be read.
+    #[arg(long = "replay-rate", value_name = "LINES_PER_S", requires = "replay", value_parser = positive)]
+    pub replay_rate: Option<f64>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Tumbling window of the chat views, in seconds.

@@ -176,9 +176,9 @@ fn real_main(cli: Cli) -> Result<i32> {
                 "peak_rss_bytes": peak_rss_bytes(),
                 "advances": outcome.reports.first().map(|r| r.advances),
                 "freshness_us": {
-                    "count": outcome.freshness().len(),
-                    "p50": outcome.freshness().value_at_quantile(0.5),
-                    "p99": outcome.freshness().value_at_quantile(0.99),
+                    "count": outcome.freshness.len(),
+                    "p50": outcome.freshness.value_at_quantile(0.5),
+                    "p99": outcome.freshness.value_at_quantile(0.99),
                 },
                 "batch_latency_us": {
                     "count": latency.map(|h| h.len()),

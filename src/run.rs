@@ -17,8 +17,9 @@ use crate::cli::{PipelineArgs, TimelyArgs};
 use crate::clickhouse::{self, Client, Target};
 use crate::cluster::timely_config;
 use crate::metrics::Snapshot;
+use crate::sinks::freshness::{Cut, Freshness};
 use crate::sinks::progress::{read_upper, PROGRESS_FILE};
-use crate::sources::files::expand_inputs;
+use crate::sources::files::{expand_inputs, Pace};
 use crate::sources::kafka::{clear_bindings, partition_counts, require_topics, KafkaOptions};
 use crate::sources::sniff::Kind;
 use crate::worker::{run_worker, ClickHouseJob, Input, Job, Progress, WorkerReport};
@@ -43,6 +44,9 @@ pub struct Outcome {
     pub sentiment: bool,
     /// What this process counted during the run (the metrics registry's growth).
     pub counts: Snapshot,
+    /// Freshness of live records at the committed cut (produce → cut, µs; see
+    /// `sinks::freshness`).
+    pub freshness: Histogram<u64>,
 }
 
 impl Outcome {
@@ -59,14 +63,6 @@ impl Outcome {
     }
     pub fn latency(&self) -> Option<&Histogram<u64>> {
         self.reports.iter().find_map(|r| r.latency_us.as_ref())
-    }
-    /// Freshness of live records over this process's workers (produce → written).
-    pub fn freshness(&self) -> Histogram<u64> {
-        let mut all = crate::metrics::histogram();
-        for h in self.reports.iter().filter_map(|r| r.freshness_us.as_ref()) {
-            all.add(h).expect("same bounds");
-        }
-        all
     }
     /// The run's upper, as worker 0 recorded it.
     pub fn upper(&self) -> Option<u64> {
@@ -147,7 +143,7 @@ pub fn plan(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: 
             if empty.len() == files.len() {
                 return Err(anyhow!("--replay: every input is empty ({}): nothing to run", empty.join(", ")));
             }
-            Input::Replay { files, batch: args.batch }
+            Input::Replay { files, batch: args.batch, pace: args.replay_rate.map(Pace::new) }
         }
     };
     let focus = match &args.focus {
@@ -185,6 +181,11 @@ pub fn plan(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: 
             profile: false,
             resume_upper: None,
             clickhouse: None,
+            freshness: Freshness::new(match (&clickhouse, timely.process) {
+                (Some(_), _) => Cut::Writers(timely.workers as usize),
+                (None, 0) => Cut::Writers(1),
+                (None, _) => Cut::Probe,
+            }),
         },
         config,
         start,
@@ -318,6 +319,7 @@ pub fn execute(mut plan: Plan, timely: &TimelyArgs) -> Result<Outcome> {
     let clickhouse_url = job.clickhouse.as_ref().map(|ch| ch.target.url.clone());
     let sentiment = job.views.sentiment.is_some();
     let clickhouse_database = job.clickhouse.as_ref().map(|ch| ch.target.database.clone());
+    let freshness = job.freshness.clone();
     let job = Arc::new(job);
     let worker_progress = Arc::clone(&progress);
     STARTED.store(true, Ordering::SeqCst);
@@ -362,6 +364,7 @@ pub fn execute(mut plan: Plan, timely: &TimelyArgs) -> Result<Outcome> {
         clickhouse_database,
         sentiment,
         counts: crate::metrics::snapshot().since(&counted_before),
+        freshness: freshness.histogram(),
     })
 }
 
@@ -409,12 +412,16 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
             _ => writeln!(s, "  every change up to time {} is written {place}", upper - 1),
         };
     }
-    let fresh = outcome.freshness();
+    let fresh = &outcome.freshness;
     if !fresh.is_empty() {
         let _ = writeln!(
             s,
             "  freshness (produce → {}) of {} live records: p50 {:.1} ms, p99 {:.1} ms",
-            if outcome.clickhouse.is_some() { "recorded in ClickHouse's _progress" } else { "written" },
+            if outcome.clickhouse.is_some() {
+                "the committed cut in ClickHouse"
+            } else {
+                "the committed cut in _progress.csv"
+            },
             fresh.len(),
             fresh.value_at_quantile(0.5) as f64 / 1000.0,
             fresh.value_at_quantile(0.99) as f64 / 1000.0

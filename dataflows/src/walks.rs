@@ -487,8 +487,8 @@ impl Walks {
         }
         entries.select_nth_unstable_by(k - 1, |a, b| b.1.cmp(&a.1));
         let cut = entries[k - 1].1;
-        let (mut sure, mut tied): (Vec<(u32, Diff)>, Vec<(u32, Diff)>) =
-            entries.into_iter().filter(|e| e.1 >= cut).partition(|e| e.1 > cut);
+        let mut sure: Vec<(u32, Diff)> = entries.iter().copied().filter(|e| e.1 > cut).collect();
+        let mut tied: Vec<(u32, Diff)> = entries.into_iter().filter(|e| e.1 == cut).collect();
         sure.sort_unstable();
         tied.sort_unstable();
         let mut best = scored(sure);

@@ -6,18 +6,18 @@
 //!                                          │ (every catalog view exactly once)     │
 //!   source positions ──────────────────────┴──────────► Sink::complete ◄───────────┘ ─► probe
 //!   worker loop: probe passes t ─► Sink::advance(t, positions, produce times)
-//!   end of run:                     Sink::finish(upper) ─► SinkReport
+//!   end of run:                     Sink::finish(upper)
 //! ```
 //!
 //! A sink learns how far the dataflow is complete from the worker (`advance`), makes it
 //! durable in its own way, and reports its failures through `check`/`advance` as
-//! [`SinkError`]s. Each sink's module states its delivery guarantee.
+//! [`SinkError`]s. Each sink's module states its delivery guarantee. Both measure the
+//! freshness of live records at the committed cut (`freshness`).
 
 use std::path::PathBuf;
 
 use dataflows::{Diff, Exporter, ViewRow, CATALOG};
 use differential_dataflow::VecCollection;
-use hdrhistogram::Histogram;
 use timely::dataflow::operators::Concatenate;
 use timely::dataflow::Stream;
 
@@ -27,6 +27,7 @@ use crate::sources::InputPosition;
 pub mod clickhouse;
 pub mod csv;
 pub mod encode;
+pub mod freshness;
 pub mod progress;
 
 /// A sink operator's output: no data, only a frontier that passes a time once the sink holds
@@ -48,12 +49,6 @@ pub enum SinkError {
     WriterStopped(u32),
 }
 
-/// What a sink reports when it finishes (rows written are counted in the metrics registry).
-pub struct SinkReport {
-    /// Produce → durable, of live records (µs).
-    pub freshness_us: Histogram<u64>,
-}
-
 /// One worker's end of a sink.
 pub trait Sink {
     /// Takes the updates of one view (named by `R`'s catalog entry); returns a stream whose
@@ -63,16 +58,18 @@ pub trait Sink {
     /// sources' positions at the times they were read. Returns the stream the worker probes.
     fn complete<'s>(&mut self, written: Written<'s>, positions: VecCollection<'s, u64, InputPosition>) -> Written<'s>;
     /// The dataflow holds every update before `upper` (`None`: every update); the sources
-    /// stand at `positions`; `produced` are the produce times of the live records complete now.
-    fn advance(&mut self, upper: Option<u64>, positions: &[InputPosition], produced: Vec<i64>)
-        -> Result<(), SinkError>;
-    /// Called between steps: writes what was held back until due (the CSV sink's progress
-    /// record); a failure shows in `check`.
-    fn flush_due(&mut self) {}
+    /// stand at `positions`; `produced` are the live records complete now (time, produce ms).
+    fn advance(
+        &mut self,
+        upper: Option<u64>,
+        positions: &[InputPosition],
+        produced: Vec<(u64, i64)>,
+    ) -> Result<(), SinkError>;
     /// The first failure of the sink's operators, if any.
     fn check(&mut self) -> Result<(), SinkError>;
-    /// Every update before `upper` is complete: makes it durable and reports.
-    fn finish(self, upper: u64, positions: &[InputPosition]) -> Result<SinkReport, SinkError>;
+    /// Every update before `upper` is complete: makes it durable (rows written are counted in
+    /// the metrics registry, freshness in the process's tracker).
+    fn finish(self, upper: u64, positions: &[InputPosition]) -> Result<(), SinkError>;
 }
 
 /// Hands every view of a dataflow to a sink by name, and checks that each view of the catalog

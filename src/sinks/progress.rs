@@ -7,10 +7,10 @@
 //! ```
 //!
 //! The positions are gated by the sinks' frontier, so a time's progress is recorded only after
-//! its data: the file never claims more than the change files hold. Worker 0 rewrites the file
-//! (write, fsync, rename) at most every 200 ms while running (an upper held back by that is
-//! written once due, see `flush_due`) and once more when the run ends, with the final upper
-//! (see `worker`). Rows: `source,partition,next,upper` — the input
+//! its data: the file never claims more than the change files hold. While running, a thread
+//! of worker 0 rewrites the file (write, fsync, rename) with the latest upper, at most every
+//! 20 ms, so the worker never waits for the disk; when the run ends worker 0 writes it once
+//! more with the final upper (see `worker`). Rows: `source,partition,next,upper` — the input
 //! (a file list or a topic), its partition, the next line or offset to read, and the upper.
 
 use std::cell::RefCell;
@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use dataflows::operators::in_time_order;
@@ -25,43 +27,45 @@ use dataflows::Diff;
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Exchange;
 
+use crate::sinks::freshness::Freshness;
 use crate::sinks::{SinkError, Written};
 use crate::sources::InputPosition;
 
 /// What the progress operator knows; worker 0's copy is the one written.
 #[derive(Default)]
 pub struct ProgressState {
-    positions: BTreeMap<(String, i32), i64>,
-    last_write: Option<Instant>,
-    pub(crate) error: Option<SinkError>,
-    /// Whether this worker writes the file (worker 0).
-    writer: bool,
+    positions: Positions,
+    /// Worker 0: the thread that writes the record.
+    background: Option<Background>,
     /// The final upper is written: nothing more is (see `write_progress`).
     finished: bool,
-    /// An upper held back by the rate limit, written by `flush_due` once it is due.
-    pending: Option<u64>,
 }
 
 /// The least time between two writes of the progress record while running.
-const EVERY: Duration = Duration::from_millis(200);
+const EVERY: Duration = Duration::from_millis(20);
 
 pub type ProgressHandle = Rc<RefCell<ProgressState>>;
+
+/// The next line or offset to read per (source, partition).
+type Positions = BTreeMap<(String, i32), i64>;
 
 pub const PROGRESS_FILE: &str = "_progress.csv";
 
 /// Records `positions` once the `written` frontier has passed them; returns the operator's
 /// (empty) output, whose frontier passes a time once its progress is taken into account.
+/// Each upper written is told to `freshness`.
 pub fn progress_writer<'s>(
     positions: VecCollection<'s, u64, InputPosition>,
     written: Written<'s>,
     dir: &Path,
+    freshness: Freshness,
 ) -> (Written<'s>, ProgressHandle) {
     let gate = written.as_collection().flat_map(|()| None::<InputPosition>);
     let state: ProgressHandle = Rc::default();
     let shared = Rc::clone(&state);
-    let dir = dir.to_path_buf();
-    let is_writer = positions.inner.scope().index() == 0;
-    state.borrow_mut().writer = is_writer;
+    if positions.inner.scope().index() == 0 {
+        state.borrow_mut().background = Some(Background::spawn(dir, freshness));
+    }
     let out = in_time_order(
         positions.concat(gate),
         Exchange::new(|_: &(InputPosition, u64, Diff)| 0),
@@ -74,9 +78,10 @@ pub fn progress_writer<'s>(
                     *next = (*next).max(position.next);
                 }
             }
-            if is_writer && state.error.is_none() && !state.finished {
-                state.pending = Some(time + 1);
-                state.write_if_due(&dir);
+            if !state.finished {
+                if let Some(background) = &state.background {
+                    background.offer(&state.positions, time + 1);
+                }
             }
         },
     );
@@ -84,49 +89,124 @@ pub fn progress_writer<'s>(
 }
 
 impl ProgressState {
-    /// Writes the pending upper if the last write is `EVERY` ago.
-    fn write_if_due(&mut self, dir: &Path) {
-        let due = self.last_write.is_none_or(|t| t.elapsed() >= EVERY);
-        if let (true, Some(upper)) = (due, self.pending) {
-            match write_file(dir, &self.positions, upper) {
-                Ok(()) => crate::metrics::set_upper(upper),
-                Err(e) => self.error = Some(e),
-            }
-            self.pending = None;
-            self.last_write = Some(Instant::now());
+    /// The first failure to write the record, if any.
+    pub fn take_error(&mut self) -> Option<SinkError> {
+        self.background.as_ref().and_then(Background::take_error)
+    }
+}
+
+/// Worker 0's progress writer thread: it writes the latest upper offered (with the positions
+/// that go with it) as soon as the previous write is `EVERY` ago, so the worker never waits
+/// for a write or an fsync.
+struct Background {
+    shared: Arc<(Mutex<Offered>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Offered {
+    next: Option<(Positions, u64)>,
+    error: Option<SinkError>,
+    closed: bool,
+}
+
+impl Background {
+    fn spawn(dir: &Path, freshness: Freshness) -> Background {
+        let shared: Arc<(Mutex<Offered>, Condvar)> = Arc::default();
+        let theirs = Arc::clone(&shared);
+        let dir = dir.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("progress".into())
+            .spawn(move || {
+                let (offered, wake) = &*theirs;
+                loop {
+                    let (positions, upper) = {
+                        let mut o = lock(offered);
+                        while o.next.is_none() && !o.closed {
+                            o = wake.wait(o).unwrap_or_else(|p| p.into_inner());
+                        }
+                        match o.next.take() {
+                            Some(next) => next,
+                            None => return,
+                        }
+                    };
+                    let started = Instant::now();
+                    match write_file(&dir, &positions, upper) {
+                        Ok(()) => written(&freshness, upper),
+                        Err(e) => {
+                            lock(offered).error = Some(e);
+                            return;
+                        }
+                    }
+                    std::thread::sleep(EVERY.saturating_sub(started.elapsed()));
+                }
+            })
+            .expect("spawning the progress writer");
+        Background { shared, thread: Some(thread) }
+    }
+
+    /// The record may say `upper` with these positions (replacing an offer not yet written).
+    fn offer(&self, positions: &Positions, upper: u64) {
+        let (offered, wake) = &*self.shared;
+        let mut o = lock(offered);
+        if o.error.is_none() {
+            o.next = Some((positions.clone(), upper));
+            wake.notify_one();
         }
     }
-}
 
-/// Writes an upper the rate limit held back, once it is due: the last times of a burst are
-/// recorded within `EVERY` even if no later time comes (called by the worker between steps).
-pub fn flush_due(state: &ProgressHandle, dir: &Path) {
-    let mut state = state.borrow_mut();
-    if state.writer && state.error.is_none() && !state.finished {
-        state.write_if_due(dir);
+    fn take_error(&self) -> Option<SinkError> {
+        lock(&self.shared.0).error.take()
+    }
+
+    /// Writes what was offered, then stops the thread; the first failure, if any.
+    fn close(&mut self) -> Option<SinkError> {
+        lock(&self.shared.0).closed = true;
+        self.shared.1.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.take_error()
     }
 }
 
-/// Writes the progress file with the final `upper` (on worker 0; elsewhere nothing); the
-/// operator writes nothing after it.
-pub fn write_progress(state: &ProgressHandle, dir: &Path, upper: u64) -> Result<(), SinkError> {
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn lock(offered: &Mutex<Offered>) -> std::sync::MutexGuard<'_, Offered> {
+    offered.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The record says `upper`: the registry and the freshness tracker learn it.
+fn written(freshness: &Freshness, upper: u64) {
+    crate::metrics::set_upper(upper);
+    freshness.written(0, upper);
+}
+
+/// Writes the progress file with the final `upper` (on worker 0, after what its thread had
+/// left to write; elsewhere nothing); the operator writes nothing after it.
+pub fn write_progress(state: &ProgressHandle, dir: &Path, upper: u64, freshness: &Freshness) -> Result<(), SinkError> {
     let mut state = state.borrow_mut();
-    if let Some(e) = state.error.take() {
+    if let Some(e) = state.take_error() {
         return Err(e);
     }
-    if !state.writer {
-        return Ok(());
+    let Some(mut background) = state.background.take() else { return Ok(()) };
+    if let Some(e) = background.close() {
+        return Err(e);
     }
     write_file(dir, &state.positions, upper)?;
     // Times past a stopped run's upper may complete later with part of their input: the
     // final record stands.
     state.finished = true;
-    crate::metrics::set_upper(upper);
+    written(freshness, upper);
     Ok(())
 }
 
 /// Writes the file beside its final name, fsyncs it and renames it into place.
-fn write_file(dir: &Path, positions: &BTreeMap<(String, i32), i64>, upper: u64) -> Result<(), SinkError> {
+fn write_file(dir: &Path, positions: &Positions, upper: u64) -> Result<(), SinkError> {
     let path = dir.join(PROGRESS_FILE);
     let tmp: PathBuf = dir.join(format!("{PROGRESS_FILE}.tmp"));
     let failed = |source: std::io::Error| SinkError::Io { path: tmp.clone(), source };

@@ -24,12 +24,22 @@
 //!   …     ─┘
 //! ```
 //!
+//! ## Paced replay
+//!
+//! With `--replay-rate R` the log is released at `R` lines a second, as if it were being
+//! produced live: line `g` becomes readable `g / R` seconds after the first read of the
+//! process (one clock for its workers), and that moment is its produce time for the
+//! freshness figures. The times stay `floor(g / batch)`, so the output is the same as an
+//! unpaced replay's.
+//!
 //! Lines longer than [`MAX_RECORD_BYTES`] are never buffered whole: the reader keeps the first
 //! KiB for the dead letter and skips the rest.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use crate::sources::decode::{MAX_RAW_BYTES, MAX_RECORD_BYTES};
 use crate::sources::{Context, InputPosition, Position, Record, Source, SourceError};
@@ -83,24 +93,55 @@ struct OpenFile {
     line_no: u64,
 }
 
+/// The rate of a paced replay (see the module doc), shared by the workers of a process.
+#[derive(Clone, Debug)]
+pub struct Pace {
+    lines_per_s: f64,
+    /// When the first worker first read, as an instant and in Unix milliseconds.
+    start: Arc<OnceLock<(Instant, i64)>>,
+}
+
+impl Pace {
+    pub fn new(lines_per_s: f64) -> Self {
+        Pace { lines_per_s, start: Arc::default() }
+    }
+
+    /// The start of the replay (set by the first call) and the number of lines released now.
+    fn released(&self) -> (i64, u64) {
+        let (start, start_ms) = *self.start.get_or_init(|| (Instant::now(), crate::metrics::now_ms()));
+        (start_ms, (start.elapsed().as_secs_f64() * self.lines_per_s) as u64)
+    }
+
+    /// When line `global` was released, in Unix milliseconds.
+    fn produced_ms(&self, start_ms: i64, global: u64) -> i64 {
+        start_ms + (global as f64 * 1000.0 / self.lines_per_s) as i64
+    }
+}
+
 /// [`FileSource`] with its tick length: the replay source of one worker.
 pub struct Replay {
     pub files: FileSource,
     /// Lines per tick.
     pub batch: u64,
     names: Vec<String>,
+    pace: Option<Pace>,
 }
 
 impl Replay {
-    pub fn new(files: Vec<PathBuf>, index: usize, peers: usize, batch: u64) -> Self {
+    pub fn new(files: Vec<PathBuf>, index: usize, peers: usize, batch: u64, pace: Option<Pace>) -> Self {
         let names = files.iter().map(|f| f.display().to_string()).collect();
-        Replay { files: FileSource::new(files, index, peers), batch, names }
+        Replay { files: FileSource::new(files, index, peers), batch, names, pace }
     }
 }
 
 impl Source for Replay {
     fn read(&mut self, budget: usize, each: &mut dyn FnMut(Record)) -> Result<(), SourceError> {
-        let end = self.files.position().saturating_add(budget as u64);
+        let mut end = self.files.position().saturating_add(budget as u64);
+        let released = self.pace.as_ref().map(|pace| {
+            let (start_ms, lines) = pace.released();
+            end = end.min(lines);
+            (pace, start_ms)
+        });
         let batch = self.batch;
         self.files
             .read_until(end, |line: Line| {
@@ -110,7 +151,7 @@ impl Source for Replay {
                     position: Position::Line(line.line_no),
                     bytes: Some(line.bytes),
                     oversized: line.oversized,
-                    produced_ms: None,
+                    produced_ms: released.map(|(pace, start_ms)| pace.produced_ms(start_ms, line.global)),
                 })
             })
             .context("reading the input files")?;

@@ -52,8 +52,8 @@ impl Measure {
     }
 
     /// The probe's frontier is `frontier` (`None`: everything is complete): records the latency
-    /// of the times now complete and returns the produce times of the live records now complete.
-    pub fn observe(&mut self, frontier: Option<u64>) -> Vec<i64> {
+    /// of the times now complete and returns the live records now complete (time, produce ms).
+    pub fn observe(&mut self, frontier: Option<u64>) -> Vec<(u64, i64)> {
         let done = |t: u64| frontier.is_none_or(|f| f > t);
         while let Some(&(time, at, read)) = self.closed.front() {
             if !done(time) {
@@ -70,7 +70,8 @@ impl Measure {
             if !done(*entry.key()) {
                 break;
             }
-            complete.extend(entry.remove());
+            let (time, produced) = entry.remove_entry();
+            complete.extend(produced.into_iter().map(|p| (time, p)));
         }
         complete
     }

@@ -33,8 +33,9 @@ use crate::clickhouse::Target;
 use crate::profile::OperatorProfile;
 use crate::sinks::clickhouse::ClickHouseSink;
 use crate::sinks::csv::CsvSink;
+use crate::sinks::freshness::Freshness;
 use crate::sinks::{Exports, Sink, SinkError};
-use crate::sources::files::Replay;
+use crate::sources::files::{Pace, Replay};
 use crate::sources::kafka::{KafkaOptions, KafkaSource};
 use crate::sources::{InputPosition, Record, Source, SourceError};
 
@@ -52,8 +53,8 @@ pub static STOP: AtomicBool = AtomicBool::new(false);
 /// Where a run's events come from.
 #[derive(Clone, Debug)]
 pub enum Input {
-    /// Event JSONL files, `batch` lines per tick.
-    Replay { files: Vec<PathBuf>, batch: u64 },
+    /// Event JSONL files, `batch` lines per tick, released at a pace or as fast as read.
+    Replay { files: Vec<PathBuf>, batch: u64, pace: Option<Pace> },
     /// Kafka topics (name, partition count).
     Kafka { options: KafkaOptions, topics: Vec<(String, usize)> },
 }
@@ -74,6 +75,8 @@ pub struct Job {
     pub resume_upper: Option<u64>,
     /// Write to ClickHouse instead of change files.
     pub clickhouse: Option<ClickHouseJob>,
+    /// Live records' freshness at the committed cut, for this process.
+    pub freshness: Freshness,
 }
 
 /// The ClickHouse sink of a run.
@@ -107,8 +110,6 @@ pub struct WorkerReport {
     pub interrupted: bool,
     /// Worker 0 only: latency per advance, in microseconds.
     pub latency_us: Option<Histogram<u64>>,
-    /// Live records only: from produce (Kafka timestamp) to durable, in microseconds.
-    pub freshness_us: Option<Histogram<u64>>,
     /// Worker 0 only, with `profile`: seconds spent per operator, busiest first.
     pub operator_seconds: Vec<(String, f64)>,
     /// Worker 0 only: the run's upper (see `stop`).
@@ -132,9 +133,10 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> Result
     match &job.clickhouse {
         Some(ch) => {
             let index = worker.index() as u32;
-            run_with(worker, job, progress, ClickHouseSink::new(&ch.target, index, ch.workers, ch.start, &STOP))
+            let sink = ClickHouseSink::new(&ch.target, index, ch.workers, ch.start, &STOP, job.freshness.clone());
+            run_with(worker, job, progress, sink)
         }
-        None => run_with(worker, job, progress, CsvSink::new(&job.out, job.resume_upper)),
+        None => run_with(worker, job, progress, CsvSink::new(&job.out, job.resume_upper, job.freshness.clone())),
     }
 }
 
@@ -176,7 +178,9 @@ fn run_with<S: Sink>(
     drop(focus);
     sink.check()?;
     let source: Box<dyn Source> = match &job.input {
-        Input::Replay { files, batch } => Box::new(Replay::new(files.clone(), index, worker.peers(), *batch)),
+        Input::Replay { files, batch, pace } => {
+            Box::new(Replay::new(files.clone(), index, worker.peers(), *batch, pace.clone()))
+        }
         Input::Kafka { options, topics } => Box::new(KafkaSource::new(options, topics, index, worker.peers())?),
     };
     let mut running = Running {
@@ -239,7 +243,6 @@ impl<S: Sink> Running<S> {
             self.sink.advance(frontier, &self.source.positions(), produced)?;
             self.told = Some(frontier);
         }
-        self.sink.flush_due();
         self.sink.check()?;
         Ok(())
     }
@@ -318,14 +321,13 @@ impl<S: Sink> Running<S> {
         // The sink learns the last frontier, then makes everything before the upper durable.
         self.observe()?;
         let positions = self.source.positions();
-        let sunk = self.sink.finish(upper, &positions)?;
+        self.sink.finish(upper, &positions)?;
         let Running { notices, mut report, inputs, measure, .. } = self;
         // Only now may the inputs close (see `stop`).
         notices.finish(worker, upper);
         drop(inputs);
         let (index, records, interrupted) = (report.index, report.records, report.interrupted);
         tracing::info!(worker = index, records, upper, interrupted, "worker finished");
-        report.freshness_us = Some(sunk.freshness_us);
         if index == 0 {
             report.upper = Some(upper);
             report.latency_us = Some(measure.latency_us);

@@ -40,7 +40,8 @@ use timely::dataflow::channels::pact::Exchange;
 
 use crate::clickhouse::Target;
 use crate::sinks::encode::TsvFields;
-use crate::sinks::{Sink, SinkError, SinkReport, Written};
+use crate::sinks::freshness::Freshness;
+use crate::sinks::{Sink, SinkError, Written};
 use crate::sources::InputPosition;
 
 pub mod writer;
@@ -103,23 +104,30 @@ pub struct ClickHouseSink {
     start: u64,
     /// The upper last handed to the writer.
     handed: u64,
-    /// Produce times of records complete but not yet handed over.
-    deferred: Vec<i64>,
+    /// Where live records complete in the dataflow wait for the committed cut.
+    freshness: Freshness,
 }
 
 impl ClickHouseSink {
-    /// `start`: the committed cut the run starts from; `workers`: of all processes.
-    pub fn new(target: &Target, worker: u32, workers: u32, start: u64, stop: &'static AtomicBool) -> Self {
-        let writer = Writer::spawn(target, worker, workers, start, stop);
-        ClickHouseSink { buffers: BuffersHandle::default(), writer, start, handed: start, deferred: Vec::new() }
+    /// `start`: the committed cut the run starts from; `workers`: of all processes; the
+    /// writer tells `freshness` each upper it records.
+    pub fn new(
+        target: &Target,
+        worker: u32,
+        workers: u32,
+        start: u64,
+        stop: &'static AtomicBool,
+        freshness: Freshness,
+    ) -> Self {
+        let writer = Writer::spawn(target, worker, workers, start, stop, freshness.clone());
+        ClickHouseSink { buffers: BuffersHandle::default(), writer, start, handed: start, freshness }
     }
 
     fn hand_over(&mut self, upper: u64, positions: &[InputPosition]) -> Result<(), SinkError> {
         let views = std::mem::take(&mut *self.buffers.borrow_mut());
         let positions: Vec<String> =
             positions.iter().map(|p| format!("{}:{}:{}", p.source, p.partition, p.next)).collect();
-        let produced = std::mem::take(&mut self.deferred);
-        self.writer.send(Batch { upper, views, produced, positions: positions.join(";") })?;
+        self.writer.send(Batch { upper, views, positions: positions.join(";") })?;
         self.handed = upper;
         Ok(())
     }
@@ -139,9 +147,9 @@ impl Sink for ClickHouseSink {
         &mut self,
         upper: Option<u64>,
         positions: &[InputPosition],
-        produced: Vec<i64>,
+        produced: Vec<(u64, i64)>,
     ) -> Result<(), SinkError> {
-        self.deferred.extend(produced);
+        self.freshness.complete(produced);
         match upper {
             Some(upper) if upper > self.handed => self.hand_over(upper, positions),
             _ => Ok(()),
@@ -153,12 +161,11 @@ impl Sink for ClickHouseSink {
         Ok(())
     }
 
-    fn finish(mut self, upper: u64, positions: &[InputPosition]) -> Result<SinkReport, SinkError> {
+    fn finish(mut self, upper: u64, positions: &[InputPosition]) -> Result<(), SinkError> {
         // Everything complete is buffered: hand it over with the run's upper and wait for it.
         if upper > self.handed {
             self.hand_over(upper, positions)?;
         }
-        let written = self.writer.finish()?;
-        Ok(SinkReport { freshness_us: written.freshness_us })
+        self.writer.finish()
     }
 }

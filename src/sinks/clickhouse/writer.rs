@@ -16,12 +16,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use dataflows::CATALOG;
-use hdrhistogram::Histogram;
 
 use crate::clickhouse::cut::progress_rows;
 use crate::clickhouse::schema::{insert_target, PROGRESS_TABLE};
 use crate::clickhouse::{ClickHouseError, Client, Target};
 use crate::sinks::clickhouse::ViewRows;
+use crate::sinks::freshness::Freshness;
 use crate::sinks::SinkError;
 
 /// One hand-over from a worker to its writer.
@@ -29,22 +29,14 @@ pub struct Batch {
     /// Every update of this worker before `upper` is in `views` or was handed over before.
     pub upper: u64,
     pub views: BTreeMap<&'static str, ViewRows>,
-    /// Produce times (ms) of the live records whose updates are complete with this batch.
-    pub produced: Vec<i64>,
     pub positions: String,
-}
-
-/// What the writer reports when it is done (rows inserted are counted in the metrics registry).
-pub struct WriterReport {
-    /// Produce → recorded in `_progress` (µs).
-    pub freshness_us: Histogram<u64>,
 }
 
 /// A worker's writer thread.
 pub struct Writer {
     worker: u32,
     sender: Option<SyncSender<Batch>>,
-    thread: Option<JoinHandle<Result<WriterReport, ClickHouseError>>>,
+    thread: Option<JoinHandle<Result<(), ClickHouseError>>>,
 }
 
 /// Who writes and where.
@@ -55,13 +47,24 @@ struct WriterConfig {
     workers: u32,
     run: u64,
     stop: &'static AtomicBool,
+    freshness: Freshness,
 }
 
 impl Writer {
-    pub fn spawn(target: &Target, worker: u32, workers: u32, run: u64, stop: &'static AtomicBool) -> Writer {
+    /// The writer of `worker` (of `workers` in all) for the run starting at cut `run`; it
+    /// tells `freshness` each upper recorded in `_progress`.
+    pub fn spawn(
+        target: &Target,
+        worker: u32,
+        workers: u32,
+        run: u64,
+        stop: &'static AtomicBool,
+        freshness: Freshness,
+    ) -> Writer {
         let (sender, receiver) = sync_channel(2);
-        let config =
-            WriterConfig { client: Client::new(&target.url), db: target.database.clone(), worker, workers, run, stop };
+        let client = Client::new(&target.url);
+        let db = target.database.clone();
+        let config = WriterConfig { client, db, worker, workers, run, stop, freshness };
         let thread = std::thread::Builder::new()
             .name(format!("clickhouse-w{worker}"))
             .spawn(move || write_loop(receiver, config))
@@ -79,7 +82,7 @@ impl Writer {
     }
 
     /// Waits until everything handed over is written.
-    pub fn finish(&mut self) -> Result<WriterReport, SinkError> {
+    pub fn finish(&mut self) -> Result<(), SinkError> {
         self.sender = None;
         match self.thread.take() {
             Some(thread) => Ok(thread.join().map_err(|_| SinkError::WriterPanicked(self.worker))??),
@@ -129,9 +132,8 @@ fn next_batch(receiver: &Receiver<Batch>, last_flush: Instant, open: &mut bool) 
     }
 }
 
-fn write_loop(receiver: Receiver<Batch>, config: WriterConfig) -> Result<WriterReport, ClickHouseError> {
-    let WriterConfig { client, db, worker, workers, run, stop } = config;
-    let mut report = WriterReport { freshness_us: crate::metrics::histogram() };
+fn write_loop(receiver: Receiver<Batch>, config: WriterConfig) -> Result<(), ClickHouseError> {
+    let WriterConfig { client, db, worker, workers, run, stop, freshness } = config;
     // Every view of the catalog is written by this process, rows or not.
     for v in CATALOG {
         crate::metrics::rows_written(v.name).increment(0);
@@ -150,9 +152,9 @@ fn write_loop(receiver: Receiver<Batch>, config: WriterConfig) -> Result<WriterR
         progress_rows(&mut progress, worker, workers, run, acc.upper, &acc.positions);
         retry(stop, || client.insert(&format!("{db}.{PROGRESS_TABLE}"), &progress))?;
         crate::metrics::set_worker_upper(worker, acc.upper);
-        crate::metrics::record_freshness(&mut report.freshness_us, &acc.produced);
+        freshness.written(worker, acc.upper);
     }
-    Ok(report)
+    Ok(())
 }
 
 fn merge(acc: &mut Batch, next: Batch) {
@@ -162,7 +164,6 @@ fn merge(acc: &mut Batch, next: Batch) {
         buffer.count += more.count;
     }
     acc.upper = acc.upper.max(next.upper);
-    acc.produced.extend(next.produced);
     acc.positions = next.positions;
 }
 
