@@ -14,8 +14,8 @@
 //! | `chatflow_clickhouse_insert_retries_total` | | failed ClickHouse inserts that were retried |
 //! | `chatflow_clickhouse_insert_failures_total` | | inserts given up on |
 //! | `chatflow_batch_latency_seconds` | | input time closed → every view written (worker 0) |
-//! | `chatflow_freshness_seconds` | | live record produced → durable |
-//! | `chatflow_freshness_latest_seconds` | | the oldest live record of the latest durable batch: produced → durable |
+//! | `chatflow_freshness_seconds` | | live record produced → the committed cut passes it (`sinks::freshness`) |
+//! | `chatflow_freshness_latest_seconds` | | the oldest live record the cut passed last: produced → the cut |
 //! | `chatflow_kafka_lag` | source, partition | records in the partition not yet read (the broker's end offset as last fetched − the next offset) |
 //! | `chatflow_written_upper` | worker | every update before it is durable (CSV: `worker` 0 for the files) |
 //!
@@ -82,9 +82,16 @@ fn describe() {
     metrics::describe_counter!("chatflow_clickhouse_insert_retries_total", "failed ClickHouse inserts, retried");
     metrics::describe_counter!("chatflow_clickhouse_insert_failures_total", "ClickHouse inserts given up on");
     metrics::describe_histogram!("chatflow_batch_latency_seconds", Unit::Seconds, "input time closed → written");
-    metrics::describe_histogram!("chatflow_freshness_seconds", Unit::Seconds, "live record produced → durable");
+    metrics::describe_histogram!(
+        "chatflow_freshness_seconds",
+        Unit::Seconds,
+        "live record produced → the committed cut passes it"
+    );
     metrics::describe_gauge!("chatflow_written_upper", "every update before this time is durable");
-    metrics::describe_gauge!("chatflow_freshness_latest_seconds", "latest durable batch: oldest live record's age");
+    metrics::describe_gauge!(
+        "chatflow_freshness_latest_seconds",
+        "the oldest live record the cut passed last: its age"
+    );
     metrics::describe_gauge!("chatflow_kafka_lag", "records of the partition not yet read");
 }
 

@@ -109,6 +109,10 @@ impl Freshness {
             }
             passed.extend(entry.remove());
         }
+        if let Some(oldest) = passed.iter().min() {
+            let (cut, records, ms) = (cut, passed.len(), crate::metrics::now_ms() - oldest);
+            tracing::debug!(cut, records, oldest_ms = ms, "live records passed by the cut");
+        }
         crate::metrics::record_freshness(&mut state.recorded, &passed);
     }
 }

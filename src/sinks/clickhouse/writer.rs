@@ -143,6 +143,7 @@ fn write_loop(receiver: Receiver<Batch>, config: WriterConfig) -> Result<(), Cli
     while open {
         let Some(acc) = next_batch(&receiver, last_flush, &mut open) else { break };
         last_flush = Instant::now();
+        let rows: u64 = acc.views.values().map(|b| b.count).sum();
         for (view, buffer) in acc.views.iter().filter(|(_, b)| b.count > 0) {
             let def = dataflows::view(view).expect("buffers are keyed by catalog names");
             retry(stop, || client.insert(&insert_target(&db, def), &buffer.rows))?;
@@ -153,6 +154,7 @@ fn write_loop(receiver: Receiver<Batch>, config: WriterConfig) -> Result<(), Cli
         retry(stop, || client.insert(&format!("{db}.{PROGRESS_TABLE}"), &progress))?;
         crate::metrics::set_worker_upper(worker, acc.upper);
         freshness.written(worker, acc.upper);
+        tracing::debug!(worker, upper = acc.upper, rows, ms = last_flush.elapsed().as_millis() as u64, "flushed");
     }
     Ok(())
 }
