@@ -16,6 +16,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::cli::{PipelineArgs, TimelyArgs};
 use crate::clickhouse::{self, Client, Target};
 use crate::cluster::timely_config;
+use crate::deployment::{self, fingerprint, Settings};
 use crate::metrics::Snapshot;
 use crate::sinks::freshness::{Cut, Freshness};
 use crate::sinks::progress::{read_upper, PROGRESS_FILE};
@@ -105,6 +106,8 @@ pub struct Plan {
     workers: u32,
     /// Where ClickHouse output goes, if it does.
     clickhouse: Option<Target>,
+    /// What the output depends on: recorded by a new deployment, checked by a resume.
+    settings: Settings,
 }
 
 /// Checks every argument of a run (inputs, focus file, output directory, timely's flags, the
@@ -165,6 +168,7 @@ pub fn plan(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: 
     if start == Start::Resume && clickhouse.is_none() {
         read_upper(&out)?;
     }
+    let settings = deployment_settings(args, &input, focus.as_deref())?;
     Ok(Plan {
         job: Job {
             input,
@@ -192,7 +196,41 @@ pub fn plan(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: 
         process: timely.process,
         workers: (timely.workers * timely.processes) as u32,
         clickhouse,
+        settings,
     })
+}
+
+/// The settings the deployment's times and rows depend on (see `deployment`).
+fn deployment_settings(args: &PipelineArgs, input: &Input, focus: Option<&[String]>) -> Result<Settings> {
+    let mut settings = Settings::default();
+    match input {
+        Input::Kafka { .. } => {
+            settings.set("input", "kafka");
+            settings.set("--tick-ms", args.kafka.tick_ms);
+        }
+        Input::Replay { .. } => {
+            settings.set("input", "replay");
+            settings.set("--batch", args.batch);
+        }
+    }
+    settings.set("--window", args.window);
+    settings.set("--top-k", args.top_k);
+    settings.set("--post-window", args.post_window);
+    settings.set("--hops", args.hops);
+    settings.set("--top-connections", args.top_connections);
+    settings.set("--mention-edges", args.mention_edges);
+    if let Some(dir) = &args.lexicon_dir {
+        let mut bytes = Vec::new();
+        for name in crate::lexica::FILES {
+            let path = dir.join(name);
+            bytes.extend(std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
+        }
+        settings.set("--lexicon-dir", fingerprint(&bytes));
+    }
+    if let Some(users) = focus {
+        settings.set("--focus", fingerprint(users.join("\n").as_bytes()));
+    }
+    Ok(settings)
 }
 
 /// An output directory is a directory this process can write in, or can be created.
@@ -246,12 +284,14 @@ impl Plan {
             let cut = if fresh { None } else { cut };
             let start = match cut {
                 Some(cut) => {
+                    deployment::check(out, &self.settings)?;
                     tracing::info!(cut, "resuming: ClickHouse holds every update before the committed cut");
                     cut
                 }
                 None => {
                     // A new deployment: the clock bindings of an older one must not apply.
                     clear_bindings(out)?;
+                    deployment::record(out, &self.settings)?;
                     0
                 }
             };
@@ -266,9 +306,13 @@ impl Plan {
                 let upper = read_upper(out)?;
                 match upper {
                     Some(upper) => {
+                        deployment::check(out, &self.settings)?;
                         tracing::info!(upper, "resuming: the change files hold every update before the upper")
                     }
-                    None => tracing::warn!(out = %out.display(), "nothing to resume; starting from the beginning"),
+                    None => {
+                        tracing::warn!(out = %out.display(), "nothing to resume; starting from the beginning");
+                        deployment::record(out, &self.settings)?;
+                    }
                 }
                 // Without a progress record the files may hold anything: start them again.
                 Some(upper.unwrap_or(0))
@@ -276,6 +320,7 @@ impl Plan {
             Start::FromBeginning => {
                 clear_bindings(out)?;
                 let _ = std::fs::remove_file(out.join(PROGRESS_FILE));
+                deployment::record(out, &self.settings)?;
                 None
             }
         };

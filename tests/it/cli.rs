@@ -273,3 +273,51 @@ fn real_twitch_chat_logs_match_oracle() {
     let actual = run_views_of(&events, &out, &["-w", "2"]);
     assert_views_eq(&actual, &expected, "real twitch chat");
 }
+
+/// A replay resumed after a crash (the progress record behind the files) completes the files
+/// to those of one run; a resume with other settings than the deployment began with is refused
+/// before it touches anything, naming each setting.
+#[test]
+fn a_resume_keeps_the_settings_the_deployment_began_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = produce(dir.path(), "chat.jsonl", 5_000, 23, 0.02);
+    let expected = oracle::chat_views(&read_chats(&fixture), 60, 10);
+    let plain = dir.path().join("plain");
+    run_views_of(&fixture, &plain, &["--batch", "100"]);
+    let out = dir.path().join("out");
+    run_views_of(&fixture, &out, &["--batch", "100", "-w", "2"]);
+    // As a crash leaves it: the record says upper 17, the files hold more (and a torn line).
+    let progress = out.join("_progress.csv");
+    let text = std::fs::read_to_string(&progress).unwrap();
+    let mut rewritten = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let mut fields: Vec<&str> = line.split(',').collect();
+        if i > 0 {
+            *fields.last_mut().unwrap() = "17";
+        }
+        rewritten += &(fields.join(",") + "\n");
+    }
+    std::fs::write(&progress, rewritten).unwrap();
+    let mut torn = std::fs::OpenOptions::new().append(true).open(out.join("word_counts.csv")).unwrap();
+    std::io::Write::write_all(&mut torn, b"xqc,1740787200,\"torn").unwrap();
+    drop(torn);
+    let before: Vec<Vec<u8>> = CHAT_VIEWS.iter().map(|v| read_bytes(&out, v)).collect();
+    for (flags, named) in [
+        (&["--batch", "1000"][..], "--batch was 100, is 1000"),
+        (&["--batch", "100", "--window", "30"][..], "--window was 60, is 30"),
+    ] {
+        let mut args = vec!["run", "--replay", path_str(&fixture), "--out", path_str(&out), "--resume"];
+        args.extend_from_slice(flags);
+        let output = chatflow().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{flags:?}: {stderr}");
+        assert!(stderr.contains(named) && stderr.contains("--from-beginning"), "{flags:?}: {stderr}");
+        let after: Vec<Vec<u8>> = CHAT_VIEWS.iter().map(|v| read_bytes(&out, v)).collect();
+        assert!(after == before, "{flags:?}: a refused resume changed the files");
+    }
+    run_views_of(&fixture, &out, &["--batch", "100", "-w", "1", "--resume"]);
+    assert_views_eq(&read_views(&out, &CHAT_VIEWS), &expected, "resumed");
+    for view in CHAT_VIEWS {
+        assert!(read_bytes(&plain, view) == read_bytes(&out, view), "{view}.csv: the resumed files differ from one run's");
+    }
+}

@@ -460,7 +460,8 @@ fn losing_a_peer_process_ends_the_other_plainly() {
     assert!(stderr.contains("lost the connection to another process of the cluster"), "{stderr}");
     assert!(!stderr.contains("stack backtrace") && !stderr.contains("panicked"), "{stderr}");
     // Both again with --resume, to the end of the topics: the views of one uninterrupted run.
-    let args = kafka_run(&prefix, broker, &out, &["--until-caught-up", "--resume"]);
+    // (With the tick it began with: the settings of a deployment stay, see `deployment`.)
+    let args = kafka_run(&prefix, broker, &out, &["--until-caught-up", "--resume", "--tick-ms", "200"]);
     run_two_processes(dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
     let reference = dir.path().join("reference");
     run_with(&kafka_run(&prefix, broker, &reference, &["--until-caught-up"]));
