@@ -63,8 +63,7 @@ freshness() {
     trap 'KAFKA_PORT=9095 KAFKA_DIR=target/bench/kafka-9095 scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
     scripts/kafka.sh start memory
     "$bin" produce --kafka 127.0.0.1:9095 --count 1 --partitions 4 "${only_chat[@]}" >/dev/null
-    # Fetches held at most 20 ms (librdkafka's 500 ms default is most of the p50 against tansu).
-    "$bin" run --kafka 127.0.0.1:9095 -w 2 --tick-ms 100 --idle-ms 100 --kafka-config fetch.wait.max.ms=20 \
+    "$bin" run --kafka 127.0.0.1:9095 -w 2 --tick-ms 100 --idle-ms 100 \
         --out "target/bench/$name" "${only_chat[@]}" "$@" \
         >"target/bench/$name.log" 2>&1 &
     local run=$!

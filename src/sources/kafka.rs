@@ -308,11 +308,10 @@ fn partition_consumer(options: &KafkaOptions, topic: &str, partition: i32) -> Re
         ("max.partition.fetch.bytes".to_string(), "1310720".to_string()),
         // Prefetched per partition (librdkafka's default is 64 MiB per consumer).
         ("queued.max.messages.kbytes".to_string(), "16384".to_string()),
-        // librdkafka's fetch.wait.max.ms (500 ms) is kept: against tansu it puts about half a
-        // second into every record's freshness, and `--kafka-config fetch.wait.max.ms=20`
-        // takes it out (50,000 msg/s into change files: p50 600 → 137 ms, p99 971 → 502 ms),
-        // but with it the lost-peer resume test (tests/it/kafka.rs) wrote a word total twice
-        // in one run of three: a timing that exposes an exactly-once bug to be found first.
+        // A fetch waits at most 20 ms for data (librdkafka's 500 ms put about half a second
+        // into every record's freshness against tansu: 50,000 msg/s into change files, p50
+        // 600 → 137 ms, p99 971 → 502 ms).
+        ("fetch.wait.max.ms".to_string(), "20".to_string()),
     ];
     let settings: Vec<(String, String)> = defaults.into_iter().chain(options.client_config.iter().cloned()).collect();
     let consumer: BaseConsumer<Reading> = client_config(&options.brokers, &settings)
