@@ -104,6 +104,8 @@ pub struct Plan {
     process: u64,
     /// Workers of all processes.
     workers: u32,
+    /// Workers of this process.
+    local_workers: u32,
     /// Where ClickHouse output goes, if it does.
     clickhouse: Option<Target>,
     /// What the output depends on: recorded by a new deployment, checked by a resume.
@@ -195,6 +197,7 @@ pub fn plan(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: 
         start,
         process: timely.process,
         workers: (timely.workers * timely.processes) as u32,
+        local_workers: timely.workers as u32,
         clickhouse,
         settings,
     })
@@ -298,7 +301,15 @@ impl Plan {
             if self.process == 0 {
                 clickhouse::record_start(&client, &target.database, self.workers, start)?;
             }
-            self.job.clickhouse = Some(ClickHouseJob { target: target.clone(), start, workers: self.workers });
+            let writer = crate::sinks::clickhouse::Writer::spawn(
+                target,
+                self.local_workers,
+                self.workers,
+                start,
+                &crate::worker::STOP,
+                self.job.freshness.clone(),
+            );
+            self.job.clickhouse = Some(ClickHouseJob { target: target.clone(), start, workers: self.workers, writer });
             return Ok(());
         }
         self.job.resume_upper = match self.start {

@@ -40,7 +40,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
 use dataflows::ViewRow;
 
-use crate::sinks::encode::{csv_header, CsvFields};
+use crate::sinks::encode::{csv_header, CsvFields, EncodedRows};
 use crate::sinks::freshness::Freshness;
 use crate::sinks::{SinkError, Written};
 
@@ -92,45 +92,11 @@ impl EncodedRun {
         self.rows.is_empty()
     }
 
-    /// A time's rows as they were encoded (`rows` in arrival order, pointing into `bytes`),
-    /// sorted by (hash, bytes), equal rows summed and zeros dropped, in place: the bytes stay
-    /// where they are and no row is copied.
-    fn consolidate(bytes: Vec<u8>, mut rows: Vec<(u64, u32, u32, Diff)>) -> EncodedRun {
-        let text = |r: &(u64, u32, u32, Diff)| &bytes[r.1 as usize..r.2 as usize];
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| text(a).cmp(text(b))));
-        let mut kept = 0;
-        let mut i = 0;
-        while i < rows.len() {
-            let mut diff = rows[i].3;
-            let mut j = i + 1;
-            while j < rows.len() && rows[j].0 == rows[i].0 && text(&rows[j]) == text(&rows[i]) {
-                diff += rows[j].3;
-                j += 1;
-            }
-            if diff != 0 {
-                rows[kept] = (rows[i].0, rows[i].1, rows[i].2, diff);
-                kept += 1;
-            }
-            i = j;
-        }
-        rows.truncate(kept);
-        EncodedRun { bytes, rows }
+    /// A time's rows as they were encoded, consolidated (see [`EncodedRows::consolidate`]).
+    fn consolidate(mut pending: EncodedRows) -> EncodedRun {
+        pending.consolidate();
+        EncodedRun { bytes: pending.bytes, rows: pending.rows }
     }
-}
-
-/// One worker's encoded rows of a time, as they arrived: each row's sort hash, where it starts
-/// and ends in `bytes`, and its diff.
-#[derive(Default)]
-struct PendingRows {
-    bytes: Vec<u8>,
-    rows: Vec<(u64, u32, u32, Diff)>,
-}
-
-/// The order of rows within a time: by a fixed-seed hash of the encoded row, then the row.
-/// Deterministic like lexicographic order, but sorting and merging compare integers.
-fn row_hash(row: &[u8]) -> u64 {
-    use std::hash::BuildHasher;
-    foldhash::quality::FixedState::with_seed(0x6373_765f_726f_7773).hash_one(row)
 }
 
 /// What a view's writer shares with its worker: the first error, and where it stops.
@@ -175,20 +141,17 @@ pub fn csv_sink<'s, R: ViewRow>(
     // millions of `reach` rows would be held twice, in the channel and in the buffer), then a
     // completed time's rows are sorted by their bytes and equal rows summed: consolidation on
     // the bytes, which identify a row as well as the row itself does.
-    let absorb = move |pending: &mut PendingRows, row: R, diff: Diff| {
-        let start = pending.bytes.len();
-        row.fields(&mut CsvFields::new(&mut pending.bytes));
-        let end = pending.bytes.len();
-        pending.rows.push((row_hash(&pending.bytes[start..end]), start as u32, end as u32, diff));
+    let absorb = move |pending: &mut EncodedRows, row: R, diff: Diff| {
+        pending.push(|bytes| row.fields(&mut CsvFields::new(bytes)), diff);
     };
     let runs = accumulate_in_time_order(
         rows,
         Pipeline,
         &format!("CsvEncode({})", view.name),
         absorb,
-        move |time, pending: PendingRows, emit| {
+        move |time, pending: EncodedRows, emit| {
             if *time >= skip {
-                let run = EncodedRun::consolidate(pending.bytes, pending.rows);
+                let run = EncodedRun::consolidate(pending);
                 if !run.is_empty() {
                     emit(run, 1);
                 }

@@ -5,7 +5,7 @@
 
 use std::marker::PhantomData;
 
-use dataflows::{Fields, ViewDef};
+use dataflows::{Diff, Fields, ViewDef};
 
 /// How a format separates fields and writes text.
 pub trait Format {
@@ -152,4 +152,61 @@ mod tests {
             assert_eq!(unescape_tsv(&text), value);
         }
     }
+}
+
+/// Rows encoded one after another into one buffer, as they arrived: per row a fixed-seed hash
+/// of its bytes, where it starts and ends in `bytes`, and its diff. Consolidating them sorts
+/// by (hash, bytes), which compares integers where sorting typed rows compared strings.
+#[derive(Default)]
+pub struct EncodedRows {
+    pub bytes: Vec<u8>,
+    pub rows: Vec<(u64, u32, u32, Diff)>,
+}
+
+impl EncodedRows {
+    /// Appends a row that `encode` writes (its fields only), with `diff`.
+    pub fn push(&mut self, encode: impl FnOnce(&mut Vec<u8>), diff: Diff) {
+        let start = self.bytes.len();
+        encode(&mut self.bytes);
+        let end = self.bytes.len();
+        self.rows.push((row_hash(&self.bytes[start..end]), start as u32, end as u32, diff));
+    }
+
+    /// The bytes of the row at `rows[i]`.
+    pub fn row(&self, i: usize) -> &[u8] {
+        let (_, start, end, _) = self.rows[i];
+        &self.bytes[start as usize..end as usize]
+    }
+
+    /// Sorts the rows by (hash, bytes), sums equal rows and drops zeros, in place: the bytes
+    /// stay where they are and no row is copied.
+    pub fn consolidate(&mut self) {
+        let bytes = &self.bytes;
+        let rows = &mut self.rows;
+        let text = |r: &(u64, u32, u32, Diff)| &bytes[r.1 as usize..r.2 as usize];
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| text(a).cmp(text(b))));
+        let mut kept = 0;
+        let mut i = 0;
+        while i < rows.len() {
+            let mut diff = rows[i].3;
+            let mut j = i + 1;
+            while j < rows.len() && rows[j].0 == rows[i].0 && text(&rows[j]) == text(&rows[i]) {
+                diff += rows[j].3;
+                j += 1;
+            }
+            if diff != 0 {
+                rows[kept] = (rows[i].0, rows[i].1, rows[i].2, diff);
+                kept += 1;
+            }
+            i = j;
+        }
+        rows.truncate(kept);
+    }
+}
+
+/// The order of rows within a time: by a fixed-seed hash of the encoded row, then the row.
+/// Deterministic like lexicographic order, but sorting and merging compare integers.
+pub fn row_hash(row: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::with_seed(0x6373_765f_726f_7773).hash_one(row)
 }

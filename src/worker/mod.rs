@@ -87,6 +87,8 @@ pub struct ClickHouseJob {
     pub start: u64,
     /// Workers of all processes.
     pub workers: u32,
+    /// This process's writer.
+    pub writer: crate::sinks::clickhouse::Writer,
 }
 
 /// Shared with the main thread for the progress bar.
@@ -133,7 +135,7 @@ pub fn run_worker(worker: &mut Worker, job: &Job, progress: &Progress) -> Result
     match &job.clickhouse {
         Some(ch) => {
             let index = worker.index() as u32;
-            let sink = ClickHouseSink::new(&ch.target, index, ch.workers, ch.start, &STOP, job.freshness.clone());
+            let sink = ClickHouseSink::new(&ch.writer, index, ch.start, job.freshness.clone());
             run_with(worker, job, progress, sink)
         }
         None => run_with(worker, job, progress, CsvSink::new(&job.out, job.resume_upper, job.freshness.clone())),

@@ -4,9 +4,10 @@
 //! ```text
 //!   view rows ─Exchange(hash of row)─► ChEncode(view): per completed time, consolidate and
 //!                                       encode as TabSeparated rows into the worker's buffers
-//!   worker loop: the probe passes f ──► Batch { rows per view, upper f } ──bounded channel──►
-//!   writer thread (one per worker): coalesce (≥ 250 ms apart) ─► INSERT each view's rows ─►
-//!   INSERT _progress (view, worker, upper f) ─► retry with backoff until both are in
+//!   worker loop: the probe passes f ──► Batch { worker, rows per view, upper f } ──bounded channel──►
+//!   writer thread (one per process): coalesce its workers' batches (≥ 250 ms apart) ─►
+//!   INSERT each view's rows ─► INSERT _progress (view, worker, upper f per worker) ─►
+//!   retry with backoff until both are in
 //! ```
 //!
 //! ## Delivery: exactly once
@@ -31,22 +32,21 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
 
-use dataflows::operators::in_time_order;
-use dataflows::{Diff, Fields, ViewRow};
+use dataflows::operators::accumulate_in_time_order;
+use dataflows::{Diff, ViewRow};
 use differential_dataflow::VecCollection;
 use timely::dataflow::channels::pact::Exchange;
 
-use crate::clickhouse::Target;
-use crate::sinks::encode::TsvFields;
+use crate::sinks::encode::{EncodedRows, TsvFields};
 use crate::sinks::freshness::Freshness;
 use crate::sinks::{Sink, SinkError, Written};
 use crate::sources::InputPosition;
 
 pub mod writer;
 
-use writer::{Batch, Writer};
+pub use writer::Writer;
+use writer::WriterHandle;
 
 /// A view's encoded rows not yet handed to the writer, and how many.
 #[derive(Default)]
@@ -72,34 +72,44 @@ pub fn clickhouse_sink<'s, R: ViewRow>(
 ) -> Written<'s> {
     let buffers = Rc::clone(buffers);
     let view = R::DEF.name;
-    in_time_order(
+    // Each row is encoded as it arrives and a completed time's rows consolidated on their
+    // bytes (sorting typed rows compared their strings: a third of a replay's operator time).
+    let absorb = |pending: &mut EncodedRows, row: R, diff: Diff| {
+        pending.push(|bytes| row.fields(&mut TsvFields::new(bytes)), diff);
+    };
+    accumulate_in_time_order(
         rows,
         Exchange::new(|u: &(R, u64, Diff)| fixed_hash(&u.0)),
         &format!("ChEncode({view})"),
-        move |time: &u64, mut updates: Vec<(R, Diff)>, _emit: &mut dyn FnMut((), Diff)| {
+        absorb,
+        move |time: &u64, mut pending: EncodedRows, _emit: &mut dyn FnMut((), Diff)| {
             if *time < skip {
                 return;
             }
-            differential_dataflow::consolidation::consolidate(&mut updates);
+            pending.consolidate();
             let mut buffers = buffers.borrow_mut();
             let buffer = buffers.entry(view).or_default();
-            for (row, diff) in updates {
-                let mut f = TsvFields::new(&mut buffer.rows);
-                row.fields(&mut f);
-                f.int(*time as i64);
-                f.int(diff as i64);
+            let mut numbers = itoa::Buffer::new();
+            let time = numbers.format(*time).as_bytes().to_vec();
+            for i in 0..pending.rows.len() {
+                buffer.rows.extend_from_slice(pending.row(i));
+                buffer.rows.push(b'\t');
+                buffer.rows.extend_from_slice(&time);
+                buffer.rows.push(b'\t');
+                buffer.rows.extend_from_slice(numbers.format(pending.rows[i].3).as_bytes());
                 buffer.rows.push(b'\n');
-                buffer.count += 1;
             }
+            buffer.count += pending.rows.len() as u64;
         },
     )
     .inner
 }
 
-/// The ClickHouse sink of one worker: its sink operators' buffers and its writer thread.
+/// The ClickHouse sink of one worker: its sink operators' buffers and its end of the
+/// process's writer.
 pub struct ClickHouseSink {
     buffers: BuffersHandle,
-    writer: Writer,
+    writer: WriterHandle,
     /// Updates before this time are in the tables already (the run's starting cut).
     start: u64,
     /// The upper last handed to the writer.
@@ -109,27 +119,17 @@ pub struct ClickHouseSink {
 }
 
 impl ClickHouseSink {
-    /// `start`: the committed cut the run starts from; `workers`: of all processes; the
-    /// writer tells `freshness` each upper it records.
-    pub fn new(
-        target: &Target,
-        worker: u32,
-        workers: u32,
-        start: u64,
-        stop: &'static AtomicBool,
-        freshness: Freshness,
-    ) -> Self {
-        let writer = Writer::spawn(target, worker, workers, start, stop, freshness.clone());
-        ClickHouseSink { buffers: BuffersHandle::default(), writer, start, handed: start, freshness }
+    /// `start`: the committed cut the run starts from; `writer`: the process's writer, which
+    /// tells `freshness` each upper it records.
+    pub fn new(writer: &Writer, worker: u32, start: u64, freshness: Freshness) -> Self {
+        ClickHouseSink { buffers: BuffersHandle::default(), writer: writer.handle(worker), start, handed: start, freshness }
     }
 
-    fn hand_over(&mut self, upper: u64, positions: &[InputPosition]) -> Result<(), SinkError> {
+    fn take(&mut self, positions: &[InputPosition]) -> (BTreeMap<&'static str, ViewRows>, String) {
         let views = std::mem::take(&mut *self.buffers.borrow_mut());
         let positions: Vec<String> =
             positions.iter().map(|p| format!("{}:{}:{}", p.source, p.partition, p.next)).collect();
-        self.writer.send(Batch { upper, views, positions: positions.join(";") })?;
-        self.handed = upper;
-        Ok(())
+        (views, positions.join(";"))
     }
 }
 
@@ -151,7 +151,12 @@ impl Sink for ClickHouseSink {
     ) -> Result<(), SinkError> {
         self.freshness.complete(produced);
         match upper {
-            Some(upper) if upper > self.handed => self.hand_over(upper, positions),
+            Some(upper) if upper > self.handed => {
+                let (views, positions) = self.take(positions);
+                self.writer.send(upper, views, positions)?;
+                self.handed = upper;
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -163,9 +168,7 @@ impl Sink for ClickHouseSink {
 
     fn finish(mut self, upper: u64, positions: &[InputPosition]) -> Result<(), SinkError> {
         // Everything complete is buffered: hand it over with the run's upper and wait for it.
-        if upper > self.handed {
-            self.hand_over(upper, positions)?;
-        }
-        self.writer.finish()
+        let (views, positions) = self.take(positions);
+        self.writer.finish(upper.max(self.handed), views, positions)
     }
 }

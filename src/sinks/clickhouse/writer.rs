@@ -1,17 +1,24 @@
-//! A worker's ClickHouse writer thread: inserts the batches its worker hands over, then the
+//! A process's ClickHouse writer thread: inserts the batches its workers hand over, then the
 //! progress rows that cover them.
+//!
+//! One writer per process, not per worker: each insert makes a part that ClickHouse writes as
+//! files and merges later, and at 50,000 messages/s that file churn and merging was most of
+//! the server's work (it used a whole core of two). The writer coalesces its workers' batches
+//! (at least 250 ms apart), inserts each view's rows once, then one progress insert with a row
+//! per (view, worker) for every worker whose batch it took.
 //!
 //! ## Back-pressure and outages
 //!
-//! The channel to the writer holds two batches; a worker that cannot hand one over waits, and
-//! its input with it, so memory stays bounded while ClickHouse is slow or down. The writer
-//! retries failed inserts forever with backoff (100 ms doubling to 5 s); after a stop was
-//! asked for it gives up once ClickHouse has been failing for 60 s. Retries and failures are
-//! counted in the metrics registry.
+//! The channel to the writer holds two batches per worker; a worker that cannot hand one over
+//! waits, and its input with it, so memory stays bounded while ClickHouse is slow or down. The
+//! writer retries failed inserts forever with backoff (100 ms doubling to 5 s); after a stop
+//! was asked for it gives up once ClickHouse has been failing for 60 s. Retries and failures
+//! are counted in the metrics registry.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,26 +31,50 @@ use crate::sinks::clickhouse::ViewRows;
 use crate::sinks::freshness::Freshness;
 use crate::sinks::SinkError;
 
-/// One hand-over from a worker to its writer.
+/// One hand-over from a worker to the writer.
 pub struct Batch {
-    /// Every update of this worker before `upper` is in `views` or was handed over before.
+    pub worker: u32,
+    /// Every update of `worker` before `upper` is in `views` or was handed over before.
     pub upper: u64,
     pub views: BTreeMap<&'static str, ViewRows>,
     pub positions: String,
+    /// Told once this batch (and its progress rows) is written: a worker's last batch.
+    pub ack: Option<SyncSender<()>>,
 }
 
-/// A worker's writer thread.
+/// The process's writer: a handle for each of its workers to hand batches over with.
+#[derive(Clone)]
 pub struct Writer {
-    worker: u32,
-    sender: Option<SyncSender<Batch>>,
-    thread: Option<JoinHandle<Result<(), ClickHouseError>>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    sender: Mutex<Option<SyncSender<Batch>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Why the writer stopped, for the first worker to ask.
+    error: Arc<Mutex<Option<ClickHouseError>>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Writer")
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The workers' senders are gone; with this one the thread ends.
+        drop(self.sender.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Who writes and where.
 struct WriterConfig {
     client: Client,
     db: String,
-    worker: u32,
     workers: u32,
     run: u64,
     stop: &'static AtomicBool,
@@ -51,63 +82,104 @@ struct WriterConfig {
 }
 
 impl Writer {
-    /// The writer of `worker` (of `workers` in all) for the run starting at cut `run`; it
-    /// tells `freshness` each upper recorded in `_progress`.
+    /// The writer of this process's `local` workers (of `workers` in all) for the run starting
+    /// at cut `run`; it tells `freshness` each upper it records.
     pub fn spawn(
         target: &Target,
-        worker: u32,
+        local: u32,
         workers: u32,
         run: u64,
         stop: &'static AtomicBool,
         freshness: Freshness,
     ) -> Writer {
-        let (sender, receiver) = sync_channel(2);
+        let (sender, receiver) = sync_channel(2 * local.max(1) as usize);
         let client = Client::new(&target.url);
         let db = target.database.clone();
-        let config = WriterConfig { client, db, worker, workers, run, stop, freshness };
+        let config = WriterConfig { client, db, workers, run, stop, freshness };
+        let error: Arc<Mutex<Option<ClickHouseError>>> = Arc::default();
+        let failed = Arc::clone(&error);
         let thread = std::thread::Builder::new()
-            .name(format!("clickhouse-w{worker}"))
-            .spawn(move || write_loop(receiver, config))
+            .name("clickhouse-writer".into())
+            .spawn(move || {
+                if let Err(e) = write_loop(receiver, config) {
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                }
+            })
             .expect("spawning the ClickHouse writer");
-        Writer { worker, sender: Some(sender), thread: Some(thread) }
+        let shared = Shared { sender: Mutex::new(Some(sender)), thread: Mutex::new(Some(thread)), error };
+        Writer { shared: Arc::new(shared) }
     }
 
-    /// Hands `batch` over, waiting while the writer is two batches behind (back-pressure).
-    pub fn send(&mut self, batch: Batch) -> Result<(), SinkError> {
-        let sender = self.sender.as_ref().expect("the writer is open until finish");
-        if sender.send(batch).is_err() {
-            return Err(self.finish().err().unwrap_or(SinkError::WriterStopped(self.worker)));
+    /// A worker's end of the writer.
+    pub fn handle(&self, worker: u32) -> WriterHandle {
+        let sender = self.shared.sender.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        WriterHandle { worker, sender, shared: Arc::clone(&self.shared) }
+    }
+}
+
+/// A worker's end of the process's writer.
+pub struct WriterHandle {
+    worker: u32,
+    sender: Option<SyncSender<Batch>>,
+    shared: Arc<Shared>,
+}
+
+impl WriterHandle {
+    /// Hands `batch` over, waiting while the writer is behind (back-pressure).
+    pub fn send(&mut self, upper: u64, views: BTreeMap<&'static str, ViewRows>, positions: String) -> Result<(), SinkError> {
+        let batch = Batch { worker: self.worker, upper, views, positions, ack: None };
+        self.send_batch(batch)
+    }
+
+    fn send_batch(&mut self, batch: Batch) -> Result<(), SinkError> {
+        let sent = self.sender.as_ref().is_some_and(|sender| sender.send(batch).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            self.sender = None;
+            Err(self.failure())
         }
-        Ok(())
     }
 
-    /// Waits until everything handed over is written.
-    pub fn finish(&mut self) -> Result<(), SinkError> {
+    /// Hands the last batch over and waits until it is written.
+    pub fn finish(&mut self, upper: u64, views: BTreeMap<&'static str, ViewRows>, positions: String) -> Result<(), SinkError> {
+        let (ack, written) = sync_channel(1);
+        self.send_batch(Batch { worker: self.worker, upper, views, positions, ack: Some(ack) })?;
         self.sender = None;
-        match self.thread.take() {
-            Some(thread) => Ok(thread.join().map_err(|_| SinkError::WriterPanicked(self.worker))??),
-            None => Err(SinkError::WriterStopped(self.worker)),
+        written.recv().map_err(|_| self.failure())
+    }
+
+    fn failure(&self) -> SinkError {
+        match self.shared.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(e) => SinkError::ClickHouse(e),
+            None => SinkError::WriterStopped(self.worker),
         }
     }
 }
 
 /// Receives a batch and whatever follows within the flush interval (or until 64 MiB);
-/// `None` once the worker has hung up and nothing is left.
-fn next_batch(receiver: &Receiver<Batch>, last_flush: Instant, open: &mut bool) -> Option<Batch> {
+/// `None` once every worker has hung up and nothing is left.
+fn next_batch(receiver: &Receiver<Batch>, last_flush: Instant, open: &mut bool) -> Option<Vec<Batch>> {
     const MIN_INTERVAL: Duration = Duration::from_millis(250);
     const MAX_BYTES: usize = 64 << 20;
-    let mut acc = receiver.recv().ok()?;
     let bytes = |batch: &Batch| batch.views.values().map(|v| v.rows.len()).sum::<usize>();
-    let mut size = bytes(&acc);
+    let first = receiver.recv().ok()?;
+    let mut size = bytes(&first);
+    let mut acc = vec![first];
     loop {
-        let wait = MIN_INTERVAL.saturating_sub(last_flush.elapsed());
+        // A worker waiting for its last batch is not kept waiting for the interval.
+        let wait = if acc.iter().any(|b| b.ack.is_some()) {
+            Duration::ZERO
+        } else {
+            MIN_INTERVAL.saturating_sub(last_flush.elapsed())
+        };
         if size >= MAX_BYTES || wait.is_zero() {
             // Take what is already waiting, up to the size limit.
             while size < MAX_BYTES {
                 match receiver.try_recv() {
                     Ok(next) => {
                         size += bytes(&next);
-                        merge(&mut acc, next);
+                        acc.push(next);
                     }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
@@ -121,7 +193,7 @@ fn next_batch(receiver: &Receiver<Batch>, last_flush: Instant, open: &mut bool) 
         match receiver.recv_timeout(wait) {
             Ok(next) => {
                 size += bytes(&next);
-                merge(&mut acc, next);
+                acc.push(next);
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
@@ -133,7 +205,7 @@ fn next_batch(receiver: &Receiver<Batch>, last_flush: Instant, open: &mut bool) 
 }
 
 fn write_loop(receiver: Receiver<Batch>, config: WriterConfig) -> Result<(), ClickHouseError> {
-    let WriterConfig { client, db, worker, workers, run, stop, freshness } = config;
+    let WriterConfig { client, db, workers, run, stop, freshness } = config;
     // Every view of the catalog is written by this process, rows or not.
     for v in CATALOG {
         crate::metrics::rows_written(v.name).increment(0);
@@ -141,8 +213,9 @@ fn write_loop(receiver: Receiver<Batch>, config: WriterConfig) -> Result<(), Cli
     let mut last_flush = Instant::now() - Duration::from_secs(1);
     let mut open = true;
     while open {
-        let Some(acc) = next_batch(&receiver, last_flush, &mut open) else { break };
+        let Some(batches) = next_batch(&receiver, last_flush, &mut open) else { break };
         last_flush = Instant::now();
+        let acc = merge(batches);
         let rows: u64 = acc.views.values().map(|b| b.count).sum();
         for (view, buffer) in acc.views.iter().filter(|(_, b)| b.count > 0) {
             let def = dataflows::view(view).expect("buffers are keyed by catalog names");
@@ -150,23 +223,48 @@ fn write_loop(receiver: Receiver<Batch>, config: WriterConfig) -> Result<(), Cli
             crate::metrics::rows_written(view).increment(buffer.count);
         }
         let mut progress = Vec::new();
-        progress_rows(&mut progress, worker, workers, run, acc.upper, &acc.positions);
+        for (worker, (upper, positions)) in &acc.uppers {
+            progress_rows(&mut progress, *worker, workers, run, *upper, positions);
+        }
         retry(stop, || client.insert(&format!("{db}.{PROGRESS_TABLE}"), &progress))?;
-        crate::metrics::set_worker_upper(worker, acc.upper);
-        freshness.written(worker, acc.upper);
-        tracing::debug!(worker, upper = acc.upper, rows, ms = last_flush.elapsed().as_millis() as u64, "flushed");
+        for (worker, (upper, _)) in &acc.uppers {
+            crate::metrics::set_worker_upper(*worker, *upper);
+            freshness.written(*worker, *upper);
+        }
+        for ack in acc.acks {
+            let _ = ack.send(());
+        }
+        let ms = last_flush.elapsed().as_millis() as u64;
+        tracing::debug!(uppers = ?acc.uppers.iter().map(|(w, (u, _))| (*w, *u)).collect::<Vec<_>>(), rows, ms, "flushed");
     }
     Ok(())
 }
 
-fn merge(acc: &mut Batch, next: Batch) {
-    for (view, more) in next.views {
-        let buffer = acc.views.entry(view).or_default();
-        buffer.rows.extend_from_slice(&more.rows);
-        buffer.count += more.count;
+/// Batches taken together: each view's rows, and per worker its latest upper and positions.
+struct Merged {
+    views: BTreeMap<&'static str, ViewRows>,
+    uppers: BTreeMap<u32, (u64, String)>,
+    acks: Vec<SyncSender<()>>,
+}
+
+fn merge(batches: Vec<Batch>) -> Merged {
+    let mut merged = Merged { views: BTreeMap::new(), uppers: BTreeMap::new(), acks: Vec::new() };
+    for batch in batches {
+        for (view, more) in batch.views {
+            let buffer = merged.views.entry(view).or_default();
+            if buffer.rows.is_empty() {
+                *buffer = more;
+            } else {
+                buffer.rows.extend_from_slice(&more.rows);
+                buffer.count += more.count;
+            }
+        }
+        let entry = merged.uppers.entry(batch.worker).or_insert((batch.upper, String::new()));
+        entry.0 = entry.0.max(batch.upper);
+        entry.1 = batch.positions;
+        merged.acks.extend(batch.ack);
     }
-    acc.upper = acc.upper.max(next.upper);
-    acc.positions = next.positions;
+    merged
 }
 
 /// Runs `attempt` until it succeeds, backing off from 100 ms to 5 s; after a stop was asked
