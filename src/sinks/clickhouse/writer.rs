@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use dataflows::CATALOG;
@@ -50,7 +49,6 @@ pub struct Writer {
 
 struct Shared {
     sender: Mutex<Option<SyncSender<Batch>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
     /// Why the writer stopped, for the first worker to ask.
     error: Arc<Mutex<Option<ClickHouseError>>>,
 }
@@ -58,16 +56,6 @@ struct Shared {
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Writer")
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // The workers' senders are gone; with this one the thread ends.
-        drop(self.sender.lock().unwrap_or_else(|p| p.into_inner()).take());
-        if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -98,7 +86,10 @@ impl Writer {
         let config = WriterConfig { client, db, workers, run, stop, freshness };
         let error: Arc<Mutex<Option<ClickHouseError>>> = Arc::default();
         let failed = Arc::clone(&error);
-        let thread = std::thread::Builder::new()
+        // Not joined: a worker's last batch is acknowledged once written (see `finish`), and a
+        // run that fails elsewhere must not wait on a server that is down. The thread ends
+        // once every sender is gone.
+        std::thread::Builder::new()
             .name("clickhouse-writer".into())
             .spawn(move || {
                 if let Err(e) = write_loop(receiver, config) {
@@ -106,7 +97,7 @@ impl Writer {
                 }
             })
             .expect("spawning the ClickHouse writer");
-        let shared = Shared { sender: Mutex::new(Some(sender)), thread: Mutex::new(Some(thread)), error };
+        let shared = Shared { sender: Mutex::new(Some(sender)), error };
         Writer { shared: Arc::new(shared) }
     }
 
