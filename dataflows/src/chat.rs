@@ -49,45 +49,52 @@ pub type Window = Hashed<(Channel, i64)>;
 type WordKey = (Window, Prehashed<Name>);
 /// ((channel, window_start), user)
 type MessageKey = (Window, Prehashed<Name>);
+/// Per window: (messages, words, chatters), summed as one difference.
+pub type Sizes = (Diff, Diff, Diff);
 
 /// computes every chat view of `chats` (each a collection of rows with multiplicity 0 or 1)
-/// and hands it to `exporter`; returns each message's `(channel, window_start)`, for views
-/// of other inputs that count messages per window (engagement) without reading `chats` again.
+/// and hands it to `exporter`; returns the messages and words per `(channel, window_start)`
+/// (summed per batch, chatters 0), for views of other inputs that count messages per window
+/// (engagement) without reading `chats` again.
 pub fn chat_views<'s, T>(
     chats: VecCollection<'s, T, Chat>,
     config: &ChatConfig,
     exporter: &mut impl Exporter<'s, T>,
-) -> VecCollection<'s, T, Window>
+) -> VecCollection<'s, T, Window, Sizes>
 where
     T: Timestamp + TotalOrder + Hash,
 {
-    let (words, messages) = split_messages(chats, config.window_secs);
+    let (words, messages, sizes) = split_messages(chats, config.window_secs);
     let users = channel_users(messages.clone());
-    let windows = messages.clone().map(|((window, _), _)| window);
     exporter.export(word_counts(words.clone()));
-    exporter.export(channel_activity(messages));
+    exporter.export(channel_activity(messages, sizes.clone()));
     exporter.export(user_counts(users.clone()));
     exporter.export(top_words(words, config.top_k));
     exporter.export(top_users(users, config.top_k));
-    windows
+    sizes
 }
 
-/// returns `(words, messages)`: `(channel, window_start, word)` with a diff of its number of
-/// occurrences, and `((channel, window_start, user), number of words)` once per message.
+/// returns `(words, messages, sizes)`: `(channel, window_start, word)` with a diff of its
+/// number of occurrences, `((channel, window_start, user), number of words)` once per message,
+/// and per `(channel, window_start)` its messages and words (chatters 0) as a [`Sizes`] diff.
 ///
-/// One operator with two outputs, so each message's text is split once and never cloned; the
-/// word occurrences of each received batch are summed before they leave (pre-aggregation).
+/// One operator with three outputs, so each message's text is split once and never cloned;
+/// the word occurrences and window sizes of each received batch are summed before they leave
+/// (pre-aggregation: the sizes are a few rows per batch, not one per message).
+#[allow(clippy::type_complexity)]
 pub fn split_messages<'s, T: Timestamp + Hash>(
     chats: VecCollection<'s, T, Chat>,
     window_secs: i64,
-) -> (VecCollection<'s, T, WordKey>, VecCollection<'s, T, (MessageKey, usize)>) {
+) -> (VecCollection<'s, T, WordKey>, VecCollection<'s, T, (MessageKey, usize)>, VecCollection<'s, T, Window, Sizes>) {
     let mut builder = OperatorBuilder::new("SplitMessages".to_owned(), chats.inner.scope());
     let mut input = builder.new_input(chats.inner, Pipeline);
     let (words_out, words) = builder.new_output();
     let (messages_out, messages) = builder.new_output();
+    let (sizes_out, sizes) = builder.new_output();
     let mut words_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<(WordKey, T, Diff)>>>::from(words_out);
     let mut messages_out =
         OutputBuilder::<_, CapacityContainerBuilder<Vec<((MessageKey, usize), T, Diff)>>>::from(messages_out);
+    let mut sizes_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<(Window, T, Sizes)>>>::from(sizes_out);
 
     builder.build(move |initial| {
         drop(initial);
@@ -100,18 +107,27 @@ pub fn split_messages<'s, T: Timestamp + Hash>(
         move |_frontiers| {
             let mut words_out = words_out.activate();
             let mut messages_out = messages_out.activate();
+            let mut sizes_out = sizes_out.activate();
             input.for_each_stamp(|cap, containers| {
                 let mut words_session = words_out.session(&cap);
                 let mut messages_session = messages_out.session(&cap);
+                let mut sizes_session = sizes_out.session(&cap);
                 for container in containers {
                     for (chat, time, diff) in container.drain(..) {
                         let channel = Prehashed::new(chat.channel);
                         let window = Hashed::new((channel, window_start(chat.ts, window_secs)));
                         let slot = *slots.entry((window.clone(), time.clone())).or_insert_with_key(|(w, t)| {
-                            tables.push(WindowWords { window: w.clone(), time: t.clone(), words: HashTable::new() });
+                            tables.push(WindowWords {
+                                window: w.clone(),
+                                time: t.clone(),
+                                words: HashTable::new(),
+                                messages: 0,
+                                word_count: 0,
+                            });
                             tables.len() - 1
                         });
-                        let words = &mut tables[slot].words;
+                        let table = &mut tables[slot];
+                        let words = &mut table.words;
                         let mut count = 0;
                         splitter.split(&chat.text, |word| {
                             count += 1;
@@ -124,13 +140,18 @@ pub fn split_messages<'s, T: Timestamp + Hash>(
                                 }
                             }
                         });
+                        table.messages += diff;
+                        table.word_count += count as Diff * diff;
                         let key = (window, Prehashed::new(chat.user));
                         messages_session.give(((key, count), time, diff));
                     }
                 }
                 slots.clear();
                 for table in tables.drain(..) {
-                    let WindowWords { window, time, words } = table;
+                    let WindowWords { window, time, words, messages, word_count } = table;
+                    if messages != 0 || word_count != 0 {
+                        sizes_session.give((window.clone(), time.clone(), (messages, word_count, 0)));
+                    }
                     for (word, diff) in words {
                         if diff != 0 {
                             words_session.give(((window.clone(), word), time.clone(), diff));
@@ -141,14 +162,17 @@ pub fn split_messages<'s, T: Timestamp + Hash>(
         }
     });
 
-    (words.as_collection(), messages.as_collection())
+    (words.as_collection(), messages.as_collection(), sizes.as_collection())
 }
 
-/// One window's word occurrences in a batch of messages at one time, summed per word.
+/// One window's word occurrences in a batch of messages at one time, summed per word, and
+/// its messages and words.
 struct WindowWords<T> {
     window: Window,
     time: T,
     words: HashTable<(Prehashed<Name>, Diff)>,
+    messages: Diff,
+    word_count: Diff,
 }
 
 /// returns `word_counts`: per (channel, window, word) the number of occurrences.
@@ -212,17 +236,16 @@ where
 
 /// returns `channel_activity`: per (channel, window) the messages, words and distinct chatters.
 ///
-/// Messages and words are summed as a difference pair, chatters come from the distinct
-/// (channel, window, user) triples; one total over the triple difference
+/// Messages and words come summed per window and batch from the splitter, chatters from the
+/// distinct (channel, window, user) triples; one total over the triple difference
 /// (messages, words, chatters) puts them in one row without a join.
-fn channel_activity<'s, T>(messages: VecCollection<'s, T, (MessageKey, usize)>) -> VecCollection<'s, T, ChannelActivity>
+fn channel_activity<'s, T>(
+    messages: VecCollection<'s, T, (MessageKey, usize)>,
+    sizes: VecCollection<'s, T, Window, Sizes>,
+) -> VecCollection<'s, T, ChannelActivity>
 where
     T: Timestamp + TotalOrder + Hash,
 {
-    let sizes = preaggregate(
-        messages.clone().explode(|((window, _), words)| Some((window, (1 as Diff, words as Diff, 0 as Diff)))),
-        "Preaggregate: window sizes",
-    );
     let chatters = distinct_by_group(
         preaggregate(messages.map(|(key, _)| key), "Preaggregate: window chatters"),
         "Distinct: window chatters",

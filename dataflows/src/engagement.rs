@@ -13,30 +13,37 @@
 
 use std::hash::Hash;
 
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::operators::vec::Map;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use crate::operators::{extreme_by_key, preaggregate, total_by_key};
+use crate::operators::{extreme_by_key, total_by_key};
 use crate::types::*;
 use crate::views::*;
 
-/// returns `engagement` of the chat messages' `(channel, window_start)` (one per message, as
-/// [`crate::chat::chat_views`] returns them) and `viewers`, with windows of `window_secs`.
+/// returns `engagement` of the chat messages per `(channel, window_start)` (their sizes per
+/// batch, as [`crate::chat::chat_views`] returns them) and `viewers`, with windows of
+/// `window_secs`.
 pub fn engagement<'s, T>(
-    message_windows: VecCollection<'s, T, crate::chat::Window>,
+    window_sizes: VecCollection<'s, T, crate::chat::Window, crate::chat::Sizes>,
     viewers: VecCollection<'s, T, Viewers>,
     window_secs: i64,
 ) -> VecCollection<'s, T, Engagement>
 where
     T: Timestamp + TotalOrder + Hash,
 {
-    let messages = message_windows.explode(|window| Some((window, (1 as Diff, 0 as Diff, 0 as Diff))));
+    let messages = window_sizes
+        .inner
+        .flat_map(|(window, time, (messages, _, _))| {
+            (messages != 0).then_some((window, time, (messages, 0 as Diff, 0 as Diff)))
+        })
+        .as_collection();
     let counts = viewers
         .map(move |v| (Hashed::new((Prehashed::new(v.channel), window_start(v.ts, window_secs))), (v.ts, v.viewers)));
     let latest = extreme_by_key(counts, true, "Greatest: window viewers")
         .explode(|(key, (_ts, viewers))| Some((key, (0 as Diff, viewers as Diff, 1 as Diff))));
-    let all = preaggregate(messages, "Preaggregate: engagement messages").concat(latest);
+    let all = messages.concat(latest);
     // A row is (messages, latest viewers) of a key whose total is not zero; a change that
     // leaves the row as it was (a first viewer event of count 0) emits nothing.
     let row = |(messages, viewers, present): &(Diff, Diff, Diff)| {
