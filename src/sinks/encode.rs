@@ -129,6 +129,31 @@ pub fn csv_header(view: &ViewDef) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// Consolidation agrees with a plain one: rows in (hash, bytes) order, equal rows summed,
+    /// zeros gone.
+    #[test]
+    fn consolidation_of_many_rows_sums_and_orders() {
+        for count in [100usize, 50_000] {
+            let mut pending = EncodedRows::default();
+            let mut expected: std::collections::BTreeMap<(u64, Vec<u8>), Diff> = Default::default();
+            let mut state = 0x2545_f491_4f6c_dd1du64;
+            for _ in 0..count {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let row = format!("user{},{}", state % 5_000, state % 7);
+                let diff = if state % 3 == 0 { -1 } else { 1 };
+                pending.push(|bytes| bytes.extend_from_slice(row.as_bytes()), diff);
+                *expected.entry((row_hash(row.as_bytes()), row.into_bytes())).or_default() += diff;
+            }
+            expected.retain(|_, d| *d != 0);
+            pending.consolidate();
+            let got: Vec<((u64, Vec<u8>), Diff)> =
+                (0..pending.rows.len()).map(|i| ((pending.rows[i].0, pending.row(i).to_vec()), pending.rows[i].3)).collect();
+            assert_eq!(got, expected.into_iter().collect::<Vec<_>>(), "{count} rows");
+        }
+    }
+
     #[test]
     fn csv_quoting() {
         let mut out = Vec::new();
