@@ -266,6 +266,17 @@ fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)])
         }
         Ok(())
     };
+    // One run (one worker's, or the only one with rows): consolidated already, in order.
+    if heads.len() == 1 {
+        let Reverse((_, r, _)) = heads.pop().expect("one head");
+        let (run, weight) = &runs[r];
+        for i in 0..run.len() {
+            if i + PREFETCH_ROWS < run.len() {
+                run.prefetch(i + PREFETCH_ROWS);
+            }
+            emit(run.row(i), run.diff(i) * weight, w)?;
+        }
+    }
     while let Some(Reverse((key, r, i))) = heads.pop() {
         let (run, weight) = &runs[r];
         let diff = run.diff(i) * weight;
