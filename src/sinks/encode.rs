@@ -148,8 +148,9 @@ mod tests {
             }
             expected.retain(|_, d| *d != 0);
             pending.consolidate();
-            let got: Vec<((u64, Vec<u8>), Diff)> =
-                (0..pending.rows.len()).map(|i| ((pending.rows[i].0, pending.row(i).to_vec()), pending.rows[i].3)).collect();
+            let got: Vec<((u64, Vec<u8>), Diff)> = (0..pending.rows.len())
+                .map(|i| ((pending.rows[i].0, pending.row(i).to_vec()), pending.rows[i].3))
+                .collect();
             assert_eq!(got, expected.into_iter().collect::<Vec<_>>(), "{count} rows");
         }
     }

@@ -318,6 +318,9 @@ fn a_resume_keeps_the_settings_the_deployment_began_with() {
     run_views_of(&fixture, &out, &["--batch", "100", "-w", "1", "--resume"]);
     assert_views_eq(&read_views(&out, &CHAT_VIEWS), &expected, "resumed");
     for view in CHAT_VIEWS {
-        assert!(read_bytes(&plain, view) == read_bytes(&out, view), "{view}.csv: the resumed files differ from one run's");
+        assert!(
+            read_bytes(&plain, view) == read_bytes(&out, view),
+            "{view}.csv: the resumed files differ from one run's"
+        );
     }
 }

@@ -122,7 +122,13 @@ impl ClickHouseSink {
     /// `start`: the committed cut the run starts from; `writer`: the process's writer, which
     /// tells `freshness` each upper it records.
     pub fn new(writer: &Writer, worker: u32, start: u64, freshness: Freshness) -> Self {
-        ClickHouseSink { buffers: BuffersHandle::default(), writer: writer.handle(worker), start, handed: start, freshness }
+        ClickHouseSink {
+            buffers: BuffersHandle::default(),
+            writer: writer.handle(worker),
+            start,
+            handed: start,
+            freshness,
+        }
     }
 
     fn take(&mut self, positions: &[InputPosition]) -> (BTreeMap<&'static str, ViewRows>, String) {

@@ -117,7 +117,12 @@ pub struct WriterHandle {
 
 impl WriterHandle {
     /// Hands `batch` over, waiting while the writer is behind (back-pressure).
-    pub fn send(&mut self, upper: u64, views: BTreeMap<&'static str, ViewRows>, positions: String) -> Result<(), SinkError> {
+    pub fn send(
+        &mut self,
+        upper: u64,
+        views: BTreeMap<&'static str, ViewRows>,
+        positions: String,
+    ) -> Result<(), SinkError> {
         let batch = Batch { worker: self.worker, upper, views, positions, ack: None };
         self.send_batch(batch)
     }
@@ -133,7 +138,12 @@ impl WriterHandle {
     }
 
     /// Hands the last batch over and waits until it is written.
-    pub fn finish(&mut self, upper: u64, views: BTreeMap<&'static str, ViewRows>, positions: String) -> Result<(), SinkError> {
+    pub fn finish(
+        &mut self,
+        upper: u64,
+        views: BTreeMap<&'static str, ViewRows>,
+        positions: String,
+    ) -> Result<(), SinkError> {
         let (ack, written) = sync_channel(1);
         self.send_batch(Batch { worker: self.worker, upper, views, positions, ack: Some(ack) })?;
         self.sender = None;
