@@ -44,23 +44,18 @@ use crate::sinks::encode::{csv_header, CsvFields, EncodedRows};
 use crate::sinks::freshness::Freshness;
 use crate::sinks::{SinkError, Written};
 
-/// One worker's updates of one time, encoded, consolidated and sorted by (hash of the row, row).
+/// One worker's updates of one time, encoded, consolidated and sorted by (hash of the row, row)
+/// (see [`EncodedRows::consolidate`]; rows consolidated away leave their bytes).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct EncodedRun {
-    /// The encoded rows, in the order they arrived (rows consolidated away leave their bytes).
-    bytes: Vec<u8>,
-    /// Per row, in sorted order: its hash, where it starts and ends in `bytes`, its diff.
-    rows: Vec<(u64, u32, u32, Diff)>,
-}
+pub struct EncodedRun(EncodedRows);
 
 impl EncodedRun {
     fn row(&self, i: usize) -> &[u8] {
-        let (_, start, end, _) = self.rows[i];
-        &self.bytes[start as usize..end as usize]
+        self.0.row(i)
     }
     /// The sort key of row `i`.
     fn key(&self, i: usize) -> (u64, &[u8]) {
-        (self.rows[i].0, self.row(i))
+        (self.0.rows[i].0, self.row(i))
     }
     /// Asks the CPU to fetch row `i`'s bytes into the cache. The rows are sorted by hash, so
     /// reading them in order jumps around `bytes` (a graph load's 3 M `reach` rows: 100 MB),
@@ -68,8 +63,8 @@ impl EncodedRun {
     fn prefetch(&self, i: usize) {
         #[cfg(target_arch = "x86_64")]
         {
-            let start = self.rows[i].1 as usize;
-            if let Some(byte) = self.bytes.get(start) {
+            let start = self.0.rows[i].1 as usize;
+            if let Some(byte) = self.0.bytes.get(start) {
                 // SAFETY: a prefetch is a hint; it never faults, and the address is in bounds.
                 unsafe {
                     std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
@@ -83,19 +78,13 @@ impl EncodedRun {
     }
 
     fn diff(&self, i: usize) -> Diff {
-        self.rows[i].3
+        self.0.rows[i].3
     }
     fn len(&self) -> usize {
-        self.rows.len()
+        self.0.rows.len()
     }
     fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
-    /// A time's rows as they were encoded, consolidated (see [`EncodedRows::consolidate`]).
-    fn consolidate(mut pending: EncodedRows) -> EncodedRun {
-        pending.consolidate();
-        EncodedRun { bytes: pending.bytes, rows: pending.rows }
+        self.0.rows.is_empty()
     }
 }
 
@@ -149,9 +138,10 @@ pub fn csv_sink<'s, R: ViewRow>(
         Pipeline,
         &format!("CsvEncode({})", view.name),
         absorb,
-        move |time, pending: EncodedRows, emit| {
+        move |time, mut pending: EncodedRows, emit| {
             if *time >= skip {
-                let run = EncodedRun::consolidate(pending);
+                pending.consolidate();
+                let run = EncodedRun(pending);
                 if !run.is_empty() {
                     emit(run, 1);
                 }

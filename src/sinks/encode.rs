@@ -183,7 +183,7 @@ mod tests {
 /// Rows encoded one after another into one buffer, as they arrived: per row a fixed-seed hash
 /// of its bytes, where it starts and ends in `bytes`, and its diff. Consolidating them sorts
 /// by (hash, bytes), which compares integers where sorting typed rows compared strings.
-#[derive(Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct EncodedRows {
     pub bytes: Vec<u8>,
     pub rows: Vec<(u64, u32, u32, Diff)>,
