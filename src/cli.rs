@@ -48,6 +48,10 @@ pub struct ClickHouseArgs {
     /// The database of the change tables (created if absent).
     #[arg(long, default_value = "chatflow", requires = "clickhouse")]
     pub database: String,
+    /// Write the database even though another run wrote its progress within the last minute
+    /// (a run on another machine that is gone, or one to replace).
+    #[arg(long = "take-over", requires = "clickhouse")]
+    pub take_over: bool,
 }
 
 /// How `chatflow query` prints rows.

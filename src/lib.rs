@@ -8,6 +8,7 @@ pub mod clickhouse;
 pub mod cluster;
 pub mod deployment;
 pub mod lexica;
+pub mod lock;
 pub mod metrics;
 pub mod produce;
 pub mod profile;

@@ -17,6 +17,7 @@ use crate::cli::{PipelineArgs, TimelyArgs};
 use crate::clickhouse::{self, Client, Target};
 use crate::cluster::timely_config;
 use crate::deployment::{self, fingerprint, Settings};
+use crate::lock::OutLock;
 use crate::metrics::Snapshot;
 use crate::sinks::freshness::{Cut, Freshness};
 use crate::sinks::progress::{read_upper, PROGRESS_FILE};
@@ -166,6 +167,10 @@ pub fn plan(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: 
         .map(|url| Target { url: url.clone(), database: args.clickhouse.database.clone() });
     if let Some(target) = &clickhouse {
         clickhouse::check_database(&target.database).context("--database")?;
+        // Process 0 speaks for its cluster: the others cannot start without it.
+        if timely.process == 0 && !args.clickhouse.take_over {
+            check_no_other_writer(target)?;
+        }
     }
     if start == Start::Resume && clickhouse.is_none() {
         read_upper(&out)?;
@@ -201,6 +206,33 @@ pub fn plan(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: 
         clickhouse,
         settings,
     })
+}
+
+/// How recent another run's progress in the database must be for it to count as alive.
+const ALIVE_WITHIN_MS: i64 = 60_000;
+
+/// One writer per database: refuses to start when another run wrote progress to `target`
+/// within the last minute, unless that run is certainly gone (started on this machine by a
+/// process that has ended). `--take-over` skips the check.
+fn check_no_other_writer(target: &Target) -> Result<()> {
+    let client = Client::new(&target.url);
+    let last = clickhouse::cut::last_writer(&client, &target.database)
+        .with_context(|| format!("reading the progress of database {} on {}", target.database, target.url))?;
+    let Some(last) = last else { return Ok(()) };
+    if last.age_ms >= ALIVE_WITHIN_MS || last.is_gone() {
+        return Ok(());
+    }
+    let who = match (&last.host, last.pid) {
+        (Some(host), Some(pid)) => format!("started by pid {pid} on {host}"),
+        _ => "that did not record its process".to_owned(),
+    };
+    Err(anyhow!(
+        "database {} on {} is being written by another chatflow run ({who}; its latest progress is {:.1} s old): \
+         stop that run first, or pass --take-over if it is gone",
+        target.database,
+        target.url,
+        last.age_ms.max(0) as f64 / 1000.0
+    ))
 }
 
 /// The settings the deployment's times and rows depend on (see `deployment`).
@@ -263,15 +295,18 @@ impl Plan {
     /// Readies the output for the run: the ClickHouse tables and the committed cut, the output
     /// directory, and (for a new deployment) the old progress record and clock bindings
     /// cleared. The first step that touches anything.
-    fn prepare(&mut self) -> Result<()> {
+    ///
+    /// Returns the lock on the output directory, held for the whole run (see `lock`).
+    fn prepare(&mut self) -> Result<OutLock> {
         let out = self.job.out.clone();
         let created = !out.exists();
         std::fs::create_dir_all(&out).map_err(|e| anyhow!("--out {} cannot be created ({e})", out.display()))?;
-        let cleared = self.prepare_sinks();
-        if cleared.is_err() && created {
+        let prepared = crate::lock::lock(&out, self.process).and_then(|lock| self.prepare_sinks().map(|()| lock));
+        if prepared.is_err() && created {
+            let _ = std::fs::remove_file(crate::lock::lock_path(&out, self.process));
             let _ = std::fs::remove_dir(&out);
         }
-        cleared
+        prepared
     }
 
     fn prepare_sinks(&mut self) -> Result<()> {
@@ -357,7 +392,8 @@ pub fn execute(mut plan: Plan, timely: &TimelyArgs) -> Result<Outcome> {
     }
     let config = std::mem::replace(&mut plan.config, timely::Config::thread());
     let (builders, others) = config.communication.try_build().map_err(|e| anyhow!("connecting the processes: {e}"))?;
-    plan.prepare()?;
+    // Held until the run ends: no other run writes this --out meanwhile.
+    let _lock = plan.prepare()?;
     let job = plan.job;
     let input_bytes: u64 = match &job.input {
         Input::Replay { files, .. } => files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum(),

@@ -91,11 +91,82 @@ pub fn progress_rows(out: &mut Vec<u8>, worker: u32, workers: u32, run: u64, upp
     }
 }
 
-/// Records the start of a run at `cut` for every (view, worker) of `workers` (process 0).
+/// Records the start of a run at `cut` for every (view, worker) of `workers` (process 0); the
+/// positions of these rows say which process started it (`start pid=<pid> host=<host>`), for
+/// [`last_writer`].
 pub fn record_start(client: &Client, db: &str, workers: u32, cut: u64) -> Result<(), ClickHouseError> {
     let mut rows = Vec::new();
+    let started = format!("start pid={} host={}", std::process::id(), host_name());
     for w in 0..workers {
-        progress_rows(&mut rows, w, workers, cut, cut, "start");
+        progress_rows(&mut rows, w, workers, cut, cut, &started);
     }
     client.insert(&format!("{db}.{PROGRESS_TABLE}"), &rows)
+}
+
+/// This machine's name (the kernel's), `unknown` if it cannot be read.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The run that last wrote progress to a database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastWriter {
+    /// How long ago its latest progress row was written (ms, by this machine's clock).
+    pub age_ms: i64,
+    /// The process that started it, as its start rows say (`None` for runs that did not say).
+    pub pid: Option<u32>,
+    pub host: Option<String>,
+}
+
+impl LastWriter {
+    /// Whether it is certainly gone: it was started on this machine by a process that no longer
+    /// runs chatflow.
+    pub fn is_gone(&self) -> bool {
+        match (&self.host, self.pid) {
+            (Some(host), Some(pid)) if *host == host_name() => {
+                pid != std::process::id()
+                    && !std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains("chatflow"))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The run that last wrote progress to `db`, if the database has any.
+pub fn last_writer(client: &Client, db: &str) -> Result<Option<LastWriter>, ClickHouseError> {
+    check_database(db)?;
+    let exists = client.execute(&format!(
+        "SELECT count() FROM system.tables WHERE database = '{db}' AND name = '{PROGRESS_TABLE}' FORMAT TabSeparated"
+    ))?;
+    if exists.trim() != "1" {
+        return Ok(None);
+    }
+    let latest =
+        client.execute(&format!("SELECT count(), max(written_ms) FROM {db}.{PROGRESS_TABLE} FORMAT TabSeparated"))?;
+    let line = latest.lines().next().unwrap_or("");
+    let (rows, written) = line.split_once('\t').ok_or_else(|| ClickHouseError::Unexpected(line.to_owned()))?;
+    if rows == "0" {
+        return Ok(None);
+    }
+    let written: i64 = written.parse().map_err(|_| ClickHouseError::Unexpected(line.to_owned()))?;
+    let started = client.execute(&format!(
+        "SELECT positions FROM {db}.{PROGRESS_TABLE} WHERE positions LIKE 'start%' \
+         ORDER BY written_ms DESC LIMIT 1 FORMAT TabSeparated"
+    ))?;
+    let field = |name: &str| {
+        started
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+            .map(str::to_owned)
+    };
+    Ok(Some(LastWriter {
+        age_ms: crate::metrics::now_ms() - written,
+        pid: field("pid").and_then(|p| p.parse().ok()),
+        host: field("host"),
+    }))
 }

@@ -14,6 +14,9 @@ use serde::Deserialize;
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
 /// A dead letter keeps at most this much of the raw record (1 KiB).
 pub const MAX_RAW_BYTES: usize = 1024;
+/// The largest edge weight an event may carry, either sign (2³¹). Strengths sum weights, and
+/// 2³² events of this weight on one pair still fit an `i64`.
+pub const MAX_WEIGHT: i64 = 1 << 31;
 
 /// A decoded input event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +81,8 @@ pub enum DecodeError {
     Json(#[from] serde_json::Error),
     #[error("edge event has unknown op {0:?} (expected \"add\" or \"del\")")]
     UnknownOp(String),
+    #[error("edge event has weight {0}, outside -{MAX_WEIGHT}..={MAX_WEIGHT} (2³¹)")]
+    WeightOutOfRange(i64),
     #[error("{kind} event lacks field `{field}`")]
     Missing { kind: &'static str, field: &'static str },
     #[error(
@@ -106,11 +111,15 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             Some("del") => EdgeOp::Del,
             Some(other) => return Err(DecodeError::UnknownOp(other.to_owned())),
         };
+        let weight = f.weight.unwrap_or(1);
+        if !(-MAX_WEIGHT..=MAX_WEIGHT).contains(&weight) {
+            return Err(DecodeError::WeightOutOfRange(weight));
+        }
         Ok(Event::Edge(Edge {
             ts: required(f.ts, "edge", "ts")?,
             src: name(required(f.src, "edge", "src")?),
             dst: name(required(f.dst, "edge", "dst")?),
-            weight: f.weight.unwrap_or(1),
+            weight,
             op,
         }))
     } else if let Some(channel) = f.channel {
@@ -233,6 +242,20 @@ mod tests {
         assert!(err(br#"{"ts":1,"id":"p","user":"u"}"#).contains("post event lacks field `text`"));
         let big = vec![b' '; MAX_RECORD_BYTES + 1];
         assert!(err(&big).contains("exceeds the limit"));
+    }
+
+    #[test]
+    fn weights_are_bounded_at_2_pow_31() {
+        let edge = |w: &str| decode(format!(r#"{{"ts":1,"src":"a","dst":"b","weight":{w}}}"#).as_bytes());
+        for ok in [MAX_WEIGHT, -MAX_WEIGHT, 0] {
+            assert!(matches!(edge(&ok.to_string()), Ok(Event::Edge(Edge { weight, .. })) if weight == ok));
+        }
+        for bad in [MAX_WEIGHT + 1, -MAX_WEIGHT - 1, i64::MAX, i64::MIN] {
+            let e = edge(&bad.to_string()).unwrap_err().to_string();
+            assert!(e.contains(&format!("weight {bad}, outside")), "{e}");
+        }
+        // Beyond i64 is not an integer the decoder takes at all.
+        assert!(edge("9223372036854775808").unwrap_err().to_string().starts_with("invalid JSON event"));
     }
 
     #[test]

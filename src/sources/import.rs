@@ -266,6 +266,10 @@ impl CsvFormat for EdgeCsv {
             None => 1,
             Some(w) => parse_weight(&fields[w]).ok_or_else(|| format!("weight {:?} is not an integer", fields[w]))?,
         };
+        let max = crate::sources::decode::MAX_WEIGHT;
+        if !(-max..=max).contains(&weight) {
+            return Err(format!("weight {weight} is outside -{max}..={max} (2³¹)"));
+        }
         let mut line = Vec::new();
         write_edge_line(&mut line, self.ts, src, dst, weight).map_err(|e| e.to_string())?;
         line.pop();
@@ -539,6 +543,18 @@ mod tests {
         assert_eq!(parse_timestamp("1970-01-01T00:00:03Z"), Some(3000));
         assert_eq!(parse_timestamp("1970-01-01T01:00:03+01:00"), Some(3000));
         assert_eq!(parse_timestamp("yesterday"), None);
+    }
+
+    #[test]
+    fn edge_weights_are_bounded() {
+        let mut csv = EdgeCsv { src: 0, dst: 1, weight: Some(2), width: 3, ts: 0 };
+        let row = |w: &str| vec!["a".to_owned(), "b".to_owned(), w.to_owned()];
+        assert!(csv.record(&row("2,147,483,648")).unwrap().contains("\"weight\":2147483648"));
+        assert!(csv.record(&row("-2147483648")).is_ok());
+        let e = csv.record(&row("2147483649")).unwrap_err();
+        assert!(e.contains("weight 2147483649 is outside"), "{e}");
+        let e = csv.record(&row("9223372036854775807")).unwrap_err();
+        assert!(e.contains("outside"), "{e}");
     }
 
     #[test]

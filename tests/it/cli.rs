@@ -324,3 +324,56 @@ fn a_resume_keeps_the_settings_the_deployment_began_with() {
         );
     }
 }
+
+/// One writer per `--out`: a second run on the directory of a live run is refused, naming the
+/// live run's process, and leaves the files alone; once the first is killed with -9 (the
+/// kernel releases its lock), a resume runs and completes the files.
+#[test]
+fn a_second_run_on_a_live_output_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = produce(dir.path(), "chat.jsonl", 3_000, 31, 0.0);
+    let expected = oracle::chat_views(&read_chats(&fixture), 60, 10);
+    let out = dir.path().join("out");
+    // Paced: 3,000 lines at 50 a second stay alive for a minute.
+    let mut live = chatflow()
+        .args(["run", "--replay", path_str(&fixture), "--out", path_str(&out), "--batch", "100"])
+        .args(["--replay-rate", "50"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = format!("pid {}", live.id());
+    let lock = out.join("_lock.p0");
+    let holds = poll_until(std::time::Duration::from_secs(60), || {
+        std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&pid)) && out.join("_progress.csv").exists()
+    });
+    if !holds {
+        kill_and_fail(&mut live, format!("the live run never recorded itself in {}", lock.display()));
+    }
+    let before: Vec<Vec<u8>> = CHAT_VIEWS.iter().map(|v| read_bytes(&out, v)).collect();
+    for start in ["--resume", "--from-beginning"] {
+        let output = chatflow()
+            .args(["run", "--replay", path_str(&fixture), "--out", path_str(&out), "--batch", "100", start])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.code() != Some(1)
+            || !stderr.contains("in use by another chatflow run")
+            || !stderr.contains(&pid)
+        {
+            kill_and_fail(&mut live, format!("{start} beside a live run: {:?}\n{stderr}", output.status));
+        }
+    }
+    // The live run may have written meanwhile; the refused ones wrote nothing of their own, so
+    // the files only grew.
+    for (view, old) in CHAT_VIEWS.iter().zip(&before) {
+        let now = read_bytes(&out, view);
+        if !now.starts_with(old) {
+            kill_and_fail(&mut live, format!("{view}.csv was rewritten while the live run held it"));
+        }
+    }
+    live.kill().unwrap();
+    live.wait().unwrap();
+    run_views_of(&fixture, &out, &["--batch", "100", "--resume"]);
+    assert_views_eq(&read_views(&out, &CHAT_VIEWS), &expected, "resumed after kill -9");
+}

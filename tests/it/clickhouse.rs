@@ -470,3 +470,58 @@ fn injection_strings_are_data() {
     assert_eq!(rows[0]["user"], evil_user);
     assert!(rows[0]["messages"].is_i64());
 }
+
+/// One writer per database: a run on a database another live run writes (from another --out)
+/// is refused before it touches anything, naming that run's process; once that process is
+/// killed it is known to be gone and a resume runs without `--take-over`; a writer recorded on
+/// another machine within the last minute needs `--take-over`.
+#[test]
+fn a_second_writer_of_a_database_is_refused_unless_it_takes_over() {
+    let url = server();
+    let client = Client::new(&url);
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = produce(dir.path(), "chat.jsonl", 3_000, 65, 0.0);
+    let expected = oracle::chat_views(&oracle::read_chats(&fixture), 60, 10);
+    let db = database("writer");
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["run", "--replay", path_str(&fixture), "--clickhouse", &url, "--database", &db];
+        args.extend(["--out", path_str(out), "--batch", "100"]);
+        args.extend(extra);
+        chatflow().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    };
+    // Paced: 3,000 lines at 50 a second stay alive for a minute.
+    let mut live = run(&first, &["--replay-rate", "50"]);
+    let pid = format!("pid {}", live.id());
+    if !poll_until(Duration::from_secs(60), || committed_cut(&client, &db).ok().flatten().is_some_and(|c| c > 0)) {
+        kill_and_fail(&mut live, "the live run committed nothing in 60 s".into());
+    }
+    for start in ["--resume", "--from-beginning"] {
+        let output = run(&second, &[start]).wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let named = stderr.contains("being written by another chatflow run") && stderr.contains(&pid);
+        if output.status.code() != Some(1) || !named || !stderr.contains("--take-over") {
+            kill_and_fail(&mut live, format!("{start} beside a live writer: {:?}\n{stderr}", output.status));
+        }
+    }
+    live.kill().unwrap();
+    live.wait().unwrap();
+    let output = run(&first, &["--resume"]).wait_with_output().unwrap();
+    assert!(output.status.success(), "after kill -9: {}", String::from_utf8_lossy(&output.stderr));
+    assert_views_eq(&query_views(&url, &db, &CHAT_VIEWS, &[]), &expected, "resumed after the writer was killed");
+
+    // A run on another machine, seconds ago.
+    client
+        .execute(&format!(
+            "INSERT INTO {db}._progress VALUES ('word_counts', 0, 1, 0, 0, 'start pid=4242 host=elsewhere', {})",
+            SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()
+        ))
+        .unwrap();
+    let output = run(&second, &["--from-beginning"]).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("started by pid 4242 on elsewhere"), "{stderr}");
+    let output = run(&second, &["--from-beginning", "--take-over"]).wait_with_output().unwrap();
+    assert!(output.status.success(), "--take-over: {}", String::from_utf8_lossy(&output.stderr));
+    assert_views_eq(&query_views(&url, &db, &CHAT_VIEWS, &[]), &expected, "taken over");
+}

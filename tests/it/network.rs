@@ -370,3 +370,39 @@ fn edge_lists_with_the_real_traps() {
         assert!(report.contains(expected), "{expected:?} not in {report}");
     }
 }
+
+/// Weights at the bound (2³¹) sum exactly; a weight beyond it (here the two `add`s of
+/// i64::MAX that used to wrap around and make the pair vanish) is a dead letter naming it,
+/// and the pair keeps its true strength.
+#[test]
+fn weights_at_the_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("edges.jsonl");
+    let lines = [
+        r#"{"ts":1,"src":"a","dst":"b","weight":2147483648}"#,
+        r#"{"ts":2,"src":"b","dst":"a","weight":2147483648}"#,
+        r#"{"ts":3,"src":"a","dst":"b","weight":9223372036854775807}"#,
+        r#"{"ts":4,"src":"a","dst":"b","weight":9223372036854775807}"#,
+        r#"{"ts":5,"src":"c","dst":"d","weight":-2147483649,"op":"del"}"#,
+        r#"{"ts":6,"src":"c","dst":"d","weight":-2147483648,"op":"del"}"#,
+    ];
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    for workers in ["1", "2"] {
+        let out = dir.path().join(format!("out{workers}"));
+        let views = run_network_views(&[&input], &out, &["-w", workers, "--batch", "1"]);
+        let row = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let expected: std::collections::BTreeSet<_> =
+            [row(&["a", "b", "4294967296"]), row(&["c", "d", "2147483648"])].into();
+        assert_eq!(views["connections"], expected, "-w {workers}");
+        let dead = consolidated_file(&out.join("dead_letters.csv"), 4);
+        let mut reasons: Vec<(String, String)> = dead.keys().map(|r| (r[1].clone(), r[2].clone())).collect();
+        reasons.sort();
+        assert_eq!(reasons.len(), 3, "{dead:#?}");
+        for ((position, reason), (line, weight)) in
+            reasons.iter().zip([("3", "9223372036854775807"), ("4", "9223372036854775807"), ("5", "-2147483649")])
+        {
+            assert_eq!(position, line);
+            assert!(reason.contains(&format!("weight {weight}, outside")), "{reason}");
+        }
+    }
+}
