@@ -115,7 +115,12 @@ pub struct ScoreArgs {
 
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("store").args(["from", "clickhouse"]).required(true).multiple(false)))]
+#[command(args_override_self = true)]
 pub struct ServeArgs {
+    /// Read flags from this TOML file (`window = 30`, `resume = true`, `replay = ["a.jsonl"]`:
+    /// keys are the long flags); the command line overrides it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Address to listen on; any address but loopback needs --token.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
@@ -337,8 +342,12 @@ pub struct PipelineArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(disable_help_flag = true)]
+#[command(disable_help_flag = true, args_override_self = true)]
 pub struct RunArgs {
+    /// Read flags from this TOML file (`window = 30`, `resume = true`, `replay = ["a.jsonl"]`:
+    /// keys are the long flags); the command line overrides it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
     /// Directory for the change files, one <view>.csv per view.
@@ -370,8 +379,12 @@ pub struct RunArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(disable_help_flag = true)]
+#[command(disable_help_flag = true, args_override_self = true)]
 pub struct BenchArgs {
+    /// Read flags from this TOML file (`window = 30`, `resume = true`, `replay = ["a.jsonl"]`:
+    /// keys are the long flags); the command line overrides it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
     /// Keep the change files in this directory (default: a temporary one, removed afterwards).

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod clickhouse;
 pub mod cluster;
+pub mod config;
 pub mod deployment;
 pub mod lexica;
 pub mod lock;

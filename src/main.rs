@@ -24,7 +24,13 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     lost_peer_ends_the_process();
-    let args: Vec<OsString> = std::env::args_os().collect();
+    let args: Vec<OsString> = match chatflow::config::expand(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("chatflow: error: {e:#}");
+            std::process::exit(2);
+        }
+    };
     if let Some(message) = dash_h_without_file(&args) {
         eprintln!("chatflow: {message}");
         std::process::exit(2);

@@ -525,3 +525,34 @@ fn a_second_writer_of_a_database_is_refused_unless_it_takes_over() {
     assert!(output.status.success(), "--take-over: {}", String::from_utf8_lossy(&output.stderr));
     assert_views_eq(&query_views(&url, &db, &CHAT_VIEWS, &[]), &expected, "taken over");
 }
+
+/// The example service configuration (`deploy/run.toml`, Kafka → ClickHouse, `resume = true`),
+/// with the command line overriding its addresses, topics and threads: a first start begins
+/// the deployment, a second continues it, and the views equal the oracle with no row twice.
+#[test]
+fn the_example_service_configuration_runs() {
+    let url = server();
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = produce(dir.path(), "chat.jsonl", 3_000, 66, 0.02);
+    let expected = oracle::chat_views(&oracle::read_chats(&fixture), 60, 10);
+    let prefix = database("service");
+    load_topics(&fixture, &prefix);
+    let db = database("service");
+    let out = dir.path().join("out");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/run.toml");
+    let topic = format!("{prefix}-chat");
+    for round in ["first start", "restart"] {
+        let mut args = vec!["run", "--config", path_str(&config), "--kafka", KAFKA, "--chat-topic", &topic];
+        args.extend(["--edges-topic", "", "--posts-topic", "", "--viewers-topic", "", "--until-caught-up"]);
+        args.extend(["--clickhouse", &url, "--database", &db, "--out", path_str(&out), "-w", "1"]);
+        let output = run_ok(&args);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("changes written to ClickHouse"), "{round}: {stdout}");
+        assert_views_eq(&query_views(&url, &db, &CHAT_VIEWS, &[]), &expected, round);
+        for v in CHAT_VIEWS {
+            check_copies(&url, &db, v);
+        }
+    }
+    let settings = std::fs::read_to_string(out.join("_deployment.csv")).unwrap();
+    assert!(settings.contains("--tick-ms,1000") && settings.contains("--window,60"), "{settings}");
+}
