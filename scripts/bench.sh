@@ -77,25 +77,13 @@ freshness() {
 
 # The benchmarks' venv, target/bench/venv: `venv_with MODULE PACKAGE...` installs the packages
 # unless MODULE imports already.
+. scripts/lib/venv.sh
 venv=target/bench/venv
-venv_with() {
-    local module=$1
-    shift
-    "$venv/bin/python" -c "import $module" 2>/dev/null && return 0
-    if [ ! -x "$venv/bin/python" ] && ! python3 -m venv "$venv" 2>/dev/null; then
-        echo "bench.sh: installing python3-venv (apt-get)" >&2
-        sudo=""
-        [ "$(id -u)" -eq 0 ] || sudo=sudo
-        $sudo apt-get update -qq >&2 || true
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >&2
-        python3 -m venv "$venv"
-    fi
-    "$venv/bin/pip" install -q "$@"
-}
+bench_venv_with() { venv_with "$venv" "$@"; }
 
 if [ "${1:-}" = network ]; then
     shift
-    venv_with scipy scipy numpy
+    bench_venv_with scipy scipy numpy
     musae=../shared/data/musae-twitch/input/edges
     [ -d "$musae" ] || { echo "bench.sh network: $musae is absent" >&2; exit 1; }
     seq 0 99 >target/bench/focus-0-99.txt
@@ -154,7 +142,7 @@ if [ "${1:-}" = peers ]; then
     shift
     shared=../shared/bench
     [ -f "$shared/gen_chat.py" ] || { echo "bench.sh peers: $shared/gen_chat.py is absent" >&2; exit 1; }
-    venv_with duckdb duckdb==2.0.0
+    bench_venv_with duckdb duckdb==2.0.0
     peer=target/bench/peer-chat-1m.jsonl
     [ -f "$peer" ] || python3 "$shared/gen_chat.py" -o "$peer"
     dir=target/bench/peers

@@ -42,5 +42,9 @@ scripts/browser.sh start
 # Two network namespaces joined by a veth pair (root): a cluster of two processes on two
 # "machines" (tests/it/netns.rs).
 scripts/netns.sh up
+# A current ClickHouse embedded (chdb-core, ClickHouse 26.9) in a venv, to check every
+# statement chatflow sends (tests/it/clickhouse.rs, scripts/lib/chdb_check.py); no server.
+. scripts/lib/venv.sh
+venv_with target/chdb-venv chdb chdb-core==26.9.0
 
 cargo test --release --workspace --locked "$@"

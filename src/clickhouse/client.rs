@@ -75,13 +75,20 @@ impl Client {
 
     /// Runs a statement (its text in the body) and returns the answer.
     pub fn execute(&self, sql: &str) -> Result<String> {
-        self.finish(self.request(&[]).send_string(sql), short(sql))
+        let answer = self.finish(self.request(&[]).send_string(sql), short(sql));
+        log_statement(Statement { kind: "execute", sql, data: None, external: None, answer: answer.as_deref().ok() });
+        answer
     }
 
     /// Inserts TabSeparated `rows` into `table` (`db.name (columns)`).
     pub fn insert(&self, table: &str, rows: &[u8]) -> Result<()> {
         let query = format!("INSERT INTO {table} FORMAT TabSeparated");
-        self.finish(self.request(&[("query", &query)]).send_bytes(rows), short(&query)).map(drop)
+        let done = self.finish(self.request(&[("query", &query)]).send_bytes(rows), short(&query)).map(drop);
+        if done.is_ok() {
+            let data = String::from_utf8_lossy(rows);
+            log_statement(Statement { kind: "insert", sql: &query, data: Some(&data), external: None, answer: None });
+        }
+        done
     }
 
     /// Runs `sql` (in the URL) with an external table `name` (`structure`, TabSeparated
@@ -102,7 +109,56 @@ impl Client {
         let request = self
             .request(&[("query", sql), (&structure_key, structure), (&format_key, "TabSeparated")])
             .set("Content-Type", &format!("multipart/form-data; boundary={boundary}"));
-        self.finish(request.send_bytes(&body), short(sql))
+        let answer = self.finish(request.send_bytes(&body), short(sql));
+        let data = String::from_utf8_lossy(rows);
+        log_statement(Statement {
+            kind: "select_with",
+            sql,
+            data: Some(&data),
+            external: Some((name, structure)),
+            answer: answer.as_deref().ok(),
+        });
+        answer
+    }
+}
+
+/// One statement as `CHATFLOW_SQL_LOG` records it.
+#[derive(serde::Serialize)]
+struct Statement<'a> {
+    kind: &'static str,
+    sql: &'a str,
+    /// An insert's rows, or a select's external table rows.
+    data: Option<&'a str>,
+    /// A select's external table: (name, structure).
+    external: Option<(&'a str, &'a str)>,
+    /// What the server answered (`None` for inserts and failures).
+    answer: Option<&'a str>,
+}
+
+/// With `CHATFLOW_SQL_LOG=<file>` in the environment, every statement that succeeded is
+/// appended to that file as a JSON line, in the order the server took them, with its data
+/// and answer: the test that checks chatflow's SQL against a current ClickHouse replays them
+/// (`scripts/lib/chdb_check.py`). A diagnostic: without the variable nothing is recorded.
+fn log_statement(statement: Statement) {
+    static LOG: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> = std::sync::OnceLock::new();
+    let log = LOG.get_or_init(|| {
+        let path = std::env::var_os("CHATFLOW_SQL_LOG")?;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path);
+        match file {
+            Ok(file) => Some(std::sync::Mutex::new(file)),
+            Err(e) => {
+                tracing::warn!(path = %std::path::Path::new(&path).display(), "CHATFLOW_SQL_LOG: {e}");
+                None
+            }
+        }
+    });
+    if let Some(file) = log {
+        let mut line = serde_json::to_vec(&statement).expect("a statement is JSON");
+        line.push(b'\n');
+        let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = std::io::Write::write_all(&mut *file, &line) {
+            tracing::warn!("CHATFLOW_SQL_LOG: {e}");
+        }
     }
 }
 

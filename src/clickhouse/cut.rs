@@ -54,7 +54,7 @@ pub fn committed_cut(client: &Client, db: &str) -> Result<Option<u64>, ClickHous
     let Some((run, workers)) = latest_run(client, db)? else { return Ok(None) };
     let uppers = client.execute(&format!(
         "SELECT view, worker, max(upper) FROM {db}.{PROGRESS_TABLE} WHERE run = {run} AND workers = {workers} \
-         GROUP BY view, worker FORMAT TabSeparated"
+         GROUP BY view, worker ORDER BY view, worker FORMAT TabSeparated"
     ))?;
     let mut found = HashMap::new();
     for line in uppers.lines() {

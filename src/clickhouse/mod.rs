@@ -2,7 +2,10 @@
 //! and the progress table, and the committed cut that readers and restarts rely on. The sink
 //! that writes the tables is `sinks::clickhouse`; the readers are in `query`.
 //!
-//! Only SQL that ClickHouse 18.16 understands and current ClickHouse still accepts is used.
+//! Only SQL that ClickHouse 18.16 understands and current ClickHouse still accepts is used:
+//! `tests/it/clickhouse.rs` records every statement of runs, resumes, queries and the server
+//! against 18.16 (`CHATFLOW_SQL_LOG`, see `client`) and replays them, with their data, in
+//! ClickHouse 26.9 (chdb-core), which must accept each and answer alike.
 
 pub mod client;
 pub mod cut;

@@ -556,3 +556,89 @@ fn the_example_service_configuration_runs() {
     let settings = std::fs::read_to_string(out.join("_deployment.csv")).unwrap();
     assert!(settings.contains("--tick-ms,1000") && settings.contains("--window,60"), "{settings}");
 }
+
+/// Every statement chatflow sends (DDL, inserts, the cut and writer checks, each view's query
+/// with each filter, `--as-of`, the server's reads), recorded from runs against the test
+/// server (ClickHouse 18.16), is accepted by a current ClickHouse (chdb-core, ClickHouse 26.9
+/// embedded, in the venv scripts/test.sh makes) and answered alike, replayed in order with its
+/// data (`scripts/lib/chdb_check.py`).
+#[test]
+fn a_current_clickhouse_accepts_every_statement() {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/chdb-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test.sh makes it (a venv with chdb-core, ClickHouse 26.9 embedded)",
+        python.display()
+    );
+    let url = server();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("sql.jsonl");
+    let logged = |args: &[&str]| {
+        let output = chatflow().args(args).env("CHATFLOW_SQL_LOG", &log).output().unwrap();
+        assert!(output.status.success(), "chatflow {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let chat = produce(dir.path(), "chat.jsonl", 4_000, 67, 0.02);
+    let others = dir.path().join("others.jsonl");
+    run_ok(&["produce", "--kind", "posts,viewers", "--out", path_str(&others), "--count", "2000", "--seed", "68"]);
+    let edges = dir.path().join("edges.jsonl");
+    run_ok(&["produce", "--kind", "edges", "--out", path_str(&edges), "--count", "500", "--user-ids", "60"]);
+    let mixed = dir.path().join("mixed.jsonl");
+    let mut bytes = std::fs::read(&chat).unwrap();
+    bytes.extend(std::fs::read(&edges).unwrap());
+    bytes.extend(std::fs::read(&others).unwrap());
+    bytes.extend(b"not json\n");
+    std::fs::write(&mixed, bytes).unwrap();
+    let lexicon_dir = crate::mission::test_lexica(dir.path());
+    let db = database("current");
+    let out = dir.path().join("out");
+    let base = ["run", "--replay", path_str(&mixed), "--clickhouse", &url, "--database", &db, "--out", path_str(&out)];
+    let mut args = base.to_vec();
+    args.extend(["--batch", "500", "-w", "2", "--lexicon-dir", path_str(&lexicon_dir)]);
+    logged(&args);
+    args.push("--resume");
+    logged(&args);
+    let store = ["--clickhouse", url.as_str(), "--database", db.as_str()];
+    let channel = query(&url, &db, "top_words", &[]).into_iter().next().unwrap()[0].clone();
+    let user = query(&url, &db, "user_counts", &[]).into_iter().next().unwrap()[1].clone();
+    let place = query(&url, &db, "place_activity", &[]).into_iter().next().unwrap()[0].clone();
+    for v in all_views() {
+        let def = view(v).unwrap();
+        let mut cases: Vec<Vec<String>> =
+            vec![vec![], vec!["--limit".into(), "3".into()], vec!["--as-of".into(), "3".into()]];
+        for (filter, value) in [("channel", &channel), ("user", &user), ("place", &place)] {
+            if !def.filter_columns(filter).is_empty() {
+                cases.push(vec![format!("--{filter}"), value.clone()]);
+            }
+        }
+        for extra in &cases {
+            let mut args = vec!["query", v, "--format", "csv"];
+            args.extend(store);
+            args.extend(extra.iter().map(String::as_str));
+            logged(&args);
+        }
+    }
+    // The server's reads: the cut and when it was committed, a view, a user's connections.
+    let mut serve = chatflow();
+    serve.args(["serve", "--listen", "127.0.0.1:0"]).args(store).env("CHATFLOW_SQL_LOG", &log);
+    let (server, stderr) = crate::serve::listening(serve.stdout(Stdio::null()));
+    crate::serve::drain(stderr);
+    for path in ["/api/cut".to_owned(), "/api/channels".into(), format!("/api/users/{user}/connections")] {
+        let (status, body) = crate::serve::get(&server, &path, None);
+        assert_eq!(status, 200, "GET {path}: {body}");
+    }
+    drop(server);
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    for kind in ["\"execute\"", "\"insert\"", "\"select_with\""] {
+        assert!(text.lines().filter(|l| l.contains(kind)).count() > 3, "few {kind} statements logged");
+    }
+    let check = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/chdb_check.py"))
+        .arg(&log)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{report}\n{}", String::from_utf8_lossy(&check.stderr));
+    eprintln!("{report}");
+}
