@@ -5,7 +5,8 @@
 #
 #   CLICKHOUSE_PORT (default 8123, HTTP) and CLICKHOUSE_DIR (default target/clickhouse-$PORT)
 #   choose where it listens and keeps its data; the native protocol listens on PORT+877
-#   (9000 for the default). The install is `apt-get install -y clickhouse-server
+#   (9000 for the default). CLICKHOUSE_HTTPS_PORT with CLICKHOUSE_CERT and CLICKHOUSE_KEY
+#   (PEM files: the server's certificate chain and its private key) also serve HTTPS. The install is `apt-get install -y clickhouse-server
 #   clickhouse-client` (Debian 12 ships 18.16.1), skipped when clickhouse-server is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +38,28 @@ answering() {
     [[ "$reply" == *"Ok."* ]]
 }
 
+# The HTTPS listener, when CLICKHOUSE_HTTPS_PORT is set.
+https_config() {
+    [ -n "${CLICKHOUSE_HTTPS_PORT:-}" ] || return 0
+    local cert key
+    cert=$(realpath "${CLICKHOUSE_CERT:?CLICKHOUSE_HTTPS_PORT needs CLICKHOUSE_CERT}")
+    key=$(realpath "${CLICKHOUSE_KEY:?CLICKHOUSE_HTTPS_PORT needs CLICKHOUSE_KEY}")
+    cat <<XML
+    <https_port>$CLICKHOUSE_HTTPS_PORT</https_port>
+    <openSSL>
+        <server>
+            <certificateFile>$cert</certificateFile>
+            <privateKeyFile>$key</privateKeyFile>
+            <verificationMode>none</verificationMode>
+            <loadDefaultCAFile>false</loadDefaultCAFile>
+            <cacheSessions>true</cacheSessions>
+            <disableProtocols>sslv2,sslv3,tlsv1,tlsv1_1</disableProtocols>
+            <preferServerCiphers>true</preferServerCiphers>
+        </server>
+    </openSSL>
+XML
+}
+
 write_config() {
     mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas" "$dir/log"
     cat >"$dir/config.xml" <<XML
@@ -62,6 +85,7 @@ write_config() {
     <max_concurrent_queries>100</max_concurrent_queries>
     <mark_cache_size>536870912</mark_cache_size>
     <uncompressed_cache_size>536870912</uncompressed_cache_size>
+$(https_config)
 </yandex>
 XML
     cat >"$dir/users.xml" <<XML

@@ -8,6 +8,10 @@ use crate::clickhouse::ClickHouseError;
 
 /// A ClickHouse HTTP client. Credentials come from `CHATFLOW_CH_USER` and
 /// `CHATFLOW_CH_PASSWORD` (HTTP basic authentication), never from the command line.
+///
+/// `https://` URLs speak TLS (rustls) and trust the Mozilla root certificates
+/// (`webpki-roots`) and, with `CHATFLOW_CH_CA=<file.pem>`, the certificates of that file (a
+/// private CA, or a server's self-signed certificate authority).
 #[derive(Clone)]
 pub struct Client {
     url: String,
@@ -19,11 +23,14 @@ type Result<T> = std::result::Result<T, ClickHouseError>;
 
 impl Client {
     pub fn new(url: &str) -> Client {
-        let agent = ureq::AgentBuilder::new()
+        let mut agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(3))
             .timeout_read(Duration::from_secs(120))
-            .timeout_write(Duration::from_secs(120))
-            .build();
+            .timeout_write(Duration::from_secs(120));
+        if let Some(tls) = tls_config() {
+            agent = agent.tls_config(tls);
+        }
+        let agent = agent.build();
         let auth = std::env::var("CHATFLOW_CH_USER").ok().map(|user| {
             use base64::Engine;
             let password = std::env::var("CHATFLOW_CH_PASSWORD").unwrap_or_default();
@@ -67,6 +74,10 @@ impl Client {
                 let root = std::iter::successors(std::error::Error::source(&t), |e| e.source()).last();
                 for detail in [t.message().map(str::to_owned), root.map(|e| e.to_string())].into_iter().flatten() {
                     reason = format!("{reason}: {detail}");
+                }
+                if reason.contains("certificate") {
+                    reason +=
+                        "; a server whose certificate a private CA signed needs CHATFLOW_CH_CA=<that CA's PEM file>";
                 }
                 Err(ClickHouseError::Unreachable { url: self.url.clone(), what, reason })
             }
@@ -160,6 +171,42 @@ fn log_statement(statement: Statement) {
             tracing::warn!("CHATFLOW_SQL_LOG: {e}");
         }
     }
+}
+
+/// The TLS settings of every client: the Mozilla roots plus `CHATFLOW_CH_CA`'s certificates
+/// (read once; a file that cannot be read or holds no certificate is reported and left out,
+/// and the first connection then fails naming the unknown issuer).
+fn tls_config() -> Option<std::sync::Arc<rustls::ClientConfig>> {
+    static CONFIG: std::sync::OnceLock<Option<std::sync::Arc<rustls::ClientConfig>>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            use rustls_pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+            if let Some(path) = std::env::var_os("CHATFLOW_CH_CA") {
+                let shown = std::path::Path::new(&path).display().to_string();
+                let added = rustls_pki_types::CertificateDer::pem_file_iter(&path).map_err(|e| e.to_string()).and_then(
+                    |certs| {
+                        let certs: Vec<_> = certs.collect::<std::result::Result<_, _>>().map_err(|e| e.to_string())?;
+                        let (added, _) = roots.add_parsable_certificates(certs);
+                        Ok(added)
+                    },
+                );
+                match added {
+                    Ok(0) => tracing::error!("CHATFLOW_CH_CA={shown}: no certificate in the file"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!("CHATFLOW_CH_CA={shown}: {e}"),
+                }
+            }
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| tracing::error!("TLS settings: {e}"))
+                .ok()?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Some(std::sync::Arc::new(config))
+        })
+        .clone()
 }
 
 /// The statement as errors name it: its first line, cut at a word boundary near 80 bytes.

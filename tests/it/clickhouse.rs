@@ -642,3 +642,75 @@ fn a_current_clickhouse_accepts_every_statement() {
     assert!(check.status.success(), "{report}\n{}", String::from_utf8_lossy(&check.stderr));
     eprintln!("{report}");
 }
+
+/// HTTPS: a server of this test's own (ClickHouse 18.16) serving HTTPS with a certificate
+/// for 127.0.0.1 signed by a CA the test makes. Without that CA a run is refused naming the
+/// certificate; with `CHATFLOW_CH_CA` a run and `query` over https:// equal the oracle.
+#[test]
+fn https_with_a_certificate_authority_of_the_tests_own() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "chatflow test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let (ca_pem, cert_pem, key_pem) =
+        (dir.path().join("ca.pem"), dir.path().join("server.pem"), dir.path().join("server.key"));
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert_pem, cert.pem()).unwrap();
+    std::fs::write(&key_pem, key.serialize_pem()).unwrap();
+
+    let (http, https) = (free_port(), free_port());
+    let data = dir.path().join("server");
+    let script = |action: &str| {
+        let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/clickhouse.sh"))
+            .arg(action)
+            .env("CLICKHOUSE_PORT", http.to_string())
+            .env("CLICKHOUSE_DIR", &data)
+            .env("CLICKHOUSE_HTTPS_PORT", https.to_string())
+            .env("CLICKHOUSE_CERT", &cert_pem)
+            .env("CLICKHOUSE_KEY", &key_pem)
+            .status()
+            .unwrap();
+        assert!(status.success(), "scripts/clickhouse.sh {action} failed");
+    };
+    script("start");
+    let result = std::panic::catch_unwind(|| {
+        let fixture = produce(dir.path(), "chat.jsonl", 2_000, 69, 0.02);
+        let expected = oracle::chat_views(&oracle::read_chats(&fixture), 60, 10);
+        let url = format!("https://127.0.0.1:{https}");
+        let out = dir.path().join("out");
+        let args =
+            ["run", "--replay", path_str(&fixture), "--clickhouse", &url, "--database", "tls", "--out", path_str(&out)];
+        let refused = chatflow().args(args).env_remove("CHATFLOW_CH_CA").output().unwrap();
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("UnknownIssuer") && stderr.contains("CHATFLOW_CH_CA"), "{stderr}");
+        let output = chatflow().args(args).env("CHATFLOW_CH_CA", &ca_pem).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let mut views = Views::new();
+        for v in CHAT_VIEWS {
+            let output = chatflow()
+                .args(["query", v, "--format", "csv", "--clickhouse", &url, "--database", "tls"])
+                .env("CHATFLOW_CH_CA", &ca_pem)
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "query {v}: {}", String::from_utf8_lossy(&output.stderr));
+            let mut reader = csv::Reader::from_reader(&output.stdout[..]);
+            views.insert(
+                v.to_owned(),
+                reader.records().map(|r| r.unwrap().iter().map(str::to_owned).collect()).collect(),
+            );
+        }
+        assert_views_eq(&views, &expected, "over HTTPS");
+    });
+    script("stop");
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
