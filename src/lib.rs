@@ -8,6 +8,7 @@ pub mod clickhouse;
 pub mod cluster;
 pub mod config;
 pub mod deployment;
+pub mod fuzz;
 pub mod lexica;
 pub mod lock;
 pub mod metrics;

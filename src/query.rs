@@ -96,9 +96,19 @@ pub fn read_view(client: &Client, db: &str, query: &Query) -> Result<Answer, Que
         filters.push(format!("({})", any.join(" OR ")));
     }
     let limit = query.limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
+    // Wide integers are stored as their digits (never negative): by length, then text, is by value.
+    let order: Vec<String> = view
+        .columns
+        .iter()
+        .map(|c| match c.ty {
+            ColumnType::Wide => format!("length(`{0}`), `{0}`", c.name),
+            _ => format!("`{}`", c.name),
+        })
+        .collect();
+    let order = order.join(", ");
     let sql = format!(
         "SELECT {columns}, sum(d) AS n FROM (SELECT {columns}, time, any(diff) AS d FROM {db}.{} WHERE {} \
-         GROUP BY {columns}, time) GROUP BY {columns} HAVING n != 0 ORDER BY {columns}{limit} FORMAT TabSeparated",
+         GROUP BY {columns}, time) GROUP BY {columns} HAVING n != 0 ORDER BY {order}{limit} FORMAT TabSeparated",
         view.name,
         filters.join(" AND ")
     );
@@ -202,7 +212,7 @@ pub fn read_dir(dir: &Path, query: &Query) -> Result<Answer, QueryError> {
 fn compare_rows(view: &ViewDef, a: &[String], b: &[String]) -> Ordering {
     for ((column, x), y) in view.columns.iter().zip(a).zip(b) {
         let order = match column.ty {
-            ColumnType::Int => match (x.parse::<i128>(), y.parse::<i128>()) {
+            ColumnType::Int | ColumnType::Wide => match (x.parse::<i128>(), y.parse::<i128>()) {
                 (Ok(x), Ok(y)) => x.cmp(&y),
                 _ => x.cmp(y),
             },

@@ -19,12 +19,15 @@ use timely::progress::Timestamp;
 
 use crate::types::Name;
 
-/// A column's type: text (CSV text, ClickHouse `String`, JSON string) or a signed integer
-/// (ClickHouse `Int64`, JSON number).
+/// A column's type: text (CSV text, ClickHouse `String`, JSON string), a signed integer
+/// (ClickHouse `Int64`, JSON number), or a wide one that may exceed 64 bits (walk counts, up to
+/// `10^38 − 1`, never negative: in ClickHouse a `String` of its digits, ordered by length then
+/// text; a JSON number within ±2⁶³ and a string beyond).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ColumnType {
     Text,
     Int,
+    Wide,
 }
 
 /// One column of a view.
@@ -51,8 +54,9 @@ impl ViewDef {
         self.columns.iter().map(|c| c.name).collect()
     }
 
+    /// Whether the column holds integers (of either width).
     pub fn is_int(&self, column: &str) -> bool {
-        self.columns.iter().any(|c| c.name == column && c.ty == ColumnType::Int)
+        self.columns.iter().any(|c| c.name == column && matches!(c.ty, ColumnType::Int | ColumnType::Wide))
     }
 
     /// The columns a filter matches (empty: the view cannot be filtered that way).
@@ -65,6 +69,7 @@ impl ViewDef {
 pub trait Fields {
     fn text(&mut self, value: &str);
     fn int(&mut self, value: i64);
+    fn wide(&mut self, value: i128);
 }
 
 /// A row's fields as text, for tests and readers that compare rows as strings.
@@ -73,6 +78,9 @@ impl Fields for Vec<String> {
         self.push(value.to_owned());
     }
     fn int(&mut self, value: i64) {
+        self.push(value.to_string());
+    }
+    fn wide(&mut self, value: i128) {
         self.push(value.to_string());
     }
 }
@@ -101,6 +109,13 @@ impl ColumnValue for i64 {
     const TYPE: ColumnType = ColumnType::Int;
     fn put(&self, out: &mut impl Fields) {
         out.int(*self);
+    }
+}
+
+impl ColumnValue for i128 {
+    const TYPE: ColumnType = ColumnType::Wide;
+    fn put(&self, out: &mut impl Fields) {
+        out.wide(*self);
     }
 }
 
@@ -226,10 +241,10 @@ views! {
     "connections" => Connection { user_a: Name = filter "user", user_b: Name = filter "user", strength: i64 }
     /// `reach`: the weighted walks of `hops` steps from a focus user to another user (the
     /// entry of the `hops`-th power of the strength matrix).
-    "reach" => Reach { user: Name = filter "user", other: Name, hops: u32, walks: i64 }
+    "reach" => Reach { user: Name = filter "user", other: Name, hops: u32, walks: i128 }
     /// `top_connections`: a focus user's best others, by strength, then walks of 2, then of
     /// 3 hops.
-    "top_connections" => TopConnection { user: Name = filter "user", rank: u32, other: Name, strength: i64, walks2: i64, walks3: i64 }
+    "top_connections" => TopConnection { user: Name = filter "user", rank: u32, other: Name, strength: i64, walks2: i128, walks3: i128 }
     /// `sentiment`: per channel and chat window, the messages of each class and the sum of
     /// their scores × 1000 (DESIGN.md, "Sentiment"; empty without lexica).
     "sentiment" => Sentiment { channel: Name = filter "channel", window_start: i64, positive: i64, neutral: i64, negative: i64, score_milli: i64 }

@@ -43,16 +43,47 @@ use timely::progress::Timestamp;
 use crate::types::*;
 use crate::views::*;
 
+/// A strength or a number of weighted walks. Walks are sums of products of strengths (each a
+/// sum of weights within ±2³¹), so they are kept in 128 bits: three hops through hubs of a
+/// thousand neighbours with weights in the millions are far beyond an `i64`.
+pub type Walk = i128;
+
+/// The largest walk count kept (in either sign): `10^38 − 1` (38 digits, what a ClickHouse
+/// `Decimal128` could hold). A sum or product beyond it saturates there, is counted in
+/// [`SATURATED`] and logged as an error: it is reported, never wrapped around.
+pub const MAX_WALK: Walk = 99_999_999_999_999_999_999_999_999_999_999_999_999;
+
+/// How many walk sums have saturated at [`MAX_WALK`] in this process.
+pub static SATURATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `acc += a * b`, saturating at ±[`MAX_WALK`] (and saying so) instead of wrapping.
+#[inline]
+fn mul_add(acc: &mut Walk, a: Walk, b: Walk) {
+    match a.checked_mul(b).and_then(|p| acc.checked_add(p)).filter(|v| v.abs() <= MAX_WALK) {
+        Some(v) => *acc = v,
+        None => {
+            let positive = if a.signum() * b.signum() != 0 { (a.signum() * b.signum()) > 0 } else { *acc > 0 };
+            *acc = if positive { MAX_WALK } else { -MAX_WALK };
+            if SATURATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+                tracing::error!(
+                    "a walk count exceeds 10^38 - 1 and is reported as ±{MAX_WALK}: the reach and top_connections rows \
+                     that hold it are not exact"
+                );
+            }
+        }
+    }
+}
+
 /// A focus user's score of another user: (strength, two-hop walks, three-hop walks).
-type Score = (Diff, Diff, Diff);
+type Score = (Walk, Walk, Walk);
 
 /// What a worker emitted for one focus user, to diff the next computation against.
 #[derive(Default)]
 struct Emitted {
     /// `A²[f]` without `f`, sorted by user id.
-    walks2: Vec<(u32, Diff)>,
+    walks2: Vec<(u32, Walk)>,
     /// `A³[f]` without `f`, sorted by user id (empty unless three hops).
-    walks3: Vec<(u32, Diff)>,
+    walks3: Vec<(u32, Walk)>,
     /// The `top_connections` rows, rank 1 first.
     top: Vec<(u32, Score)>,
 }
@@ -68,14 +99,14 @@ struct Walks {
     /// Whether this worker owns the user (its hash falls to this worker).
     owned: Vec<bool>,
     /// The strength graph, both directions; strengths are positive.
-    adjacency: Vec<Vec<(u32, Diff)>>,
+    adjacency: Vec<Vec<(u32, Walk)>>,
     /// How many entries `adjacency` holds (twice the pairs).
     entries: usize,
     /// The focus users' multiplicities; `None`: every user is a focus user.
     focus: Option<HashMap<u32, Diff, RandomState>>,
     emitted: HashMap<u32, Emitted, RandomState>,
     /// A dense accumulator over users: `sums[u]` is valid when `marks[u] == stamp`.
-    sums: Vec<Diff>,
+    sums: Vec<Walk>,
     marks: Vec<u32>,
     stamp: u32,
 }
@@ -100,7 +131,7 @@ impl Walks {
     }
 
     /// Adds `delta` to the strength of `a`–`b`, both directions.
-    fn add(&mut self, a: u32, b: u32, delta: Diff) {
+    fn add(&mut self, a: u32, b: u32, delta: Walk) {
         for (from, to) in [(a, b), (b, a)] {
             let list = &mut self.adjacency[from as usize];
             match list.iter().position(|(v, _)| *v == to) {
@@ -146,7 +177,7 @@ impl Walks {
     }
 
     /// One row of the product `row · A`: sorted `(user, walks)`, zeros left out.
-    fn times_graph(&mut self, row: &[(u32, Diff)]) -> Vec<(u32, Diff)> {
+    fn times_graph(&mut self, row: &[(u32, Walk)]) -> Vec<(u32, Walk)> {
         self.stamp = self.stamp.wrapping_add(1);
         if self.stamp == 0 {
             self.marks.iter_mut().for_each(|m| *m = 0);
@@ -161,7 +192,7 @@ impl Walks {
                     self.sums[w] = 0;
                     touched.push(w as u32);
                 }
-                self.sums[w] += a * b;
+                mul_add(&mut self.sums[w], a, b);
             }
         }
         touched.sort_unstable();
@@ -177,7 +208,7 @@ impl Walks {
         strengths.sort_unstable();
         let walks2 = self.times_graph(&strengths);
         let walks3 = if self.hops >= 3 { self.times_graph(&walks2) } else { Vec::new() };
-        let without_f = |row: Vec<(u32, Diff)>| row.into_iter().filter(|(u, _)| *u != f).collect::<Vec<_>>();
+        let without_f = |row: Vec<(u32, Walk)>| row.into_iter().filter(|(u, _)| *u != f).collect::<Vec<_>>();
         let (walks2, walks3) = (without_f(walks2), without_f(walks3));
 
         let top = self.top_of(&strengths, &walks2, &walks3);
@@ -200,10 +231,10 @@ impl Walks {
         reach: &mut impl FnMut(Reach, Diff),
         top: &mut impl FnMut(TopConnection, Diff),
     ) -> Vec<u32> {
-        let mut delta_rows: HashMap<u32, Vec<(u32, Diff)>, RandomState> = HashMap::default();
+        let mut delta_rows: HashMap<u32, Vec<(u32, Walk)>, RandomState> = HashMap::default();
         for (&(a, b), &d) in &deltas {
-            delta_rows.entry(a).or_default().push((b, d));
-            delta_rows.entry(b).or_default().push((a, d));
+            delta_rows.entry(a).or_default().push((b, d as Walk));
+            delta_rows.entry(b).or_default().push((a, d as Walk));
         }
         let full = deltas.len() * 16 >= self.entries.max(1);
         let mut recompute: Vec<u32> = if full {
@@ -212,13 +243,13 @@ impl Walks {
         } else {
             Vec::new()
         };
-        let old_rows: HashMap<u32, Vec<(u32, Diff)>, RandomState> = if full {
+        let old_rows: HashMap<u32, Vec<(u32, Walk)>, RandomState> = if full {
             HashMap::default()
         } else {
             delta_rows.keys().map(|&e| (e, self.adjacency[e as usize].clone())).collect()
         };
         for (&(a, b), &delta) in &deltas {
-            self.add(a, b, delta);
+            self.add(a, b, delta as Walk);
         }
         if let Some(focus) = self.focus.as_mut() {
             for (&user, &diff) in &focus_changes {
@@ -238,12 +269,12 @@ impl Walks {
 
         // The rows' differences, for the owned focus users not recomputed above.
         let target = |walks: &Walks, f: u32| walks.is_focus(f) && recompute.binary_search(&f).is_err();
-        type Rows = HashMap<u32, HashMap<u32, Diff, RandomState>, RandomState>;
+        type Rows = HashMap<u32, HashMap<u32, Walk, RandomState>, RandomState>;
         let mut dw2: Rows = HashMap::default();
         for (&y, dy) in &delta_rows {
             for &(x, d) in dy {
                 for &(w, b) in &self.adjacency[x as usize] {
-                    *dw2.entry(y).or_default().entry(w).or_insert(0) += d * b;
+                    mul_add(dw2.entry(y).or_default().entry(w).or_insert(0), d, b);
                 }
             }
         }
@@ -251,7 +282,7 @@ impl Walks {
             for &(y, a) in &old_rows[&x] {
                 let row = dw2.entry(y).or_default();
                 for &(w, d) in dx {
-                    *row.entry(w).or_insert(0) += a * d;
+                    mul_add(row.entry(w).or_insert(0), a, d);
                 }
             }
         }
@@ -265,7 +296,7 @@ impl Walks {
                     let mut row = self.adjacency[x as usize].clone();
                     row.sort_unstable();
                     for (w, c) in self.times_graph(&row) {
-                        *dw3.entry(f).or_default().entry(w).or_insert(0) += d * c;
+                        mul_add(dw3.entry(f).or_default().entry(w).or_insert(0), d, c);
                     }
                 }
             }
@@ -283,7 +314,7 @@ impl Walks {
                             if let Some(dy) = dw2.get(&y) {
                                 let out = dw3.entry(f).or_default();
                                 for (&w, &d) in dy {
-                                    *out.entry(w).or_insert(0) += a * d;
+                                    mul_add(out.entry(w).or_insert(0), a, d);
                                 }
                             }
                         }
@@ -298,7 +329,7 @@ impl Walks {
                             }
                             let out = dw3.entry(f).or_default();
                             for (&w, &d) in dy {
-                                *out.entry(w).or_insert(0) += a * d;
+                                mul_add(out.entry(w).or_insert(0), a, d);
                             }
                         }
                     }
@@ -315,7 +346,7 @@ impl Walks {
             let mut rows = self.emitted.remove(&f).unwrap_or_default();
             let mut others: Vec<u32> = delta_rows.get(&f).map_or(Vec::new(), |d| d.iter().map(|(u, _)| *u).collect());
             for (hops, row, delta) in [(2, &mut rows.walks2, dw2.get(&f)), (3, &mut rows.walks3, dw3.get(&f))] {
-                let mut delta: Vec<(u32, Diff)> = delta
+                let mut delta: Vec<(u32, Walk)> = delta
                     .unwrap_or(&none)
                     .iter()
                     .filter(|(w, d)| **w != f && **d != 0)
@@ -325,11 +356,11 @@ impl Walks {
                 others.extend(delta.iter().map(|(w, _)| *w));
                 let names = &self.names;
                 apply_delta(row, &delta, |w, old, new| {
-                    let row = |walks: Diff| Reach {
+                    let row = |walks: Walk| Reach {
                         user: names[f as usize].clone(),
                         other: names[w as usize].clone(),
                         hops,
-                        walks: walks as i64,
+                        walks,
                     };
                     if old != 0 {
                         reach(row(old), -1);
@@ -377,9 +408,9 @@ impl Walks {
         &self,
         shown: &[(u32, Score)],
         others: &[u32],
-        strengths: &[(u32, Diff)],
-        walks2: &[(u32, Diff)],
-        walks3: &[(u32, Diff)],
+        strengths: &[(u32, Walk)],
+        walks2: &[(u32, Walk)],
+        walks3: &[(u32, Walk)],
     ) -> Option<Vec<(u32, Score)>> {
         let full = shown.len() >= self.top_n;
         // With all `top_n` shown, a changed user can matter only if it is shown or can rank
@@ -390,13 +421,13 @@ impl Walks {
         let mut users = others.to_vec();
         let is_shown = |u: &u32| shown.iter().any(|(v, _)| v == u);
         let strength = values_at(strengths, &users);
-        let mut columns: Vec<(u32, Diff)> = users.iter().copied().zip(strength).collect();
+        let mut columns: Vec<(u32, Walk)> = users.iter().copied().zip(strength).collect();
         if last.is_some_and(|(s, _, _)| s > 0) {
             columns.retain(|(u, s)| *s > 0 || is_shown(u));
             users = columns.iter().map(|(u, _)| *u).collect();
         }
         let two = values_at(walks2, &users);
-        let mut columns: Vec<(u32, Diff, Diff)> = columns.into_iter().zip(two).map(|((u, s), w)| (u, s, w)).collect();
+        let mut columns: Vec<(u32, Walk, Walk)> = columns.into_iter().zip(two).map(|((u, s), w)| (u, s, w)).collect();
         if last.is_some_and(|(_, w, _)| w > 0) {
             columns.retain(|(u, s, w)| *s > 0 || *w > 0 || is_shown(u));
             users = columns.iter().map(|(u, _, _)| *u).collect();
@@ -440,19 +471,19 @@ impl Walks {
     /// Neighbours (strength > 0) rank before every other user, users with two-hop walks before
     /// those with only three-hop walks, so the rows are filled tier by tier, and within a tier
     /// the next component of the score is looked up only for the users tied at the cut.
-    fn top_of(&self, strengths: &[(u32, Diff)], walks2: &[(u32, Diff)], walks3: &[(u32, Diff)]) -> Vec<(u32, Score)> {
+    fn top_of(&self, strengths: &[(u32, Walk)], walks2: &[(u32, Walk)], walks3: &[(u32, Walk)]) -> Vec<(u32, Score)> {
         let users: Vec<u32> = strengths.iter().map(|(u, _)| *u).collect();
         let (two, three) = (values_at(walks2, &users), values_at(walks3, &users));
         let mut top: Vec<(u32, Score)> =
             strengths.iter().zip(two.into_iter().zip(three)).map(|(&(u, s), (w2, w3))| (u, (s, w2, w3))).collect();
         if top.len() < self.top_n {
             let neighbour = |u: u32| strengths.binary_search_by_key(&u, |(v, _)| *v).is_ok();
-            let second: Vec<(u32, Diff)> = walks2.iter().filter(|&&(u, w)| w > 0 && !neighbour(u)).copied().collect();
+            let second: Vec<(u32, Walk)> = walks2.iter().filter(|&&(u, w)| w > 0 && !neighbour(u)).copied().collect();
             let wanted = self.top_n - top.len();
             top.extend(self.best_of_tier(second, wanted, walks3, |w2, w3| (0, w2, w3)));
             if top.len() < self.top_n {
                 let in_two = values_at(walks2, &walks3.iter().map(|(u, _)| *u).collect::<Vec<_>>());
-                let third: Vec<(u32, Diff)> = walks3
+                let third: Vec<(u32, Walk)> = walks3
                     .iter()
                     .zip(in_two)
                     .filter(|&(&(u, w), w2)| w > 0 && w2 == 0 && !neighbour(u))
@@ -470,12 +501,12 @@ impl Walks {
     /// tied with the `k`-th), then by name. `score(first, next)` makes the score.
     fn best_of_tier(
         &self,
-        mut entries: Vec<(u32, Diff)>,
+        mut entries: Vec<(u32, Walk)>,
         k: usize,
-        next: &[(u32, Diff)],
-        score: impl Fn(Diff, Diff) -> Score,
+        next: &[(u32, Walk)],
+        score: impl Fn(Walk, Walk) -> Score,
     ) -> Vec<(u32, Score)> {
-        let scored = |entries: Vec<(u32, Diff)>| -> Vec<(u32, Score)> {
+        let scored = |entries: Vec<(u32, Walk)>| -> Vec<(u32, Score)> {
             let users: Vec<u32> = entries.iter().map(|(u, _)| *u).collect();
             entries.iter().zip(values_at(next, &users)).map(|(&(u, first), second)| (u, score(first, second))).collect()
         };
@@ -487,8 +518,8 @@ impl Walks {
         }
         entries.select_nth_unstable_by(k - 1, |a, b| b.1.cmp(&a.1));
         let cut = entries[k - 1].1;
-        let mut sure: Vec<(u32, Diff)> = entries.iter().copied().filter(|e| e.1 > cut).collect();
-        let mut tied: Vec<(u32, Diff)> = entries.into_iter().filter(|e| e.1 == cut).collect();
+        let mut sure: Vec<(u32, Walk)> = entries.iter().copied().filter(|e| e.1 > cut).collect();
+        let mut tied: Vec<(u32, Walk)> = entries.into_iter().filter(|e| e.1 == cut).collect();
         sure.sort_unstable();
         tied.sort_unstable();
         let mut best = scored(sure);
@@ -519,11 +550,11 @@ impl Walks {
     ) {
         let user = &self.names[f as usize];
         for (hops, before, after) in [(2, &old.walks2, &new.walks2), (3, &old.walks3, &new.walks3)] {
-            let row = |other: u32, walks: Diff| Reach {
+            let row = |other: u32, walks: Walk| Reach {
                 user: user.clone(),
                 other: self.names[other as usize].clone(),
                 hops,
-                walks: walks as i64,
+                walks,
             };
             merge_rows(before, after, |other, was, is| {
                 if was != 0 {
@@ -550,9 +581,10 @@ impl Walks {
             user: user.clone(),
             rank: rank as u32 + 1,
             other: self.names[other as usize].clone(),
+            // A strength is a sum of i64 weights, so it fits.
             strength: strength as i64,
-            walks2: walks2 as i64,
-            walks3: walks3 as i64,
+            walks2,
+            walks3,
         };
         for rank in 0..old.len().max(new.len()) {
             let (was, is) = (old.get(rank), new.get(rank));
@@ -584,7 +616,7 @@ fn seek<I>(items: &[I], from: usize, u: u32, user: impl Fn(&I) -> u32) -> usize 
 
 /// The values of `row` (sorted by user) at `users` (sorted), 0 where absent; the shorter list
 /// is walked and the longer one searched.
-fn values_at(row: &[(u32, Diff)], users: &[u32]) -> Vec<Diff> {
+fn values_at(row: &[(u32, Walk)], users: &[u32]) -> Vec<Walk> {
     if row.len() < users.len() {
         let mut out = vec![0; users.len()];
         let mut j = 0;
@@ -614,7 +646,7 @@ fn values_at(row: &[(u32, Diff)], users: &[u32]) -> Vec<Diff> {
 /// Adds `delta` (sorted by user, no zeros) to `row` (sorted by user, no zeros), dropping
 /// entries that reach 0, and calls `changed(user, old, new)` for each entry of `delta`. A few
 /// changes are inserted in place; many are merged in one pass.
-fn apply_delta(row: &mut Vec<(u32, Diff)>, delta: &[(u32, Diff)], mut changed: impl FnMut(u32, Diff, Diff)) {
+fn apply_delta(row: &mut Vec<(u32, Walk)>, delta: &[(u32, Walk)], mut changed: impl FnMut(u32, Walk, Walk)) {
     if delta.len() * 64 < row.len() {
         for &(w, d) in delta {
             match row.binary_search_by_key(&w, |(u, _)| *u) {
@@ -657,7 +689,7 @@ fn apply_delta(row: &mut Vec<(u32, Diff)>, delta: &[(u32, Diff)], mut changed: i
 
 /// Calls `changed(user, old, new)` for every user whose value differs between two sorted rows
 /// (zero where absent).
-fn merge_rows(old: &[(u32, Diff)], new: &[(u32, Diff)], mut changed: impl FnMut(u32, Diff, Diff)) {
+fn merge_rows(old: &[(u32, Walk)], new: &[(u32, Walk)], mut changed: impl FnMut(u32, Walk, Walk)) {
     let (mut i, mut j) = (0, 0);
     while i < old.len() || j < new.len() {
         match (old.get(i), new.get(j)) {
@@ -848,9 +880,23 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
+    #[test]
+    fn walk_sums_saturate_and_are_counted_instead_of_wrapping() {
+        let mut acc: Walk = 0;
+        mul_add(&mut acc, 1 << 62, 1 << 62);
+        assert_eq!(acc, 1 << 124);
+        let before = SATURATED.load(std::sync::atomic::Ordering::Relaxed);
+        mul_add(&mut acc, 1 << 100, 1 << 100);
+        assert_eq!(acc, MAX_WALK);
+        mul_add(&mut acc, -(1 << 100), 1 << 100);
+        assert_eq!(acc, -MAX_WALK);
+        assert!(SATURATED.load(std::sync::atomic::Ordering::Relaxed) >= before + 2);
+        assert_eq!(MAX_WALK.to_string(), "9".repeat(38));
+    }
+
     /// A sorted row without zeros (user, value), from arbitrary pairs.
-    fn row_strategy(users: u32, len: usize) -> impl Strategy<Value = Vec<(u32, Diff)>> {
-        prop::collection::btree_map(0..users, prop_oneof![-5 as Diff..0, 1 as Diff..5], 0..len)
+    fn row_strategy(users: u32, len: usize) -> impl Strategy<Value = Vec<(u32, Walk)>> {
+        prop::collection::btree_map(0..users, prop_oneof![-5 as Walk..0, 1 as Walk..5], 0..len)
             .prop_map(|m| m.into_iter().collect())
     }
 
@@ -876,7 +922,7 @@ mod tests {
             users in prop::collection::btree_set(0u32..300, 0..200),
         ) {
             let users: Vec<u32> = users.into_iter().collect();
-            let expected: Vec<Diff> = users
+            let expected: Vec<Walk> = users
                 .iter()
                 .map(|u| row.binary_search_by_key(u, |(v, _)| *v).map_or(0, |i| row[i].1))
                 .collect();
@@ -891,15 +937,15 @@ mod tests {
             cancel in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
         ) {
             // Some changes cancel an entry of the row exactly.
-            let mut delta: BTreeMap<u32, Diff> = delta.into_iter().collect();
+            let mut delta: BTreeMap<u32, Walk> = delta.into_iter().collect();
             if !row.is_empty() {
                 for i in cancel {
                     let (u, v) = row[i.index(row.len())];
                     delta.insert(u, -v);
                 }
             }
-            let delta: Vec<(u32, Diff)> = delta.into_iter().collect();
-            let mut expected: BTreeMap<u32, Diff> = row.iter().copied().collect();
+            let delta: Vec<(u32, Walk)> = delta.into_iter().collect();
+            let mut expected: BTreeMap<u32, Walk> = row.iter().copied().collect();
             let mut expected_calls = Vec::new();
             for &(w, d) in &delta {
                 let old = expected.get(&w).copied().unwrap_or(0);

@@ -359,7 +359,7 @@ async fn catalog() -> Json<Value> {
                 .iter()
                 .map(|c| {
                     let ty = match c.ty {
-                        dataflows::ColumnType::Int => "int",
+                        dataflows::ColumnType::Int | dataflows::ColumnType::Wide => "int",
                         dataflows::ColumnType::Text => "text",
                     };
                     json!({"name": c.name, "type": ty, "filter": c.filter})

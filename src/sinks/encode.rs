@@ -76,6 +76,10 @@ impl<F: Format> Fields for Encoder<'_, F> {
         self.separate();
         self.out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
+    fn wide(&mut self, value: i128) {
+        self.separate();
+        self.out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    }
 }
 
 pub fn escape_tsv(out: &mut Vec<u8>, value: &str) {

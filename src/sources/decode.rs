@@ -14,6 +14,12 @@ use serde::Deserialize;
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
 /// A dead letter keeps at most this much of the raw record (1 KiB).
 pub const MAX_RAW_BYTES: usize = 1024;
+/// Why an importer leaves out a record whose event line would be `len` bytes: more than the
+/// decoder takes (escaping can make an event longer than the record it came from).
+pub fn event_too_long(len: usize) -> String {
+    format!("its event would be {len} bytes, over the limit of {MAX_RECORD_BYTES} bytes")
+}
+
 /// The largest edge weight an event may carry, either sign (2³¹). Strengths sum weights, and
 /// 2³² events of this weight on one pair still fit an `i64`.
 pub const MAX_WEIGHT: i64 = 1 << 31;

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use chrono::{DateTime, NaiveDateTime};
 
-use crate::sources::decode::{write_chat_line, write_edge_line, MAX_RECORD_BYTES};
+use crate::sources::decode::{event_too_long, write_chat_line, write_edge_line, MAX_RECORD_BYTES};
 
 /// The log formats `chatflow import` reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -88,28 +88,41 @@ pub fn import(
         let name = file.display().to_string();
         let open_error = |e: io::Error| io::Error::new(e.kind(), format!("{name}: {e}"));
         match format {
-            ImportFormat::TwitchCsv => {
-                let data = std::fs::read(file).map_err(open_error)?;
-                let mut format = ChatCsv { columns: Columns { ts: 0, channel: 1, user: 2, text: 3 } };
-                import_csv(&name, &data, &mut format, out, &mut report)?
-            }
-            ImportFormat::EdgesCsv => {
-                let data = std::fs::read(file).map_err(open_error)?;
-                let mut format = EdgeCsv { src: 0, dst: 1, weight: None, width: 0, ts: options.edge_ts };
-                import_csv(&name, &data, &mut format, out, &mut report)?
-            }
-            ImportFormat::Tweets => {
-                let data = std::fs::read(file).map_err(open_error)?;
-                crate::sources::tweets::import_tweets(&name, &data, out, &mut report)?
-            }
             ImportFormat::TwitchIrc => {
                 let reader = io::BufReader::new(std::fs::File::open(file).map_err(open_error)?);
                 import_irc(&name, reader, out, &mut report)?
+            }
+            _ => {
+                let data = std::fs::read(file).map_err(open_error)?;
+                import_into(format, &name, &data, options, out, &mut report)?
             }
         }
     }
     out.flush()?;
     Ok(report)
+}
+
+/// Imports the bytes of one file named `name` (as [`import`] does a file), adding to `report`.
+pub fn import_into(
+    format: ImportFormat,
+    name: &str,
+    data: &[u8],
+    options: &ImportOptions,
+    out: &mut impl Write,
+    report: &mut ImportReport,
+) -> io::Result<()> {
+    match format {
+        ImportFormat::TwitchCsv => {
+            let mut format = ChatCsv { columns: Columns { ts: 0, channel: 1, user: 2, text: 3 } };
+            import_csv(name, data, &mut format, out, report)
+        }
+        ImportFormat::EdgesCsv => {
+            let mut format = EdgeCsv { src: 0, dst: 1, weight: None, width: 0, ts: options.edge_ts };
+            import_csv(name, data, &mut format, out, report)
+        }
+        ImportFormat::Tweets => crate::sources::tweets::import_tweets(name, data, out, report),
+        ImportFormat::TwitchIrc => import_irc(name, data, out, report),
+    }
 }
 
 fn write_event(out: &mut impl Write, ts: i64, channel: &str, user: &str, text: &str) -> io::Result<()> {
@@ -363,6 +376,7 @@ fn import_csv(
             }
         }
         match format.record(&fields) {
+            Ok(event) if event.len() > MAX_RECORD_BYTES => bad(event_too_long(event.len())),
             Ok(event) => {
                 if let Some(previous) = held.replace(Held { start, line, event }) {
                     flush(previous, out, report)?;
@@ -520,8 +534,14 @@ fn import_irc(name: &str, mut reader: impl BufRead, out: &mut impl Write, report
             Ok(IrcLine::Server | IrcLine::Ping(_) | IrcLine::Reconnect) => report.skipped += 1,
             Ok(IrcLine::Message { user, channel, text, .. }) => match current {
                 Some(ts) => {
-                    write_event(out, ts, channel, user, text)?;
-                    report.events += 1;
+                    let mut event = Vec::new();
+                    write_event(&mut event, ts, channel, user, text)?;
+                    if event.len() > MAX_RECORD_BYTES + 1 {
+                        bad(event_too_long(event.len() - 1));
+                    } else {
+                        out.write_all(&event)?;
+                        report.events += 1;
+                    }
                 }
                 None => bad("message before any timestamp".into()),
             },

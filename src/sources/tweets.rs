@@ -29,7 +29,7 @@ use std::io::{self, Write};
 use chrono::{DateTime, NaiveDate};
 use serde_json::Value;
 
-use crate::sources::decode::MAX_RECORD_BYTES;
+use crate::sources::decode::{event_too_long, MAX_RECORD_BYTES};
 use crate::sources::import::{parse_timestamp, ImportReport, Unparsed};
 
 /// A post, ready to be written.
@@ -74,8 +74,14 @@ fn emit(name: &str, line: u64, record: &Value, out: &mut impl Write, report: &mu
     match posts_of(record) {
         Ok(posts) => {
             for post in posts {
-                post.write(out)?;
-                report.events += 1;
+                let mut event = Vec::new();
+                post.write(&mut event)?;
+                if event.len() > MAX_RECORD_BYTES + 1 {
+                    unparsed(report, name, line, event_too_long(event.len() - 1));
+                } else {
+                    out.write_all(&event)?;
+                    report.events += 1;
+                }
             }
         }
         Err(reason) => unparsed(report, name, line, reason),

@@ -86,6 +86,16 @@ fn fixture_to_clickhouse_equals_the_oracle_at_1_and_2_workers() {
     let chat = produce(dir.path(), "chat.jsonl", 20_000, 61, 0.02);
     let edges = dir.path().join("edges.jsonl");
     run_ok(&["produce", "--kind", "edges", "--out-file", path_str(&edges), "--count", "3000", "--user-ids", "300"]);
+    // Heavy edges whose walks exceed 64 bits (2⁶⁴ two-hop walks): Decimal128 columns.
+    let mut heavy = std::fs::OpenOptions::new().append(true).open(&edges).unwrap();
+    for (s, d) in [("heavy_x", "heavy_h"), ("heavy_h", "heavy_x"), ("heavy_h", "heavy_y"), ("heavy_y", "heavy_h")] {
+        std::io::Write::write_all(
+            &mut heavy,
+            format!("{{\"ts\":1740787200000,\"src\":\"{s}\",\"dst\":\"{d}\",\"weight\":2147483648}}\n").as_bytes(),
+        )
+        .unwrap();
+    }
+    drop(heavy);
     let others = dir.path().join("posts.jsonl");
     run_ok(&["produce", "--kind", "posts,viewers", "--out", path_str(&others), "--count", "6000", "--seed", "62"]);
     let mixed = dir.path().join("mixed.jsonl");
@@ -583,6 +593,12 @@ fn a_current_clickhouse_accepts_every_statement() {
     run_ok(&["produce", "--kind", "posts,viewers", "--out", path_str(&others), "--count", "2000", "--seed", "68"]);
     let edges = dir.path().join("edges.jsonl");
     run_ok(&["produce", "--kind", "edges", "--out", path_str(&edges), "--count", "500", "--user-ids", "60"]);
+    // Walks beyond 64 bits, into Decimal128 columns.
+    let mut heavy = std::fs::read_to_string(&edges).unwrap();
+    for (s, d) in [("big_x", "big_h"), ("big_h", "big_x"), ("big_h", "big_y"), ("big_y", "big_h")] {
+        heavy += &format!("{{\"ts\":1,\"src\":\"{s}\",\"dst\":\"{d}\",\"weight\":2147483648}}\n");
+    }
+    std::fs::write(&edges, heavy).unwrap();
     let mixed = dir.path().join("mixed.jsonl");
     let mut bytes = std::fs::read(&chat).unwrap();
     bytes.extend(std::fs::read(&edges).unwrap());

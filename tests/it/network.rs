@@ -371,6 +371,26 @@ fn edge_lists_with_the_real_traps() {
     }
 }
 
+/// Walks beyond 64 bits are exact: two pairs of strength 2³² through a hub make 2⁶⁴ two-hop
+/// walks and 2⁹⁷ three-hop ones (they used to wrap around silently), at -w 1 and -w 2.
+#[test]
+fn walks_beyond_64_bits_are_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("edges.jsonl");
+    let edge = |s: &str, d: &str| format!(r#"{{"ts":1,"src":"{s}","dst":"{d}","weight":2147483648}}"#);
+    let lines = [edge("x", "h"), edge("h", "x"), edge("h", "y"), edge("y", "h")];
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let expected = oracle::network_views(&read_edges(&input), None, 3, 30);
+    let row = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert!(expected["reach"].contains(&row(&["x", "y", "2", "18446744073709551616"])), "{:?}", expected["reach"]);
+    assert!(expected["reach"].contains(&row(&["x", "h", "3", &(1i128 << 97).to_string()])));
+    for workers in ["1", "2"] {
+        let out = dir.path().join(format!("out{workers}"));
+        let views = run_network_views(&[&input], &out, &["-w", workers, "--hops", "3"]);
+        assert_views_eq(&views, &expected, &format!("-w {workers}"));
+    }
+}
+
 /// Weights at the bound (2³¹) sum exactly; a weight beyond it (here the two `add`s of
 /// i64::MAX that used to wrap around and make the pair vanish) is a dead letter naming it,
 /// and the pair keeps its true strength.

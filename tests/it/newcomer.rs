@@ -57,7 +57,7 @@ fn typed_order(v: &str, a: &[String], b: &[String]) -> Ordering {
     let def = view(v).unwrap();
     for ((column, x), y) in def.columns.iter().zip(a).zip(b) {
         let o = match column.ty {
-            ColumnType::Int => x.parse::<i64>().unwrap().cmp(&y.parse::<i64>().unwrap()),
+            ColumnType::Int | ColumnType::Wide => x.parse::<i128>().unwrap().cmp(&y.parse::<i128>().unwrap()),
             ColumnType::Text => x.cmp(y),
         };
         if o != Ordering::Equal {

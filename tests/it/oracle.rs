@@ -122,17 +122,19 @@ pub fn network_views(edges: &[EdgeUpdate], focus: Option<&[String]>, hops: u32, 
         }
     }
     totals.retain(|_, s| *s > 0);
-    let mut adjacency: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    // Walks in 128 bits, checked: products of strengths outgrow an i64.
+    let mut adjacency: BTreeMap<String, BTreeMap<String, i128>> = BTreeMap::new();
     for ((a, b), s) in &totals {
-        adjacency.entry(a.clone()).or_default().insert(b.clone(), *s);
-        adjacency.entry(b.clone()).or_default().insert(a.clone(), *s);
+        adjacency.entry(a.clone()).or_default().insert(b.clone(), i128::from(*s));
+        adjacency.entry(b.clone()).or_default().insert(a.clone(), i128::from(*s));
     }
     // One row of a matrix power times A.
-    let times_a = |row: &BTreeMap<String, i64>| {
-        let mut next: BTreeMap<String, i64> = BTreeMap::new();
+    let times_a = |row: &BTreeMap<String, i128>| {
+        let mut next: BTreeMap<String, i128> = BTreeMap::new();
         for (v, x) in row {
             for (w, s) in adjacency.get(v).into_iter().flatten() {
-                *next.entry(w.clone()).or_default() += x * s;
+                let sum = next.entry(w.clone()).or_default();
+                *sum = x.checked_mul(*s).and_then(|p| sum.checked_add(p)).expect("the oracle's walks fit 128 bits");
             }
         }
         next.retain(|_, x| *x != 0);
@@ -159,7 +161,7 @@ pub fn network_views(edges: &[EdgeUpdate], focus: Option<&[String]>, hops: u32, 
                 reach.insert(vec![f.clone(), other.clone(), h.to_string(), walks.to_string()]);
             }
         }
-        let mut scored: Vec<((i64, i64, i64), &String)> = a1
+        let mut scored: Vec<((i128, i128, i128), &String)> = a1
             .keys()
             .chain(a2.keys())
             .chain(a3.keys())
@@ -167,7 +169,7 @@ pub fn network_views(edges: &[EdgeUpdate], focus: Option<&[String]>, hops: u32, 
             .collect::<BTreeSet<_>>()
             .into_iter()
             .map(|o| {
-                let get = |m: &BTreeMap<String, i64>| m.get(o).copied().unwrap_or(0);
+                let get = |m: &BTreeMap<String, i128>| m.get(o).copied().unwrap_or(0);
                 ((get(&a1), get(&a2), get(&a3)), o)
             })
             .filter(|(score, _)| *score > (0, 0, 0))
