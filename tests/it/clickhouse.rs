@@ -79,32 +79,56 @@ fn all_views() -> Vec<&'static str> {
     dataflows::CATALOG.iter().map(|v| v.name).collect()
 }
 
-#[test]
-fn fixture_to_clickhouse_equals_the_oracle_at_1_and_2_workers() {
-    let url = server();
-    let dir = tempfile::tempdir().unwrap();
-    let chat = produce(dir.path(), "chat.jsonl", 20_000, 61, 0.02);
-    let edges = dir.path().join("edges.jsonl");
-    run_ok(&["produce", "--kind", "edges", "--out-file", path_str(&edges), "--count", "3000", "--user-ids", "300"]);
-    // Heavy edges whose walks exceed 64 bits (2⁶⁴ two-hop walks): Decimal128 columns.
-    let mut heavy = std::fs::OpenOptions::new().append(true).open(&edges).unwrap();
+/// The inputs of a run of every view: chat (with late events), edges (with four heavy ones
+/// whose walks exceed 64 bits), posts and viewer counts, and one line that is not JSON.
+struct Mixed {
+    chat: std::path::PathBuf,
+    edges: std::path::PathBuf,
+    others: std::path::PathBuf,
+    /// All of them in one file.
+    mixed: std::path::PathBuf,
+    lexicon_dir: std::path::PathBuf,
+}
+
+fn mixed_fixture(dir: &Path, messages: u64, edge_events: u64, others_events: u64, seed: u64) -> Mixed {
+    let chat = produce(dir, "chat.jsonl", messages, seed, 0.02);
+    let edges = dir.join("edges.jsonl");
+    let users = (edge_events / 10).to_string();
+    run_ok(&[
+        "produce",
+        "--kind",
+        "edges",
+        "--out",
+        path_str(&edges),
+        "--count",
+        &edge_events.to_string(),
+        "--user-ids",
+        &users,
+    ]);
+    // Two pairs of strength 2³² through a hub: 2⁶⁴ two-hop walks.
+    let mut text = std::fs::read_to_string(&edges).unwrap();
     for (s, d) in [("heavy_x", "heavy_h"), ("heavy_h", "heavy_x"), ("heavy_h", "heavy_y"), ("heavy_y", "heavy_h")] {
-        std::io::Write::write_all(
-            &mut heavy,
-            format!("{{\"ts\":1740787200000,\"src\":\"{s}\",\"dst\":\"{d}\",\"weight\":2147483648}}\n").as_bytes(),
-        )
-        .unwrap();
+        text += &format!("{{\"ts\":1740787200000,\"src\":\"{s}\",\"dst\":\"{d}\",\"weight\":2147483648}}\n");
     }
-    drop(heavy);
-    let others = dir.path().join("posts.jsonl");
-    run_ok(&["produce", "--kind", "posts,viewers", "--out", path_str(&others), "--count", "6000", "--seed", "62"]);
-    let mixed = dir.path().join("mixed.jsonl");
+    std::fs::write(&edges, text).unwrap();
+    let others = dir.join("others.jsonl");
+    let (count, seed) = (others_events.to_string(), (seed + 1).to_string());
+    run_ok(&["produce", "--kind", "posts,viewers", "--out", path_str(&others), "--count", &count, "--seed", &seed]);
+    let mixed = dir.join("mixed.jsonl");
     let mut bytes = std::fs::read(&chat).unwrap();
     bytes.extend(std::fs::read(&edges).unwrap());
     bytes.extend(std::fs::read(&others).unwrap());
     bytes.extend(b"not json\n");
     std::fs::write(&mixed, bytes).unwrap();
-    let lexicon_dir = crate::mission::test_lexica(dir.path());
+    let lexicon_dir = crate::mission::test_lexica(dir);
+    Mixed { chat, edges, others, mixed, lexicon_dir }
+}
+
+#[test]
+fn fixture_to_clickhouse_equals_the_oracle_at_1_and_2_workers() {
+    let url = server();
+    let dir = tempfile::tempdir().unwrap();
+    let Mixed { chat, edges, others, mixed, lexicon_dir } = mixed_fixture(dir.path(), 20_000, 3_000, 6_000, 61);
 
     let msgs = oracle::read_chats(&chat);
     let mut expected = oracle::chat_views(&msgs, 60, 10);
@@ -588,24 +612,7 @@ fn a_current_clickhouse_accepts_every_statement() {
         assert!(output.status.success(), "chatflow {args:?}: {}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
-    let chat = produce(dir.path(), "chat.jsonl", 4_000, 67, 0.02);
-    let others = dir.path().join("others.jsonl");
-    run_ok(&["produce", "--kind", "posts,viewers", "--out", path_str(&others), "--count", "2000", "--seed", "68"]);
-    let edges = dir.path().join("edges.jsonl");
-    run_ok(&["produce", "--kind", "edges", "--out", path_str(&edges), "--count", "500", "--user-ids", "60"]);
-    // Walks beyond 64 bits, into Decimal128 columns.
-    let mut heavy = std::fs::read_to_string(&edges).unwrap();
-    for (s, d) in [("big_x", "big_h"), ("big_h", "big_x"), ("big_h", "big_y"), ("big_y", "big_h")] {
-        heavy += &format!("{{\"ts\":1,\"src\":\"{s}\",\"dst\":\"{d}\",\"weight\":2147483648}}\n");
-    }
-    std::fs::write(&edges, heavy).unwrap();
-    let mixed = dir.path().join("mixed.jsonl");
-    let mut bytes = std::fs::read(&chat).unwrap();
-    bytes.extend(std::fs::read(&edges).unwrap());
-    bytes.extend(std::fs::read(&others).unwrap());
-    bytes.extend(b"not json\n");
-    std::fs::write(&mixed, bytes).unwrap();
-    let lexicon_dir = crate::mission::test_lexica(dir.path());
+    let Mixed { mixed, lexicon_dir, .. } = mixed_fixture(dir.path(), 4_000, 500, 2_000, 67);
     let db = database("current");
     let out = dir.path().join("out");
     let base = ["run", "--replay", path_str(&mixed), "--clickhouse", &url, "--database", &db, "--out", path_str(&out)];
