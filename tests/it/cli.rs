@@ -377,3 +377,65 @@ fn a_second_run_on_a_live_output_directory_is_refused() {
     run_views_of(&fixture, &out, &["--batch", "100", "--resume"]);
     assert_views_eq(&read_views(&out, &CHAT_VIEWS), &expected, "resumed after kill -9");
 }
+
+/// A tmpfs of `kib` KiB mounted at a directory of its own, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, kib: u64) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs", path_str(at)])
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "mounting a {kib} KiB tmpfs at {} failed: this test needs root (as scripts/test.sh's network namespaces do)",
+            at.display()
+        );
+        SmallDisk(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A full disk under `--out` stops the run with exit 1 and a message naming the file and the
+/// reason, and loses nothing that was committed: the directory, copied to a disk with room,
+/// resumes to files byte-identical to one uninterrupted run.
+#[test]
+fn a_full_disk_stops_the_run_plainly_and_loses_nothing_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = produce(dir.path(), "chat.jsonl", 40_000, 43, 0.02);
+    let plain = dir.path().join("plain");
+    run_views_of(&fixture, &plain, &["--batch", "500"]);
+    let bytes: u64 = CHAT_VIEWS.iter().map(|v| read_bytes(&plain, v).len() as u64).sum();
+    let disk = SmallDisk::mount(&dir.path().join("small"), bytes / 2 / 1024);
+    let out = disk.0.join("out");
+    // Paced to about a second, so that the progress record is written several times before
+    // the disk fills (the output does not depend on the pace).
+    let output = chatflow()
+        .args(["run", "--replay", path_str(&fixture), "--out", path_str(&out), "--batch", "500"])
+        .args(["--replay-rate", "40000"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("No space left on device") && stderr.contains(path_str(&out)), "{stderr}");
+    let progress =
+        std::fs::read_to_string(out.join("_progress.csv")).expect("nothing was committed before the disk filled");
+    let moved = dir.path().join("moved");
+    let copied = std::process::Command::new("cp").args(["-r", path_str(&out), path_str(&moved)]).status().unwrap();
+    assert!(copied.success());
+    drop(disk);
+    run_views_of(&fixture, &moved, &["--batch", "500", "--resume"]);
+    for view in CHAT_VIEWS {
+        assert!(
+            read_bytes(&plain, view) == read_bytes(&moved, view),
+            "{view}.csv: resumed after a full disk (progress {progress:?}) differs from one run's"
+        );
+    }
+}
