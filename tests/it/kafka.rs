@@ -1,6 +1,7 @@
 //! The Kafka source against a real broker (tansu, started by scripts/test.sh on
 //! 127.0.0.1:9092; each test uses topics of its own): Kafka equals replay at -w 2 and as two
-//! processes, stop and --resume, a broker restart, an idle partition, and bad records.
+//! processes, stop and --resume, a broker restart, an idle partition, and bad records; and
+//! librdkafka's mock cluster (in the test process) for injected fetch errors and a broker down.
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -466,4 +467,55 @@ fn losing_a_peer_process_ends_the_other_plainly() {
     let reference = dir.path().join("reference");
     run_with(&kafka_run(&prefix, broker, &reference, &["--until-caught-up"]));
     assert_views_eq(&read_views(&out, &all_views()), &read_views(&reference, &all_views()), "after the lost peer");
+}
+
+/// librdkafka's mock cluster (three brokers in this test process; chatflow connects to them on
+/// loopback) fails the first fetches with leader and timeout errors, and the leader of one
+/// partition is down when the run starts and comes back once the run has begun: the consumer
+/// retries through both, and the views equal the oracle.
+#[test]
+fn the_consumer_retries_through_a_mock_clusters_faults() {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let mock = MockCluster::new(3).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = produce(dir.path(), "chat.jsonl", 20_000, 47, 0.01);
+    let topic = unique("mock-chat");
+    mock.create_topic(&topic, 2, 3).unwrap();
+    mock.partition_leader(&topic, 0, Some(1)).unwrap();
+    mock.partition_leader(&topic, 1, Some(2)).unwrap();
+    let no_others = ["--edges-topic", "", "--posts-topic", "", "--viewers-topic", ""];
+    let mut args = vec!["produce", "--kafka", &brokers, "--from", path_str(&fixture), "--chat-topic", &topic];
+    args.extend(no_others);
+    run_ok(&args);
+
+    use RDKafkaRespErr::*;
+    let errors = [
+        RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+        RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+    ];
+    mock.request_errors(RDKafkaApiKey::Fetch, &errors);
+    mock.broker_down(1).unwrap();
+    let out = dir.path().join("out");
+    let mut run = vec!["run", "--kafka", &brokers, "--chat-topic", &topic];
+    run.extend(no_others);
+    run.extend(["--until-caught-up", "-w", "2", "--tick-ms", "100", "--out", path_str(&out)]);
+    let mut child = chatflow().args(&run).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // Back up once the run has checked its topics and recorded its deployment (it consumes
+    // next), or at once if it has already ended.
+    let started = poll_until(Duration::from_secs(60), || {
+        out.join("_deployment.csv").exists() || child.try_wait().unwrap().is_some()
+    });
+    mock.broker_up(1).unwrap();
+    if !started {
+        kill_and_fail(&mut child, "the run did not start in 60 s".into());
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let expected = oracle::chat_views(&oracle::read_chats(&fixture), 60, 10);
+    assert_views_eq(&read_views(&out, &CHAT_VIEWS), &expected, "through the mock cluster's faults");
 }
