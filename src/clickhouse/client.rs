@@ -87,7 +87,7 @@ impl Client {
     /// Runs a statement (its text in the body) and returns the answer.
     pub fn execute(&self, sql: &str) -> Result<String> {
         let answer = self.finish(self.request(&[]).send_string(sql), short(sql));
-        log_statement(Statement { kind: "execute", sql, data: None, external: None, answer: answer.as_deref().ok() });
+        log_statement("execute", sql, None, None, answer.as_deref().ok());
         answer
     }
 
@@ -96,8 +96,7 @@ impl Client {
         let query = format!("INSERT INTO {table} FORMAT TabSeparated");
         let done = self.finish(self.request(&[("query", &query)]).send_bytes(rows), short(&query)).map(drop);
         if done.is_ok() {
-            let data = String::from_utf8_lossy(rows);
-            log_statement(Statement { kind: "insert", sql: &query, data: Some(&data), external: None, answer: None });
+            log_statement("insert", &query, Some(rows), None, None);
         }
         done
     }
@@ -121,14 +120,7 @@ impl Client {
             .request(&[("query", sql), (&structure_key, structure), (&format_key, "TabSeparated")])
             .set("Content-Type", &format!("multipart/form-data; boundary={boundary}"));
         let answer = self.finish(request.send_bytes(&body), short(sql));
-        let data = String::from_utf8_lossy(rows);
-        log_statement(Statement {
-            kind: "select_with",
-            sql,
-            data: Some(&data),
-            external: Some((name, structure)),
-            answer: answer.as_deref().ok(),
-        });
+        log_statement("select_with", sql, Some(rows), Some((name, structure)), answer.as_deref().ok());
         answer
     }
 }
@@ -139,7 +131,7 @@ struct Statement<'a> {
     kind: &'static str,
     sql: &'a str,
     /// An insert's rows, or a select's external table rows.
-    data: Option<&'a str>,
+    data: Option<std::borrow::Cow<'a, str>>,
     /// A select's external table: (name, structure).
     external: Option<(&'a str, &'a str)>,
     /// What the server answered (`None` for inserts and failures).
@@ -150,7 +142,16 @@ struct Statement<'a> {
 /// appended to that file as a JSON line, in the order the server took them, with its data
 /// and answer: the test that checks chatflow's SQL against a current ClickHouse replays them
 /// (`scripts/lib/chdb_check.py`). A diagnostic: without the variable nothing is recorded.
-fn log_statement(statement: Statement) {
+///
+/// Without the variable this costs one look at a `OnceLock`: the rows of an insert are not
+/// touched.
+fn log_statement(
+    kind: &'static str,
+    sql: &str,
+    data: Option<&[u8]>,
+    external: Option<(&str, &str)>,
+    answer: Option<&str>,
+) {
     static LOG: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> = std::sync::OnceLock::new();
     let log = LOG.get_or_init(|| {
         let path = std::env::var_os("CHATFLOW_SQL_LOG")?;
@@ -164,6 +165,8 @@ fn log_statement(statement: Statement) {
         }
     });
     if let Some(file) = log {
+        let data = data.map(String::from_utf8_lossy);
+        let statement = Statement { kind, sql, data, external, answer };
         let mut line = serde_json::to_vec(&statement).expect("a statement is JSON");
         line.push(b'\n');
         let mut file = file.lock().unwrap_or_else(|p| p.into_inner());

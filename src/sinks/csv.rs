@@ -55,7 +55,7 @@ impl EncodedRun {
     }
     /// The sort key of row `i`.
     fn key(&self, i: usize) -> (u64, &[u8]) {
-        (self.0.rows[i].0, self.row(i))
+        (self.0.hash(i), self.row(i))
     }
     /// Asks the CPU to fetch row `i`'s bytes into the cache. The rows are sorted by hash, so
     /// reading them in order jumps around `bytes` (a graph load's 3 M `reach` rows: 100 MB),
@@ -63,7 +63,7 @@ impl EncodedRun {
     fn prefetch(&self, i: usize) {
         #[cfg(target_arch = "x86_64")]
         {
-            let start = self.0.rows[i].1 as usize;
+            let start = self.0.start(i);
             if let Some(byte) = self.0.bytes.get(start) {
                 // SAFETY: a prefetch is a hint; it never faults, and the address is in bounds.
                 unsafe {
@@ -78,13 +78,13 @@ impl EncodedRun {
     }
 
     fn diff(&self, i: usize) -> Diff {
-        self.0.rows[i].3
+        self.0.diff(i)
     }
     fn len(&self) -> usize {
-        self.0.rows.len()
+        self.0.len()
     }
     fn is_empty(&self) -> bool {
-        self.0.rows.is_empty()
+        self.0.is_empty()
     }
 }
 

@@ -129,61 +129,6 @@ pub fn csv_header(view: &ViewDef) -> Vec<u8> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Consolidation agrees with a plain one: rows in (hash, bytes) order, equal rows summed,
-    /// zeros gone.
-    #[test]
-    fn consolidation_of_many_rows_sums_and_orders() {
-        for count in [100usize, 50_000] {
-            let mut pending = EncodedRows::default();
-            let mut expected: std::collections::BTreeMap<(u64, Vec<u8>), Diff> = Default::default();
-            let mut state = 0x2545_f491_4f6c_dd1du64;
-            for _ in 0..count {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let row = format!("user{},{}", state % 5_000, state % 7);
-                let diff = if state % 3 == 0 { -1 } else { 1 };
-                pending.push(|bytes| bytes.extend_from_slice(row.as_bytes()), diff);
-                *expected.entry((row_hash(row.as_bytes()), row.into_bytes())).or_default() += diff;
-            }
-            expected.retain(|_, d| *d != 0);
-            pending.consolidate();
-            let got: Vec<((u64, Vec<u8>), Diff)> = (0..pending.rows.len())
-                .map(|i| ((pending.rows[i].0, pending.row(i).to_vec()), pending.rows[i].3))
-                .collect();
-            assert_eq!(got, expected.into_iter().collect::<Vec<_>>(), "{count} rows");
-        }
-    }
-
-    #[test]
-    fn csv_quoting() {
-        let mut out = Vec::new();
-        let mut f = CsvFields::new(&mut out);
-        f.text("plain");
-        f.text("a,b");
-        f.text("say \"hi\"");
-        f.text("two\nlines");
-        f.text("");
-        f.int(-42);
-        assert_eq!(String::from_utf8(out).unwrap(), "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",\"\",-42");
-    }
-
-    #[test]
-    fn tsv_escaping_round_trips() {
-        for value in ["plain", "tab\there", "line\nend\r", "back\\slash", "x'); DROP TABLE word_counts; --", "nul\0"] {
-            let mut out = Vec::new();
-            escape_tsv(&mut out, value);
-            let text = String::from_utf8(out).unwrap();
-            assert!(!text.contains('\t') && !text.contains('\n'), "{text:?}");
-            assert_eq!(unescape_tsv(&text), value);
-        }
-    }
-}
-
 /// Rows encoded one after another into one buffer, as they arrived: per row a fixed-seed hash
 /// of its bytes, where it starts and ends in `bytes`, and its diff. Consolidating them sorts
 /// by (hash, bytes), which compares integers where sorting typed rows compared strings.
@@ -206,6 +151,29 @@ impl EncodedRows {
     pub fn row(&self, i: usize) -> &[u8] {
         let (_, start, end, _) = self.rows[i];
         &self.bytes[start as usize..end as usize]
+    }
+
+    /// The hash of the row at `rows[i]` (its sort key before its bytes).
+    pub fn hash(&self, i: usize) -> u64 {
+        self.rows[i].0
+    }
+
+    /// Where the row at `rows[i]` starts in `bytes`.
+    pub fn start(&self, i: usize) -> usize {
+        self.rows[i].1 as usize
+    }
+
+    /// The diff of the row at `rows[i]`.
+    pub fn diff(&self, i: usize) -> Diff {
+        self.rows[i].3
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
     }
 
     /// Sorts the rows by (hash, bytes), sums equal rows and drops zeros, in place: the bytes
@@ -239,4 +207,58 @@ impl EncodedRows {
 pub fn row_hash(row: &[u8]) -> u64 {
     use std::hash::BuildHasher;
     foldhash::quality::FixedState::with_seed(0x6373_765f_726f_7773).hash_one(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Consolidation agrees with a plain one: rows in (hash, bytes) order, equal rows summed,
+    /// zeros gone.
+    #[test]
+    fn consolidation_of_many_rows_sums_and_orders() {
+        for count in [100usize, 50_000] {
+            let mut pending = EncodedRows::default();
+            let mut expected: std::collections::BTreeMap<(u64, Vec<u8>), Diff> = Default::default();
+            let mut state = 0x2545_f491_4f6c_dd1du64;
+            for _ in 0..count {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let row = format!("user{},{}", state % 5_000, state % 7);
+                let diff = if state % 3 == 0 { -1 } else { 1 };
+                pending.push(|bytes| bytes.extend_from_slice(row.as_bytes()), diff);
+                *expected.entry((row_hash(row.as_bytes()), row.into_bytes())).or_default() += diff;
+            }
+            expected.retain(|_, d| *d != 0);
+            pending.consolidate();
+            let got: Vec<((u64, Vec<u8>), Diff)> =
+                (0..pending.len()).map(|i| ((pending.hash(i), pending.row(i).to_vec()), pending.diff(i))).collect();
+            assert_eq!(got, expected.into_iter().collect::<Vec<_>>(), "{count} rows");
+        }
+    }
+
+    #[test]
+    fn csv_quoting() {
+        let mut out = Vec::new();
+        let mut f = CsvFields::new(&mut out);
+        f.text("plain");
+        f.text("a,b");
+        f.text("say \"hi\"");
+        f.text("two\nlines");
+        f.text("");
+        f.int(-42);
+        assert_eq!(String::from_utf8(out).unwrap(), "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",\"\",-42");
+    }
+
+    #[test]
+    fn tsv_escaping_round_trips() {
+        for value in ["plain", "tab\there", "line\nend\r", "back\\slash", "x'); DROP TABLE word_counts; --", "nul\0"] {
+            let mut out = Vec::new();
+            escape_tsv(&mut out, value);
+            let text = String::from_utf8(out).unwrap();
+            assert!(!text.contains('\t') && !text.contains('\n'), "{text:?}");
+            assert_eq!(unescape_tsv(&text), value);
+        }
+    }
 }

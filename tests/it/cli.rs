@@ -17,6 +17,13 @@ fn read_bytes(dir: &Path, view: &str) -> Vec<u8> {
     std::fs::read(dir.join(format!("{view}.csv"))).unwrap()
 }
 
+/// Each of `views` has byte-identical change files in `a` and `b` (`what` says why they should).
+fn assert_same_files(a: &Path, b: &Path, views: &[&str], what: &str) {
+    for view in views {
+        assert!(read_bytes(a, view) == read_bytes(b, view), "{view}.csv: {what}");
+    }
+}
+
 #[test]
 fn generated_fixture_matches_oracle_at_1_2_4_workers() {
     let dir = tempfile::tempdir().unwrap();
@@ -31,14 +38,7 @@ fn generated_fixture_matches_oracle_at_1_2_4_workers() {
         // Sorted, consolidated times: the files do not depend on the number of workers.
         match &first {
             None => first = Some(out),
-            Some(base) => {
-                for view in CHAT_VIEWS {
-                    assert!(
-                        read_bytes(base, view) == read_bytes(&out, view),
-                        "{view}.csv differs between -w 1 and -w {workers}"
-                    );
-                }
-            }
+            Some(base) => assert_same_files(base, &out, &CHAT_VIEWS, &format!("differs between -w 1 and -w {workers}")),
         }
     }
 }
@@ -97,9 +97,7 @@ fn paced_replay_equals_unpaced_and_measures_freshness() {
         // 3,000 lines at 20,000 a second cannot be read in less than 0.15 s.
         assert!(began.elapsed().as_secs_f64() >= 0.15, "the rate was not kept: {:?}", began.elapsed());
         assert_views_eq(&read_views(&paced, &CHAT_VIEWS), &expected, &format!("paced, -w {workers}"));
-        for view in CHAT_VIEWS {
-            assert!(read_bytes(&plain, view) == read_bytes(&paced, view), "{view}.csv: paced differs, -w {workers}");
-        }
+        assert_same_files(&plain, &paced, &CHAT_VIEWS, &format!("paced differs, -w {workers}"));
         let summary = String::from_utf8_lossy(&output.stdout);
         let wanted = format!("freshness (produce → the committed cut in _progress.csv) of {lines} live records");
         assert!(summary.contains(&wanted), "-w {workers}: expected {wanted:?} in:\n{summary}");
@@ -133,9 +131,8 @@ fn two_processes_equal_one() {
     );
     assert_views_eq(&read_views(&out, &CHAT_VIEWS), &expected, "-n 2 -w 2");
     assert_views_eq(&read_views(&out, &NETWORK_VIEWS), &expected_network, "-n 2 -w 2, mentions");
-    for view in CHAT_VIEWS.iter().chain(&NETWORK_VIEWS) {
-        assert!(read_bytes(&single, view) == read_bytes(&out, view), "{view}.csv differs between one process and two");
-    }
+    let views: Vec<&str> = CHAT_VIEWS.iter().chain(&NETWORK_VIEWS).copied().collect();
+    assert_same_files(&single, &out, &views, "differs between one process and two");
 }
 
 #[test]
@@ -317,12 +314,7 @@ fn a_resume_keeps_the_settings_the_deployment_began_with() {
     }
     run_views_of(&fixture, &out, &["--batch", "100", "-w", "1", "--resume"]);
     assert_views_eq(&read_views(&out, &CHAT_VIEWS), &expected, "resumed");
-    for view in CHAT_VIEWS {
-        assert!(
-            read_bytes(&plain, view) == read_bytes(&out, view),
-            "{view}.csv: the resumed files differ from one run's"
-        );
-    }
+    assert_same_files(&plain, &out, &CHAT_VIEWS, "the resumed files differ from one run's");
 }
 
 /// One writer per `--out`: a second run on the directory of a live run is refused, naming the
@@ -432,10 +424,6 @@ fn a_full_disk_stops_the_run_plainly_and_loses_nothing_committed() {
     assert!(copied.success());
     drop(disk);
     run_views_of(&fixture, &moved, &["--batch", "500", "--resume"]);
-    for view in CHAT_VIEWS {
-        assert!(
-            read_bytes(&plain, view) == read_bytes(&moved, view),
-            "{view}.csv: resumed after a full disk (progress {progress:?}) differs from one run's"
-        );
-    }
+    let what = format!("resumed after a full disk (progress {progress:?}) differs from one run's");
+    assert_same_files(&plain, &moved, &CHAT_VIEWS, &what);
 }

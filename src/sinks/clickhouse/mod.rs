@@ -92,15 +92,15 @@ pub fn clickhouse_sink<'s, R: ViewRow>(
             let buffer = buffers.entry(view).or_default();
             let mut numbers = itoa::Buffer::new();
             let time = numbers.format(*time).as_bytes().to_vec();
-            for i in 0..pending.rows.len() {
+            for i in 0..pending.len() {
                 buffer.rows.extend_from_slice(pending.row(i));
                 buffer.rows.push(b'\t');
                 buffer.rows.extend_from_slice(&time);
                 buffer.rows.push(b'\t');
-                buffer.rows.extend_from_slice(numbers.format(pending.rows[i].3).as_bytes());
+                buffer.rows.extend_from_slice(numbers.format(pending.diff(i)).as_bytes());
                 buffer.rows.push(b'\n');
             }
-            buffer.count += pending.rows.len() as u64;
+            buffer.count += pending.len() as u64;
         },
     )
     .inner

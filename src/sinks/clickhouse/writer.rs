@@ -123,8 +123,7 @@ impl WriterHandle {
         views: BTreeMap<&'static str, ViewRows>,
         positions: String,
     ) -> Result<(), SinkError> {
-        let batch = Batch { worker: self.worker, upper, views, positions, ack: None };
-        self.send_batch(batch)
+        self.send_batch(Batch { worker: self.worker, upper, views, positions, ack: None })
     }
 
     fn send_batch(&mut self, batch: Batch) -> Result<(), SinkError> {
