@@ -581,7 +581,11 @@ fn the_example_service_configuration_runs() {
         args.extend(["--clickhouse", &url, "--database", &db, "--out", path_str(&out), "-w", "1"]);
         let output = run_ok(&args);
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(stdout.contains("changes written to ClickHouse"), "{round}: {stdout}");
+        // The restart re-reads the topic and finds nothing new: whether its last ticks give
+        // rows depends on where the first run's end time fell, so only the first must write.
+        let wrote = stdout.contains("changes written to ClickHouse");
+        assert!(wrote || round == "restart", "{round}: {stdout}");
+        assert!(stdout.contains("is written in ClickHouse"), "{round}: {stdout}");
         assert_views_eq(&query_views(&url, &db, &CHAT_VIEWS, &[]), &expected, round);
         for v in CHAT_VIEWS {
             check_copies(&url, &db, v);
