@@ -13,6 +13,9 @@
 //! Every count is a running total per key (see `operators`): a late message changes the rows
 //! of its own window and the all-time counts, nothing else. `Preaggregate` merges each
 //! worker's updates of a batch before they are exchanged.
+//!
+//! Words and users travel as [`Symbol`]s (8-byte ids of a process-wide table, see `symbol`),
+//! interned where a message is split; their text is read back only by the sinks.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -27,6 +30,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use crate::operators::{count_by_group, count_by_key, distinct_by_group, preaggregate, top_k};
+use crate::symbol::{text_hash, Interner, Symbol};
 use crate::types::*;
 use crate::views::*;
 use crate::words::Splitter;
@@ -46,9 +50,9 @@ pub type Channel = Prehashed<Name>;
 /// channel's hash and the window's start).
 pub type Window = Hashed<(Channel, i64)>;
 /// ((channel, window_start), word)
-type WordKey = (Window, Prehashed<Name>);
+type WordKey = (Window, Symbol);
 /// ((channel, window_start), user)
-type MessageKey = (Window, Prehashed<Name>);
+type MessageKey = (Window, Symbol);
 /// Per window: (messages, words, chatters), summed as one difference.
 pub type Sizes = (Diff, Diff, Diff);
 
@@ -99,11 +103,18 @@ pub fn split_messages<'s, T: Timestamp + Hash>(
     builder.build(move |initial| {
         drop(initial);
         let mut splitter = Splitter::default();
+        // One cache for words, one for users: each probe then searches a smaller table.
+        let (mut word_symbols, mut user_symbols) = (Interner::default(), Interner::default());
         // A batch's word occurrences, summed per (window, time) and then per word: a message
         // finds its window's table once, and a word is probed with the borrowed text and its
-        // hash (a `Name` is built only for a word new to the table), never with a whole key.
+        // hash (a `Name` is built only for a word new to the table). Words are interned as
+        // they leave, once per window and batch: the interner's cache holds the whole
+        // vocabulary and a probe of it often misses the CPU caches, where the batch's table
+        // (the words of one window's batch) stays in them.
         let mut slots: HashMap<(Window, T), usize, foldhash::fast::RandomState> = HashMap::default();
         let mut tables: Vec<WindowWords<T>> = Vec::new();
+        // Emptied word maps of earlier batches, reused with their allocations.
+        let mut spare: Vec<WordSums> = Vec::new();
         move |_frontiers| {
             let mut words_out = words_out.activate();
             let mut messages_out = messages_out.activate();
@@ -120,7 +131,7 @@ pub fn split_messages<'s, T: Timestamp + Hash>(
                             tables.push(WindowWords {
                                 window: w.clone(),
                                 time: t.clone(),
-                                words: HashTable::new(),
+                                words: spare.pop().unwrap_or_default(),
                                 messages: 0,
                                 word_count: 0,
                             });
@@ -131,31 +142,34 @@ pub fn split_messages<'s, T: Timestamp + Hash>(
                         let mut count = 0;
                         splitter.split(&chat.text, |word| {
                             count += 1;
-                            let hash = Prehashed::hash_str(word);
-                            match words.find_mut(hash, |(w, _)| w.key == word) {
-                                Some((_, sum)) => *sum += diff,
+                            let hash = text_hash(word);
+                            match words.find_mut(hash, |(w, _, _)| w == word) {
+                                Some((_, _, sum)) => *sum += diff,
                                 None => {
-                                    let key = Prehashed::from_hashed_str(hash, word);
-                                    words.insert_unique(hash, (key, diff), |(w, _)| w.stored_hash());
+                                    words.insert_unique(hash, (Name::from(word), hash, diff), |(_, h, _)| *h);
                                 }
                             }
                         });
                         table.messages += diff;
                         table.word_count += count as Diff * diff;
-                        let key = (window, Prehashed::new(chat.user));
+                        let key = (window, user_symbols.intern(&chat.user));
                         messages_session.give(((key, count), time, diff));
                     }
                 }
                 slots.clear();
                 for table in tables.drain(..) {
-                    let WindowWords { window, time, words, messages, word_count } = table;
+                    let WindowWords { window, time, mut words, messages, word_count } = table;
                     if messages != 0 || word_count != 0 {
                         sizes_session.give((window.clone(), time.clone(), (messages, word_count, 0)));
                     }
-                    for (word, diff) in words {
+                    for (word, hash, diff) in words.drain() {
                         if diff != 0 {
+                            let word = word_symbols.intern_hashed(&word, hash);
                             words_session.give(((window.clone(), word), time.clone(), diff));
                         }
+                    }
+                    if spare.len() < 64 {
+                        spare.push(words);
                     }
                 }
             });
@@ -165,12 +179,15 @@ pub fn split_messages<'s, T: Timestamp + Hash>(
     (words.as_collection(), messages.as_collection(), sizes.as_collection())
 }
 
+/// Occurrences per word, with the word's [`text_hash`].
+type WordSums = HashTable<(Name, u64, Diff)>;
+
 /// One window's word occurrences in a batch of messages at one time, summed per word, and
 /// its messages and words.
 struct WindowWords<T> {
     window: Window,
     time: T,
-    words: HashTable<(Prehashed<Name>, Diff)>,
+    words: WordSums,
     messages: Diff,
     word_count: Diff,
 }
@@ -180,10 +197,10 @@ fn word_counts<'s, T>(words: VecCollection<'s, T, WordKey>) -> VecCollection<'s,
 where
     T: Timestamp + TotalOrder,
 {
-    count_by_group(words, "Count: word_counts", |window: &Window, word: &Prehashed<Name>, count| WordCount {
+    count_by_group(words, "Count: word_counts", |window: &Window, word: &Symbol, count| WordCount {
         channel: window.key.0.key.clone(),
         window_start: window.key.1,
-        word: word.key.clone(),
+        word: *word,
         count: count as i64,
     })
 }
@@ -196,13 +213,11 @@ where
     // Not pre-aggregated: the top-K sums a time's updates per (channel, word) as they arrive,
     // and the words are summed per (channel, window, word) and batch already.
     top_k(words.map(|(window, word)| (window.key.0, word)), k, "TopK: top_words")
-        .map(|(channel, rank, word, count)| TopWord { channel: channel.key, rank, word: word.key, count: count as i64 })
+        .map(|(channel, rank, word, count)| TopWord { channel: channel.key, rank, word, count: count as i64 })
 }
 
 /// returns `(channel, user)` once per message.
-fn channel_users<'s, T>(
-    messages: VecCollection<'s, T, (MessageKey, usize)>,
-) -> VecCollection<'s, T, (Channel, Prehashed<Name>)>
+fn channel_users<'s, T>(messages: VecCollection<'s, T, (MessageKey, usize)>) -> VecCollection<'s, T, (Channel, Symbol)>
 where
     T: Timestamp + Hash,
 {
@@ -210,26 +225,26 @@ where
 }
 
 /// returns `user_counts`: per (channel, user) the number of messages of all time.
-fn user_counts<'s, T>(users: VecCollection<'s, T, (Channel, Prehashed<Name>)>) -> VecCollection<'s, T, UserCount>
+fn user_counts<'s, T>(users: VecCollection<'s, T, (Channel, Symbol)>) -> VecCollection<'s, T, UserCount>
 where
     T: Timestamp + TotalOrder,
 {
-    count_by_group(users, "Count: user_counts", |channel: &Channel, user: &Prehashed<Name>, messages| UserCount {
+    count_by_group(users, "Count: user_counts", |channel: &Channel, user: &Symbol, messages| UserCount {
         channel: channel.key.clone(),
-        user: user.key.clone(),
+        user: *user,
         messages: messages as i64,
     })
 }
 
 /// returns `top_users`: per channel the `k` users with the most messages.
-fn top_users<'s, T>(users: VecCollection<'s, T, (Channel, Prehashed<Name>)>, k: usize) -> VecCollection<'s, T, TopUser>
+fn top_users<'s, T>(users: VecCollection<'s, T, (Channel, Symbol)>, k: usize) -> VecCollection<'s, T, TopUser>
 where
     T: Timestamp + TotalOrder,
 {
     top_k(users, k, "TopK: top_users").map(|(channel, rank, user, messages)| TopUser {
         channel: channel.key,
         rank,
-        user: user.key,
+        user,
         messages: messages as i64,
     })
 }

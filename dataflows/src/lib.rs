@@ -11,11 +11,13 @@ pub mod network;
 pub mod operators;
 pub mod posts;
 pub mod sentiment;
+pub mod symbol;
 pub mod types;
 pub mod views;
 pub mod walks;
 pub mod words;
 
+pub use symbol::Symbol;
 pub use types::*;
 pub use views::*;
 

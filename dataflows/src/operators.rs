@@ -88,7 +88,7 @@ pub fn in_time_order<'s, T, D, R, D2, P, F>(
     updates: VecCollection<'s, T, D, R>,
     pact: P,
     name: &str,
-    process: F,
+    mut process: F,
 ) -> VecCollection<'s, T, D2>
 where
     T: Timestamp + TotalOrder,
@@ -103,13 +103,17 @@ where
         pact,
         name,
         |buffer: &mut Vec<(D, R)>, data, diff| buffer.push((data, diff)),
-        process,
+        move |time, buffer: &mut Vec<(D, R)>, emit| process(time, std::mem::take(buffer), emit),
     )
 }
 
 /// [`in_time_order`], with each time's updates folded into an accumulator `A` by `absorb` as
 /// they arrive: summing into a map keeps a time's memory to its distinct keys, where a buffer
 /// would hold every update (a graph load's walks: tens of millions).
+///
+/// `process` takes what it needs out of the accumulator and must leave it empty: the operator
+/// keeps it, allocations and all, for a later time. (A map made anew for every time grew to
+/// its size by rehashing, every time: 7 % of a replay.)
 pub fn accumulate_in_time_order<'s, T, D, R, A, D2, P, G, F>(
     updates: VecCollection<'s, T, D, R>,
     pact: P,
@@ -125,12 +129,14 @@ where
     D2: Data,
     P: ParallelizationContract<T, Vec<(D, T, R)>>,
     G: FnMut(&mut A, D, R) + 'static,
-    F: FnMut(&T, A, &mut dyn FnMut(D2, Diff)) + 'static,
+    F: FnMut(&T, &mut A, &mut dyn FnMut(D2, Diff)) + 'static,
 {
     updates
         .inner
         .unary_frontier::<CapacityContainerBuilder<Vec<(D2, T, Diff)>>, _, _, _>(pact, name, move |_cap, _info| {
             let mut pending: Pending<T, A> = BTreeMap::new();
+            // Emptied accumulators, for the next times.
+            let mut spare: Vec<A> = Vec::new();
             move |(input, frontier), output| {
                 let port = output.output_index();
                 input.for_each_stamp(|cap, containers| {
@@ -140,7 +146,7 @@ where
                                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                                 std::collections::btree_map::Entry::Vacant(e) => {
                                     let cap = cap.delayed(e.key(), port);
-                                    e.insert((cap, A::default()))
+                                    e.insert((cap, spare.pop().unwrap_or_default()))
                                 }
                             };
                             absorb(&mut slot.1, data, diff);
@@ -151,13 +157,35 @@ where
                     if frontier.less_equal(entry.key()) {
                         break;
                     }
-                    let (time, (cap, accumulated)) = entry.remove_entry();
+                    let (time, (cap, mut accumulated)) = entry.remove_entry();
                     let mut session = output.session(&cap);
-                    process(&time, accumulated, &mut |data, diff| session.give((data, time.clone(), diff)));
+                    process(&time, &mut accumulated, &mut |data, diff| session.give((data, time.clone(), diff)));
+                    if spare.len() < 2 {
+                        spare.push(accumulated);
+                    }
                 }
             }
         })
         .as_collection()
+}
+
+/// A time's sums per group and item, kept from time to time: a group's map of items is reused
+/// while the group keeps receiving updates.
+type Nested<G, I, R> = HashMap<G, HashMap<I, R, RandomState>, RandomState>;
+
+/// Hands each group of a time's `sums` with its items (drained, so the maps keep their
+/// allocations for the next time) to `each`; groups that received nothing since the last
+/// time go.
+fn drain_nested<G: Hash + Eq, I: Hash + Eq, R>(
+    sums: &mut Nested<G, I, R>,
+    mut each: impl FnMut(&G, std::collections::hash_map::Drain<'_, I, R>),
+) {
+    sums.retain(|_, items| !items.is_empty());
+    for (group, items) in sums.iter_mut() {
+        let used = items.len();
+        each(group, items.drain());
+        trim_scratch(items, used);
+    }
 }
 
 /// Adds `diff` to `key`'s entry of `map`.
@@ -226,12 +254,14 @@ where
         exchange,
         name,
         sum_into,
-        move |_time, deltas: HashMap<K, R, RandomState>, emit| {
-            for (key, delta) in deltas {
+        move |_time, deltas: &mut HashMap<K, R, RandomState>, emit| {
+            let used = deltas.len();
+            for (key, delta) in deltas.drain() {
                 if !delta.is_zero() {
                     add_to_total(&mut totals, key, delta, |key, old, new| changed(key, old, new, emit));
                 }
             }
+            trim_scratch(deltas, used);
         },
     )
 }
@@ -288,23 +318,22 @@ where
     D: Data,
     F: FnMut(&G, &I, &R, &R, &mut dyn FnMut(D, Diff)) + 'static,
 {
-    type Nested<G, I, R> = HashMap<G, HashMap<I, R, RandomState>, RandomState>;
     let exchange = Exchange::new(|update: &((G, I), T, R)| update.0.hashed());
     let mut groups: Nested<G, I, R> = HashMap::default();
     let absorb =
         |sums: &mut Nested<G, I, R>, (group, item): (G, I), diff| sum_into(sums.entry(group).or_default(), item, diff);
-    accumulate_in_time_order(updates, exchange, name, absorb, move |_time, sums: Nested<G, I, R>, emit| {
-        for (group, deltas) in sums {
+    accumulate_in_time_order(updates, exchange, name, absorb, move |_time, sums: &mut Nested<G, I, R>, emit| {
+        drain_nested(sums, |group, deltas| {
             let totals = groups.entry(group.clone()).or_default();
             for (item, delta) in deltas {
                 if !delta.is_zero() {
-                    add_to_total(totals, item, delta, |item, old, new| changed(&group, item, old, new, emit));
+                    add_to_total(totals, item, delta, |item, old, new| changed(group, item, old, new, emit));
                 }
             }
             if totals.is_empty() {
-                groups.remove(&group);
+                groups.remove(group);
             }
-        }
+        })
     })
 }
 
@@ -374,8 +403,8 @@ where
     type Changes<K, V> = HashMap<K, Vec<(V, Diff)>, RandomState>;
     let absorb =
         |changes: &mut Changes<K, V>, (key, value): (K, V), diff| changes.entry(key).or_default().push((value, diff));
-    accumulate_in_time_order(updates, exchange, name, absorb, move |_time, changes: Changes<K, V>, emit| {
-        for (key, list) in changes {
+    accumulate_in_time_order(updates, exchange, name, absorb, move |_time, changes: &mut Changes<K, V>, emit| {
+        for (key, list) in changes.drain() {
             let entry = values.entry(key.clone()).or_insert_with(|| Vec::with_capacity(1));
             let before = pick(entry);
             for (value, diff) in list {
@@ -559,11 +588,10 @@ where
     let mut groups: HashMap<G, Ranking<I, R>, RandomState> = HashMap::default();
     let capacity = capacity.max(k);
     // A time's changes, summed per group and item as they arrive.
-    type Sums<G, I, R> = HashMap<G, HashMap<I, R, RandomState>, RandomState>;
     let absorb =
-        |sums: &mut Sums<G, I, R>, (group, item): (G, I), diff| sum_into(sums.entry(group).or_default(), item, diff);
-    accumulate_in_time_order(scores, exchange, name, absorb, move |_time, sums: Sums<G, I, R>, emit| {
-        for (group, items) in sums {
+        |sums: &mut Nested<G, I, R>, (group, item): (G, I), diff| sum_into(sums.entry(group).or_default(), item, diff);
+    accumulate_in_time_order(scores, exchange, name, absorb, move |_time, sums: &mut Nested<G, I, R>, emit| {
+        drain_nested(sums, |group, items| {
             let ranking = groups.entry(group.clone()).or_insert_with(Ranking::new);
             for (item, delta) in items {
                 if !delta.is_zero() {
@@ -575,8 +603,8 @@ where
                 emit((group.clone(), rank, item.clone(), score.clone()), diff)
             });
             if ranking.scores.is_empty() && ranking.emitted.is_empty() {
-                groups.remove(&group);
+                groups.remove(group);
             }
-        }
+        })
     })
 }

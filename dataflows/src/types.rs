@@ -54,26 +54,6 @@ impl<K: Hash> Prehashed<K> {
     }
 }
 
-impl Prehashed<Name> {
-    /// The hash [`Prehashed::new`] would store for this text as a `Name` (a `Name` hashes as
-    /// its `str`): lets a map of names be probed with a borrowed `&str`, building the `Name`
-    /// only when it is inserted.
-    pub fn hash_str(text: &str) -> u64 {
-        fixed_hash(&text)
-    }
-
-    /// `Prehashed::new(Name::from(text))`, with `hash` already taken by [`Self::hash_str`].
-    pub fn from_hashed_str(hash: u64, text: &str) -> Self {
-        debug_assert_eq!(hash, Self::hash_str(text));
-        Prehashed { hash, key: Name::from(text) }
-    }
-
-    /// The stored hash.
-    pub fn stored_hash(&self) -> u64 {
-        self.hash
-    }
-}
-
 impl<K> Hash for Prehashed<K> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_u64(self.hash);

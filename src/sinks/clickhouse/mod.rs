@@ -83,8 +83,9 @@ pub fn clickhouse_sink<'s, R: ViewRow>(
         Exchange::new(|u: &(R, u64, Diff)| fixed_hash(&u.0)),
         &format!("ChEncode({view})"),
         absorb,
-        move |time: &u64, mut pending: EncodedRows, _emit: &mut dyn FnMut((), Diff)| {
+        move |time: &u64, pending: &mut EncodedRows, _emit: &mut dyn FnMut((), Diff)| {
             if *time < skip {
+                pending.clear();
                 return;
             }
             pending.consolidate();
@@ -101,6 +102,7 @@ pub fn clickhouse_sink<'s, R: ViewRow>(
                 buffer.rows.push(b'\n');
             }
             buffer.count += pending.len() as u64;
+            pending.clear();
         },
     )
     .inner
