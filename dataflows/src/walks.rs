@@ -59,7 +59,13 @@ pub static SATURATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU6
 /// `acc += a * b`, saturating at ±[`MAX_WALK`] (and saying so) instead of wrapping.
 #[inline]
 fn mul_add(acc: &mut Walk, a: Walk, b: Walk) {
-    match a.checked_mul(b).and_then(|p| acc.checked_add(p)).filter(|v| v.abs() <= MAX_WALK) {
+    // Factors within 64 bits (nearly all) multiply in one instruction and cannot overflow 128
+    // bits; only larger ones take the checked 128-bit multiply (a library call).
+    let product = match (i64::try_from(a), i64::try_from(b)) {
+        (Ok(a), Ok(b)) => Some(i128::from(a) * i128::from(b)),
+        _ => a.checked_mul(b),
+    };
+    match product.and_then(|p| acc.checked_add(p)).filter(|v| v.abs() <= MAX_WALK) {
         Some(v) => *acc = v,
         None => {
             let positive = if a.signum() * b.signum() != 0 { (a.signum() * b.signum()) > 0 } else { *acc > 0 };

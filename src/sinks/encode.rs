@@ -78,7 +78,11 @@ impl<F: Format> Fields for Encoder<'_, F> {
     }
     fn wide(&mut self, value: i128) {
         self.separate();
-        self.out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        // Most walk counts fit 64 bits, and formatting those as 128-bit divides in 128 bits.
+        match i64::try_from(value) {
+            Ok(small) => self.out.extend_from_slice(itoa::Buffer::new().format(small).as_bytes()),
+            Err(_) => self.out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes()),
+        }
     }
 }
 
