@@ -391,7 +391,13 @@ pub fn execute(mut plan: Plan, timely: &TimelyArgs) -> Result<Outcome> {
         );
     }
     let config = std::mem::replace(&mut plan.config, timely::Config::thread());
-    let (builders, others) = config.communication.try_build().map_err(|e| anyhow!("connecting the processes: {e}"))?;
+    let (builders, others) = match config.communication {
+        timely::CommunicationConfig::Cluster { threads, process, addresses, .. } => {
+            crate::cluster::connect(&addresses, process, threads)
+                .map_err(|e| anyhow!("connecting the processes: {e}"))?
+        }
+        other => other.try_build().map_err(|e| anyhow!("connecting the processes: {e}"))?,
+    };
     // Held until the run ends: no other run writes this --out meanwhile.
     let _lock = plan.prepare()?;
     let job = plan.job;
