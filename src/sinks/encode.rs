@@ -197,7 +197,41 @@ impl EncodedRows {
         let bytes = &self.bytes;
         let rows = &mut self.rows;
         let text = |r: &(u64, u32, u32, Diff)| &bytes[r.1 as usize..r.2 as usize];
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| text(a).cmp(text(b))));
+        let order =
+            |a: &(u64, u32, u32, Diff), b: &(u64, u32, u32, Diff)| a.0.cmp(&b.0).then_with(|| text(a).cmp(text(b)));
+        if rows.len() < BUCKETS_FROM {
+            rows.sort_unstable_by(order);
+        } else {
+            // Many rows (a graph load's millions): scattered into buckets by the hash's top
+            // bits in one pass, each bucket (a few dozen rows, in cache) then sorted. A
+            // comparison sort of 3 M rows took 0.2 s, as did an 8-pass radix sort.
+            let bucket = |r: &(u64, u32, u32, Diff)| (r.0 >> (64 - BUCKET_BITS)) as usize;
+            let mut ends = vec![0usize; 1 << BUCKET_BITS];
+            for r in rows.iter() {
+                ends[bucket(r)] += 1;
+            }
+            let mut next = Vec::with_capacity(ends.len());
+            let mut total = 0;
+            for end in ends.iter_mut() {
+                next.push(total);
+                total += *end;
+                *end = total;
+            }
+            let mut sorted = vec![(0, 0, 0, 0); rows.len()];
+            for r in rows.iter() {
+                let b = bucket(r);
+                sorted[next[b]] = *r;
+                next[b] += 1;
+            }
+            let mut start = 0;
+            for end in ends {
+                if end - start > 1 {
+                    sorted[start..end].sort_unstable_by(order);
+                }
+                start = end;
+            }
+            *rows = sorted;
+        }
         let mut kept = 0;
         let mut i = 0;
         while i < rows.len() {
@@ -217,6 +251,11 @@ impl EncodedRows {
     }
 }
 
+/// From how many rows [`EncodedRows::consolidate`] sorts in buckets of the hash's top
+/// [`BUCKET_BITS`] bits rather than all at once.
+const BUCKETS_FROM: usize = 1 << 16;
+const BUCKET_BITS: u32 = 16;
+
 /// The order of rows within a time: by a fixed-seed hash of the encoded row, then the row.
 /// Deterministic like lexicographic order, but sorting and merging compare integers.
 pub fn row_hash(row: &[u8]) -> u64 {
@@ -232,7 +271,8 @@ mod tests {
     /// zeros gone.
     #[test]
     fn consolidation_of_many_rows_sums_and_orders() {
-        for count in [100usize, 50_000] {
+        // Both sorts: all at once below BUCKETS_FROM rows, in buckets from it.
+        for count in [100usize, 50_000, 3 * BUCKETS_FROM] {
             let mut pending = EncodedRows::default();
             let mut expected: std::collections::BTreeMap<(u64, Vec<u8>), Diff> = Default::default();
             let mut state = 0x2545_f491_4f6c_dd1du64;
