@@ -15,7 +15,8 @@
 //! worker's updates of a batch before they are exchanged.
 //!
 //! Words and users travel as [`Symbol`]s (8-byte ids of a process-wide table, see `symbol`),
-//! interned where a message is split; their text is read back only by the sinks.
+//! interned in `SplitMessages` (a user per message, a word as it leaves its window's batch);
+//! their text is read back only by the sinks and by rankings breaking a tie.
 
 use std::collections::HashMap;
 use std::hash::Hash;

@@ -139,8 +139,8 @@ pub fn csv_sink<'s, R: ViewRow>(
         &format!("CsvEncode({})", view.name),
         absorb,
         move |time, pending: &mut EncodedRows, emit| {
-            // The rows leave for the writer (at least the bytes are sized for the next time).
-            let mut pending = std::mem::replace(pending, EncodedRows::with_capacity_of(pending));
+            // The rows leave for the writer.
+            let mut pending = std::mem::take(pending);
             if *time >= skip {
                 pending.consolidate();
                 let run = EncodedRun(pending);

@@ -157,11 +157,6 @@ impl EncodedRows {
         self.rows.clear();
     }
 
-    /// No rows, with room for as many as `other` holds.
-    pub fn with_capacity_of(other: &EncodedRows) -> EncodedRows {
-        EncodedRows { bytes: Vec::with_capacity(other.bytes.len()), rows: Vec::with_capacity(other.rows.len()) }
-    }
-
     /// The bytes of the row at `rows[i]`.
     pub fn row(&self, i: usize) -> &[u8] {
         let (_, start, end, _) = self.rows[i];
