@@ -427,3 +427,57 @@ fn a_full_disk_stops_the_run_plainly_and_loses_nothing_committed() {
     let what = format!("resumed after a full disk (progress {progress:?}) differs from one run's");
     assert_same_files(&plain, &moved, &CHAT_VIEWS, &what);
 }
+
+/// A permission error under `--out` (the directory made read-only while the run, as an
+/// unprivileged user, is writing it) stops the run with exit 1 and a message naming the file
+/// and the reason, and loses nothing that was committed: once the directory is writable again,
+/// a resume gives files byte-identical to one uninterrupted run. Root ignores permissions, so
+/// the run is started as `nobody` (uid 65534) with `setpriv`, from a copy of the binary that
+/// `nobody` can reach.
+#[test]
+fn a_permission_error_stops_the_run_plainly_and_loses_nothing_committed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fixture = produce(dir.path(), "chat.jsonl", 40_000, 44, 0.02);
+    let plain = dir.path().join("plain");
+    run_views_of(&fixture, &plain, &["--batch", "500"]);
+    let binary = dir.path().join("chatflow");
+    std::fs::copy(env!("CARGO_BIN_EXE_chatflow"), &binary).unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let owned = std::process::Command::new("chown").args(["65534:65534", path_str(&out)]).status().unwrap();
+    assert!(owned.success(), "chown of {} failed: this test needs root", out.display());
+    let as_nobody = |extra: &[&str]| {
+        let mut command = std::process::Command::new("setpriv");
+        command.args(["--reuid=65534", "--regid=65534", "--clear-groups", path_str(&binary)]);
+        command.args(["run", "--replay", path_str(&fixture), "--out", path_str(&out), "--batch", "500"]);
+        command.args(extra);
+        command
+    };
+    // Paced to four seconds at the least, so the run is still writing when the directory is
+    // made read-only (right after its first progress record; the output does not depend on the
+    // pace).
+    let mut live = as_nobody(&["--replay-rate", "10000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv (util-linux) runs chatflow as nobody");
+    if !poll_until(std::time::Duration::from_secs(60), || out.join("_progress.csv").exists()) {
+        kill_and_fail(&mut live, "no progress record within 60 s".into());
+    }
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o555)).unwrap();
+    if let Some(status) = live.try_wait().unwrap() {
+        panic!("the run ended ({status}) before its directory was made read-only");
+    }
+    let output = live.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Permission denied") && stderr.contains(path_str(&out)), "{stderr}");
+    let progress = std::fs::read_to_string(out.join("_progress.csv")).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let resumed = as_nobody(&["--resume"]).output().unwrap();
+    assert!(resumed.status.success(), "resume: {}", String::from_utf8_lossy(&resumed.stderr));
+    let what = format!("resumed after a permission error (progress {progress:?}) differs from one run's");
+    assert_same_files(&plain, &out, &CHAT_VIEWS, &what);
+}
