@@ -24,7 +24,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::sync::{LazyLock, Mutex};
 
 use hashbrown::HashTable;
@@ -52,7 +52,7 @@ static TABLE: LazyLock<Table> =
 
 /// The fixed-seeded hash of a text: the same in every process (a symbol keeps 32 bits of it).
 pub fn text_hash(text: &str) -> u64 {
-    foldhash::quality::FixedState::with_seed(0x7379_6d62_6f6c_7321).hash_one(text)
+    crate::types::fixed_hash(&text)
 }
 
 impl Symbol {
@@ -182,6 +182,7 @@ impl<'de> Deserialize<'de> for Symbol {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::hash::BuildHasher;
 
     #[test]
     fn one_text_one_symbol_across_threads_and_caches() {

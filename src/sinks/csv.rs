@@ -25,8 +25,6 @@
 //! `progress`) and appends only the updates at or after it.
 
 use std::cell::RefCell;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -98,9 +96,6 @@ pub struct SinkShared {
 }
 
 pub type SinkHandle = Rc<RefCell<SinkShared>>;
-
-/// A run's next row in a merge: its sort key, the run, the row's index.
-type Head<'a> = Reverse<((u64, &'a [u8]), usize, usize)>;
 
 /// Writes `rows` to `<dir>/<view>.csv` from worker 0; returns the writer's (empty) output
 /// stream, whose frontier passes a time once that time is written and flushed, and the shared
@@ -235,95 +230,44 @@ const PREFETCH_ROWS: usize = 16;
 
 /// Merges sorted runs, summing equal rows, and appends `row,time,diff` lines; returns the
 /// number of lines written.
+///
+/// There is a run per worker that had rows, so a few: the next row is found by a linear scan
+/// of the runs' heads (with one run, none to compare; with two, one comparison), which is
+/// cheaper than a heap's pushes and pops at these sizes.
 fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)]) -> std::io::Result<u64> {
-    let mut heads: BinaryHeap<Head> = runs
-        .iter()
-        .enumerate()
-        .filter(|(_, (run, _))| !run.is_empty())
-        .map(|(r, (run, _))| Reverse((run.key(0), r, 0)))
-        .collect();
     let mut time_bytes = Vec::new();
     time_bytes.push(b',');
     time_bytes.extend_from_slice(itoa::Buffer::new().format(time).as_bytes());
     time_bytes.push(b',');
     let mut written = 0;
-    let mut current: Option<((u64, &[u8]), Diff)> = None;
-    let mut emit = |row: &[u8], diff: Diff, w: &mut BufWriter<File>| -> std::io::Result<()> {
+    // Each run's next row.
+    let mut next = vec![0usize; runs.len()];
+    loop {
+        let mut least: Option<(u64, &[u8])> = None;
+        for (r, (run, _)) in runs.iter().enumerate() {
+            if next[r] < run.len() && least.is_none_or(|l| run.key(next[r]) < l) {
+                least = Some(run.key(next[r]));
+            }
+        }
+        let Some(key) = least else { break };
+        let mut diff = 0;
+        for (r, (run, weight)) in runs.iter().enumerate() {
+            let i = next[r];
+            if i < run.len() && run.key(i) == key {
+                diff += run.diff(i) * weight;
+                next[r] = i + 1;
+                if i + PREFETCH_ROWS < run.len() {
+                    run.prefetch(i + PREFETCH_ROWS);
+                }
+            }
+        }
         if diff != 0 {
-            w.write_all(row)?;
+            w.write_all(key.1)?;
             w.write_all(&time_bytes)?;
             w.write_all(itoa::Buffer::new().format(diff).as_bytes())?;
             w.write_all(b"\n")?;
             written += 1;
         }
-        Ok(())
-    };
-    // One run (one worker's, or the only one with rows): consolidated already, in order.
-    if heads.len() == 1 {
-        let Reverse((_, r, _)) = heads.pop().expect("one head");
-        let (run, weight) = &runs[r];
-        for i in 0..run.len() {
-            if i + PREFETCH_ROWS < run.len() {
-                run.prefetch(i + PREFETCH_ROWS);
-            }
-            emit(run.row(i), run.diff(i) * weight, w)?;
-        }
-    }
-    // Two runs (two workers): a plain two-way merge, without the heap's pushes and pops.
-    if heads.len() == 2 {
-        let (Reverse((_, r1, _)), Reverse((_, r2, _))) = (heads.pop().expect("two"), heads.pop().expect("two"));
-        let ((a, wa), (b, wb)) = (&runs[r1], &runs[r2]);
-        let (mut i, mut j) = (0, 0);
-        while i < a.len() || j < b.len() {
-            if i + PREFETCH_ROWS < a.len() {
-                a.prefetch(i + PREFETCH_ROWS);
-            }
-            if j + PREFETCH_ROWS < b.len() {
-                b.prefetch(j + PREFETCH_ROWS);
-            }
-            let order = match (i < a.len(), j < b.len()) {
-                (true, true) => a.key(i).cmp(&b.key(j)),
-                (true, false) => std::cmp::Ordering::Less,
-                _ => std::cmp::Ordering::Greater,
-            };
-            match order {
-                std::cmp::Ordering::Less => {
-                    emit(a.row(i), a.diff(i) * wa, w)?;
-                    i += 1;
-                }
-                std::cmp::Ordering::Greater => {
-                    emit(b.row(j), b.diff(j) * wb, w)?;
-                    j += 1;
-                }
-                std::cmp::Ordering::Equal => {
-                    emit(a.row(i), a.diff(i) * wa + b.diff(j) * wb, w)?;
-                    i += 1;
-                    j += 1;
-                }
-            }
-        }
-    }
-    while let Some(Reverse((key, r, i))) = heads.pop() {
-        let (run, weight) = &runs[r];
-        let diff = run.diff(i) * weight;
-        match &mut current {
-            Some((prev, sum)) if *prev == key => *sum += diff,
-            _ => {
-                if let Some((prev, sum)) = current.take() {
-                    emit(prev.1, sum, w)?;
-                }
-                current = Some((key, diff));
-            }
-        }
-        if i + 1 < run.len() {
-            heads.push(Reverse((run.key(i + 1), r, i + 1)));
-        }
-        if i + PREFETCH_ROWS < run.len() {
-            run.prefetch(i + PREFETCH_ROWS);
-        }
-    }
-    if let Some((prev, sum)) = current {
-        emit(prev.1, sum, w)?;
     }
     w.flush()?;
     Ok(written)
@@ -416,7 +360,7 @@ mod tests {
         EncodedRun(pending)
     }
 
-    /// Merging one, two (the two-way path) or three runs (the heap) writes each row once with
+    /// Merging one, two or three runs writes each row once with
     /// the sum of its diffs over the runs, zeros left out, in (hash, row) order.
     #[test]
     fn merged_runs_sum_equal_rows_in_order() {
