@@ -299,6 +299,11 @@ pub struct PipelineArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 60, allow_negative_numbers = true,
           value_parser = whole::<i64>(1, 31_536_000))]
     pub window: i64,
+    /// Seal a window (chat, post) once the watermark, the greatest event ts read before, is
+    /// this many seconds past its end: its state is dropped, its rows stay, and an event
+    /// arriving for it later becomes a late_events row. Default: keep every window.
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = whole::<i64>(0, 315_360_000))]
+    pub retention: Option<i64>,
     /// Rows kept per channel by top_words and top_users.
     #[arg(long = "top-k", value_name = "K", default_value_t = 10, allow_negative_numbers = true,
           value_parser = whole::<usize>(1, 10_000))]

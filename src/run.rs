@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use dataflows::chat::ChatConfig;
+use dataflows::horizon::Retention;
 use dataflows::network::NetworkConfig;
 use dataflows::posts::PostConfig;
 use dataflows::CATALOG;
@@ -77,6 +78,21 @@ impl Outcome {
     /// Whether this process holds worker 0, which writes the change files.
     pub fn wrote_files(&self) -> bool {
         self.clickhouse.is_none() && self.reports.iter().any(|r| r.index == 0)
+    }
+    /// With `--retention`: per windowed operator (in the order built), the windows (or keys of
+    /// a window) this process's workers hold at the end and the ones they dropped, sealed.
+    pub fn windows_held(&self) -> Vec<(String, dataflows::horizon::Held)> {
+        let mut held: Vec<(String, dataflows::horizon::Held)> = Vec::new();
+        for (name, h) in self.reports.iter().flat_map(|r| &r.held) {
+            match held.iter_mut().find(|(n, _)| n == name) {
+                Some((_, sum)) => {
+                    sum.windows += h.windows;
+                    sum.dropped += h.dropped;
+                }
+                None => held.push((name.clone(), *h)),
+            }
+        }
+        held
     }
     /// Rows written per view by this process's workers (the views it writes, in catalog order).
     pub fn rows_written(&self) -> Vec<(&'static str, u64)> {
@@ -176,6 +192,7 @@ pub fn plan(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: 
         read_upper(&out)?;
     }
     let settings = deployment_settings(args, &input, focus.as_deref())?;
+    let retention = args.retention.map(|seconds| Retention { seconds, sources: input.sources().into() });
     Ok(Plan {
         job: Job {
             input,
@@ -186,6 +203,7 @@ pub fn plan(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: 
                 mention_edges: args.mention_edges,
                 posts: PostConfig { window_secs: args.post_window, top_k: args.top_k },
                 sentiment: lexica,
+                retention,
             },
             focus,
             max_inflight: args.max_inflight,
@@ -254,6 +272,9 @@ fn deployment_settings(args: &PipelineArgs, input: &Input, focus: Option<&[Strin
     settings.set("--hops", args.hops);
     settings.set("--top-connections", args.top_connections);
     settings.set("--mention-edges", args.mention_edges);
+    if let Some(seconds) = args.retention {
+        settings.set("--retention", seconds);
+    }
     if let Some(dir) = &args.lexicon_dir {
         let mut bytes = Vec::new();
         for name in crate::lexica::FILES {
@@ -496,6 +517,15 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
             s,
             "  sentiment is off: --lexicon-dir DIR (with emote_average.tsv, emoji_average.tsv, vader_average.tsv) turns it on"
         );
+    }
+    let held = outcome.windows_held();
+    if !held.is_empty() {
+        let late = outcome.rows_written().iter().find(|(v, _)| *v == "late_events").map_or(0, |(_, n)| *n);
+        let list = |f: fn(&dataflows::horizon::Held) -> u64| {
+            held.iter().map(|(name, h)| format!("{} {}", f(h), name)).collect::<Vec<_>>().join(", ")
+        };
+        let _ = writeln!(s, "  retention: {} late events; sealed windows dropped: {}", late, list(|h| h.dropped));
+        let _ = writeln!(s, "    windows held at the end: {}", list(|h| h.windows as u64));
     }
     if outcome.interrupted() {
         let _ = writeln!(s, "  stopped on a signal; --resume continues from here");

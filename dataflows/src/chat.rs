@@ -30,6 +30,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use crate::horizon::{window_end_ms, Expiry, Horizon};
 use crate::operators::{count_by_group, count_by_key, distinct_by_group, preaggregate, top_k};
 use crate::symbol::{text_hash, Interner, Symbol};
 use crate::types::*;
@@ -61,18 +62,30 @@ pub type Sizes = (Diff, Diff, Diff);
 /// and hands it to `exporter`; returns the messages and words per `(channel, window_start)`
 /// (summed per batch, chatters 0), for views of other inputs that count messages per window
 /// (engagement) without reading `chats` again.
+///
+/// With a `horizon`, the windowed totals (word counts, chatters, window sizes) forget sealed
+/// windows; the all-time ones keep everything.
 pub fn chat_views<'s, T>(
     chats: VecCollection<'s, T, Chat>,
     config: &ChatConfig,
+    horizon: Option<&Horizon<T>>,
     exporter: &mut impl Exporter<'s, T>,
 ) -> VecCollection<'s, T, Window, Sizes>
 where
     T: Timestamp + TotalOrder + Hash,
 {
+    let window_secs = config.window_secs;
+    let expiry =
+        |name: &str| horizon.map(|h| h.expiry(name, move |window: &Window| window_end_ms(window.key.1, window_secs)));
     let (words, messages, sizes) = split_messages(chats, config.window_secs);
     let users = channel_users(messages.clone());
-    exporter.export(word_counts(words.clone()));
-    exporter.export(channel_activity(messages, sizes.clone()));
+    exporter.export(word_counts(words.clone(), expiry("Count: word_counts")));
+    exporter.export(channel_activity(
+        messages,
+        sizes.clone(),
+        expiry("Distinct: window chatters"),
+        expiry("Count: channel_activity"),
+    ));
     exporter.export(user_counts(users.clone()));
     exporter.export(top_words(words, config.top_k));
     exporter.export(top_users(users, config.top_k));
@@ -194,11 +207,14 @@ struct WindowWords<T> {
 }
 
 /// returns `word_counts`: per (channel, window, word) the number of occurrences.
-fn word_counts<'s, T>(words: VecCollection<'s, T, WordKey>) -> VecCollection<'s, T, WordCount>
+fn word_counts<'s, T>(
+    words: VecCollection<'s, T, WordKey>,
+    expiry: Option<Expiry<T, Window>>,
+) -> VecCollection<'s, T, WordCount>
 where
     T: Timestamp + TotalOrder,
 {
-    count_by_group(words, "Count: word_counts", |window: &Window, word: &Symbol, count| WordCount {
+    count_by_group(words, "Count: word_counts", expiry, |window: &Window, word: &Symbol, count| WordCount {
         channel: window.key.0.key.clone(),
         window_start: window.key.1,
         word: *word,
@@ -230,7 +246,7 @@ fn user_counts<'s, T>(users: VecCollection<'s, T, (Channel, Symbol)>) -> VecColl
 where
     T: Timestamp + TotalOrder,
 {
-    count_by_group(users, "Count: user_counts", |channel: &Channel, user: &Symbol, messages| UserCount {
+    count_by_group(users, "Count: user_counts", None, |channel: &Channel, user: &Symbol, messages| UserCount {
         channel: channel.key.clone(),
         user: *user,
         messages: messages as i64,
@@ -258,6 +274,8 @@ where
 fn channel_activity<'s, T>(
     messages: VecCollection<'s, T, (MessageKey, usize)>,
     sizes: VecCollection<'s, T, Window, Sizes>,
+    chatters_expiry: Option<Expiry<T, Window>>,
+    expiry: Option<Expiry<T, Window>>,
 ) -> VecCollection<'s, T, ChannelActivity>
 where
     T: Timestamp + TotalOrder + Hash,
@@ -265,9 +283,10 @@ where
     let chatters = distinct_by_group(
         preaggregate(messages.map(|(key, _)| key), "Preaggregate: window chatters"),
         "Distinct: window chatters",
+        chatters_expiry,
     )
     .explode(|(window, _)| Some((window, (0 as Diff, 0 as Diff, 1 as Diff))));
-    count_by_key(sizes.concat(chatters), "Count: channel_activity").map(
+    count_by_key(sizes.concat(chatters), "Count: channel_activity", expiry).map(
         |(Hashed { key: (channel, window_start), .. }, (messages, words, chatters))| ChannelActivity {
             channel: channel.key,
             window_start,

@@ -18,6 +18,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use crate::horizon::{window_end_ms, Horizon};
 use crate::operators::{extreme_by_key, total_by_key};
 use crate::types::*;
 use crate::views::*;
@@ -29,6 +30,7 @@ pub fn engagement<'s, T>(
     window_sizes: VecCollection<'s, T, crate::chat::Window, crate::chat::Sizes>,
     viewers: VecCollection<'s, T, Viewers>,
     window_secs: i64,
+    horizon: Option<&Horizon<T>>,
 ) -> VecCollection<'s, T, Engagement>
 where
     T: Timestamp + TotalOrder + Hash,
@@ -41,7 +43,9 @@ where
         .as_collection();
     let counts = viewers
         .map(move |v| (Hashed::new((Prehashed::new(v.channel), window_start(v.ts, window_secs))), (v.ts, v.viewers)));
-    let latest = extreme_by_key(counts, true, "Greatest: window viewers")
+    let end = move |key: &crate::chat::Window| window_end_ms(key.key.1, window_secs);
+    let name = "Greatest: window viewers";
+    let latest = extreme_by_key(counts, true, name, horizon.map(|h| h.expiry(name, end)))
         .explode(|(key, (_ts, viewers))| Some((key, (0 as Diff, viewers as Diff, 1 as Diff))));
     let all = messages.concat(latest);
     // A row is (messages, latest viewers) of a key whose total is not zero; a change that
@@ -49,7 +53,8 @@ where
     let row = |(messages, viewers, present): &(Diff, Diff, Diff)| {
         (*messages != 0 || *present != 0).then_some((*messages as i64, *viewers as i64))
     };
-    total_by_key(all, "Count: engagement", move |key: &crate::chat::Window, old, new, emit| {
+    let name = "Count: engagement";
+    total_by_key(all, name, horizon.map(|h| h.expiry(name, end)), move |key: &crate::chat::Window, old, new, emit| {
         let (before, after) = (row(old), row(new));
         if before == after {
             return;

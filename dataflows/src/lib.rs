@@ -7,6 +7,7 @@
 
 pub mod chat;
 pub mod engagement;
+pub mod horizon;
 pub mod network;
 pub mod operators;
 pub mod posts;
@@ -38,6 +39,10 @@ pub struct Inputs<'s, T: Timestamp> {
     /// Users for `reach` and `top_connections`; `None`: every user of the graph.
     pub focus: Option<VecCollection<'s, T, Name>>,
     pub dead_letters: VecCollection<'s, T, DeadLetter>,
+    /// Per time, the greatest `ts` of a worker's events at that time (any number of records
+    /// per time; the greatest counts): the watermark's input (see `horizon`). Read only with
+    /// a retention horizon.
+    pub stamps: VecCollection<'s, T, i64>,
 }
 
 /// Parameters of every view.
@@ -50,28 +55,51 @@ pub struct Config {
     pub posts: posts::PostConfig,
     /// The lexica of the `sentiment` view; `None`: the view is off (empty).
     pub sentiment: Option<std::sync::Arc<sentiment::Lexica>>,
+    /// `--retention`: seal windows that far behind the watermark (see `horizon`); `None`:
+    /// keep every window.
+    pub retention: Option<horizon::Retention>,
 }
 
 /// Builds every view of the catalog from `inputs` and hands each to `exporter` by its name.
-pub fn all_views<'s, T>(inputs: Inputs<'s, T>, config: &Config, exporter: &mut impl Exporter<'s, T>)
+/// Returns this worker's retention horizon, if there is one (what its windowed operators hold).
+pub fn all_views<'s, T>(
+    inputs: Inputs<'s, T>,
+    config: &Config,
+    exporter: &mut impl Exporter<'s, T>,
+) -> Option<std::rc::Rc<horizon::Horizon<T>>>
 where
     T: Timestamp + Lattice + TotalOrder + Hash,
 {
-    let mut edges = inputs.edges;
-    if config.mention_edges {
-        edges = edges.concat(network::mention_edges(inputs.chats.clone()));
-    }
     let window = config.chat.window_secs;
+    let Inputs { mut chats, mut posts, mut viewers, mut edges, focus, dead_letters, stamps } = inputs;
+    // Late events leave before anything counts them: they change nothing.
+    let sealer = config.retention.as_ref().map(|retention| horizon::Sealer::new(stamps, retention));
+    let late = match &sealer {
+        Some(sealer) => {
+            let (open_chats, late_chats) = sealer.seal(chats, window);
+            let (open_posts, late_posts) = sealer.seal(posts, config.posts.window_secs);
+            let (open_viewers, late_viewers) = sealer.seal(viewers, window);
+            (chats, posts, viewers) = (open_chats, open_posts, open_viewers);
+            late_chats.concat(late_posts).concat(late_viewers)
+        }
+        None => timely::dataflow::operators::generic::operator::empty(chats.inner.scope()).as_collection(),
+    };
+    let horizon = sealer.as_ref().map(|s| &*s.horizon);
+    if config.mention_edges {
+        edges = edges.concat(network::mention_edges(chats.clone()));
+    }
     // Each extra consumer of `chats` costs a copy of every message, text included: sentiment
     // reads them only when it is on, and engagement counts the windows the chat views split.
     let sentiment = match &config.sentiment {
-        Some(lexica) => sentiment::sentiment(inputs.chats.clone(), lexica.clone(), window),
-        None => timely::dataflow::operators::generic::operator::empty(inputs.chats.inner.scope()).as_collection(),
+        Some(lexica) => sentiment::sentiment(chats.clone(), lexica.clone(), window, horizon),
+        None => timely::dataflow::operators::generic::operator::empty(chats.inner.scope()).as_collection(),
     };
     exporter.export(sentiment);
-    let windows = chat::chat_views(inputs.chats, &config.chat, exporter);
-    exporter.export(engagement::engagement(windows, inputs.viewers, window));
-    network::network_views(edges, inputs.focus, &config.network, exporter);
-    posts::post_views(inputs.posts, &config.posts, exporter);
-    exporter.export(inputs.dead_letters);
+    let windows = chat::chat_views(chats, &config.chat, horizon, exporter);
+    exporter.export(engagement::engagement(windows, viewers, window, horizon));
+    network::network_views(edges, focus, &config.network, exporter);
+    posts::post_views(posts, &config.posts, horizon, exporter);
+    exporter.export(late);
+    exporter.export(dead_letters);
+    sealer.map(|s| s.horizon)
 }

@@ -64,7 +64,7 @@ where
     let pairs = edges
         .filter(|(src, dst)| src != dst)
         .map(|(src, dst)| Hashed::new(if src < dst { (src, dst) } else { (dst, src) }));
-    total_by_key(pairs, "Strength", |pair, old: &Diff, new: &Diff, emit| {
+    total_by_key(pairs, "Strength", None, |pair, old: &Diff, new: &Diff, emit| {
         let (old, new) = ((*old).max(0), (*new).max(0));
         if old != new {
             if old > 0 {

@@ -23,6 +23,7 @@ use timely::dataflow::operators::Capability;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use crate::horizon::{expire, Expiry};
 use crate::Diff;
 
 /// Called after draining a reused scratch map of `used` entries: drops its table if it is far
@@ -232,10 +233,12 @@ fn add_to_total<K: Hash + Eq, R: Monoid>(
 /// changes from `old` to `new` (zero when absent) at a time.
 ///
 /// Each worker keeps the current total of the keys hashed to it in a hash map. Within a time,
-/// a key's updates are summed first, so `changed` sees each changed key once per time.
+/// a key's updates are summed first, so `changed` sees each changed key once per time. With an
+/// `expiry`, the totals of keys whose window is sealed are forgotten (see `horizon`).
 pub fn total_by_key<'s, T, K, R, D, F>(
     updates: VecCollection<'s, T, K, R>,
     name: &str,
+    mut expiry: Option<Expiry<T, K>>,
     mut changed: F,
 ) -> VecCollection<'s, T, D>
 where
@@ -254,7 +257,8 @@ where
         exchange,
         name,
         sum_into,
-        move |_time, deltas: &mut HashMap<K, R, RandomState>, emit| {
+        move |time, deltas: &mut HashMap<K, R, RandomState>, emit| {
+            expire(&mut expiry, time, &mut totals);
             let used = deltas.len();
             for (key, delta) in deltas.drain() {
                 if !delta.is_zero() {
@@ -268,13 +272,17 @@ where
 
 /// returns `(key, total)` rows: the running total of each key's diffs, as `count_total` would
 /// (a change is the retraction of the old row and the insertion of the new one).
-pub fn count_by_key<'s, T, K, R>(updates: VecCollection<'s, T, K, R>, name: &str) -> VecCollection<'s, T, (K, R)>
+pub fn count_by_key<'s, T, K, R>(
+    updates: VecCollection<'s, T, K, R>,
+    name: &str,
+    expiry: Option<Expiry<T, K>>,
+) -> VecCollection<'s, T, (K, R)>
 where
     T: Timestamp + TotalOrder,
     K: ExchangeData + Hash,
     R: ExchangeData + Monoid,
 {
-    total_by_key(updates, name, |key: &K, old: &R, new: &R, emit| {
+    total_by_key(updates, name, expiry, |key: &K, old: &R, new: &R, emit| {
         if !old.is_zero() {
             emit((key.clone(), old.clone()), -1);
         }
@@ -290,7 +298,7 @@ where
     T: Timestamp + TotalOrder,
     K: ExchangeData + Hash,
 {
-    total_by_key(updates, name, |key: &K, old: &Diff, new: &Diff, emit| match (*old > 0, *new > 0) {
+    total_by_key(updates, name, None, |key: &K, old: &Diff, new: &Diff, emit| match (*old > 0, *new > 0) {
         (false, true) => emit(key.clone(), 1),
         (true, false) => emit(key.clone(), -1),
         _ => {}
@@ -308,6 +316,7 @@ where
 pub fn total_by_group<'s, T, G, I, R, D, F>(
     updates: VecCollection<'s, T, (G, I), R>,
     name: &str,
+    mut expiry: Option<Expiry<T, G>>,
     mut changed: F,
 ) -> VecCollection<'s, T, D>
 where
@@ -322,7 +331,8 @@ where
     let mut groups: Nested<G, I, R> = HashMap::default();
     let absorb =
         |sums: &mut Nested<G, I, R>, (group, item): (G, I), diff| sum_into(sums.entry(group).or_default(), item, diff);
-    accumulate_in_time_order(updates, exchange, name, absorb, move |_time, sums: &mut Nested<G, I, R>, emit| {
+    accumulate_in_time_order(updates, exchange, name, absorb, move |time, sums: &mut Nested<G, I, R>, emit| {
+        expire(&mut expiry, time, &mut groups);
         drain_nested(sums, |group, deltas| {
             let totals = groups.entry(group.clone()).or_default();
             for (item, delta) in deltas {
@@ -343,6 +353,7 @@ where
 pub fn count_by_group<'s, T, G, I, R, D>(
     updates: VecCollection<'s, T, (G, I), R>,
     name: &str,
+    expiry: Option<Expiry<T, G>>,
     row: impl Fn(&G, &I, R) -> D + 'static,
 ) -> VecCollection<'s, T, D>
 where
@@ -352,7 +363,7 @@ where
     R: ExchangeData + Monoid,
     D: Data,
 {
-    total_by_group(updates, name, move |group: &G, item: &I, old: &R, new: &R, emit| {
+    total_by_group(updates, name, expiry, move |group: &G, item: &I, old: &R, new: &R, emit| {
         if !old.is_zero() {
             emit(row(group, item, old.clone()), -1);
         }
@@ -367,16 +378,19 @@ where
 pub fn distinct_by_group<'s, T, G, I>(
     updates: VecCollection<'s, T, (G, I), Diff>,
     name: &str,
+    expiry: Option<Expiry<T, G>>,
 ) -> VecCollection<'s, T, (G, I)>
 where
     T: Timestamp + TotalOrder,
     G: ExchangeData + Hash,
     I: ExchangeData + Hash,
 {
-    total_by_group(updates, name, |group: &G, item: &I, old: &Diff, new: &Diff, emit| match (*old > 0, *new > 0) {
-        (false, true) => emit((group.clone(), item.clone()), 1),
-        (true, false) => emit((group.clone(), item.clone()), -1),
-        _ => {}
+    total_by_group(updates, name, expiry, |group: &G, item: &I, old: &Diff, new: &Diff, emit| {
+        match (*old > 0, *new > 0) {
+            (false, true) => emit((group.clone(), item.clone()), 1),
+            (true, false) => emit((group.clone(), item.clone()), -1),
+            _ => {}
+        }
     })
 }
 
@@ -391,6 +405,7 @@ pub fn extreme_by_key<'s, T, K, V>(
     updates: VecCollection<'s, T, (K, V), Diff>,
     greatest: bool,
     name: &str,
+    mut expiry: Option<Expiry<T, K>>,
 ) -> VecCollection<'s, T, (K, V)>
 where
     T: Timestamp + TotalOrder,
@@ -403,7 +418,8 @@ where
     type Changes<K, V> = HashMap<K, Vec<(V, Diff)>, RandomState>;
     let absorb =
         |changes: &mut Changes<K, V>, (key, value): (K, V), diff| changes.entry(key).or_default().push((value, diff));
-    accumulate_in_time_order(updates, exchange, name, absorb, move |_time, changes: &mut Changes<K, V>, emit| {
+    accumulate_in_time_order(updates, exchange, name, absorb, move |time, changes: &mut Changes<K, V>, emit| {
+        expire(&mut expiry, time, &mut values);
         for (key, list) in changes.drain() {
             let entry = values.entry(key.clone()).or_insert_with(|| Vec::with_capacity(1));
             let before = pick(entry);

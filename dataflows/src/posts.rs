@@ -16,6 +16,7 @@ use differential_dataflow::VecCollection;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use crate::horizon::{window_end_ms, Horizon};
 use crate::operators::{count_by_key, extreme_by_key, preaggregate, top_k};
 use crate::types::*;
 use crate::views::*;
@@ -34,16 +35,22 @@ pub struct PostConfig {
 type Copy = (i64, Name, String, String, String);
 
 /// Computes every post view of `posts` and hands it to `exporter`.
-pub fn post_views<'s, T>(posts: VecCollection<'s, T, Post>, config: &PostConfig, exporter: &mut impl Exporter<'s, T>)
-where
+/// With a `horizon`, sealed windows' counts are dropped.
+pub fn post_views<'s, T>(
+    posts: VecCollection<'s, T, Post>,
+    config: &PostConfig,
+    horizon: Option<&Horizon<T>>,
+    exporter: &mut impl Exporter<'s, T>,
+) where
     T: Timestamp + TotalOrder + Hash,
 {
     let copies = posts.map(|p| {
         let copy: Copy = (p.ts, p.user, p.text, p.place.unwrap_or_default(), p.retweet_of.unwrap_or_default());
         (p.id, copy)
     });
-    let unique = extreme_by_key(copies, false, "Least: post copies");
-    exporter.export(place_activity(unique.clone(), config.window_secs));
+    // Every id's copies are kept, all-time: a copy arriving later must count once.
+    let unique = extreme_by_key(copies, false, "Least: post copies", None);
+    exporter.export(place_activity(unique.clone(), config.window_secs, horizon));
     exporter.export(top_retweeted(unique, config.top_k));
 }
 
@@ -52,6 +59,7 @@ where
 fn place_activity<'s, T>(
     unique: VecCollection<'s, T, (String, Copy)>,
     window_secs: i64,
+    horizon: Option<&Horizon<T>>,
 ) -> VecCollection<'s, T, PlaceActivity>
 where
     T: Timestamp + TotalOrder + Hash,
@@ -62,7 +70,10 @@ where
             (Hashed::new((place, window_start(ts, window_secs))), (1 as Diff, retweet))
         })
     });
-    count_by_key(preaggregate(counted, "Preaggregate: place windows"), "Count: place_activity").map(
+    let name = "Count: place_activity";
+    let expiry =
+        horizon.map(|h| h.expiry(name, move |key: &Hashed<(String, i64)>| window_end_ms(key.key.1, window_secs)));
+    count_by_key(preaggregate(counted, "Preaggregate: place windows"), name, expiry).map(
         |(Hashed { key: (place, window_start), .. }, (posts, retweets))| PlaceActivity {
             place,
             window_start,

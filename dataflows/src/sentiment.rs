@@ -24,6 +24,7 @@ use differential_dataflow::VecCollection;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use crate::horizon::{window_end_ms, Horizon};
 use crate::operators::{count_by_key, preaggregate};
 use crate::types::*;
 use crate::views::*;
@@ -331,6 +332,7 @@ pub fn sentiment<'s, T>(
     chats: VecCollection<'s, T, Chat>,
     lexica: Arc<Lexica>,
     window_secs: i64,
+    horizon: Option<&Horizon<T>>,
 ) -> VecCollection<'s, T, Sentiment>
 where
     T: Timestamp + TotalOrder + Hash,
@@ -342,7 +344,10 @@ where
         let key = Hashed::new((chat.channel, window_start(chat.ts, window_secs)));
         Some((key, (one(Class::Positive), one(Class::Neutral), one(Class::Negative), score.milli() as Diff)))
     });
-    count_by_key(preaggregate(scored, "Preaggregate: sentiment"), "Count: sentiment").map(
+    let name = "Count: sentiment";
+    let expiry =
+        horizon.map(|h| h.expiry(name, move |key: &Hashed<(Name, i64)>| window_end_ms(key.key.1, window_secs)));
+    count_by_key(preaggregate(scored, "Preaggregate: sentiment"), name, expiry).map(
         |(Hashed { key: (channel, window_start), .. }, (positive, neutral, negative, milli))| Sentiment {
             channel,
             window_start,

@@ -81,6 +81,27 @@ impl<K: Ord> Ord for Prehashed<K> {
     }
 }
 
+/// Where an event was read, for its `late_events` row: its source (an index into the run's
+/// list of inputs, the same in every worker and process) and its position there: a line of a
+/// file (`partition` −1, `offset` the 1-based line number) or a Kafka record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Origin {
+    pub source: u32,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl std::fmt::Display for Origin {
+    /// As dead letters write positions: the line number, or `partition:offset`.
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        if self.partition < 0 {
+            write!(f, "{}", self.offset)
+        } else {
+            write!(f, "{}:{}", self.partition, self.offset)
+        }
+    }
+}
+
 /// A chat message: `{"ts", "channel", "user", "text"}`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Chat {
@@ -89,6 +110,7 @@ pub struct Chat {
     pub channel: Name,
     pub user: Name,
     pub text: String,
+    pub origin: Origin,
 }
 
 /// Whether an edge event adds or takes away weight.
@@ -117,6 +139,7 @@ pub struct Post {
     pub text: String,
     pub place: Option<String>,
     pub retweet_of: Option<String>,
+    pub origin: Origin,
 }
 
 /// A viewer count of a channel: `{"ts", "channel", "viewers"}`.
@@ -125,6 +148,7 @@ pub struct Viewers {
     pub ts: i64,
     pub channel: Name,
     pub viewers: i64,
+    pub origin: Origin,
 }
 
 /// The tumbling window an event time falls in: `floor(ts / 1000 / w) * w`, seconds since the

@@ -264,6 +264,10 @@ views! {
     /// `engagement`: per channel and chat window, the chat messages and the count of the
     /// window's latest viewer event (0 if none).
     "engagement" => Engagement { channel: Name = filter "channel", window_start: i64, messages: i64, viewers: i64 }
+    /// `late_events`: events that arrived for a window the retention horizon had sealed
+    /// (`--retention`; DESIGN.md, "Bounded state"): where they were read (as `dead_letters`
+    /// says it), their kind (`chat`, `post`, `viewers`), their `ts` and the watermark then.
+    "late_events" => LateEvent { source: String, position: String, kind: String, ts: i64, watermark: i64 }
     /// `dead_letters`: input that could not be decoded, kept with where it came from and why:
     /// `source` is the file or topic, `position` a line number (files) or `partition:offset`
     /// (Kafka), `raw` the input itself, lossily decoded and cut to at most 1 KiB.

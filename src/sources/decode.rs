@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use dataflows::{Chat, DeadLetter, Edge, EdgeOp, Name, Post, Viewers};
+use dataflows::{Chat, DeadLetter, Edge, EdgeOp, Name, Origin, Post, Viewers};
 use serde::Deserialize;
 
 /// Records longer than this are refused unread (1 MiB).
@@ -130,14 +130,18 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         }))
     } else if let Some(channel) = f.channel {
         match (f.viewers, f.text) {
-            (Some(viewers), None) => {
-                Ok(Event::Viewers(Viewers { ts: required(f.ts, "viewers", "ts")?, channel: name(channel), viewers }))
-            }
+            (Some(viewers), None) => Ok(Event::Viewers(Viewers {
+                ts: required(f.ts, "viewers", "ts")?,
+                channel: name(channel),
+                viewers,
+                origin: Origin::default(),
+            })),
             (_, text) => Ok(Event::Chat(Chat {
                 ts: required(f.ts, "chat", "ts")?,
                 channel: name(channel),
                 user: name(required(f.user, "chat", "user")?),
                 text: owned(required(text, "chat", "text")?),
+                origin: Origin::default(),
             })),
         }
     } else if f.id.is_some() || f.place.is_some() || f.retweet_of.is_some() {
@@ -148,6 +152,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             text: owned(required(f.text, "post", "text")?),
             place: f.place.map(owned),
             retweet_of: f.retweet_of.map(owned),
+            origin: Origin::default(),
         }))
     } else {
         Err(DecodeError::NoKind)

@@ -22,6 +22,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::rc::Rc;
+
+use dataflows::horizon::{Held, Horizon};
 use dataflows::{Chat, DeadLetter, Diff, Name, Post, Viewers};
 use differential_dataflow::input::{Input as _, InputSession};
 use hdrhistogram::Histogram;
@@ -57,6 +60,16 @@ pub enum Input {
     Replay { files: Vec<PathBuf>, batch: u64, pace: Option<Pace> },
     /// Kafka topics (name, partition count).
     Kafka { options: KafkaOptions, topics: Vec<(String, usize)> },
+}
+
+impl Input {
+    /// The sources' names as records carry them, in an order every worker and process shares.
+    pub fn sources(&self) -> Vec<String> {
+        match self {
+            Input::Replay { files, .. } => files.iter().map(|f| f.display().to_string()).collect(),
+            Input::Kafka { topics, .. } => topics.iter().map(|(topic, _)| topic.clone()).collect(),
+        }
+    }
 }
 
 /// What a pipeline run does, the same for every worker.
@@ -116,6 +129,9 @@ pub struct WorkerReport {
     pub operator_seconds: Vec<(String, f64)>,
     /// Worker 0 only: the run's upper (see `stop`).
     pub upper: Option<u64>,
+    /// With `--retention`: per windowed operator, the windows this worker holds at the end
+    /// and has dropped.
+    pub held: Vec<(String, Held)>,
 }
 
 /// Why a worker failed.
@@ -158,6 +174,8 @@ struct Running<S: Sink> {
     input_time: u64,
     /// The probe frontier the sink was last told of.
     told: Option<Option<u64>>,
+    /// With `--retention`: what the windowed operators hold.
+    horizon: Option<Rc<Horizon<u64>>>,
 }
 
 fn run_with<S: Sink>(
@@ -169,7 +187,7 @@ fn run_with<S: Sink>(
     let index = worker.index();
     let profile = job.profile.then(|| OperatorProfile::install(worker));
     let probe = ProbeHandle::new();
-    let (inputs, mut focus) = build(worker, job, &mut sink, &probe)?;
+    let (inputs, mut focus, horizon) = build(worker, job, &mut sink, &probe)?;
     let notices = Notices::build(worker);
     // The focus set is static: worker 0 enters it at time 0, then every worker closes it.
     if index == 0 {
@@ -189,7 +207,8 @@ fn run_with<S: Sink>(
         index,
         probe,
         inputs: Some(inputs),
-        router: Router::new(index),
+        router: Router::new(index, job.input.sources()),
+        horizon,
         source,
         sink,
         measure: Measure::new(index),
@@ -210,7 +229,7 @@ fn build<S: Sink>(
     job: &Job,
     sink: &mut S,
     probe: &ProbeHandle<u64>,
-) -> Result<(Inputs, InputSession<u64, Name, Diff>), WorkerError> {
+) -> Result<(Inputs, InputSession<u64, Name, Diff>, Option<Rc<Horizon<u64>>>), WorkerError> {
     worker.dataflow::<u64, _, _>(|scope| {
         let (chats_in, chats) = scope.new_collection::<Chat, Diff>();
         let (posts_in, posts) = scope.new_collection::<Post, Diff>();
@@ -219,10 +238,11 @@ fn build<S: Sink>(
         let (focus_in, focus) = scope.new_collection::<Name, Diff>();
         let (dead_in, dead_letters) = scope.new_collection::<DeadLetter, Diff>();
         let (positions_in, positions) = scope.new_collection::<InputPosition, Diff>();
+        let (stamps_in, stamps) = scope.new_collection::<i64, Diff>();
         let focus = job.focus.is_some().then_some(focus);
-        let inputs = dataflows::Inputs { chats, posts, viewers, edges, focus, dead_letters };
+        let inputs = dataflows::Inputs { chats, posts, viewers, edges, focus, dead_letters, stamps };
         let mut exports = Exports::new(sink);
-        dataflows::all_views(inputs, &job.views, &mut exports);
+        let horizon = dataflows::all_views(inputs, &job.views, &mut exports);
         exports.finish(positions)?.probe_with(probe);
         let inputs = Inputs {
             chats: chats_in,
@@ -231,8 +251,10 @@ fn build<S: Sink>(
             edges: edges_in,
             dead: dead_in,
             positions: positions_in,
+            stamps: stamps_in,
+            pending_stamps: Vec::new(),
         };
-        Ok((inputs, focus_in))
+        Ok((inputs, focus_in, horizon))
     })
 }
 
@@ -324,7 +346,8 @@ impl<S: Sink> Running<S> {
         self.observe()?;
         let positions = self.source.positions();
         self.sink.finish(upper, &positions)?;
-        let Running { notices, mut report, inputs, measure, .. } = self;
+        let Running { notices, mut report, inputs, measure, horizon, .. } = self;
+        report.held = horizon.map(|h| h.held()).unwrap_or_default();
         // Only now may the inputs close (see `stop`).
         notices.finish(worker, upper);
         drop(inputs);

@@ -2,7 +2,7 @@
 //! letter at the time its source gave it, counting per source partition in the metrics
 //! registry.
 
-use dataflows::{Chat, DeadLetter, Diff, EdgeOp, Name, Post, Viewers};
+use dataflows::{Chat, DeadLetter, Diff, EdgeOp, Name, Origin, Post, Viewers};
 use differential_dataflow::input::InputSession;
 
 use crate::metrics::{EventKind, SourceCounters};
@@ -17,10 +17,27 @@ pub struct Inputs {
     pub edges: InputSession<u64, (Name, Name), Diff>,
     pub dead: InputSession<u64, DeadLetter, Diff>,
     pub positions: InputSession<u64, InputPosition, Diff>,
+    /// The greatest `ts` of this worker's events per time, for the watermark.
+    pub stamps: InputSession<u64, i64, Diff>,
+    /// The stamps of the times not closed yet (a few: the sources' times run close together).
+    pub pending_stamps: Vec<(u64, i64)>,
 }
 
 impl Inputs {
+    /// Notes an event's `ts` at `time`.
+    fn stamp(&mut self, time: u64, ts: i64) {
+        match self.pending_stamps.iter_mut().find(|(t, _)| *t == time) {
+            Some((_, mark)) => *mark = (*mark).max(ts),
+            None => self.pending_stamps.push((time, ts)),
+        }
+    }
+
     pub fn advance_to(&mut self, time: u64) {
+        for (at, mark) in std::mem::take(&mut self.pending_stamps) {
+            self.stamps.update_at(mark, at, 1);
+        }
+        self.stamps.advance_to(time);
+        self.stamps.flush();
         self.chats.advance_to(time);
         self.posts.advance_to(time);
         self.viewers.advance_to(time);
@@ -50,14 +67,38 @@ struct Counts {
 pub struct Router {
     /// The partition label of file records (the worker: see `metrics`).
     worker: String,
+    /// The run's sources (files or topics) in the order every worker knows them: an event's
+    /// [`Origin`] names its source by its place here.
+    sources: Vec<String>,
+    /// The source of the last record, by its place in `sources`.
+    last_source: u32,
     counters: Vec<(String, i32, SourceCounters, Counts)>,
     /// The entry the last record used (records come in runs from one partition).
     last: usize,
 }
 
 impl Router {
-    pub fn new(worker: usize) -> Self {
-        Router { worker: worker.to_string(), counters: Vec::new(), last: 0 }
+    pub fn new(worker: usize, sources: Vec<String>) -> Self {
+        Router { worker: worker.to_string(), sources, last_source: 0, counters: Vec::new(), last: 0 }
+    }
+
+    /// Where `record` was read, as its event carries it.
+    fn origin(&mut self, record: &Record) -> Origin {
+        if self.sources.get(self.last_source as usize).is_none_or(|s| s != record.source) {
+            self.last_source = match self.sources.iter().position(|s| s == record.source) {
+                Some(i) => i as u32,
+                // Not a source of the run's list (none is): named by its own entry.
+                None => {
+                    self.sources.push(record.source.to_owned());
+                    (self.sources.len() - 1) as u32
+                }
+            };
+        }
+        let (partition, offset) = match record.position {
+            Position::Line(line) => (-1, line as i64),
+            Position::Offset { partition, offset } => (partition, offset),
+        };
+        Origin { source: self.last_source, partition, offset }
     }
 
     fn counts(&mut self, source: &str, position: &Position) -> &mut Counts {
@@ -116,25 +157,40 @@ impl Router {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return false;
         }
-        match decode(bytes) {
-            Ok(Event::Chat(chat)) => {
+        let event = match decode(bytes) {
+            Ok(event) => event,
+            Err(error) => {
+                dead(error.to_string(), bytes, inputs);
+                return true;
+            }
+        };
+        let origin = self.origin(record);
+        let counts = self.counts(record.source, &record.position);
+        match event {
+            Event::Chat(mut chat) => {
+                inputs.stamp(time, chat.ts);
+                chat.origin = origin;
                 inputs.chats.update_at(chat, time, 1);
                 counts.events[EventKind::Chat as usize] += 1;
             }
-            Ok(Event::Edge(edge)) => {
+            Event::Edge(edge) => {
+                inputs.stamp(time, edge.ts);
                 let sign = if edge.op == EdgeOp::Del { -1 } else { 1 };
                 inputs.edges.update_at((edge.src, edge.dst), time, sign * edge.weight as Diff);
                 counts.events[EventKind::Edge as usize] += 1;
             }
-            Ok(Event::Post(post)) => {
+            Event::Post(mut post) => {
+                inputs.stamp(time, post.ts);
+                post.origin = origin;
                 inputs.posts.update_at(post, time, 1);
                 counts.events[EventKind::Post as usize] += 1;
             }
-            Ok(Event::Viewers(viewers)) => {
+            Event::Viewers(mut viewers) => {
+                inputs.stamp(time, viewers.ts);
+                viewers.origin = origin;
                 inputs.viewers.update_at(viewers, time, 1);
                 counts.events[EventKind::Viewers as usize] += 1;
             }
-            Err(error) => dead(error.to_string(), bytes, inputs),
         }
         true
     }

@@ -14,6 +14,7 @@ mod netns;
 mod network;
 mod newcomer;
 mod oracle;
+mod retention;
 mod serve;
 mod support;
 mod views;

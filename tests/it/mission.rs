@@ -159,13 +159,15 @@ fn run_all(events: Vec<(u64, Event)>, workers: usize, lexica: Arc<dataflows::sen
             let (viewers_in, viewers) = scope.new_collection::<Viewers, Diff>();
             let (_, edges) = scope.new_collection::<(Name, Name), Diff>();
             let (_, dead_letters) = scope.new_collection::<DeadLetter, Diff>();
-            let inputs = dataflows::Inputs { chats, posts, viewers, edges, focus: None, dead_letters };
+            let (_, stamps) = scope.new_collection::<i64, Diff>();
+            let inputs = dataflows::Inputs { chats, posts, viewers, edges, focus: None, dead_letters, stamps };
             let config = dataflows::Config {
                 chat: dataflows::chat::ChatConfig { window_secs: 60, top_k: 3 },
                 network: dataflows::network::NetworkConfig { hops: 2, top_n: 30 },
                 mention_edges: false,
                 posts: PostConfig { window_secs: 300, top_k: 3 },
                 sentiment: Some(lexica),
+                retention: None,
             };
             dataflows::all_views(inputs, &config, &mut Capture { captured, probe: &probe });
             (chats_in, posts_in, viewers_in)
@@ -182,6 +184,7 @@ fn run_all(events: Vec<(u64, Event)>, workers: usize, lexica: Arc<dataflows::sen
                     channel: Name::from(m.channel.as_str()),
                     user: Name::from(m.user.as_str()),
                     text: m.text,
+                    origin: Default::default(),
                 }),
                 Event::Post(p) => posts_in.insert(Post {
                     ts: p.ts,
@@ -190,10 +193,14 @@ fn run_all(events: Vec<(u64, Event)>, workers: usize, lexica: Arc<dataflows::sen
                     text: p.text,
                     place: (!p.place.is_empty() || p.ts % 2 == 0).then_some(p.place),
                     retweet_of: (!p.retweet_of.is_empty() || p.ts % 3 == 0).then_some(p.retweet_of),
+                    origin: Default::default(),
                 }),
-                Event::Viewers(v) => {
-                    viewers_in.insert(Viewers { ts: v.ts, channel: Name::from(v.channel.as_str()), viewers: v.viewers })
-                }
+                Event::Viewers(v) => viewers_in.insert(Viewers {
+                    ts: v.ts,
+                    channel: Name::from(v.channel.as_str()),
+                    viewers: v.viewers,
+                    origin: Default::default(),
+                }),
             }
         }
         drop((chats_in, posts_in, viewers_in));

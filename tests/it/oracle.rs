@@ -470,3 +470,77 @@ pub fn sentiment(msgs: &[Msg], lexica: &Lexica, w: i64) -> Views {
     );
     views
 }
+
+/// DESIGN.md's retention horizon over the replay log `files` (their lines in order, line `g`
+/// at time `floor(g / batch)`): returns the lines of the events that count (every line but the
+/// late ones) and the `late_events` rows. An event is a chat (`channel` and `text`), a viewer
+/// count (`channel` and `viewers`), a post (`id`) or an edge (`src`); the watermark of time `t`
+/// is the greatest `ts` of the events at times before `t`; a chat or viewer count is late when
+/// its `chat_w` window ends `retention` seconds or more before the watermark of its time, a
+/// post likewise with `post_w`.
+pub fn retention(
+    files: &[&std::path::Path],
+    batch: u64,
+    retention: i64,
+    chat_w: i64,
+    post_w: i64,
+) -> (String, BTreeSet<Vec<String>>) {
+    let mut events = Vec::new();
+    let mut g = 0u64;
+    for file in files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (i, line) in text.split('\n').enumerate() {
+            let v = serde_json::from_str::<serde_json::Value>(line).ok();
+            let has = |k: &str| v.as_ref().is_some_and(|v| v.get(k).is_some_and(|x| !x.is_null()));
+            let kind = if has("src") {
+                Some("edge")
+            } else if has("channel") && has("text") {
+                Some("chat")
+            } else if has("channel") && has("viewers") {
+                Some("viewers")
+            } else if has("id") {
+                Some("post")
+            } else {
+                None
+            };
+            if let Some(kind) = kind {
+                let ts = v.as_ref().unwrap()["ts"].as_i64().unwrap();
+                events.push((g / batch, file.display().to_string(), i as u64 + 1, kind, ts, line.to_owned()));
+            }
+            g += 1;
+        }
+        // The split gave one piece after the final newline, not a line of the log.
+        if text.ends_with('\n') {
+            g -= 1;
+        }
+    }
+    // The greatest ts per time, then the watermark of each time.
+    let mut greatest: BTreeMap<u64, i64> = BTreeMap::new();
+    for (time, _, _, _, ts, _) in &events {
+        let m = greatest.entry(*time).or_insert(i64::MIN);
+        *m = (*m).max(*ts);
+    }
+    let watermark = |time: u64| greatest.range(..time).map(|(_, m)| *m).max().unwrap_or(i64::MIN);
+    let mut kept = String::new();
+    let mut late = BTreeSet::new();
+    for (time, source, line, kind, ts, text) in events {
+        let w = match kind {
+            "chat" | "viewers" => chat_w,
+            "post" => post_w,
+            _ => {
+                kept.push_str(&text);
+                kept.push('\n');
+                continue;
+            }
+        };
+        let end_ms = (window(ts, w) + w) * 1000;
+        let mark = watermark(time);
+        if mark != i64::MIN && end_ms + retention * 1000 <= mark {
+            late.insert(vec![source, line.to_string(), kind.to_owned(), ts.to_string(), mark.to_string()]);
+        } else {
+            kept.push_str(&text);
+            kept.push('\n');
+        }
+    }
+    (kept, late)
+}

@@ -31,7 +31,7 @@ pub fn run_views(events: Vec<(u64, Msg)>, workers: usize, window: i64, k: usize)
         let mut input = worker.dataflow::<u64, _, _>(|scope| {
             let (input, chats) = scope.new_collection::<Chat, Diff>();
             let config = ChatConfig { window_secs: window, top_k: k };
-            chat_views(chats, &config, &mut Capture { captured, probe: &probe });
+            chat_views(chats, &config, None, &mut Capture { captured, probe: &probe });
             input
         });
         // Worker i feeds events i, i + peers, …, in time order.
@@ -44,6 +44,7 @@ pub fn run_views(events: Vec<(u64, Msg)>, workers: usize, window: i64, k: usize)
                 channel: Name::from(m.channel.as_str()),
                 user: Name::from(m.user.as_str()),
                 text: m.text.clone(),
+                origin: Default::default(),
             });
         }
         drop(input);
@@ -175,7 +176,7 @@ fn run_operators(updates: Updates, workers: usize, k: usize, capacity: usize) ->
             top_k(occurrences.clone(), TopK { k, capacity }, "TopK: test")
                 .inspect(move |x| top_sink.lock().unwrap().push(*x))
                 .probe_with(&probe);
-            count_by_key(occurrences, "Count: test")
+            count_by_key(occurrences, "Count: test", None)
                 .inspect(move |x| count_sink.lock().unwrap().push(*x))
                 .probe_with(&probe);
             input

@@ -1,0 +1,127 @@
+//! `--retention`: the views of the events that are not late, and the late ones as
+//! `late_events` rows, equal the sequential oracle's (DESIGN.md's watermark rule) at one and
+//! two workers and two processes; the late events are the same in every run; sealed windows'
+//! state is dropped.
+
+use std::path::{Path, PathBuf};
+
+use crate::mission::test_lexica;
+use crate::oracle::{self, Lexica};
+use crate::support::*;
+
+/// Chat, posts and viewer counts with late events (up to 5 minutes behind), plus edge events
+/// whose `ts` runs ahead of the chat (they move the watermark too) and dead letters with a
+/// far-future `ts` (they must not).
+fn late_fixture(dir: &Path) -> PathBuf {
+    let path = dir.join("late.jsonl");
+    run_ok(&[
+        "produce",
+        "--kind",
+        "chat,posts,viewers",
+        "--out",
+        path_str(&path),
+        "--count",
+        "12000",
+        "--seed",
+        "5",
+        "--channels",
+        "6",
+        "--users",
+        "200",
+        "--rate",
+        "10",
+        "--late-fraction",
+        "0.08",
+        "--viewers-interval-ms",
+        "3000",
+    ]);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        out.push_str(line);
+        out.push('\n');
+        if i % 2500 == 1000 {
+            let ts: serde_json::Value = serde_json::from_str(line).unwrap();
+            let ahead = ts["ts"].as_i64().unwrap() + 150_000;
+            out.push_str(&format!("{{\"ts\":{ahead},\"src\":\"a{i}\",\"dst\":\"b\",\"weight\":2}}\n"));
+            out.push_str("{\"ts\":9999999999999,\"channel\":\"nowhere\"}\n");
+        }
+    }
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+/// The views `--retention 60 --batch 300` must give for `fixture`.
+fn expected(fixture: &Path, lexica: &Lexica) -> oracle::Views {
+    let (kept, late) = oracle::retention(&[fixture], 300, 60, 60, 300);
+    let kept_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(kept_file.path(), kept).unwrap();
+    let msgs = oracle::read_chats(kept_file.path());
+    let mut views = oracle::chat_views(&msgs, 60, 10);
+    views.extend(oracle::sentiment(&msgs, lexica, 60));
+    views.extend(oracle::engagement(&msgs, &oracle::read_viewers(kept_file.path()), 60));
+    views.extend(oracle::post_views(&oracle::read_posts(kept_file.path()), 300, 10));
+    views.extend(oracle::network_views(&oracle::read_edges(fixture), None, 2, 30));
+    views.insert("late_events".into(), late);
+    views
+}
+
+/// "windows held at the end" and "dropped" of `name` in a run's summary.
+fn held(stdout: &str, name: &str) -> (u64, u64) {
+    let find = |prefix: &str| {
+        let line = stdout.lines().find(|l| l.contains(prefix)).unwrap_or_else(|| panic!("no {prefix:?} in\n{stdout}"));
+        // "…: 20 Count: word_counts, 20 Count: channel_activity, …"
+        let at = line.find(name).unwrap_or_else(|| panic!("no {name} in {line:?}"));
+        let before = line[..at].trim_end();
+        before.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+    };
+    (find("windows held at the end"), find("sealed windows dropped"))
+}
+
+#[test]
+fn retention_equals_the_oracle_at_1_and_2_workers_and_two_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = late_fixture(dir.path());
+    let lexicon_dir = test_lexica(dir.path());
+    let want = expected(&fixture, &Lexica::read(&lexicon_dir));
+    // The test can fail: late events of every kind, and views that differ from keeping all.
+    let late = &want["late_events"];
+    for kind in ["chat", "post", "viewers"] {
+        assert!(late.iter().filter(|r| r[2] == kind).count() >= 3, "too few late {kind} events: {late:?}");
+    }
+    let all = oracle::chat_views(&oracle::read_chats(&fixture), 60, 10);
+    assert_ne!(all["word_counts"], want["word_counts"], "no late event was beyond the horizon");
+
+    let views: Vec<&str> = want.keys().map(String::as_str).collect();
+    let flags = ["--batch", "300", "--retention", "60", "--lexicon-dir", path_str(&lexicon_dir)];
+    let mut runs = Vec::new();
+    for workers in ["1", "2"] {
+        let out = dir.path().join(format!("w{workers}"));
+        let mut args = vec!["run", "--replay", path_str(&fixture), "--out", path_str(&out), "-w", workers];
+        args.extend(flags);
+        let output = run_ok(&args);
+        assert_views_eq(&read_views(&out, &views), &want, &format!("--retention 60 -w {workers}"));
+        if workers == "1" {
+            // Every (channel, window) that ever had state was dropped or is still held, and
+            // most were dropped.
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let (held, dropped) = held(&stdout, "Count: channel_activity");
+            assert_eq!(held + dropped, want["channel_activity"].len() as u64, "{stdout}");
+            assert!(held * 4 < dropped, "state not bounded: {held} windows held, {dropped} dropped\n{stdout}");
+        }
+        runs.push(out);
+    }
+    let out = dir.path().join("n2");
+    let mut args = vec!["run", "--replay", path_str(&fixture), "--out", path_str(&out), "-w", "1"];
+    args.extend(flags);
+    run_two_processes(dir.path(), &args);
+    assert_views_eq(&read_views(&out, &views), &want, "--retention 60 -n 2");
+    runs.push(out);
+    // The late events, like every change file, are the same bytes in every run.
+    for view in &views {
+        let read = |d: &Path| std::fs::read(d.join(format!("{view}.csv"))).unwrap();
+        for run in &runs[1..] {
+            assert!(read(&runs[0]) == read(run), "{view}.csv differs between {:?} and {run:?}", runs[0]);
+        }
+    }
+}
