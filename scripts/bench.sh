@@ -42,7 +42,11 @@
 # 100,000 lines/s (`--replay-rate`, ticks of 1,000 lines) into change files, -w 1 and -w 2;
 # each run prints p50/p99 from a line's release to the progress record passing it.
 #
-# Usage: scripts/bench.sh [kafka|clickhouse|peers|netns|network|paced] [extra flags]
+# `scripts/bench.sh soak` runs 10,000,000 generated messages spanning 24 hours of event time
+# with --retention 3600 and without, replayed and through Kafka, and prints the peak RSS after
+# 1, 2, 5 and 10 M records (the retention horizon must keep it flat).
+#
+# Usage: scripts/bench.sh [kafka|clickhouse|peers|netns|network|paced|soak] [extra flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked
@@ -186,6 +190,38 @@ if [ "${1:-}" = clickhouse ]; then
         sum(data_uncompressed_bytes) AS uncompressed FROM system.parts WHERE database = 'bench_w2' AND active \
         GROUP BY table ORDER BY table FORMAT TabSeparatedWithNames"
     freshness fresh-ch --clickhouse "$url" --database bench_fresh --from-beginning
+    exit 0
+fi
+
+if [ "${1:-}" = soak ]; then
+    shift
+    # 10,000,000 chat messages over 24 hours of event time (116 a second, 1 % late by up to 5
+    # minutes), with --retention 3600 and without, replayed and then through Kafka (a sqlite
+    # broker on 127.0.0.1:9094, 4 partitions): peak RSS after every million records read.
+    soak=target/bench/soak-10m-seed7.jsonl
+    [ -f "$soak" ] || "$bin" produce --out "$soak" --count 10000000 --seed 7 --rate 116 --late-fraction 0.01
+    rss() { python3 scripts/lib/soak_rss.py; }
+    for retention in "--retention 3600" ""; do
+        echo "replay, -w 2 ${retention:-(no retention)}:"
+        # shellcheck disable=SC2086
+        "$bin" bench --replay "$soak" -w 2 $retention --out target/bench/soak-out "$@" | rss
+    done
+    only_chat=(--edges-topic "" --posts-topic "" --viewers-topic "")
+    export KAFKA_PORT=9094 KAFKA_DIR=target/bench/kafka-9094
+    scripts/kafka.sh stop >/dev/null 2>&1 || true
+    rm -rf "$KAFKA_DIR"
+    trap 'KAFKA_PORT=9094 KAFKA_DIR=target/bench/kafka-9094 scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
+    scripts/kafka.sh start sqlite
+    start=$(date +%s)
+    "$bin" produce --kafka 127.0.0.1:9094 --from "$soak" --partitions 4 "${only_chat[@]}"
+    echo "loaded into Kafka in $(($(date +%s) - start)) s"
+    for retention in "--retention 3600" ""; do
+        echo "Kafka, -w 2 ${retention:-(no retention)}:"
+        # shellcheck disable=SC2086
+        "$bin" bench --kafka 127.0.0.1:9094 --until-caught-up -w 2 "${only_chat[@]}" $retention \
+            --out target/bench/soak-kafka-out "$@" | rss
+    done
+    scripts/kafka.sh stop
     exit 0
 fi
 

@@ -197,6 +197,8 @@ fn real_main(cli: Cli) -> Result<i32> {
                     .map(|(name, secs)| (name.clone(), json!((secs * 1000.0).round() / 1000.0))).collect::<serde_json::Map<_, _>>(),
                 "rows_written": outcome.rows_written().into_iter()
                     .map(|(v, n)| (v.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                "peak_rss_at_records": outcome.rss_at_records.iter()
+                    .map(|(records, rss)| (records.to_string(), json!(rss))).collect::<serde_json::Map<_, _>>(),
                 "windows_held": outcome.windows_held().into_iter()
                     .map(|(name, h)| (name, json!({"held": h.windows, "dropped": h.dropped})))
                     .collect::<serde_json::Map<_, _>>(),

@@ -50,7 +50,13 @@ pub struct Outcome {
     /// Freshness of live records at the committed cut (produce → cut, µs; see
     /// `sinks::freshness`).
     pub freshness: Histogram<u64>,
+    /// The process's peak RSS (bytes) when its workers had read each multiple of
+    /// [`RSS_EVERY`] records (sampled every 100 ms), for the soak benchmark.
+    pub rss_at_records: Vec<(u64, u64)>,
 }
+
+/// Records between the peak-RSS samples of [`Outcome::rss_at_records`].
+pub const RSS_EVERY: u64 = 1_000_000;
 
 impl Outcome {
     /// Well-formed events read by this process (of `kind`: chat, edge, post, viewers).
@@ -457,10 +463,19 @@ pub fn execute(mut plan: Plan, timely: &TimelyArgs) -> Result<Outcome> {
     };
     let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
     bar.set_style(ProgressStyle::with_template(template).expect("valid progress template"));
+    let mut rss_at_records = Vec::new();
+    let sample_rss = |samples: &mut Vec<(u64, u64)>| {
+        let next = (samples.len() as u64 + 1) * RSS_EVERY;
+        if progress.records.load(Ordering::Relaxed) >= next {
+            samples.push((next, peak_rss_bytes().unwrap_or(0)));
+        }
+    };
     while guards.guards().iter().any(|g| !g.is_finished()) {
         bar.set_position(progress.bytes.load(Ordering::Relaxed));
+        sample_rss(&mut rss_at_records);
         std::thread::sleep(Duration::from_millis(100));
     }
+    sample_rss(&mut rss_at_records);
     bar.finish_and_clear();
 
     let mut reports = Vec::new();
@@ -484,6 +499,7 @@ pub fn execute(mut plan: Plan, timely: &TimelyArgs) -> Result<Outcome> {
         sentiment,
         counts: crate::metrics::snapshot().since(&counted_before),
         freshness: freshness.histogram(),
+        rss_at_records,
     })
 }
 

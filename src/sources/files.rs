@@ -24,6 +24,13 @@
 //!   …     ─┘
 //! ```
 //!
+//! ## The watermark (`--retention`)
+//!
+//! The watermark of time `t` is the greatest event `ts` of the lines before line
+//! `t × batch` (the lines of earlier times; dead letters have none): a function of the log and
+//! `--batch`, so every replay of the same files (and a `--resume`) seals the same windows and
+//! writes the same `late_events`, at any number of workers (see `dataflows::horizon`).
+//!
 //! ## Paced replay
 //!
 //! With `--replay-rate R` the log is released at `R` lines a second, as if it were being

@@ -49,6 +49,16 @@
 //!      └─ at its end for --idle-ms ──► bind(next offset, target) ──► _clock.w<i>.csv (fsync) ──► floor
 //! ```
 //!
+//! ## The watermark (`--retention`)
+//!
+//! The watermark of time `t` is the greatest event `ts` (the JSON field, not the Kafka
+//! timestamp) of the records of every partition whose time is below `t` (see
+//! `dataflows::horizon`). Since a record's time is a function of its partition's prefix and
+//! the recorded clock bindings, so is the watermark: a restart that reads the same records
+//! with the same bindings seals the same windows and writes the same `late_events`. (A record
+//! far in the future, `ts` = i64::MAX say, seals every window before it: the watermark trusts
+//! the producers' clocks as ingestion time does.)
+//!
 //! ## The end of a caught-up run
 //!
 //! With `--until-caught-up` every partition stops at the end offset seen at start. The run's

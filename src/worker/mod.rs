@@ -111,6 +111,8 @@ pub struct Progress {
     pub bytes: AtomicU64,
     /// Workers of this process that have finished.
     pub finished: AtomicU64,
+    /// Records read by this process's workers.
+    pub records: AtomicU64,
 }
 
 /// What one worker did. Counts of events, dead letters and rows are in the metrics registry.
@@ -291,6 +293,7 @@ impl<S: Sink> Running<S> {
             let before = self.report.records;
             self.read_some()?;
             progress.bytes.fetch_max(self.source.bytes_read(), Ordering::Relaxed);
+            progress.records.fetch_add(self.report.records - before, Ordering::Relaxed);
             match self.source.frontier() {
                 Some(time) if time > self.input_time => {
                     let inputs = self.inputs.as_mut().expect("inputs are open while reading");

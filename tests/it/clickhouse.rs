@@ -310,10 +310,11 @@ fn kill_9_at_random_moments_and_restart() {
     eprintln!("kill -9 test: cuts after each kill {cuts:?}; (distinct (row, time), stored rows) per view {copies:?}");
 }
 
-/// A live run from Kafka while messages keep coming; ClickHouse stops for 10 s and starts
-/// again: the run catches up (its cut passes every message sent) and the views are exact.
+/// A live run from Kafka while messages keep coming; ClickHouse stops for 30 s (issue 15's
+/// outage) and starts again: the run catches up (its cut passes every message sent) and the
+/// views are exact.
 #[test]
-fn clickhouse_outage_of_10_s_mid_run() {
+fn clickhouse_outage_of_30_s_mid_run() {
     let _ = server();
     assert!(
         reachable(KAFKA),
@@ -356,7 +357,7 @@ fn clickhouse_outage_of_10_s_mid_run() {
     let client = Client::new(&url);
     let mut sent: Vec<Msg> = Vec::new();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        // Phases: writing (until a cut is committed), down (at least 10 s, and until an insert
+        // Phases: writing (until a cut is committed), down (at least 30 s, and until an insert
         // has failed), up again (2 s more of traffic).
         let began = Instant::now();
         let mut phase = 0;
@@ -385,12 +386,12 @@ fn clickhouse_outage_of_10_s_mid_run() {
                     (phase, since) = (1, Instant::now());
                 }
                 0 => assert!(began.elapsed() < Duration::from_secs(90), "nothing was committed in 90 s"),
-                1 if since.elapsed() >= Duration::from_secs(10) && log.lock().unwrap().contains("retrying") => {
+                1 if since.elapsed() >= Duration::from_secs(30) && log.lock().unwrap().contains("retrying") => {
                     assert!(child.try_wait().unwrap().is_none(), "the run ended while ClickHouse was down");
                     ch("start");
                     (phase, since) = (2, Instant::now());
                 }
-                1 => assert!(since.elapsed() < Duration::from_secs(60), "no insert failed in a minute of outage"),
+                1 => assert!(since.elapsed() < Duration::from_secs(90), "no insert failed in 90 s of outage"),
                 2 if since.elapsed() >= Duration::from_secs(2) => phase = 3,
                 _ => {}
             }
