@@ -255,6 +255,7 @@ fn build<S: Sink>(
             positions: positions_in,
             stamps: stamps_in,
             pending_stamps: Vec::new(),
+            stamping: job.views.retention.is_some(),
         };
         Ok((inputs, focus_in, horizon))
     })

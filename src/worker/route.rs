@@ -21,11 +21,16 @@ pub struct Inputs {
     pub stamps: InputSession<u64, i64, Diff>,
     /// The stamps of the times not closed yet (a few: the sources' times run close together).
     pub pending_stamps: Vec<(u64, i64)>,
+    /// Whether anything reads the stamps (a retention horizon).
+    pub stamping: bool,
 }
 
 impl Inputs {
     /// Notes an event's `ts` at `time`.
     fn stamp(&mut self, time: u64, ts: i64) {
+        if !self.stamping {
+            return;
+        }
         match self.pending_stamps.iter_mut().find(|(t, _)| *t == time) {
             Some((_, mark)) => *mark = (*mark).max(ts),
             None => self.pending_stamps.push((time, ts)),
