@@ -70,7 +70,7 @@ fn mixed_fixture(dir: &Path, chats: u64) -> PathBuf {
     mixed
 }
 
-fn load_topics(fixture: &Path, prefix: &str, broker: &str) {
+pub fn load_topics(fixture: &Path, prefix: &str, broker: &str) {
     let mut args =
         vec!["produce".to_string(), "--kafka".into(), broker.into(), "--from".into(), path_str(fixture).into()];
     args.extend(topic_flags(prefix));
@@ -78,7 +78,7 @@ fn load_topics(fixture: &Path, prefix: &str, broker: &str) {
     run_with(&args);
 }
 
-fn kafka_run(prefix: &str, broker: &str, out: &Path, extra: &[&str]) -> Vec<String> {
+pub fn kafka_run(prefix: &str, broker: &str, out: &Path, extra: &[&str]) -> Vec<String> {
     let mut args = vec!["run".to_string(), "--kafka".into(), broker.into(), "--out".into(), path_str(out).into()];
     args.extend(topic_flags(prefix));
     args.extend(extra.iter().map(|s| s.to_string()));

@@ -11,7 +11,8 @@ use crate::support::*;
 
 /// Chat, posts and viewer counts with late events (up to 5 minutes behind), plus edge events
 /// whose `ts` runs ahead of the chat (they move the watermark too) and dead letters with a
-/// far-future `ts` (they must not).
+/// far-future `ts` (they must not). Every event has a `ts` of its own (a duplicate is moved on
+/// by a millisecond), so an event is known by its kind and `ts`.
 fn late_fixture(dir: &Path) -> PathBuf {
     let path = dir.join("late.jsonl");
     run_ok(&[
@@ -37,12 +38,23 @@ fn late_fixture(dir: &Path) -> PathBuf {
     ]);
     let text = std::fs::read_to_string(&path).unwrap();
     let mut out = String::new();
+    let mut seen = std::collections::HashSet::new();
     for (i, line) in text.lines().enumerate() {
+        let mut event: serde_json::Value = serde_json::from_str(line).unwrap();
+        let mut ts = event["ts"].as_i64().unwrap();
+        while !seen.insert(ts) {
+            ts += 1;
+        }
+        event["ts"] = ts.into();
+        let line = &event.to_string();
         out.push_str(line);
         out.push('\n');
         if i % 2500 == 1000 {
             let ts: serde_json::Value = serde_json::from_str(line).unwrap();
-            let ahead = ts["ts"].as_i64().unwrap() + 150_000;
+            let mut ahead = ts["ts"].as_i64().unwrap() + 150_000;
+            while !seen.insert(ahead) {
+                ahead += 1;
+            }
             out.push_str(&format!("{{\"ts\":{ahead},\"src\":\"a{i}\",\"dst\":\"b\",\"weight\":2}}\n"));
             out.push_str("{\"ts\":9999999999999,\"channel\":\"nowhere\"}\n");
         }
@@ -54,6 +66,17 @@ fn late_fixture(dir: &Path) -> PathBuf {
 /// The views `--retention 60 --batch 300` must give for `fixture`.
 fn expected(fixture: &Path, lexica: &Lexica) -> oracle::Views {
     let (kept, late) = oracle::retention(&[fixture], 300, 60, 60, 300);
+    views_of(&kept, late, fixture, lexica)
+}
+
+/// Every view of the events (JSON lines) `kept`, the edges of `fixture` (never late) and the
+/// late events `late`.
+fn views_of(
+    kept: &str,
+    late: std::collections::BTreeSet<Vec<String>>,
+    fixture: &Path,
+    lexica: &Lexica,
+) -> oracle::Views {
     let kept_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(kept_file.path(), kept).unwrap();
     let msgs = oracle::read_chats(kept_file.path());
@@ -124,4 +147,83 @@ fn retention_equals_the_oracle_at_1_and_2_workers_and_two_processes() {
             assert!(read(&runs[0]) == read(run), "{view}.csv differs between {:?} and {run:?}", runs[0]);
         }
     }
+}
+
+/// The kind of event a JSON line is, as the oracle reads kinds.
+fn kind_of(event: &serde_json::Value) -> Option<&'static str> {
+    let has = |k: &str| event.get(k).is_some_and(|x| !x.is_null());
+    if has("src") {
+        Some("edge")
+    } else if has("channel") && has("text") {
+        Some("chat")
+    } else if has("channel") && has("viewers") {
+        Some("viewers")
+    } else if has("id") {
+        Some("post")
+    } else {
+        None
+    }
+}
+
+/// Through Kafka the ingestion times are the partitions' clocks, which the oracle does not
+/// model; what must hold is that the late events are events of the log, sealed by the
+/// watermark they name, the same in every run (-w 2, two processes), and that every view is
+/// the oracle's view of the other events.
+#[test]
+fn retention_through_kafka_is_the_same_in_every_run_and_consistent() {
+    let broker = crate::kafka::broker();
+    let dir = tempfile::tempdir().unwrap();
+    // Without the dead letters: `produce --from` would send them stamped with the wall clock,
+    // which moves their partition's clock years ahead.
+    let fixture = late_fixture(dir.path());
+    let text = std::fs::read_to_string(&fixture).unwrap();
+    std::fs::write(
+        &fixture,
+        text.lines().filter(|l| !l.contains("nowhere")).flat_map(|l| [l, "\n"]).collect::<String>(),
+    )
+    .unwrap();
+    let lexicon_dir = test_lexica(dir.path());
+    let prefix = crate::kafka::unique("retention");
+    crate::kafka::load_topics(&fixture, &prefix, broker);
+    let flags = ["--until-caught-up", "--retention", "60", "--lexicon-dir", path_str(&lexicon_dir)];
+    let w2 = dir.path().join("kafka-w2");
+    let mut args = crate::kafka::kafka_run(&prefix, broker, &w2, &flags);
+    args.extend(["-w".to_owned(), "2".to_owned()]);
+    run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let n2 = dir.path().join("kafka-n2");
+    let args = crate::kafka::kafka_run(&prefix, broker, &n2, &flags);
+    run_two_processes(dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let views: Vec<&str> = dataflows::CATALOG.iter().map(|v| v.name).filter(|v| *v != "dead_letters").collect();
+    let got = read_views(&w2, &views);
+    assert_views_eq(&read_views(&n2, &views), &got, "--retention through Kafka, -n 2 against -w 2");
+    let late = &got["late_events"];
+    // Each late row is an event of the log, and the watermark it names seals its window.
+    let text = std::fs::read_to_string(&fixture).unwrap();
+    let events: std::collections::HashMap<(&str, i64), &str> = text
+        .lines()
+        .filter_map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).ok()?;
+            let kind = kind_of(&event)?;
+            Some(((kind, event["ts"].as_i64()?), line))
+        })
+        .collect();
+    let mut late_lines = std::collections::HashSet::new();
+    for row in late {
+        let (kind, ts, watermark): (&str, i64, i64) = (&row[2], row[3].parse().unwrap(), row[4].parse().unwrap());
+        let line = events.get(&(kind, ts)).unwrap_or_else(|| panic!("late row {row:?} is no event of the log"));
+        let w = if kind == "post" { 300 } else { 60 };
+        assert!(
+            (oracle::window(ts, w) + w + 60) * 1000 <= watermark,
+            "{row:?}: its window is not sealed by {watermark}"
+        );
+        assert!(row[0].starts_with(&prefix) && row[1].contains(':'), "{row:?}: topic and partition:offset");
+        late_lines.insert(*line);
+    }
+    for kind in ["chat", "post", "viewers"] {
+        assert!(late.iter().filter(|r| r[2] == kind).count() >= 3, "too few late {kind} events: {late:?}");
+    }
+    let kept: String = text.lines().filter(|l| !late_lines.contains(l)).flat_map(|l| [l, "\n"]).collect();
+    let want = views_of(&kept, late.clone(), &fixture, &Lexica::read(&lexicon_dir));
+    assert_views_eq(&got, &want, "--retention through Kafka: the views of the events not late");
 }
