@@ -131,6 +131,18 @@ fn retention_equals_the_oracle_at_1_and_2_workers_and_two_processes() {
             let (held, dropped) = held(&stdout, "Count: channel_activity");
             assert_eq!(held + dropped, want["channel_activity"].len() as u64, "{stdout}");
             assert!(held * 4 < dropped, "state not bounded: {held} windows held, {dropped} dropped\n{stdout}");
+            // The horizon is a setting of the deployment: a resume with another is refused,
+            // and one without any too (its windows would not be sealed).
+            for other in [&["--retention", "120"][..], &[]] {
+                let mut resume = vec!["run", "--replay", path_str(&fixture), "--out", path_str(&out), "--resume"];
+                resume.extend(["--batch", "300", "--lexicon-dir", path_str(&lexicon_dir)]);
+                resume.extend(other);
+                let refused = chatflow().args(&resume).output().unwrap();
+                let stderr = String::from_utf8_lossy(&refused.stderr);
+                let named =
+                    if other.is_empty() { "--retention was 60, is (none)" } else { "--retention was 60, is 120" };
+                assert!(refused.status.code() == Some(1) && stderr.contains(named), "{other:?}: {stderr}");
+            }
         }
         runs.push(out);
     }
