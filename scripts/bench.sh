@@ -55,17 +55,24 @@ mkdir -p target/bench
 fixture=target/bench/chat-1m-seed42.jsonl
 [ -f "$fixture" ] || "$bin" produce --out "$fixture" --count 1000000 --seed 42
 
+# A broker of the benchmarks' own, fresh: `bench_broker PORT sqlite|memory` (data under
+# target/bench/kafka-PORT; stopped when the script exits).
+bench_broker() {
+    export KAFKA_PORT=$1 KAFKA_DIR=target/bench/kafka-$1
+    scripts/kafka.sh stop >/dev/null 2>&1 || true
+    rm -rf "$KAFKA_DIR"
+    trap "KAFKA_PORT=$1 KAFKA_DIR=target/bench/kafka-$1 scripts/kafka.sh stop >/dev/null 2>&1 || true" EXIT
+    scripts/kafka.sh start "$2"
+}
+
 # Freshness at a steady 50,000 messages/s for 30 s through a memory broker on 127.0.0.1:9095:
 # `freshness NAME [extra chatflow run flags]` (the log goes to target/bench/NAME.log).
 freshness() {
     local name=$1
     shift
     local only_chat=(--edges-topic "" --posts-topic "" --viewers-topic "")
-    export KAFKA_PORT=9095 KAFKA_DIR=target/bench/kafka-9095
-    scripts/kafka.sh stop >/dev/null 2>&1 || true
-    rm -rf "$KAFKA_DIR" "target/bench/$name"
-    trap 'KAFKA_PORT=9095 KAFKA_DIR=target/bench/kafka-9095 scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
-    scripts/kafka.sh start memory
+    rm -rf "target/bench/$name"
+    bench_broker 9095 memory
     "$bin" produce --kafka 127.0.0.1:9095 --count 1 --partitions 4 "${only_chat[@]}" >/dev/null
     "$bin" run --kafka 127.0.0.1:9095 -w 2 --tick-ms 100 --idle-ms 100 \
         --out "target/bench/$name" "${only_chat[@]}" "$@" \
@@ -212,11 +219,7 @@ if [ "${1:-}" = soak ]; then
     # load (docs/tansu-memory-storage.md; 3,663 of 10 M here), which does not matter for
     # memory figures; "all" is then what the broker kept.
     only_chat=(--edges-topic "" --posts-topic "" --viewers-topic "")
-    export KAFKA_PORT=9095 KAFKA_DIR=target/bench/kafka-9095
-    scripts/kafka.sh stop >/dev/null 2>&1 || true
-    rm -rf "$KAFKA_DIR"
-    trap 'KAFKA_PORT=9095 KAFKA_DIR=target/bench/kafka-9095 scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
-    scripts/kafka.sh start memory
+    bench_broker 9095 memory
     start=$(date +%s)
     "$bin" produce --kafka 127.0.0.1:9095 --from "$soak" --partitions 4 "${only_chat[@]}"
     echo "loaded into Kafka in $(($(date +%s) - start)) s"
@@ -233,11 +236,7 @@ fi
 if [ "${1:-}" = kafka ]; then
     shift
     only_chat=(--edges-topic "" --posts-topic "" --viewers-topic "")
-    export KAFKA_PORT=9094 KAFKA_DIR=target/bench/kafka-9094
-    scripts/kafka.sh stop >/dev/null 2>&1 || true
-    rm -rf "$KAFKA_DIR"
-    trap 'KAFKA_PORT=9094 KAFKA_DIR=target/bench/kafka-9094 scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
-    scripts/kafka.sh start sqlite
+    bench_broker 9094 sqlite
     "$bin" produce --kafka 127.0.0.1:9094 --from "$fixture" --partitions 4 "${only_chat[@]}"
     for w in 1 2; do
         # The broker's rate for a plain consumer (the same consumers and settings, no

@@ -70,35 +70,22 @@ pub trait Windowed: Data {
     fn origin(&self) -> Origin;
 }
 
-impl Windowed for Chat {
-    const KIND: &'static str = "chat";
-    fn ts(&self) -> i64 {
-        self.ts
-    }
-    fn origin(&self) -> Origin {
-        self.origin
-    }
+/// `Windowed` for an event type with `ts` and `origin` fields, of kind `$kind`.
+macro_rules! windowed {
+    ($($event:ty => $kind:literal),*) => {$(
+        impl Windowed for $event {
+            const KIND: &'static str = $kind;
+            fn ts(&self) -> i64 {
+                self.ts
+            }
+            fn origin(&self) -> Origin {
+                self.origin
+            }
+        }
+    )*};
 }
 
-impl Windowed for Post {
-    const KIND: &'static str = "post";
-    fn ts(&self) -> i64 {
-        self.ts
-    }
-    fn origin(&self) -> Origin {
-        self.origin
-    }
-}
-
-impl Windowed for Viewers {
-    const KIND: &'static str = "viewers";
-    fn ts(&self) -> i64 {
-        self.ts
-    }
-    fn origin(&self) -> Origin {
-        self.origin
-    }
-}
+windowed!(Chat => "chat", Post => "post", Viewers => "viewers");
 
 /// The end of the window of `window_secs` that starts at `start` (seconds), in milliseconds.
 pub fn window_end_ms(start: i64, window_secs: i64) -> i64 {

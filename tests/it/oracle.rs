@@ -471,6 +471,23 @@ pub fn sentiment(msgs: &[Msg], lexica: &Lexica, w: i64) -> Views {
     views
 }
 
+/// The kind of event a JSON line holds, as the oracle reads kinds: an edge (`src`), a chat
+/// (`channel` and `text`), a viewer count (`channel` and `viewers`) or a post (`id`).
+pub fn kind_of(event: &serde_json::Value) -> Option<&'static str> {
+    let has = |k: &str| event.get(k).is_some_and(|x| !x.is_null());
+    if has("src") {
+        Some("edge")
+    } else if has("channel") && has("text") {
+        Some("chat")
+    } else if has("channel") && has("viewers") {
+        Some("viewers")
+    } else if has("id") {
+        Some("post")
+    } else {
+        None
+    }
+}
+
 /// DESIGN.md's retention horizon over the replay log `files` (their lines in order, line `g`
 /// at time `floor(g / batch)`): returns the lines of the events that count (every line but the
 /// late ones) and the `late_events` rows. An event is a chat (`channel` and `text`), a viewer
@@ -491,20 +508,8 @@ pub fn retention(
         let text = std::fs::read_to_string(file).unwrap();
         for (i, line) in text.split('\n').enumerate() {
             let v = serde_json::from_str::<serde_json::Value>(line).ok();
-            let has = |k: &str| v.as_ref().is_some_and(|v| v.get(k).is_some_and(|x| !x.is_null()));
-            let kind = if has("src") {
-                Some("edge")
-            } else if has("channel") && has("text") {
-                Some("chat")
-            } else if has("channel") && has("viewers") {
-                Some("viewers")
-            } else if has("id") {
-                Some("post")
-            } else {
-                None
-            };
-            if let Some(kind) = kind {
-                let ts = v.as_ref().unwrap()["ts"].as_i64().unwrap();
+            if let Some((kind, v)) = v.as_ref().and_then(|v| Some((kind_of(v)?, v))) {
+                let ts = v["ts"].as_i64().unwrap();
                 events.push((g / batch, file.display().to_string(), i as u64 + 1, kind, ts, line.to_owned()));
             }
             g += 1;

@@ -161,22 +161,6 @@ fn retention_equals_the_oracle_at_1_and_2_workers_and_two_processes() {
     }
 }
 
-/// The kind of event a JSON line is, as the oracle reads kinds.
-fn kind_of(event: &serde_json::Value) -> Option<&'static str> {
-    let has = |k: &str| event.get(k).is_some_and(|x| !x.is_null());
-    if has("src") {
-        Some("edge")
-    } else if has("channel") && has("text") {
-        Some("chat")
-    } else if has("channel") && has("viewers") {
-        Some("viewers")
-    } else if has("id") {
-        Some("post")
-    } else {
-        None
-    }
-}
-
 /// Through Kafka the ingestion times are the partitions' clocks, which the oracle does not
 /// model; what must hold is that the late events are events of the log, sealed by the
 /// watermark they name, the same in every run (-w 2, two processes), and that every view is
@@ -216,7 +200,7 @@ fn retention_through_kafka_is_the_same_in_every_run_and_consistent() {
         .lines()
         .filter_map(|line| {
             let event: serde_json::Value = serde_json::from_str(line).ok()?;
-            let kind = kind_of(&event)?;
+            let kind = oracle::kind_of(&event)?;
             Some(((kind, event["ts"].as_i64()?), line))
         })
         .collect();
