@@ -37,10 +37,15 @@ impl Inputs {
         }
     }
 
-    pub fn advance_to(&mut self, time: u64) {
+    /// Enters the stamps noted so far.
+    fn flush_stamps(&mut self) {
         for (at, mark) in std::mem::take(&mut self.pending_stamps) {
             self.stamps.update_at(mark, at, 1);
         }
+    }
+
+    pub fn advance_to(&mut self, time: u64) {
+        self.flush_stamps();
         self.stamps.advance_to(time);
         self.stamps.flush();
         self.chats.advance_to(time);
@@ -55,6 +60,13 @@ impl Inputs {
         self.edges.flush();
         self.dead.flush();
         self.positions.flush();
+    }
+}
+
+impl Drop for Inputs {
+    /// The inputs close: the stamps of the times still open go in with their events.
+    fn drop(&mut self) {
+        self.flush_stamps();
     }
 }
 
