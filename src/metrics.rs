@@ -93,6 +93,16 @@ fn describe() {
         "the oldest live record the cut passed last: its age"
     );
     metrics::describe_gauge!("chatflow_kafka_lag", "records of the partition not yet read");
+    metrics::describe_gauge!("chatflow_windows_held", "with --retention: windows a windowed operator holds");
+    metrics::describe_counter!("chatflow_windows_dropped_total", "with --retention: sealed windows dropped");
+}
+
+/// With `--retention`: what the windowed operator `operator` of `worker` holds now and has
+/// dropped so far (a total kept by the operator).
+pub fn windows_held(worker: usize, operator: &str, held: &dataflows::horizon::Held) {
+    let labels = [("worker", worker.to_string()), ("operator", operator.to_owned())];
+    metrics::gauge!("chatflow_windows_held", &labels).set(held.windows as f64);
+    metrics::counter!("chatflow_windows_dropped_total", &labels).absolute(held.dropped);
 }
 
 /// The Prometheus text of every metric, if the registry is installed.

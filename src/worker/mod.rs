@@ -269,6 +269,9 @@ impl<S: Sink> Running<S> {
         if self.told != Some(frontier) || !produced.is_empty() {
             self.sink.advance(frontier, &self.source.positions(), produced)?;
             self.told = Some(frontier);
+            for (operator, held) in self.horizon.iter().flat_map(|h| h.held()) {
+                crate::metrics::windows_held(self.index, &operator, &held);
+            }
         }
         self.sink.check()?;
         Ok(())

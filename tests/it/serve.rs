@@ -416,6 +416,7 @@ fn run_serve_publishes_the_runs_metrics() {
     let (mut server, mut stderr) = listening(
         chatflow()
             .args(["run", "--replay", path_str(&input), "--out", path_str(&out), "-w", "2", "--serve", "127.0.0.1:0"])
+            .args(["--retention", "0"])
             .stdout(Stdio::piped()),
     );
     let mut log = String::new();
@@ -446,4 +447,14 @@ fn run_serve_publishes_the_runs_metrics() {
         .filter_map(|l| l.trim().split_once(".csv: ").and_then(|(_, n)| n.split(' ').next()?.parse::<u64>().ok()))
         .sum();
     assert_eq!(rows, listed, "rows written: /metrics against the summary\n{stdout}");
+    // The retention horizon: per windowed operator, held and dropped as the summary says.
+    let summed = |prefix: &str| -> u64 {
+        let line = stdout.lines().find(|l| l.contains(prefix)).unwrap_or_else(|| panic!("no {prefix:?}: {stdout}"));
+        let list = line.split_once(prefix).unwrap().1;
+        list.split(", ").map(|item| item.trim().split(' ').next().unwrap().parse::<u64>().unwrap()).sum()
+    };
+    let operators = samples.iter().filter(|(n, _, _)| n == "chatflow_windows_held").count();
+    assert!(operators >= 2 * 6, "held windows of 6 operators on 2 workers: {operators} series");
+    assert_eq!(total("chatflow_windows_held"), summed("windows held at the end: "), "{stdout}");
+    assert_eq!(total("chatflow_windows_dropped_total"), summed("sealed windows dropped: "), "{stdout}");
 }
