@@ -143,23 +143,30 @@ fn mission_views_match_the_oracle_at_1_and_2_workers_and_two_processes() {
 }
 
 /// Runs every view over timed events on `workers` threads; returns the consolidated chat,
-/// sentiment, engagement and post views.
-fn run_all(events: Vec<(u64, Event)>, workers: usize, lexica: Arc<dataflows::sentiment::Lexica>) -> Views {
+/// sentiment, engagement and post views (and `late_events`). With `retention`, every worker
+/// stamps its own events as the router does, and event `i` of `events` is read at position
+/// `i + 1` of source "s".
+pub fn run_all(
+    events: Vec<(u64, Event)>,
+    workers: usize,
+    lexica: Arc<dataflows::sentiment::Lexica>,
+    retention: Option<i64>,
+) -> Views {
     let captured: Captured = Arc::default();
-    let events = Arc::new(events);
+    let events: Arc<Vec<(usize, (u64, Event))>> = Arc::new(events.into_iter().enumerate().collect());
     let sink = Arc::clone(&captured);
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let probe = ProbeHandle::new();
         let captured = Arc::clone(&sink);
         let lexica = Arc::clone(&lexica);
-        let (mut chats_in, mut posts_in, mut viewers_in) = worker.dataflow::<u64, _, _>(|scope| {
+        let (mut chats_in, mut posts_in, mut viewers_in, mut stamps_in) = worker.dataflow::<u64, _, _>(|scope| {
             let (chats_in, chats) = scope.new_collection::<Chat, Diff>();
             let (posts_in, posts) = scope.new_collection::<Post, Diff>();
             let (viewers_in, viewers) = scope.new_collection::<Viewers, Diff>();
             let (_, edges) = scope.new_collection::<(Name, Name), Diff>();
             let (_, dead_letters) = scope.new_collection::<DeadLetter, Diff>();
-            let (_, stamps) = scope.new_collection::<i64, Diff>();
+            let (stamps_in, stamps) = scope.new_collection::<i64, Diff>();
             let inputs = dataflows::Inputs { chats, posts, viewers, edges, focus: None, dead_letters, stamps };
             let config = dataflows::Config {
                 chat: dataflows::chat::ChatConfig { window_secs: 60, top_k: 3 },
@@ -167,24 +174,28 @@ fn run_all(events: Vec<(u64, Event)>, workers: usize, lexica: Arc<dataflows::sen
                 mention_edges: false,
                 posts: PostConfig { window_secs: 300, top_k: 3 },
                 sentiment: Some(lexica),
-                retention: None,
+                retention: retention
+                    .map(|seconds| dataflows::horizon::Retention { seconds, sources: vec!["s".to_owned()].into() }),
             };
             dataflows::all_views(inputs, &config, &mut Capture { captured, probe: &probe });
-            (chats_in, posts_in, viewers_in)
+            (chats_in, posts_in, viewers_in, stamps_in)
         });
-        let mut mine: Vec<&(u64, Event)> = events.iter().skip(index).step_by(peers).collect();
-        mine.sort_by_key(|(t, _)| *t);
-        for (time, event) in mine {
+        let mut mine: Vec<&(usize, (u64, Event))> = events.iter().skip(index).step_by(peers).collect();
+        mine.sort_by_key(|(_, (t, _))| *t);
+        for (i, (time, event)) in mine {
             chats_in.advance_to(*time);
             posts_in.advance_to(*time);
             viewers_in.advance_to(*time);
+            stamps_in.advance_to(*time);
+            stamps_in.insert(event.ts());
+            let origin = dataflows::Origin { source: 0, partition: -1, offset: *i as i64 + 1 };
             match event.clone() {
                 Event::Chat(m) => chats_in.insert(Chat {
                     ts: m.ts,
                     channel: Name::from(m.channel.as_str()),
                     user: Name::from(m.user.as_str()),
                     text: m.text,
-                    origin: Default::default(),
+                    origin,
                 }),
                 Event::Post(p) => posts_in.insert(Post {
                     ts: p.ts,
@@ -193,17 +204,17 @@ fn run_all(events: Vec<(u64, Event)>, workers: usize, lexica: Arc<dataflows::sen
                     text: p.text,
                     place: (!p.place.is_empty() || p.ts % 2 == 0).then_some(p.place),
                     retweet_of: (!p.retweet_of.is_empty() || p.ts % 3 == 0).then_some(p.retweet_of),
-                    origin: Default::default(),
+                    origin,
                 }),
                 Event::Viewers(v) => viewers_in.insert(Viewers {
                     ts: v.ts,
                     channel: Name::from(v.channel.as_str()),
                     viewers: v.viewers,
-                    origin: Default::default(),
+                    origin,
                 }),
             }
         }
-        drop((chats_in, posts_in, viewers_in));
+        drop((chats_in, posts_in, viewers_in, stamps_in));
         worker.step_while(|| !probe.done());
     })
     .expect("timely runs");
@@ -212,7 +223,7 @@ fn run_all(events: Vec<(u64, Event)>, workers: usize, lexica: Arc<dataflows::sen
         *sums.entry((view, row)).or_default() += diff;
     }
     let mut views = Views::new();
-    for view in CHAT_VIEWS.iter().chain(&MISSION_VIEWS) {
+    for view in CHAT_VIEWS.iter().chain(&MISSION_VIEWS).chain(&["late_events"]) {
         views.entry(view.to_string()).or_default();
     }
     for ((view, row), m) in sums {
@@ -225,13 +236,23 @@ fn run_all(events: Vec<(u64, Event)>, workers: usize, lexica: Arc<dataflows::sen
 }
 
 #[derive(Clone, Debug)]
-enum Event {
+pub enum Event {
     Chat(Msg),
     Post(PostEv),
     Viewers(ViewerEv),
 }
 
-fn event_strategy() -> impl Strategy<Value = Event> {
+impl Event {
+    pub fn ts(&self) -> i64 {
+        match self {
+            Event::Chat(m) => m.ts,
+            Event::Post(p) => p.ts,
+            Event::Viewers(v) => v.ts,
+        }
+    }
+}
+
+pub fn event_strategy() -> impl Strategy<Value = Event> {
     let ts = -90_000i64..700_000;
     let channel = prop::sample::select(vec!["a", "b"]);
     let token = prop::sample::select(vec![
@@ -287,7 +308,7 @@ proptest! {
         let one_by_one: Vec<(u64, Event)> = events.iter().cloned().enumerate().map(|(i, e)| (i as u64, e)).collect();
         let shuffled: Vec<(u64, Event)> = shuffled.into_iter().enumerate().map(|(i, e)| (i as u64, e)).collect();
         for (name, timed) in [("all at one time", at_once), ("one time per event", one_by_one), ("shuffled", shuffled)] {
-            let got = run_all(timed, workers, Arc::clone(&lexica));
+            let got = run_all(timed, workers, Arc::clone(&lexica), None);
             assert_views_eq(&got, &want, &format!("{name}, {workers} workers"));
         }
     }

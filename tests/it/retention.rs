@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use crate::mission::test_lexica;
+use crate::mission::{event_strategy, run_all, test_lexica, Event};
 use crate::oracle::{self, Lexica};
 use crate::support::*;
 
@@ -227,137 +227,6 @@ fn retention_through_kafka_is_the_same_in_every_run_and_consistent() {
     assert_views_eq(&got, &want, "--retention through Kafka: the views of the events not late");
 }
 
-/// One event of the in-process property test: its kind's oracle record and its ingestion time.
-#[derive(Clone, Debug)]
-enum Ev {
-    Chat(oracle::Msg),
-    Post(oracle::PostEv),
-    Viewers(oracle::ViewerEv),
-}
-
-impl Ev {
-    fn ts(&self) -> i64 {
-        match self {
-            Ev::Chat(m) => m.ts,
-            Ev::Post(p) => p.ts,
-            Ev::Viewers(v) => v.ts,
-        }
-    }
-}
-
-fn ev_strategy() -> impl Strategy<Value = Ev> {
-    let ts = -90_000i64..700_000;
-    let channel = prop::sample::select(vec!["a", "b"]);
-    let chat =
-        (ts.clone(), channel.clone(), prop::sample::select(vec!["u1", "u2"]), 0usize..4).prop_map(|(ts, c, u, n)| {
-            let text = ["kappa", "pog", "gg"].iter().cycle().take(n).copied().collect::<Vec<_>>().join(" ");
-            Ev::Chat(oracle::Msg { ts, channel: c.into(), user: u.into(), text })
-        });
-    let id = prop::sample::select(vec!["1", "2", "3", "4"]);
-    let post = (ts.clone(), id.clone(), prop::sample::select(vec!["", "Perth"]), prop::option::of(id)).prop_map(
-        |(ts, id, place, rt)| {
-            Ev::Post(oracle::PostEv {
-                ts,
-                id: id.into(),
-                user: "p".into(),
-                text: "t".into(),
-                place: place.into(),
-                retweet_of: rt.map(str::to_owned).unwrap_or_default(),
-            })
-        },
-    );
-    let viewers = (ts, channel, 0i64..4)
-        .prop_map(|(ts, c, n)| Ev::Viewers(oracle::ViewerEv { ts, channel: c.into(), viewers: n }));
-    prop_oneof![chat, post, viewers]
-}
-
-/// The views of `events` (event `i` at time `times[i]`, position `i + 1` of source "s") with
-/// `--retention retention`, on `workers` threads, every worker stamping its own events.
-fn run_sealed(events: &[Ev], times: &[u64], retention: i64, workers: usize) -> oracle::Views {
-    use dataflows::{Chat, DeadLetter, Diff, Name, Origin, Post, Viewers};
-    use differential_dataflow::input::Input;
-    let captured: Captured = Default::default();
-    let timed: Arc<Vec<(u64, usize, Ev)>> =
-        Arc::new(events.iter().cloned().enumerate().map(|(i, e)| (times[i], i, e)).collect());
-    let sink = Arc::clone(&captured);
-    timely::execute(timely::Config::process(workers), move |worker| {
-        let (index, peers) = (worker.index(), worker.peers());
-        let probe = timely::dataflow::ProbeHandle::new();
-        let captured = Arc::clone(&sink);
-        let (mut chats_in, mut posts_in, mut viewers_in, mut stamps_in) = worker.dataflow::<u64, _, _>(|scope| {
-            let (chats_in, chats) = scope.new_collection::<Chat, Diff>();
-            let (posts_in, posts) = scope.new_collection::<Post, Diff>();
-            let (viewers_in, viewers) = scope.new_collection::<Viewers, Diff>();
-            let (stamps_in, stamps) = scope.new_collection::<i64, Diff>();
-            let (_, edges) = scope.new_collection::<(Name, Name), Diff>();
-            let (_, dead_letters) = scope.new_collection::<DeadLetter, Diff>();
-            let inputs = dataflows::Inputs { chats, posts, viewers, edges, focus: None, dead_letters, stamps };
-            let config = dataflows::Config {
-                chat: dataflows::chat::ChatConfig { window_secs: 60, top_k: 3 },
-                network: dataflows::network::NetworkConfig { hops: 2, top_n: 30 },
-                mention_edges: false,
-                posts: dataflows::posts::PostConfig { window_secs: 300, top_k: 3 },
-                sentiment: None,
-                retention: Some(dataflows::horizon::Retention {
-                    seconds: retention,
-                    sources: vec!["s".to_owned()].into(),
-                }),
-            };
-            dataflows::all_views(inputs, &config, &mut Capture { captured, probe: &probe });
-            (chats_in, posts_in, viewers_in, stamps_in)
-        });
-        let mut mine: Vec<&(u64, usize, Ev)> = timed.iter().skip(index).step_by(peers).collect();
-        mine.sort_by_key(|(t, _, _)| *t);
-        for (time, i, event) in mine {
-            chats_in.advance_to(*time);
-            posts_in.advance_to(*time);
-            viewers_in.advance_to(*time);
-            stamps_in.advance_to(*time);
-            stamps_in.insert(event.ts());
-            let origin = Origin { source: 0, partition: -1, offset: *i as i64 + 1 };
-            match event.clone() {
-                Ev::Chat(m) => chats_in.insert(Chat {
-                    ts: m.ts,
-                    channel: Name::from(m.channel.as_str()),
-                    user: Name::from(m.user.as_str()),
-                    text: m.text,
-                    origin,
-                }),
-                Ev::Post(p) => posts_in.insert(Post {
-                    ts: p.ts,
-                    id: p.id,
-                    user: Name::from(p.user.as_str()),
-                    text: p.text,
-                    place: Some(p.place),
-                    retweet_of: (!p.retweet_of.is_empty()).then_some(p.retweet_of),
-                    origin,
-                }),
-                Ev::Viewers(v) => viewers_in.insert(Viewers {
-                    ts: v.ts,
-                    channel: Name::from(v.channel.as_str()),
-                    viewers: v.viewers,
-                    origin,
-                }),
-            }
-        }
-        drop((chats_in, posts_in, viewers_in, stamps_in));
-        worker.step_while(|| !probe.done());
-    })
-    .expect("timely runs");
-    let mut sums: std::collections::BTreeMap<(String, Vec<String>), i64> = Default::default();
-    for (view, row, _, diff) in captured.lock().unwrap().drain(..) {
-        *sums.entry((view, row)).or_default() += diff;
-    }
-    let mut views = oracle::Views::new();
-    for ((view, row), m) in sums {
-        assert!(m == 0 || m == 1, "{view}: row {row:?} has multiplicity {m}");
-        if m == 1 {
-            views.entry(view).or_default().insert(row);
-        }
-    }
-    views
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -366,17 +235,23 @@ proptest! {
     /// rows, equal DESIGN.md's rule computed plainly.
     #[test]
     fn sealed_views_equal_the_rule_at_any_times_and_workers(
-        timed in prop::collection::vec((ev_strategy(), 0u64..12), 0..60),
+        timed in prop::collection::vec((event_strategy(), 0u64..12), 0..60),
         retention in prop::sample::select(vec![0i64, 30, 120]),
         workers in prop::sample::select(vec![1usize, 2, 3]),
     ) {
-        let (events, times): (Vec<Ev>, Vec<u64>) = timed.into_iter().unzip();
+        let dir = tempfile::tempdir().unwrap();
+        let lexicon_dir = test_lexica(dir.path());
+        let lexica = Arc::new(chatflow::lexica::load(&lexicon_dir).unwrap());
         // The rule: the watermark of time t is the greatest ts at times before t.
-        let watermark = |t: u64| events.iter().zip(&times).filter(|(_, s)| **s < t).map(|(e, _)| e.ts()).max();
+        let watermark = |t: u64| timed.iter().filter(|(_, s)| *s < t).map(|(e, _)| e.ts()).max();
         let (mut msgs, mut posts, mut viewers) = (Vec::new(), Vec::new(), Vec::new());
         let mut late = std::collections::BTreeSet::new();
-        for (i, (event, time)) in events.iter().zip(&times).enumerate() {
-            let (kind, w) = match event { Ev::Chat(_) => ("chat", 60), Ev::Post(_) => ("post", 300), Ev::Viewers(_) => ("viewers", 60) };
+        for (i, (event, time)) in timed.iter().enumerate() {
+            let (kind, w) = match event {
+                Event::Chat(_) => ("chat", 60),
+                Event::Post(_) => ("post", 300),
+                Event::Viewers(_) => ("viewers", 60),
+            };
             if let Some(mark) = watermark(*time) {
                 if (oracle::window(event.ts(), w) + w + retention) * 1000 <= mark {
                     late.insert(vec!["s".into(), (i + 1).to_string(), kind.into(), event.ts().to_string(), mark.to_string()]);
@@ -384,19 +259,18 @@ proptest! {
                 }
             }
             match event {
-                Ev::Chat(m) => msgs.push(m.clone()),
-                Ev::Post(p) => posts.push(p.clone()),
-                Ev::Viewers(v) => viewers.push(v.clone()),
+                Event::Chat(m) => msgs.push(m.clone()),
+                Event::Post(p) => posts.push(p.clone()),
+                Event::Viewers(v) => viewers.push(v.clone()),
             }
         }
         let mut want = oracle::chat_views(&msgs, 60, 3);
+        want.extend(oracle::sentiment(&msgs, &Lexica::read(&lexicon_dir), 60));
         want.extend(oracle::engagement(&msgs, &viewers, 60));
         want.extend(oracle::post_views(&posts, 300, 3));
         want.insert("late_events".into(), late);
-        let mut got = run_sealed(&events, &times, retention, workers);
-        for view in want.keys() {
-            got.entry(view.clone()).or_default();
-        }
+        let events = timed.into_iter().map(|(e, t)| (t, e)).collect();
+        let got = run_all(events, workers, lexica, Some(retention));
         assert_views_eq(&got, &want, &format!("--retention {retention}, {workers} workers"));
     }
 }
