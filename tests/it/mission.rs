@@ -51,29 +51,26 @@ fn expected(msgs: &[Msg], posts: &[PostEv], viewers: &[ViewerEv], lexica: &Lexic
 /// unknown ids, plus hand-made copies of one id in every order.
 fn mixed_fixture(dir: &Path, count: u64, seed: u64) -> PathBuf {
     let path = dir.join("mixed.jsonl");
-    run_ok(&[
-        "produce",
-        "--kind",
+    produce_kinds(
+        &path,
         "chat,posts,viewers",
-        "--out",
-        path_str(&path),
-        "--count",
-        &count.to_string(),
-        "--seed",
-        &seed.to_string(),
-        "--channels",
-        "8",
-        "--users",
-        "300",
-        "--places",
-        "12",
-        "--late-fraction",
-        "0.03",
-        "--redeliver-fraction",
-        "0.05",
-        "--viewers-interval-ms",
-        "2000",
-    ]);
+        count,
+        seed,
+        &[
+            "--channels",
+            "8",
+            "--users",
+            "300",
+            "--places",
+            "12",
+            "--late-fraction",
+            "0.03",
+            "--redeliver-fraction",
+            "0.05",
+            "--viewers-interval-ms",
+            "2000",
+        ],
+    );
     let mut text = std::fs::read_to_string(&path).unwrap();
     // The same id three times: the least copy (ts 1740787230000, user "b") counts, arriving last.
     for (ts, user, place) in

@@ -488,13 +488,22 @@ pub fn kind_of(event: &serde_json::Value) -> Option<&'static str> {
     }
 }
 
+/// Whether an event of `kind` (chat, viewers: windows of `chat_w` seconds; post: `post_w`)
+/// with `ts` is late at `watermark` (none: nothing read before) with `retention` seconds: its
+/// window ends `retention` or more before the watermark. Edges are never late.
+pub fn late(kind: &str, ts: i64, watermark: Option<i64>, retention: i64, chat_w: i64, post_w: i64) -> bool {
+    let w = match kind {
+        "chat" | "viewers" => chat_w,
+        "post" => post_w,
+        _ => return false,
+    };
+    watermark.is_some_and(|mark| (window(ts, w) + w + retention) * 1000 <= mark)
+}
+
 /// DESIGN.md's retention horizon over the replay log `files` (their lines in order, line `g`
 /// at time `floor(g / batch)`): returns the lines of the events that count (every line but the
-/// late ones) and the `late_events` rows. An event is a chat (`channel` and `text`), a viewer
-/// count (`channel` and `viewers`), a post (`id`) or an edge (`src`); the watermark of time `t`
-/// is the greatest `ts` of the events at times before `t`; a chat or viewer count is late when
-/// its `chat_w` window ends `retention` seconds or more before the watermark of its time, a
-/// post likewise with `post_w`.
+/// late ones) and the `late_events` rows. An event is of a [`kind_of`]; the watermark of time
+/// `t` is the greatest `ts` of the events at times before `t`; an event is late by [`late`].
 pub fn retention(
     files: &[&std::path::Path],
     batch: u64,
@@ -525,27 +534,18 @@ pub fn retention(
         let m = greatest.entry(*time).or_insert(i64::MIN);
         *m = (*m).max(*ts);
     }
-    let watermark = |time: u64| greatest.range(..time).map(|(_, m)| *m).max().unwrap_or(i64::MIN);
+    let watermark = |time: u64| greatest.range(..time).map(|(_, m)| *m).max();
     let mut kept = String::new();
-    let mut late = BTreeSet::new();
+    let mut rows = BTreeSet::new();
     for (time, source, line, kind, ts, text) in events {
-        let w = match kind {
-            "chat" | "viewers" => chat_w,
-            "post" => post_w,
-            _ => {
-                kept.push_str(&text);
-                kept.push('\n');
-                continue;
-            }
-        };
-        let end_ms = (window(ts, w) + w) * 1000;
         let mark = watermark(time);
-        if mark != i64::MIN && end_ms + retention * 1000 <= mark {
-            late.insert(vec![source, line.to_string(), kind.to_owned(), ts.to_string(), mark.to_string()]);
+        if late(kind, ts, mark, retention, chat_w, post_w) {
+            let mark = mark.unwrap_or_default();
+            rows.insert(vec![source, line.to_string(), kind.to_owned(), ts.to_string(), mark.to_string()]);
         } else {
             kept.push_str(&text);
             kept.push('\n');
         }
     }
-    (kept, late)
+    (kept, rows)
 }

@@ -18,27 +18,24 @@ use crate::support::*;
 /// by a millisecond), so an event is known by its kind and `ts`.
 fn late_fixture(dir: &Path) -> PathBuf {
     let path = dir.join("late.jsonl");
-    run_ok(&[
-        "produce",
-        "--kind",
+    produce_kinds(
+        &path,
         "chat,posts,viewers",
-        "--out",
-        path_str(&path),
-        "--count",
-        "12000",
-        "--seed",
-        "5",
-        "--channels",
-        "6",
-        "--users",
-        "200",
-        "--rate",
-        "10",
-        "--late-fraction",
-        "0.08",
-        "--viewers-interval-ms",
-        "3000",
-    ]);
+        12_000,
+        5,
+        &[
+            "--channels",
+            "6",
+            "--users",
+            "200",
+            "--rate",
+            "10",
+            "--late-fraction",
+            "0.08",
+            "--viewers-interval-ms",
+            "3000",
+        ],
+    );
     let text = std::fs::read_to_string(&path).unwrap();
     let mut out = String::new();
     let mut seen = std::collections::HashSet::new();
@@ -211,9 +208,8 @@ fn retention_through_kafka_is_the_same_in_every_run_and_consistent() {
     for row in late {
         let (kind, ts, watermark): (&str, i64, i64) = (&row[2], row[3].parse().unwrap(), row[4].parse().unwrap());
         let line = events.get(&(kind, ts)).unwrap_or_else(|| panic!("late row {row:?} is no event of the log"));
-        let w = if kind == "post" { 300 } else { 60 };
         assert!(
-            (oracle::window(ts, w) + w + 60) * 1000 <= watermark,
+            oracle::late(kind, ts, Some(watermark), 60, 60, 300),
             "{row:?}: its window is not sealed by {watermark}"
         );
         assert!(row[0].starts_with(&prefix) && row[1].contains(':'), "{row:?}: topic and partition:offset");
@@ -247,16 +243,16 @@ proptest! {
         let (mut msgs, mut posts, mut viewers) = (Vec::new(), Vec::new(), Vec::new());
         let mut late = std::collections::BTreeSet::new();
         for (i, (event, time)) in timed.iter().enumerate() {
-            let (kind, w) = match event {
-                Event::Chat(_) => ("chat", 60),
-                Event::Post(_) => ("post", 300),
-                Event::Viewers(_) => ("viewers", 60),
+            let kind = match event {
+                Event::Chat(_) => "chat",
+                Event::Post(_) => "post",
+                Event::Viewers(_) => "viewers",
             };
-            if let Some(mark) = watermark(*time) {
-                if (oracle::window(event.ts(), w) + w + retention) * 1000 <= mark {
-                    late.insert(vec!["s".into(), (i + 1).to_string(), kind.into(), event.ts().to_string(), mark.to_string()]);
-                    continue;
-                }
+            let mark = watermark(*time);
+            if oracle::late(kind, event.ts(), mark, retention, 60, 300) {
+                let mark = mark.unwrap_or_default().to_string();
+                late.insert(vec!["s".into(), (i + 1).to_string(), kind.into(), event.ts().to_string(), mark]);
+                continue;
             }
             match event {
                 Event::Chat(m) => msgs.push(m.clone()),

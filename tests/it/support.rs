@@ -57,12 +57,19 @@ pub fn produce(dir: &Path, name: &str, count: u64, seed: u64, late: f64) -> Path
     path
 }
 
+/// Generates `path` with `chatflow produce --kind kinds --count count --seed seed` and `flags`.
+pub fn produce_kinds(path: &Path, kinds: &str, count: u64, seed: u64, flags: &[&str]) {
+    let (count, seed) = (count.to_string(), seed.to_string());
+    let mut args = vec!["produce", "--kind", kinds, "--out", path_str(path), "--count", &count, "--seed", &seed];
+    args.extend(flags);
+    run_ok(&args);
+}
+
 /// Generates `mixed.jsonl` in `dir`: chat, posts and viewer counts with `chatflow produce`,
 /// then the lines of `appended` (bad input, say) after them.
 pub fn produce_mixed(dir: &Path, count: u64, seed: u64, appended: &[u8]) -> PathBuf {
     let path = dir.join("mixed.jsonl");
-    let (count, seed) = (count.to_string(), seed.to_string());
-    run_ok(&["produce", "--kind", "chat,posts,viewers", "--out", path_str(&path), "--count", &count, "--seed", &seed]);
+    produce_kinds(&path, "chat,posts,viewers", count, seed, &[]);
     if !appended.is_empty() {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.extend_from_slice(appended);
