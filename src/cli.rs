@@ -304,6 +304,15 @@ pub struct PipelineArgs {
     /// arriving for it later becomes a late_events row. Default: keep every window.
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = whole::<i64>(0, 315_360_000))]
     pub retention: Option<i64>,
+    /// Seconds between two checkpoints of the operators' state, which a --resume starts
+    /// from instead of reading the input again from the beginning (0: only at the end of the
+    /// run; see also --no-checkpoints).
+    #[arg(long = "checkpoint-interval", value_name = "SECONDS", default_value_t = 60, allow_negative_numbers = true,
+          value_parser = whole::<u64>(0, 31_536_000))]
+    pub checkpoint_interval: u64,
+    /// Take no checkpoints: a --resume reads the input again from the beginning.
+    #[arg(long = "no-checkpoints")]
+    pub no_checkpoints: bool,
     /// Rows kept per channel by top_words and top_users.
     #[arg(long = "top-k", value_name = "K", default_value_t = 10, allow_negative_numbers = true,
           value_parser = whole::<usize>(1, 10_000))]

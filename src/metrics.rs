@@ -105,6 +105,14 @@ pub fn windows_held(worker: usize, operator: &str, held: &dataflows::horizon::He
     metrics::counter!("chatflow_windows_dropped_total", &labels).absolute(held.dropped);
 }
 
+/// `worker` saved its part of a checkpoint: `bytes` in `ms` milliseconds.
+pub fn checkpoint_saved(worker: usize, bytes: u64, ms: f64) {
+    let labels = [("worker", worker.to_string())];
+    metrics::gauge!("chatflow_checkpoint_bytes", &labels).set(bytes as f64);
+    metrics::gauge!("chatflow_checkpoint_seconds", &labels).set(ms / 1000.0);
+    metrics::counter!("chatflow_checkpoints_total", &labels).increment(1);
+}
+
 /// The Prometheus text of every metric, if the registry is installed.
 pub fn render() -> Option<String> {
     INSTALLED.get()?.as_ref().map(|i| i.prometheus.render())

@@ -25,6 +25,7 @@ use crate::sinks::progress::{read_upper, PROGRESS_FILE};
 use crate::sources::files::{expand_inputs, Pace};
 use crate::sources::kafka::{clear_bindings, partition_counts, require_topics, KafkaOptions};
 use crate::sources::sniff::Kind;
+use crate::worker::checkpoint::{self, CheckpointJob};
 use crate::worker::{run_worker, ClickHouseJob, Input, Job, Progress, WorkerReport};
 
 /// Set once the workers start: before, a signal exits at once (nothing is written yet); after,
@@ -216,6 +217,10 @@ pub fn plan(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: 
             profile: false,
             resume_upper: None,
             clickhouse: None,
+            checkpoint: (!args.no_checkpoints).then(|| CheckpointJob {
+                interval: (args.checkpoint_interval > 0).then(|| Duration::from_secs(args.checkpoint_interval)),
+                restore: None,
+            }),
             freshness: Freshness::new(match (&clickhouse, timely.process) {
                 (Some(_), _) => Cut::Writers(timely.workers as usize),
                 (None, 0) => Cut::Writers(1),
@@ -337,7 +342,7 @@ impl Plan {
     }
 
     fn prepare_sinks(&mut self) -> Result<()> {
-        let out = &self.job.out;
+        let out = &self.job.out.clone();
         if let Some(target) = &self.clickhouse {
             let client = Client::new(&target.url);
             // A new deployment: process 0 alone drops the tables (another process dropping
@@ -351,11 +356,13 @@ impl Plan {
                 Some(cut) => {
                     deployment::check(out, &self.settings)?;
                     tracing::info!(cut, "resuming: ClickHouse holds every update before the committed cut");
+                    restore_checkpoint(&mut self.job, self.workers, cut);
                     cut
                 }
                 None => {
                     // A new deployment: the clock bindings of an older one must not apply.
                     clear_bindings(out)?;
+                    checkpoint::clear(out)?;
                     deployment::record(out, &self.settings)?;
                     0
                 }
@@ -380,10 +387,12 @@ impl Plan {
                 match upper {
                     Some(upper) => {
                         deployment::check(out, &self.settings)?;
-                        tracing::info!(upper, "resuming: the change files hold every update before the upper")
+                        tracing::info!(upper, "resuming: the change files hold every update before the upper");
+                        restore_checkpoint(&mut self.job, self.workers, upper);
                     }
                     None => {
                         tracing::warn!(out = %out.display(), "nothing to resume; starting from the beginning");
+                        checkpoint::clear(out)?;
                         deployment::record(out, &self.settings)?;
                     }
                 }
@@ -392,6 +401,7 @@ impl Plan {
             }
             Start::FromBeginning => {
                 clear_bindings(out)?;
+                checkpoint::clear(out)?;
                 let _ = std::fs::remove_file(out.join(PROGRESS_FILE));
                 deployment::record(out, &self.settings)?;
                 None
@@ -760,4 +770,26 @@ pub fn glimpse(out: &std::path::Path, n: usize) -> Vec<ChannelGlimpse> {
             messages,
         })
         .collect()
+}
+
+/// A resume starts from the latest complete checkpoint, if there is one the output
+/// holds (at or before `durable`, below which every update is written) taken with as
+/// many workers; otherwise it reads the input from the beginning.
+fn restore_checkpoint(job: &mut Job, run_workers: u32, durable: u64) {
+    let out = job.out.clone();
+    let Some(job) = job.checkpoint.as_mut() else { return };
+    match checkpoint::latest(&out) {
+        Some((time, workers)) if workers == run_workers && time <= durable => {
+            tracing::info!(time, "resuming from the checkpoint at this time");
+            job.restore = Some(time);
+        }
+        Some((time, workers)) => tracing::warn!(
+            time,
+            workers,
+            durable,
+            "the latest checkpoint does not fit this run (other workers, or past what is written): \
+             reading the input from the beginning"
+        ),
+        None => tracing::info!("no checkpoint: reading the input from the beginning"),
+    }
 }

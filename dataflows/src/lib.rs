@@ -6,6 +6,7 @@
 //! streams, and tests can drive it with any time assignment.
 
 pub mod chat;
+pub mod checkpoint;
 pub mod engagement;
 pub mod horizon;
 pub mod network;

@@ -23,6 +23,7 @@ use timely::dataflow::operators::Capability;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use crate::checkpoint;
 use crate::horizon::{expire, Expiry};
 use crate::Diff;
 
@@ -249,7 +250,7 @@ where
     F: FnMut(&K, &R, &R, &mut dyn FnMut(D, Diff)) + 'static,
 {
     let exchange = Exchange::new(|update: &(K, T, R)| update.0.hashed());
-    let mut totals: HashMap<K, R, RandomState> = HashMap::default();
+    let totals = checkpoint::keep::<HashMap<K, R, RandomState>>(name, HashMap::default());
     // A time's changes are summed per key as they arrive (a hash map rather than a sort: most
     // keys are distinct, and hashing them is cheaper than ordering them).
     accumulate_in_time_order(
@@ -258,11 +259,12 @@ where
         name,
         sum_into,
         move |time, deltas: &mut HashMap<K, R, RandomState>, emit| {
-            expire(&mut expiry, time, &mut totals);
+            let totals = &mut *totals.borrow_mut();
+            expire(&mut expiry, time, totals);
             let used = deltas.len();
             for (key, delta) in deltas.drain() {
                 if !delta.is_zero() {
-                    add_to_total(&mut totals, key, delta, |key, old, new| changed(key, old, new, emit));
+                    add_to_total(totals, key, delta, |key, old, new| changed(key, old, new, emit));
                 }
             }
             trim_scratch(deltas, used);
@@ -328,11 +330,12 @@ where
     F: FnMut(&G, &I, &R, &R, &mut dyn FnMut(D, Diff)) + 'static,
 {
     let exchange = Exchange::new(|update: &((G, I), T, R)| update.0.hashed());
-    let mut groups: Nested<G, I, R> = HashMap::default();
+    let groups = checkpoint::keep::<Nested<G, I, R>>(name, HashMap::default());
     let absorb =
         |sums: &mut Nested<G, I, R>, (group, item): (G, I), diff| sum_into(sums.entry(group).or_default(), item, diff);
     accumulate_in_time_order(updates, exchange, name, absorb, move |time, sums: &mut Nested<G, I, R>, emit| {
-        expire(&mut expiry, time, &mut groups);
+        let groups = &mut *groups.borrow_mut();
+        expire(&mut expiry, time, groups);
         drain_nested(sums, |group, deltas| {
             let totals = groups.entry(group.clone()).or_default();
             for (item, delta) in deltas {
@@ -413,13 +416,14 @@ where
     V: ExchangeData + Ord,
 {
     let exchange = Exchange::new(|update: &((K, V), T, Diff)| (update.0).0.hashed());
-    let mut values: HashMap<K, Vec<(V, Diff)>, RandomState> = HashMap::default();
+    let values = checkpoint::keep::<HashMap<K, Vec<(V, Diff)>, RandomState>>(name, HashMap::default());
     let pick = move |m: &[(V, Diff)]| if greatest { m.last() } else { m.first() }.map(|(v, _)| v.clone());
     type Changes<K, V> = HashMap<K, Vec<(V, Diff)>, RandomState>;
     let absorb =
         |changes: &mut Changes<K, V>, (key, value): (K, V), diff| changes.entry(key).or_default().push((value, diff));
     accumulate_in_time_order(updates, exchange, name, absorb, move |time, changes: &mut Changes<K, V>, emit| {
-        expire(&mut expiry, time, &mut values);
+        let values = &mut *values.borrow_mut();
+        expire(&mut expiry, time, values);
         for (key, list) in changes.drain() {
             let entry = values.entry(key.clone()).or_insert_with(|| Vec::with_capacity(1));
             let before = pick(entry);
@@ -474,6 +478,16 @@ struct Ranking<I, R> {
 impl<I: Ord + Hash + Clone, R: Monoid + Ord> Ranking<I, R> {
     fn new() -> Self {
         Ranking { scores: HashMap::default(), positive: 0, top: BTreeSet::new(), emitted: Vec::new(), dirty: false }
+    }
+
+    /// A group with these scores whose rows are shown already (restored from a checkpoint).
+    fn restore(scores: HashMap<I, R, RandomState>, k: usize, capacity: usize) -> Self {
+        let zero = R::zero();
+        let positive = scores.values().filter(|s| **s > zero).count();
+        let mut ranking = Ranking { scores, positive, top: BTreeSet::new(), emitted: Vec::new(), dirty: true };
+        ranking.refill(k, capacity);
+        ranking.emit_changes(k, |_, _, _, _| {});
+        ranking
     }
 
     /// Adds `delta` to `item`'s score, keeping the invariant with a buffer of `capacity`.
@@ -601,12 +615,22 @@ where
 {
     let TopK { k, capacity } = size.into();
     let exchange = Exchange::new(|update: &((G, I), T, R)| (update.0).0.hashed());
-    let mut groups: HashMap<G, Ranking<I, R>, RandomState> = HashMap::default();
     let capacity = capacity.max(k);
+    // Saved as each group's scores; the buffer and the rows shown are rebuilt from them.
+    let groups = checkpoint::keep_with(
+        name,
+        HashMap::<G, Ranking<I, R>, RandomState>::default(),
+        |groups| bincode::serialize(&groups.iter().map(|(g, r)| (g, &r.scores)).collect::<Vec<_>>()),
+        |bytes| {
+            let scores: Vec<(G, HashMap<I, R, RandomState>)> = bincode::deserialize(bytes)?;
+            Ok(scores.into_iter().map(|(group, scores)| (group, Ranking::restore(scores, k, capacity))).collect())
+        },
+    );
     // A time's changes, summed per group and item as they arrive.
     let absorb =
         |sums: &mut Nested<G, I, R>, (group, item): (G, I), diff| sum_into(sums.entry(group).or_default(), item, diff);
     accumulate_in_time_order(scores, exchange, name, absorb, move |_time, sums: &mut Nested<G, I, R>, emit| {
+        let groups = &mut *groups.borrow_mut();
         drain_nested(sums, |group, items| {
             let ranking = groups.entry(group.clone()).or_insert_with(Ranking::new);
             for (item, delta) in items {

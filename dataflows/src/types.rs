@@ -23,7 +23,7 @@ pub struct Hashed<K> {
 
 /// The fixed-seeded hash [`Hashed`], [`Prehashed`] and symbols keep: the same in every process
 /// of a run.
-pub(crate) fn fixed_hash<K: Hash>(key: &K) -> u64 {
+pub fn fixed_hash<K: Hash>(key: &K) -> u64 {
     foldhash::quality::FixedState::with_seed(0x6368_6174_666c_6f77).hash_one(key)
 }
 

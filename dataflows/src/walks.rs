@@ -136,6 +136,35 @@ impl Walks {
         self.owned[user as usize] && self.focus.as_ref().is_none_or(|focus| focus.get(&user).is_some_and(|m| *m > 0))
     }
 
+    /// What a checkpoint keeps: the strength of every pair (once) and the focus users'
+    /// multiplicities; the rows are recomputed from them on restore.
+    fn save(&self) -> Result<Vec<u8>, bincode::Error> {
+        let mut pairs: Vec<(&Name, &Name, Walk)> = Vec::with_capacity(self.entries / 2);
+        for (a, list) in self.adjacency.iter().enumerate() {
+            for &(b, strength) in list.iter().filter(|(b, _)| *b as usize > a) {
+                pairs.push((&self.names[a], &self.names[b as usize], strength));
+            }
+        }
+        let focus: Vec<(&Name, Diff)> =
+            self.focus.iter().flatten().map(|(user, m)| (&self.names[*user as usize], *m)).collect();
+        bincode::serialize(&(pairs, focus))
+    }
+
+    /// Loads what [`Self::save`] kept into this empty state and computes the focus users'
+    /// rows, as shown already (nothing is emitted).
+    fn restore(&mut self, (pairs, focus): (Vec<(Name, Name, Walk)>, Vec<(Name, Diff)>)) {
+        let mut deltas: HashMap<(u32, u32), Diff, RandomState> = HashMap::default();
+        for (a, b, strength) in pairs {
+            let (a, b) = (self.id(&a), self.id(&b));
+            deltas.insert((a, b), Diff::try_from(strength).expect("a strength is a sum of diffs"));
+        }
+        let focus_changes = focus.into_iter().map(|(user, m)| (self.id(&user), m)).collect();
+        let users = self.process(deltas, focus_changes, &mut |_, _| {}, &mut |_, _| {});
+        for f in users {
+            self.recompute(f, &mut |_, _| {}, &mut |_, _| {});
+        }
+    }
+
     /// Adds `delta` to the strength of `a`–`b`, both directions.
     fn add(&mut self, a: u32, b: u32, delta: Walk) {
         for (from, to) in [(a, b), (b, a)] {
@@ -781,24 +810,30 @@ where
     let mut top_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<(TopConnection, T, Diff)>>>::from(top_out);
     let activator = scope.activator_for(builder.operator_info().address);
 
+    let fresh = move || Walks {
+        hops,
+        top_n,
+        peers,
+        index,
+        ids: HashMap::default(),
+        names: Vec::new(),
+        owned: Vec::new(),
+        adjacency: Vec::new(),
+        entries: 0,
+        focus: (!whole_graph).then(HashMap::default),
+        emitted: HashMap::default(),
+        sums: Vec::new(),
+        marks: Vec::new(),
+        stamp: 0,
+    };
+    let walks = crate::checkpoint::keep_with("Walks", fresh(), Walks::save, |bytes| {
+        let mut walks = fresh();
+        walks.restore(bincode::deserialize(bytes)?);
+        Ok(walks)
+    });
+
     builder.build(move |initial| {
         drop(initial);
-        let mut walks = Walks {
-            hops,
-            top_n,
-            peers,
-            index,
-            ids: HashMap::default(),
-            names: Vec::new(),
-            owned: Vec::new(),
-            adjacency: Vec::new(),
-            entries: 0,
-            focus: (!whole_graph).then(HashMap::default),
-            emitted: HashMap::default(),
-            sums: Vec::new(),
-            marks: Vec::new(),
-            stamp: 0,
-        };
         let mut pending: Pending<T> = BTreeMap::new();
         let mut recomputing: Option<Recomputing<T>> = None;
         move |frontiers| {
@@ -818,6 +853,7 @@ where
             });
             let mut reach_out = reach_out.activate();
             let mut top_out = top_out.activate();
+            let walks = &mut *walks.borrow_mut();
             loop {
                 if let Some(job) = recomputing.as_mut() {
                     // At most `ROWS_PER_ACTIVATION` rows leave per activation, so that a load's

@@ -83,6 +83,17 @@ impl Freshness {
         self.record_passed(&mut state);
     }
 
+    /// The process's cut: every update before it is durable (with [`Cut::Probe`]: the probe
+    /// has passed it); `None` until every writer has recorded an upper.
+    pub fn cut(&self) -> Option<u64> {
+        let state = self.lock();
+        let writers = match self.cut {
+            Cut::Writers(n) => n,
+            Cut::Probe => 1,
+        };
+        (state.uppers.len() >= writers).then(|| state.uppers.values().min().copied()).flatten()
+    }
+
     /// Produce → cut of every live record so far (µs).
     pub fn histogram(&self) -> Histogram<u64> {
         self.lock().recorded.clone()

@@ -49,7 +49,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::sources::decode::{MAX_RAW_BYTES, MAX_RECORD_BYTES};
-use crate::sources::{Context, InputPosition, Position, Record, Source, SourceError};
+use crate::sources::{Context, InputPosition, Position, Record, ResumeAt, Source, SourceError};
 
 /// Expands `--replay` arguments: files stay, directories become their `*.jsonl` files sorted
 /// by name. A path given twice is read once.
@@ -139,6 +139,14 @@ impl Replay {
         let names = files.iter().map(|f| f.display().to_string()).collect();
         Replay { files: FileSource::new(files, index, peers), batch, names, pace }
     }
+
+    /// Skips the log up to `at`'s line (a checkpoint's position) without handing any line on.
+    pub fn resume(&mut self, at: &[ResumeAt]) -> Result<(), SourceError> {
+        if let Some(at) = at.first() {
+            self.files.skip_to(at.next.max(0) as u64).context("skipping the input files to the checkpoint")?;
+        }
+        Ok(())
+    }
 }
 
 impl Source for Replay {
@@ -177,6 +185,12 @@ impl Source for Replay {
 
     fn bytes_read(&self) -> u64 {
         self.files.bytes_read()
+    }
+
+    fn resume_at(&self, time: u64) -> Vec<ResumeAt> {
+        // Time t starts at global line t × batch, whatever has been read since.
+        let next = time.saturating_mul(self.batch);
+        vec![ResumeAt { source: self.names.join(" "), partition: 0, next: next as i64, max_ts: -1 }]
     }
 
     fn end_time(&self) -> u64 {
@@ -226,9 +240,19 @@ impl FileSource {
         self.bytes_read
     }
 
+    /// Passes over the log up to (not including) global line `end` without keeping any line
+    /// (a resume from a checkpoint: those lines are in its state).
+    pub fn skip_to(&mut self, end: u64) -> io::Result<()> {
+        self.walk(end, false, |_| {}).map(|_| ())
+    }
+
     /// Reads the log up to (not including) global line `end`, calling `each` for the lines this
     /// worker owns. Returns `Ok(false)` once the whole log has been read.
-    pub fn read_until(&mut self, end: u64, mut each: impl FnMut(Line)) -> io::Result<bool> {
+    pub fn read_until(&mut self, end: u64, each: impl FnMut(Line)) -> io::Result<bool> {
+        self.walk(end, true, each)
+    }
+
+    fn walk(&mut self, end: u64, keep: bool, mut each: impl FnMut(Line)) -> io::Result<bool> {
         while self.global < end {
             if self.current.is_none() {
                 match self.files.next() {
@@ -240,7 +264,7 @@ impl FileSource {
                 }
             }
             let file = self.current.as_mut().expect("opened above");
-            let owned = self.global % self.peers == self.index;
+            let owned = keep && self.global % self.peers == self.index;
             match next_line(&mut file.reader, owned, &mut self.line)? {
                 None => self.current = None,
                 Some((consumed, length)) => {

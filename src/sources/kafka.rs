@@ -100,7 +100,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::sources::decode::{MAX_RAW_BYTES, MAX_RECORD_BYTES};
-use crate::sources::{Context, InputPosition, Position, Record, Source, SourceError};
+use crate::sources::{Context, InputPosition, Position, Record, ResumeAt, Source, SourceError};
 
 type Result<T, E = SourceError> = std::result::Result<T, E>;
 
@@ -214,6 +214,9 @@ struct Partition {
     end: Option<i64>,
     /// Records not yet read (see `KafkaSource::report_lag`).
     lag: metrics::Gauge,
+    /// With checkpoints: where each time began, `(time, offset, max_ts before it)`, since
+    /// the last checkpoint (see [`Source::resume_at`]).
+    history: VecDeque<(u64, i64, i64)>,
 }
 
 impl Partition {
@@ -252,6 +255,8 @@ struct TopicReader {
 /// The Kafka source of one worker.
 pub struct KafkaSource {
     readers: Vec<TopicReader>,
+    /// Whether checkpoints are taken: keep each partition's `history`.
+    track: bool,
     tick_ms: u64,
     idle: Duration,
     clock_path: PathBuf,
@@ -305,7 +310,7 @@ pub fn clear_bindings(dir: &Path) -> Result<()> {
 
 /// A consumer of one partition with the source's settings, assigned from the beginning of
 /// the log.
-fn partition_consumer(options: &KafkaOptions, topic: &str, partition: i32) -> Result<BaseConsumer<Reading>> {
+fn partition_consumer(options: &KafkaOptions, topic: &str, partition: i32, from: Offset) -> Result<BaseConsumer<Reading>> {
     // Fetches of at most 1.25 MiB (librdkafka's default is 50 MiB): a broker that serves
     // fetches one after another (tansu) would otherwise hand out a whole backlog before
     // another partition's first record (measured: the frontier stood still for 2 s of a 3 s
@@ -337,7 +342,7 @@ fn partition_consumer(options: &KafkaOptions, topic: &str, partition: i32) -> Re
         .context("creating a Kafka consumer")?;
     let mut assignment = TopicPartitionList::new();
     assignment
-        .add_partition_offset(topic, partition, Offset::Beginning)
+        .add_partition_offset(topic, partition, from)
         .with_context(|| format!("assigning partition {partition} of {topic}"))?;
     consumer.assign(&assignment).with_context(|| format!("assigning partition {partition} of {topic}"))?;
     Ok(consumer)
@@ -385,7 +390,7 @@ pub fn read_plainly(options: &KafkaOptions, topics: &[(String, usize)], threads:
                     let mut ends = 0;
                     for (topic, count) in topics {
                         for partition in (0..*count as i32).filter(|p| *p as usize % threads == index) {
-                            let consumer = partition_consumer(options, topic, partition)?;
+                            let consumer = partition_consumer(options, topic, partition, Offset::Beginning)?;
                             let end = end_offset(&consumer, topic, partition)?;
                             ends += end.max(0) as u64;
                             open.push((consumer, end, 0i64));
@@ -428,8 +433,15 @@ pub fn read_plainly(options: &KafkaOptions, topics: &[(String, usize)], threads:
 
 impl KafkaSource {
     /// Opens the partitions of `topics` (name, partition count) that worker `index` of `peers`
-    /// owns, from the beginning of the log, with the recorded clock bindings.
-    pub fn new(options: &KafkaOptions, topics: &[(String, usize)], index: usize, peers: usize) -> Result<Self> {
+    /// owns, from the beginning of the log or where `resume` says (a checkpoint's positions),
+    /// with the recorded clock bindings.
+    pub fn new(
+        options: &KafkaOptions,
+        topics: &[(String, usize)],
+        index: usize,
+        peers: usize,
+        resume: &[ResumeAt],
+    ) -> Result<Self> {
         let bindings = read_bindings(&options.clock_dir)?;
         let mut readers = Vec::new();
         for (topic, count) in topics {
@@ -440,13 +452,17 @@ impl KafkaSource {
             let mut partitions = Vec::new();
             let mut consumers = Vec::new();
             for &partition in &owned {
-                let consumer = partition_consumer(options, topic, partition)?;
+                let at = resume.iter().find(|r| r.source == *topic && r.partition == partition);
+                let (next_offset, max_ts) = at.map_or((0, -1), |r| (r.next, r.max_ts));
+                let from = if next_offset > 0 { Offset::Offset(next_offset) } else { Offset::Beginning };
+                let consumer = partition_consumer(options, topic, partition, from)?;
                 let end = if options.until_caught_up { Some(end_offset(&consumer, topic, partition)?) } else { None };
                 let recorded = bindings.get(&(topic.clone(), partition)).cloned().unwrap_or_default();
                 let mut p = Partition {
                     partition,
-                    next_offset: 0,
-                    max_ts: -1,
+                    next_offset,
+                    max_ts,
+                    history: VecDeque::new(),
                     floor: 0,
                     bindings: recorded.into_iter().collect(),
                     at_end_since: None,
@@ -463,12 +479,18 @@ impl KafkaSource {
         }
         Ok(KafkaSource {
             readers,
+            track: false,
             tick_ms: options.tick_ms.max(1),
             idle: Duration::from_millis(options.idle_ms),
             clock_path: options.clock_dir.join(format!("_clock.w{index}.csv")),
             clock_file: None,
             bytes: 0,
         })
+    }
+
+    /// Keeps what [`Source::resume_at`] needs (a run that takes checkpoints).
+    pub fn track_positions(&mut self) {
+        self.track = true;
     }
 
     /// Appends binding lines to this worker's clock file and fsyncs it.
@@ -586,6 +608,7 @@ impl Source for KafkaSource {
             }
             p.next_offset = offset;
             p.apply_bindings();
+            let max_ts_before = p.max_ts;
             // Freshness counts from the partition's latest timestamp so far, not the record's
             // own: a late event carries its old event time, but was produced about when the
             // events around it were (see the module doc).
@@ -594,6 +617,9 @@ impl Source for KafkaSource {
                 p.max_ts
             });
             let time = p.time(tick);
+            if self.track && p.history.back().is_none_or(|(t, _, _)| time > *t) {
+                p.history.push_back((time, offset, max_ts_before));
+            }
             p.next_offset = offset + 1;
             p.apply_bindings();
             p.at_end_since = None;
@@ -635,6 +661,30 @@ impl Source for KafkaSource {
 
     fn bytes_read(&self) -> u64 {
         self.bytes
+    }
+
+    fn resume_at(&self, time: u64) -> Vec<ResumeAt> {
+        let mut at = Vec::new();
+        for reader in &self.readers {
+            for p in &reader.partitions {
+                // The first record read at or after `time`; none yet: the next one (the
+                // partition's clock is at `time` or later, so it is the one).
+                let (next, max_ts) = match p.history.iter().find(|(t, _, _)| *t >= time) {
+                    Some(&(_, offset, max_ts)) => (offset, max_ts),
+                    None => (p.next_offset, p.max_ts),
+                };
+                at.push(ResumeAt { source: reader.topic.clone(), partition: p.partition, next, max_ts });
+            }
+        }
+        at
+    }
+
+    fn forget_before(&mut self, time: u64) {
+        for p in self.readers.iter_mut().flat_map(|r| &mut r.partitions) {
+            while p.history.front().is_some_and(|(t, _, _)| *t < time) {
+                p.history.pop_front();
+            }
+        }
     }
 
     fn end_time(&self) -> u64 {

@@ -92,6 +92,17 @@ pub struct InputPosition {
     pub next: i64,
 }
 
+/// Where a source resumes from a checkpoint: per input partition, the first line or offset at
+/// or after the checkpoint's time, and (Kafka) the partition's greatest timestamp before it,
+/// which its clock continues from.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResumeAt {
+    pub source: String,
+    pub partition: i32,
+    pub next: i64,
+    pub max_ts: i64,
+}
+
 /// A source of records for one worker.
 pub trait Source {
     /// Reads up to about `budget` records — fewer if no more are ready now — handing each to
@@ -110,4 +121,10 @@ pub trait Source {
     fn seal(&mut self, _time: u64) -> Result<(), SourceError> {
         Ok(())
     }
+    /// Where a run resuming at `time` must start reading (see [`ResumeAt`]); asked once the
+    /// source's frontier has reached `time`.
+    fn resume_at(&self, time: u64) -> Vec<ResumeAt>;
+    /// No later checkpoint will be at a time before `time`: what `resume_at` keeps for
+    /// earlier times may go.
+    fn forget_before(&mut self, _time: u64) {}
 }

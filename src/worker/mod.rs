@@ -42,12 +42,14 @@ use crate::sources::files::{Pace, Replay};
 use crate::sources::kafka::{KafkaOptions, KafkaSource};
 use crate::sources::{InputPosition, Record, Source, SourceError};
 
+pub mod checkpoint;
 mod measure;
 mod route;
 mod stop;
 
+use checkpoint::{CheckpointJob, Checkpointer, Phase, Saved};
 use measure::Measure;
-use route::{Inputs, Router};
+use route::{Inputs, Marks, Router};
 use stop::{InputState, Notices};
 
 /// Set by SIGINT/SIGTERM: workers stop reading, finish what is complete and exit.
@@ -90,6 +92,8 @@ pub struct Job {
     pub clickhouse: Option<ClickHouseJob>,
     /// Live records' freshness at the committed cut, for this process.
     pub freshness: Freshness,
+    /// Checkpoints to take, and the one to resume from (see `checkpoint`).
+    pub checkpoint: Option<CheckpointJob>,
 }
 
 /// The ClickHouse sink of a run.
@@ -145,6 +149,14 @@ pub enum WorkerError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Exports(#[from] crate::sinks::ExportError),
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+}
+
+impl From<dataflows::checkpoint::CheckpointError> for WorkerError {
+    fn from(e: dataflows::checkpoint::CheckpointError) -> Self {
+        WorkerError::Checkpoint(e.into())
+    }
 }
 
 /// Builds the dataflow on `worker`, feeds it this worker's share of the inputs and steps it
@@ -178,6 +190,11 @@ struct Running<S: Sink> {
     told: Option<Option<u64>>,
     /// With `--retention`: what the windowed operators hold.
     horizon: Option<Rc<Horizon<u64>>>,
+    /// With checkpoints: this worker's part in them, and the stamps it noted.
+    checkpointer: Option<Checkpointer>,
+    marks: Option<Rc<std::cell::RefCell<Marks>>>,
+    out: PathBuf,
+    freshness: Freshness,
 }
 
 fn run_with<S: Sink>(
@@ -189,22 +206,55 @@ fn run_with<S: Sink>(
     let index = worker.index();
     let profile = job.profile.then(|| OperatorProfile::install(worker));
     let probe = ProbeHandle::new();
-    let (inputs, mut focus, horizon) = build(worker, job, &mut sink, &probe)?;
+    // A resumed run starts from its checkpoint's state (each operator finds its own while
+    // the dataflow is built) and positions.
+    let mut restored = match job.checkpoint.as_ref().and_then(|c| c.restore) {
+        Some(time) => Some(checkpoint::read_worker(&job.out, time, index as u32)?),
+        None => None,
+    };
+    let registry = dataflows::checkpoint::install(restored.as_mut().map(|s| std::mem::take(&mut s.states)).unwrap_or_default());
+    let built = build(worker, job, &mut sink, &probe);
+    dataflows::checkpoint::uninstall(&registry)?;
+    let (mut inputs, mut focus, horizon) = built?;
     let notices = Notices::build(worker);
-    // The focus set is static: worker 0 enters it at time 0, then every worker closes it.
-    if index == 0 {
+    // The focus set is static: worker 0 enters it at time 0, then every worker closes it. (A
+    // restored checkpoint holds it already.)
+    if index == 0 && restored.is_none() {
         for user in job.focus.iter().flatten() {
             focus.insert(Name::from(user.as_str()));
         }
     }
     drop(focus);
     sink.check()?;
-    let source: Box<dyn Source> = match &job.input {
+    let resume = restored.as_ref().map(|s| s.resume.as_slice()).unwrap_or_default();
+    let mut source: Box<dyn Source> = match &job.input {
         Input::Replay { files, batch, pace } => {
-            Box::new(Replay::new(files.clone(), index, worker.peers(), *batch, pace.clone()))
+            let mut replay = Replay::new(files.clone(), index, worker.peers(), *batch, pace.clone());
+            replay.resume(resume)?;
+            Box::new(replay)
         }
-        Input::Kafka { options, topics } => Box::new(KafkaSource::new(options, topics, index, worker.peers())?),
+        Input::Kafka { options, topics } => {
+            let mut kafka = KafkaSource::new(options, topics, index, worker.peers(), resume)?;
+            if job.checkpoint.is_some() {
+                kafka.track_positions();
+            }
+            Box::new(kafka)
+        }
     };
+    let marks = job.checkpoint.as_ref().map(|_| Rc::new(std::cell::RefCell::new(Marks::new(restored.as_ref().and_then(|s| s.stamp)))));
+    inputs.marks = marks.clone();
+    let mut input_time = 0;
+    if let Some(saved) = &restored {
+        // The watermark goes on from the stamps before the checkpoint; then every input
+        // starts at its time.
+        if let (Some(stamp), true) = (saved.stamp, inputs.stamping) {
+            inputs.stamps.update_at(stamp, 0, 1);
+        }
+        inputs.advance_to(saved.time);
+        input_time = saved.time;
+        source.forget_before(saved.time);
+        tracing::info!(worker = index, time = saved.time, positions = ?saved.resume, "resuming from a checkpoint");
+    }
     let mut running = Running {
         index,
         probe,
@@ -216,8 +266,12 @@ fn run_with<S: Sink>(
         measure: Measure::new(index),
         notices,
         report: WorkerReport { index, ..Default::default() },
-        input_time: 0,
+        input_time,
         told: None,
+        checkpointer: job.checkpoint.clone().map(|c| Checkpointer::new(c, registry)),
+        marks,
+        out: job.out.clone(),
+        freshness: job.freshness.clone(),
     };
     running.read(worker, job.max_inflight, progress)?;
     let upper = running.stop(worker)?;
@@ -256,6 +310,7 @@ fn build<S: Sink>(
             stamps: stamps_in,
             pending_stamps: Vec::new(),
             stamping: job.views.retention.is_some(),
+            marks: None,
         };
         Ok((inputs, focus_in, horizon))
     })
@@ -286,6 +341,8 @@ impl<S: Sink> Running<S> {
                 return Ok(());
             }
             self.observe()?;
+            // A checkpoint round may hold the input at a time.
+            let hold = self.checkpoint_step()?;
             // Back-pressure: wait while too many records are in flight, but only while the
             // dataflow still has work it can finish. Records at times the inputs have not
             // closed yet (one Kafka partition ahead of another) cannot complete before more is
@@ -298,7 +355,7 @@ impl<S: Sink> Running<S> {
             self.read_some()?;
             progress.bytes.fetch_max(self.source.bytes_read(), Ordering::Relaxed);
             progress.records.fetch_add(self.report.records - before, Ordering::Relaxed);
-            match self.source.frontier() {
+            match self.source.frontier().map(|time| time.min(hold)) {
                 Some(time) if time > self.input_time => {
                     let inputs = self.inputs.as_mut().expect("inputs are open while reading");
                     // At every advance, moved or not: the progress record's upper follows
@@ -351,12 +408,24 @@ impl<S: Sink> Running<S> {
     ) -> Result<WorkerReport, WorkerError> {
         // The sink learns the last frontier, then makes everything before the upper durable.
         self.observe()?;
+        // The last checkpoint: every time before the upper is processed, none at or after it
+        // (see `stop`); it is complete once every sink has finished.
+        if self.checkpointer.is_some() {
+            self.save_checkpoint(upper)?;
+        }
         let positions = self.source.positions();
         self.sink.finish(upper, &positions)?;
+        let checkpointing = self.checkpointer.is_some();
+        let out = self.out.clone();
         let Running { notices, mut report, inputs, measure, horizon, .. } = self;
         report.held = horizon.map(|h| h.held()).unwrap_or_default();
         // Only now may the inputs close (see `stop`).
+        let peers = notices.peers() as u32;
         notices.finish(worker, upper);
+        if checkpointing && report.index == 0 {
+            checkpoint::complete(&out, upper, peers)?;
+            tracing::info!(time = upper, "checkpoint complete (the run's end)");
+        }
         drop(inputs);
         let (index, records, interrupted) = (report.index, report.records, report.interrupted);
         tracing::info!(worker = index, records, upper, interrupted, "worker finished");
@@ -366,5 +435,100 @@ impl<S: Sink> Running<S> {
             report.operator_seconds = profile.map(|p| p.seconds()).unwrap_or_default();
         }
         Ok(report)
+    }
+}
+
+impl<S: Sink> Running<S> {
+    /// Saves this worker's state at `time`: every time before it is processed, none after.
+    fn save_checkpoint(&mut self, time: u64) -> Result<(), WorkerError> {
+        let began = Instant::now();
+        let cp = self.checkpointer.as_ref().expect("checkpoints are on");
+        let states = cp.registry.save()?;
+        let saved = Saved {
+            time,
+            worker: self.index as u32,
+            workers: self.notices.peers() as u32,
+            stamp: self.marks.as_ref().and_then(|m| m.borrow_mut().before(time)),
+            resume: self.source.resume_at(time),
+            states,
+        };
+        let bytes = checkpoint::write_worker(&self.out, &saved)?;
+        let ms = began.elapsed().as_secs_f64() * 1000.0;
+        crate::metrics::checkpoint_saved(self.index, bytes, ms);
+        tracing::info!(worker = self.index, time, bytes, ms, "checkpoint saved");
+        Ok(())
+    }
+
+    /// Takes this worker's part in a checkpoint round (see `checkpoint`); returns the time its
+    /// input may not pass now (`u64::MAX`: none).
+    fn checkpoint_step(&mut self) -> Result<u64, WorkerError> {
+        let Some(cp) = self.checkpointer.as_mut() else { return Ok(u64::MAX) };
+        let peers = self.notices.peers();
+        if self.index == 0 && cp.phase == Phase::Idle {
+            let due = cp.job.interval.is_some_and(|every| cp.last.elapsed() >= every);
+            let asked = self.notices.rounds.borrow().range(cp.round + 1..).any(|(_, r)| r.asked);
+            if due && !asked {
+                self.notices.send(self.input_time, InputState::Pause(cp.round + 1));
+            }
+        }
+        let abandon = self.notices.any_final();
+        match cp.phase {
+            Phase::Idle => {
+                let next = self.notices.rounds.borrow().range(cp.round + 1..).find(|(_, r)| r.asked).map(|(r, _)| *r);
+                if let Some(round) = next.filter(|_| !abandon) {
+                    cp.round = round;
+                    cp.phase = Phase::Paused(round);
+                    self.notices.send(self.input_time, InputState::Paused(round));
+                }
+            }
+            Phase::Paused(_) | Phase::Agreed(..) if abandon => {
+                cp.phase = Phase::Idle;
+                cp.last = Instant::now();
+            }
+            Phase::Paused(round) => {
+                let rounds = self.notices.rounds.borrow();
+                let paused = rounds.get(&round).map(|r| &r.paused);
+                if let Some(times) = paused.filter(|p| p.len() == peers) {
+                    let time = times.values().copied().max().expect("peers > 0");
+                    cp.phase = Phase::Agreed(round, time);
+                }
+            }
+            Phase::Agreed(round, time) => {
+                if self.input_time == time && !self.probe.less_than(&time) {
+                    self.save_checkpoint(time)?;
+                    let cp = self.checkpointer.as_mut().expect("checkpoints are on");
+                    cp.phase = Phase::Durable(round, time);
+                }
+            }
+            Phase::Durable(round, time) => {
+                if self.freshness.cut().is_some_and(|cut| cut >= time) {
+                    self.notices.send(time, InputState::Saved(round));
+                    self.source.forget_before(time);
+                    let cp = self.checkpointer.as_mut().expect("checkpoints are on");
+                    cp.phase = Phase::Idle;
+                    cp.last = Instant::now();
+                    if self.index == 0 {
+                        cp.completing.push((round, time));
+                    }
+                }
+            }
+        }
+        let cp = self.checkpointer.as_mut().expect("checkpoints are on");
+        // Worker 0 marks a round complete once every worker has saved it.
+        while let Some(&(round, time)) = cp.completing.first() {
+            let done = self.notices.rounds.borrow().get(&round).is_some_and(|r| r.saved.len() == peers);
+            if !done {
+                break;
+            }
+            checkpoint::complete(&self.out, time, peers as u32)?;
+            tracing::info!(round, time, "checkpoint complete");
+            cp.completing.remove(0);
+            self.notices.rounds.borrow_mut().retain(|r, _| *r > round);
+        }
+        Ok(match cp.phase {
+            Phase::Paused(_) => self.input_time,
+            Phase::Agreed(_, time) => time,
+            Phase::Idle | Phase::Durable(..) => u64::MAX,
+        })
     }
 }

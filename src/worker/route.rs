@@ -2,6 +2,10 @@
 //! letter at the time its source gave it, counting per source partition in the metrics
 //! registry.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
 use dataflows::{Chat, DeadLetter, Diff, EdgeOp, Name, Origin, Post, Viewers};
 use differential_dataflow::input::InputSession;
 
@@ -23,6 +27,31 @@ pub struct Inputs {
     pub pending_stamps: Vec<(u64, i64)>,
     /// Whether anything reads the stamps (a retention horizon).
     pub stamping: bool,
+    /// With checkpoints: the stamps noted, for the one a checkpoint keeps.
+    pub marks: Option<Rc<RefCell<Marks>>>,
+}
+
+/// The stamps a worker noted, per time, since the last checkpoint, and the greatest before it.
+#[derive(Debug)]
+pub struct Marks {
+    folded: i64,
+    by_time: BTreeMap<u64, i64>,
+}
+
+impl Marks {
+    /// Starting from a checkpoint's stamp (or none).
+    pub fn new(restored: Option<i64>) -> Self {
+        Marks { folded: restored.unwrap_or(i64::MIN), by_time: BTreeMap::new() }
+    }
+
+    /// The greatest stamp at a time before `time`, if any; those are folded (a later
+    /// checkpoint is at `time` or after).
+    pub fn before(&mut self, time: u64) -> Option<i64> {
+        let later = self.by_time.split_off(&time);
+        let earlier = std::mem::replace(&mut self.by_time, later);
+        self.folded = earlier.into_values().fold(self.folded, i64::max);
+        (self.folded > i64::MIN).then_some(self.folded)
+    }
 }
 
 impl Inputs {
@@ -31,6 +60,7 @@ impl Inputs {
         if !self.stamping {
             return;
         }
+
         match self.pending_stamps.iter_mut().find(|(t, _)| *t == time) {
             Some((_, mark)) => *mark = (*mark).max(ts),
             None => self.pending_stamps.push((time, ts)),
@@ -39,6 +69,13 @@ impl Inputs {
 
     /// Enters the stamps noted so far.
     fn flush_stamps(&mut self) {
+        if let Some(marks) = &self.marks {
+            let mut marks = marks.borrow_mut();
+            for &(at, mark) in &self.pending_stamps {
+                let kept = marks.by_time.entry(at).or_insert(mark);
+                *kept = (*kept).max(mark);
+            }
+        }
         for (at, mark) in std::mem::take(&mut self.pending_stamps) {
             self.stamps.update_at(mark, at, 1);
         }

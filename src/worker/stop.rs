@@ -43,6 +43,22 @@ pub enum InputState {
     Exhausted,
     /// Its sink has made everything before the run's upper durable (sent after the final state).
     Finished,
+    /// Worker 0 asks for checkpoint round `r` (see `checkpoint`).
+    Pause(u32),
+    /// The worker holds its input at the notice's time for round `r`.
+    Paused(u32),
+    /// The worker has saved its state for round `r` at the notice's time, and its process has
+    /// made every update before that time durable.
+    Saved(u32),
+}
+
+/// What this worker has seen of a checkpoint round.
+#[derive(Default)]
+pub struct Round {
+    pub asked: bool,
+    /// Input time per worker that paused.
+    pub paused: HashMap<usize, u64>,
+    pub saved: std::collections::HashSet<usize>,
 }
 
 /// What this worker has seen of another's notices.
@@ -60,6 +76,8 @@ pub struct Notices {
     index: usize,
     peers: usize,
     seen: Rc<RefCell<HashMap<usize, Seen>>>,
+    /// Checkpoint rounds, by number.
+    pub rounds: Rc<RefCell<std::collections::BTreeMap<u32, Round>>>,
     input: InputHandle<u64, CapacityContainerBuilder<Vec<Notice>>>,
 }
 
@@ -68,10 +86,24 @@ impl Notices {
     /// read as they arrive.
     pub fn build(worker: &mut Worker) -> Notices {
         let seen: Rc<RefCell<HashMap<usize, Seen>>> = Rc::default();
+        let rounds: Rc<RefCell<std::collections::BTreeMap<u32, Round>>> = Rc::default();
         let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<Notice>>>::new();
         let record = Rc::clone(&seen);
+        let record_rounds = Rc::clone(&rounds);
         worker.dataflow::<u64, _, _>(|scope| {
             scope.input_from(&mut input).broadcast().inspect(move |(worker, time, state)| {
+                match state {
+                    InputState::Pause(r) => return record_rounds.borrow_mut().entry(*r).or_default().asked = true,
+                    InputState::Paused(r) => {
+                        record_rounds.borrow_mut().entry(*r).or_default().paused.insert(*worker, *time);
+                        return;
+                    }
+                    InputState::Saved(r) => {
+                        record_rounds.borrow_mut().entry(*r).or_default().saved.insert(*worker);
+                        return;
+                    }
+                    _ => {}
+                }
                 let mut seen = record.borrow_mut();
                 let entry =
                     seen.entry(*worker).or_insert(Seen { time: 0, state: InputState::Reading, finished: false });
@@ -83,7 +115,16 @@ impl Notices {
                 }
             });
         });
-        Notices { index: worker.index(), peers: worker.peers(), seen, input }
+        Notices { index: worker.index(), peers: worker.peers(), seen, rounds, input }
+    }
+
+    pub fn peers(&self) -> usize {
+        self.peers
+    }
+
+    /// Whether some worker has sent its final notice (it takes part in no more checkpoints).
+    pub fn any_final(&self) -> bool {
+        self.seen.borrow().values().any(|s| s.state != InputState::Reading)
     }
 
     pub fn send(&mut self, time: u64, state: InputState) {

@@ -1,0 +1,194 @@
+//! Checkpoints: every `--checkpoint-interval` and at the end of a run, the workers agree on a
+//! time `c`, hold their inputs there until every time before `c` is processed, and each saves
+//! its operators' state (`dataflows::checkpoint`) with where its sources must resume to read
+//! the times from `c` on. A `--resume` loads the latest complete checkpoint and reads only
+//! from there.
+//!
+//! ```text
+//!  worker 0, every interval ─► Pause(r) ─broadcast─► each worker holds its input at t_w ─► Paused(r, t_w)
+//!  every Paused(r) in: c = max t_w ─► each worker advances to c, steps until the probe reaches c,
+//!     saves <out>/_checkpoints/<c>/w<worker>.bin (state, resume positions, watermark stamp; fsync, rename)
+//!     ─► once its process has made every update before c durable ─► Saved(r)
+//!  worker 0, every Saved(r) in ─► <out>/_checkpoints/<c>/COMPLETE (fsync, rename) ─► older checkpoints deleted
+//! ```
+//!
+//! Holding the inputs at `c` is what makes the states agree: no operator can process a time
+//! at or after `c` while some input is at `c`, and the probe passing `c` means every time
+//! before it is processed. The hold lasts one pass of the pipeline (its latency) plus the
+//! encoding of the state. A round is abandoned when a worker stops reading (its final
+//! notice): the end of the run takes the last checkpoint, at the run's upper, after every
+//! sink has finished.
+//!
+//! A checkpoint is used only once `COMPLETE` is there, which is written after every worker's
+//! file and after every update before `c` is durable, so a restart from it rewrites nothing
+//! that is lost and misses nothing: the sinks skip what they hold (times before their upper,
+//! which is at least `c`). A file is checked against the hash stored at its end; a torn or
+//! foreign file stops the resume with a message rather than resuming wrongly.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use dataflows::checkpoint::Registry;
+use serde::{Deserialize, Serialize};
+
+use crate::sources::ResumeAt;
+
+/// The folder of a deployment's checkpoints, in `--out`.
+pub const DIR: &str = "_checkpoints";
+const COMPLETE: &str = "COMPLETE";
+
+/// One worker's saved state at a checkpoint.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Saved {
+    pub time: u64,
+    pub worker: u32,
+    pub workers: u32,
+    /// The greatest event `ts` this worker entered before `time` (the watermark's input).
+    pub stamp: Option<i64>,
+    pub resume: Vec<ResumeAt>,
+    /// Each stateful operator's state (see `dataflows::checkpoint`).
+    pub states: Vec<(String, Vec<u8>)>,
+}
+
+/// Why a checkpoint could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(transparent)]
+    State(#[from] dataflows::checkpoint::CheckpointError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io { path: path.to_owned(), source }
+}
+
+fn checkpoint_dir(out: &Path, time: u64) -> PathBuf {
+    out.join(DIR).join(time.to_string())
+}
+
+fn worker_file(out: &Path, time: u64, worker: u32) -> PathBuf {
+    checkpoint_dir(out, time).join(format!("w{worker}.bin"))
+}
+
+/// Writes `bytes` to `path` whole or not at all: a temporary file, fsynced, renamed, and the
+/// folder fsynced.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let dir = path.parent().expect("checkpoint files are in a folder");
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// Saves one worker's state; returns the bytes written.
+pub fn write_worker(out: &Path, saved: &Saved) -> Result<u64, CheckpointError> {
+    let path = worker_file(out, saved.time, saved.worker);
+    let mut bytes = bincode::serialize(saved)
+        .map_err(|e| CheckpointError::Corrupt { path: path.clone(), reason: format!("encoding: {e}") })?;
+    let hash = dataflows::fixed_hash(&bytes);
+    bytes.extend_from_slice(&hash.to_le_bytes());
+    write_atomically(&path, &bytes)?;
+    Ok(bytes.len() as u64)
+}
+
+/// Reads worker `worker`'s state of the checkpoint at `time`.
+pub fn read_worker(out: &Path, time: u64, worker: u32) -> Result<Saved, CheckpointError> {
+    let path = worker_file(out, time, worker);
+    let bytes = std::fs::read(&path).map_err(io(&path))?;
+    let corrupt = |reason: String| CheckpointError::Corrupt { path: path.clone(), reason };
+    if bytes.len() < 8 {
+        return Err(corrupt("shorter than its hash".into()));
+    }
+    let (body, hash) = bytes.split_at(bytes.len() - 8);
+    if dataflows::fixed_hash(&body) != u64::from_le_bytes(hash.try_into().expect("8 bytes")) {
+        return Err(corrupt("its contents do not match the hash written with them".into()));
+    }
+    let saved: Saved = bincode::deserialize(body).map_err(|e| corrupt(format!("decoding: {e}")))?;
+    if saved.time != time || saved.worker != worker {
+        return Err(corrupt(format!("holds worker {} at time {}", saved.worker, saved.time)));
+    }
+    Ok(saved)
+}
+
+/// Marks the checkpoint at `time` complete (every worker's file is in) and deletes the older
+/// ones and any incomplete one before it.
+pub fn complete(out: &Path, time: u64, workers: u32) -> Result<(), CheckpointError> {
+    write_atomically(&checkpoint_dir(out, time).join(COMPLETE), format!("{time},{workers}\n").as_bytes())?;
+    let root = out.join(DIR);
+    for entry in std::fs::read_dir(&root).map_err(io(&root))?.flatten() {
+        let older = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()).is_some_and(|t| t < time);
+        if older {
+            std::fs::remove_dir_all(entry.path()).map_err(io(&entry.path()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The latest complete checkpoint of `out`: its time and number of workers.
+pub fn latest(out: &Path) -> Option<(u64, u32)> {
+    let entries = std::fs::read_dir(out.join(DIR)).ok()?;
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let text = std::fs::read_to_string(e.path().join(COMPLETE)).ok()?;
+            let (time, workers) = text.trim().split_once(',')?;
+            Some((time.parse().ok()?, workers.parse().ok()?))
+        })
+        .max()
+}
+
+/// Deletes every checkpoint of `out` (a new deployment).
+pub fn clear(out: &Path) -> Result<(), CheckpointError> {
+    let root = out.join(DIR);
+    match std::fs::remove_dir_all(&root) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&root)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// What a run does about checkpoints.
+#[derive(Clone, Debug)]
+pub struct CheckpointJob {
+    /// Between two checkpoints while reading; `None`: only at the end.
+    pub interval: Option<Duration>,
+    /// The checkpoint a resumed run starts from: its time.
+    pub restore: Option<u64>,
+}
+
+/// Where a worker is in the current checkpoint round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Idle,
+    /// Holding the input at its time until every worker's is known.
+    Paused(u32),
+    /// Advancing to `c`, then holding there until the probe reaches it.
+    Agreed(u32, u64),
+    /// Saved; waiting until the process has made everything before `c` durable.
+    Durable(u32, u64),
+}
+
+/// One worker's part in checkpoints.
+pub struct Checkpointer {
+    pub job: CheckpointJob,
+    pub registry: Rc<Registry>,
+    pub phase: Phase,
+    /// The last round this worker took up.
+    pub round: u32,
+    /// When the last round ended here (worker 0 asks for the next one an interval later).
+    pub last: Instant,
+    /// Worker 0: rounds saved here, waiting for every worker's `Saved`: (round, time).
+    pub completing: Vec<(u32, u64)>,
+}
+
+impl Checkpointer {
+    pub fn new(job: CheckpointJob, registry: Rc<Registry>) -> Self {
+        Checkpointer { job, registry, phase: Phase::Idle, round: 0, last: Instant::now(), completing: Vec::new() }
+    }
+}
