@@ -26,7 +26,7 @@
 //! harness) [`keep`] hands out fresh state and saves nothing.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
@@ -37,18 +37,20 @@ use serde::Serialize;
 pub enum CheckpointError {
     #[error("the state of operator {name:?}: {source}")]
     Codec { name: String, source: bincode::Error },
-    #[error("the checkpoint has state for operators this dataflow does not have: {0}")]
-    Unused(String),
+    #[error("the checkpoint holds the state of {found:?} where this dataflow has {expected:?} (saved with other settings?)")]
+    Mismatch { expected: String, found: String },
 }
 
-type Saver = Box<dyn Fn() -> Result<Vec<u8>, bincode::Error>>;
+type Saver = Box<dyn Fn(&mut dyn Write) -> Result<(), bincode::Error>>;
 
 /// One worker's checkpointed operators.
 #[derive(Default)]
 pub struct Registry {
-    restored: RefCell<HashMap<String, Vec<u8>>>,
+    /// The checkpoint being restored: each operator's name, then its state, in the order the
+    /// operators are built; an empty name ends it.
+    restoring: RefCell<Option<Box<dyn Read>>>,
     savers: RefCell<Vec<(String, Saver)>>,
-    /// The first state that could not be decoded.
+    /// The first state that could not be restored.
     error: RefCell<Option<CheckpointError>>,
 }
 
@@ -56,40 +58,44 @@ thread_local! {
     static REGISTRY: RefCell<Option<Rc<Registry>>> = const { RefCell::new(None) };
 }
 
-/// Installs a registry for the dataflow this thread builds next, with the states a checkpoint
-/// saved (empty: a run from the beginning).
-pub fn install(restored: Vec<(String, Vec<u8>)>) -> Rc<Registry> {
-    let registry = Rc::new(Registry { restored: RefCell::new(restored.into_iter().collect()), ..Default::default() });
+/// Installs a registry for the dataflow this thread builds next, restoring what `restoring`
+/// holds (what [`Registry::save_to`] wrote), if anything.
+pub fn install(restoring: Option<Box<dyn Read>>) -> Rc<Registry> {
+    let registry = Rc::new(Registry { restoring: RefCell::new(restoring), ..Default::default() });
     REGISTRY.with(|r| *r.borrow_mut() = Some(Rc::clone(&registry)));
     registry
 }
 
-/// Removes this thread's registry; returns an error if a restored state was not decodable or
-/// was claimed by no operator (the checkpoint is of another configuration).
+/// Removes this thread's registry; an error if a state could not be restored or the
+/// checkpoint holds more than this dataflow's operators (it is of another configuration).
 pub fn uninstall(registry: &Registry) -> Result<(), CheckpointError> {
     REGISTRY.with(|r| *r.borrow_mut() = None);
     if let Some(e) = registry.error.borrow_mut().take() {
         return Err(e);
     }
-    let restored = registry.restored.borrow();
-    if restored.is_empty() {
-        Ok(())
-    } else {
-        let mut names: Vec<&str> = restored.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        Err(CheckpointError::Unused(names.join(", ")))
+    if let Some(reader) = registry.restoring.borrow_mut().as_mut() {
+        let found = next_name(reader.as_mut(), "the end")?;
+        if !found.is_empty() {
+            return Err(CheckpointError::Mismatch { expected: "no more operators".into(), found });
+        }
     }
+    Ok(())
+}
+
+fn next_name(reader: &mut dyn Read, expected: &str) -> Result<String, CheckpointError> {
+    bincode::deserialize_from(reader).map_err(|source| CheckpointError::Codec { name: expected.to_owned(), source })
 }
 
 impl Registry {
-    /// Every registered operator's state, encoded: `(name, bytes)` in the order they were built.
-    pub fn save(&self) -> Result<Vec<(String, Vec<u8>)>, CheckpointError> {
-        let mut saved = Vec::new();
+    /// Writes every registered operator's name and state, in the order they were built, and
+    /// the end.
+    pub fn save_to(&self, out: &mut dyn Write) -> Result<(), CheckpointError> {
         for (name, save) in self.savers.borrow().iter() {
-            let bytes = save().map_err(|source| CheckpointError::Codec { name: name.clone(), source })?;
-            saved.push((name.clone(), bytes));
+            let codec = |source| CheckpointError::Codec { name: name.clone(), source };
+            bincode::serialize_into(&mut *out, name).map_err(codec)?;
+            save(&mut *out).map_err(codec)?;
         }
-        Ok(saved)
+        bincode::serialize_into(out, "").map_err(|source| CheckpointError::Codec { name: "the end".into(), source })
     }
 
     /// How many operators keep state here.
@@ -99,30 +105,38 @@ impl Registry {
 }
 
 /// returns `state`, or what the checkpoint being restored saved for this operator (`load`
-/// makes it from the bytes `save` wrote), registered to be saved at every checkpoint.
+/// reads what `save` wrote), registered to be saved at every checkpoint.
 pub fn keep_with<S, F, L>(name: &str, state: S, save: F, load: L) -> Rc<RefCell<S>>
 where
     S: 'static,
-    F: Fn(&S) -> Result<Vec<u8>, bincode::Error> + 'static,
-    L: FnOnce(&[u8]) -> Result<S, bincode::Error>,
+    F: Fn(&S, &mut dyn Write) -> Result<(), bincode::Error> + 'static,
+    L: FnOnce(&mut dyn Read) -> Result<S, bincode::Error>,
 {
     let Some(registry) = REGISTRY.with(|r| r.borrow().clone()) else {
         return Rc::new(RefCell::new(state));
     };
     let rank = registry.savers.borrow().iter().filter(|(n, _)| n.split_once(':').is_some_and(|(_, n)| n == name)).count();
     let key = format!("{rank}:{name}");
-    let restored = registry.restored.borrow_mut().remove(&key);
-    let state = match restored.map(|bytes| load(&bytes)) {
+    let restored = registry.restoring.borrow_mut().as_mut().map(|reader| -> Result<S, CheckpointError> {
+        let found = next_name(reader.as_mut(), &key)?;
+        if found != key {
+            return Err(CheckpointError::Mismatch { expected: key.clone(), found });
+        }
+        load(reader.as_mut()).map_err(|source| CheckpointError::Codec { name: key.clone(), source })
+    });
+    let state = match restored {
         None => state,
         Some(Ok(restored)) => restored,
-        Some(Err(source)) => {
-            registry.error.borrow_mut().get_or_insert(CheckpointError::Codec { name: key.clone(), source });
+        Some(Err(e)) => {
+            // Nothing more can be read in order.
+            registry.restoring.borrow_mut().take();
+            registry.error.borrow_mut().get_or_insert(e);
             state
         }
     };
     let state = Rc::new(RefCell::new(state));
     let saved = Rc::clone(&state);
-    registry.savers.borrow_mut().push((key, Box::new(move || save(&saved.borrow()))));
+    registry.savers.borrow_mut().push((key, Box::new(move |out: &mut dyn Write| save(&saved.borrow(), out))));
     state
 }
 
@@ -131,50 +145,60 @@ pub fn keep<S>(name: &str, state: S) -> Rc<RefCell<S>>
 where
     S: Serialize + DeserializeOwned + 'static,
 {
-    keep_with(name, state, |s: &S| bincode::serialize(s), |bytes| bincode::deserialize(bytes))
-}
-
-/// Whether this thread is building a dataflow that restores a checkpoint.
-pub fn restoring() -> bool {
-    REGISTRY.with(|r| r.borrow().as_ref().is_some_and(|r| !r.restored.borrow().is_empty()))
+    keep_with(name, state, |s: &S, out| bincode::serialize_into(out, s), |reader| bincode::deserialize_from(reader))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+
+    fn counts() -> (Rc<RefCell<HashMap<String, i64>>>, Rc<RefCell<HashMap<String, i64>>>) {
+        (keep("Count", HashMap::new()), keep("Count", HashMap::new()))
+    }
 
     #[test]
     fn states_round_trip_by_name_and_rank() {
-        let registry = install(Vec::new());
-        let a = keep::<HashMap<String, i64>>("Count", HashMap::new());
-        let b = keep::<HashMap<String, i64>>("Count", HashMap::new());
+        let registry = install(None);
+        let (a, b) = counts();
         a.borrow_mut().insert("x".into(), 3);
         b.borrow_mut().insert("y".into(), 4);
-        let saved = registry.save().unwrap();
+        let mut saved = Vec::new();
+        registry.save_to(&mut saved).unwrap();
         uninstall(&registry).unwrap();
-        assert_eq!(saved.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["0:Count", "1:Count"]);
 
-        let registry = install(saved.clone());
-        let a = keep::<HashMap<String, i64>>("Count", HashMap::new());
-        let b = keep::<HashMap<String, i64>>("Count", HashMap::new());
+        let registry = install(Some(Box::new(std::io::Cursor::new(saved.clone()))));
+        let (a, b) = counts();
         uninstall(&registry).unwrap();
         assert_eq!(a.borrow().get("x"), Some(&3));
         assert_eq!(b.borrow().get("y"), Some(&4));
 
         // A dataflow with fewer operators leaves a state unclaimed: refused, named.
-        let registry = install(saved);
-        let _a = keep::<HashMap<String, i64>>("Count", HashMap::new());
+        let registry = install(Some(Box::new(std::io::Cursor::new(saved.clone()))));
+        let _a: Rc<RefCell<HashMap<String, i64>>> = keep("Count", HashMap::new());
         let e = uninstall(&registry).unwrap_err().to_string();
         assert!(e.contains("1:Count"), "{e}");
+        // One of another name: refused, both named.
+        let registry = install(Some(Box::new(std::io::Cursor::new(saved))));
+        let _a: Rc<RefCell<HashMap<String, i64>>> = keep("Total", HashMap::new());
+        let e = uninstall(&registry).unwrap_err().to_string();
+        assert!(e.contains("0:Total") && e.contains("0:Count"), "{e}");
         // Without a registry nothing is kept.
         let c = keep::<i64>("Count", 5);
         assert_eq!(*c.borrow(), 5);
     }
 
     #[test]
-    fn undecodable_state_is_refused() {
-        let registry = install(vec![("0:Count".into(), vec![1, 2])]);
-        let _a = keep::<HashMap<String, i64>>("Count", HashMap::new());
+    fn truncated_state_is_refused() {
+        let registry = install(None);
+        let (a, _b) = counts();
+        a.borrow_mut().insert("x".into(), 3);
+        let mut saved = Vec::new();
+        registry.save_to(&mut saved).unwrap();
+        uninstall(&registry).unwrap();
+        saved.truncate(saved.len() / 2);
+        let registry = install(Some(Box::new(std::io::Cursor::new(saved))));
+        let _ = counts();
         assert!(matches!(uninstall(&registry), Err(CheckpointError::Codec { .. })));
     }
 }

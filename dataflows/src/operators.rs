@@ -620,9 +620,9 @@ where
     let groups = checkpoint::keep_with(
         name,
         HashMap::<G, Ranking<I, R>, RandomState>::default(),
-        |groups| bincode::serialize(&groups.iter().map(|(g, r)| (g, &r.scores)).collect::<Vec<_>>()),
-        |bytes| {
-            let scores: Vec<(G, HashMap<I, R, RandomState>)> = bincode::deserialize(bytes)?;
+        |groups, out| bincode::serialize_into(out, &groups.iter().map(|(g, r)| (g, &r.scores)).collect::<Vec<_>>()),
+        |reader| {
+            let scores: Vec<(G, HashMap<I, R, RandomState>)> = bincode::deserialize_from(reader)?;
             Ok(scores.into_iter().map(|(group, scores)| (group, Ranking::restore(scores, k, capacity))).collect())
         },
     );

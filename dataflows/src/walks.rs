@@ -138,7 +138,7 @@ impl Walks {
 
     /// What a checkpoint keeps: the strength of every pair (once) and the focus users'
     /// multiplicities; the rows are recomputed from them on restore.
-    fn save(&self) -> Result<Vec<u8>, bincode::Error> {
+    fn save(&self, out: &mut dyn std::io::Write) -> Result<(), bincode::Error> {
         let mut pairs: Vec<(&Name, &Name, Walk)> = Vec::with_capacity(self.entries / 2);
         for (a, list) in self.adjacency.iter().enumerate() {
             for &(b, strength) in list.iter().filter(|(b, _)| *b as usize > a) {
@@ -147,7 +147,7 @@ impl Walks {
         }
         let focus: Vec<(&Name, Diff)> =
             self.focus.iter().flatten().map(|(user, m)| (&self.names[*user as usize], *m)).collect();
-        bincode::serialize(&(pairs, focus))
+        bincode::serialize_into(out, &(pairs, focus))
     }
 
     /// Loads what [`Self::save`] kept into this empty state and computes the focus users'
@@ -826,9 +826,9 @@ where
         marks: Vec::new(),
         stamp: 0,
     };
-    let walks = crate::checkpoint::keep_with("Walks", fresh(), Walks::save, |bytes| {
+    let walks = crate::checkpoint::keep_with("Walks", fresh(), Walks::save, |reader| {
         let mut walks = fresh();
-        walks.restore(bincode::deserialize(bytes)?);
+        walks.restore(bincode::deserialize_from(reader)?);
         Ok(walks)
     });
 

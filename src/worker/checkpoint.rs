@@ -25,7 +25,7 @@
 //! which is at least `c`). A file is checked against the hash stored at its end; a torn or
 //! foreign file stops the resume with a message rather than resuming wrongly.
 
-use std::io::Write;
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -39,7 +39,8 @@ use crate::sources::ResumeAt;
 pub const DIR: &str = "_checkpoints";
 const COMPLETE: &str = "COMPLETE";
 
-/// One worker's saved state at a checkpoint.
+/// One worker's part of a checkpoint, before its operators' states (which follow it in the
+/// file: see `dataflows::checkpoint`).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Saved {
     pub time: u64,
@@ -48,8 +49,6 @@ pub struct Saved {
     /// The greatest event `ts` this worker entered before `time` (the watermark's input).
     pub stamp: Option<i64>,
     pub resume: Vec<ResumeAt>,
-    /// Each stateful operator's state (see `dataflows::checkpoint`).
-    pub states: Vec<(String, Vec<u8>)>,
 }
 
 /// Why a checkpoint could not be written or read.
@@ -57,7 +56,7 @@ pub struct Saved {
 pub enum CheckpointError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{}: {reason}", path.display())]
+    #[error("{}: {reason} (without the {DIR} folder a --resume reads the input from its beginning)", path.display())]
     Corrupt { path: PathBuf, reason: String },
     #[error(transparent)]
     State(#[from] dataflows::checkpoint::CheckpointError),
@@ -75,52 +74,108 @@ fn worker_file(out: &Path, time: u64, worker: u32) -> PathBuf {
     checkpoint_dir(out, time).join(format!("w{worker}.bin"))
 }
 
-/// Writes `bytes` to `path` whole or not at all: a temporary file, fsynced, renamed, and the
-/// folder fsynced.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+/// The start of every worker file (and its format's version).
+const MAGIC: &[u8; 8] = b"chfckpt1";
+
+/// A writer that keeps the CRC-32 and length of what passes through it.
+struct Summing<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Summing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes `path` whole or not at all: `fill` writes into a temporary file, which is fsynced
+/// and renamed, and the folder fsynced.
+fn write_atomically(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> Result<(), CheckpointError>,
+) -> Result<u64, CheckpointError> {
     let dir = path.parent().expect("checkpoint files are in a folder");
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io(&tmp))?;
+    let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    fill(&mut out)?;
+    let file = out.into_inner().map_err(|e| io(&tmp)(e.into_error()))?;
+    file.sync_all().map_err(io(&tmp))?;
+    let bytes = file.metadata().map_err(io(&tmp))?.len();
     std::fs::rename(&tmp, path).map_err(io(path))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    Ok(bytes)
 }
 
-/// Saves one worker's state; returns the bytes written.
-pub fn write_worker(out: &Path, saved: &Saved) -> Result<u64, CheckpointError> {
+/// Saves one worker's part of the checkpoint at `saved.time`: `saved`, then what `registry`'s
+/// operators hold, then a CRC-32 of all of it. Returns the bytes written.
+pub fn write_worker(out: &Path, saved: &Saved, registry: &Registry) -> Result<u64, CheckpointError> {
     let path = worker_file(out, saved.time, saved.worker);
-    let mut bytes = bincode::serialize(saved)
-        .map_err(|e| CheckpointError::Corrupt { path: path.clone(), reason: format!("encoding: {e}") })?;
-    let hash = dataflows::fixed_hash(&bytes);
-    bytes.extend_from_slice(&hash.to_le_bytes());
-    write_atomically(&path, &bytes)?;
-    Ok(bytes.len() as u64)
+    let encoding = |e: bincode::Error| CheckpointError::Corrupt { path: path.clone(), reason: format!("encoding: {e}") };
+    write_atomically(&path, |file| {
+        let mut summing = Summing { inner: &mut *file, crc: crc32fast::Hasher::new(), bytes: 0 };
+        summing.write_all(MAGIC).map_err(io(&path))?;
+        bincode::serialize_into(&mut summing, saved).map_err(encoding)?;
+        registry.save_to(&mut summing)?;
+        let crc = summing.crc.finalize();
+        file.write_all(&crc.to_le_bytes()).map_err(io(&path))
+    })
 }
 
-/// Reads worker `worker`'s state of the checkpoint at `time`.
-pub fn read_worker(out: &Path, time: u64, worker: u32) -> Result<Saved, CheckpointError> {
+/// Opens worker `worker`'s part of the checkpoint at `time` once its CRC matches: what it
+/// saved, and a reader of its operators' states (for `dataflows::checkpoint::install`).
+pub fn read_worker(out: &Path, time: u64, worker: u32) -> Result<(Saved, Box<dyn Read>), CheckpointError> {
     let path = worker_file(out, time, worker);
-    let bytes = std::fs::read(&path).map_err(io(&path))?;
     let corrupt = |reason: String| CheckpointError::Corrupt { path: path.clone(), reason };
-    if bytes.len() < 8 {
-        return Err(corrupt("shorter than its hash".into()));
+    let length = std::fs::metadata(&path).map_err(io(&path))?.len();
+    if length < MAGIC.len() as u64 + 4 {
+        return Err(corrupt("too short to be a checkpoint".into()));
     }
-    let (body, hash) = bytes.split_at(bytes.len() - 8);
-    if dataflows::fixed_hash(&body) != u64::from_le_bytes(hash.try_into().expect("8 bytes")) {
-        return Err(corrupt("its contents do not match the hash written with them".into()));
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&path).map_err(io(&path))?);
+    let mut crc = crc32fast::Hasher::new();
+    let mut left = length - 4;
+    while left > 0 {
+        let buf = reader.fill_buf().map_err(io(&path))?;
+        if buf.is_empty() {
+            return Err(corrupt("shorter than its length".into()));
+        }
+        let n = buf.len().min(left as usize);
+        crc.update(&buf[..n]);
+        reader.consume(n);
+        left -= n as u64;
     }
-    let saved: Saved = bincode::deserialize(body).map_err(|e| corrupt(format!("decoding: {e}")))?;
+    let mut stored = [0u8; 4];
+    reader.read_exact(&mut stored).map_err(io(&path))?;
+    if crc.finalize() != u32::from_le_bytes(stored) {
+        return Err(corrupt("its contents do not match the CRC written with them".into()));
+    }
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&path).map_err(io(&path))?);
+    let mut magic = [0u8; 8];
+    reader.read_exact(&mut magic).map_err(io(&path))?;
+    if &magic != MAGIC {
+        return Err(corrupt("not a chatflow checkpoint of this version".into()));
+    }
+    let saved: Saved = bincode::deserialize_from(&mut reader).map_err(|e| corrupt(format!("decoding: {e}")))?;
     if saved.time != time || saved.worker != worker {
         return Err(corrupt(format!("holds worker {} at time {}", saved.worker, saved.time)));
     }
-    Ok(saved)
+    Ok((saved, Box::new(reader)))
 }
 
 /// Marks the checkpoint at `time` complete (every worker's file is in) and deletes the older
 /// ones and any incomplete one before it.
 pub fn complete(out: &Path, time: u64, workers: u32) -> Result<(), CheckpointError> {
-    write_atomically(&checkpoint_dir(out, time).join(COMPLETE), format!("{time},{workers}\n").as_bytes())?;
+    let marker = checkpoint_dir(out, time).join(COMPLETE);
+    write_atomically(&marker, |file| file.write_all(format!("{time},{workers}\n").as_bytes()).map_err(io(&marker)))?;
     let root = out.join(DIR);
     for entry in std::fs::read_dir(&root).map_err(io(&root))?.flatten() {
         let older = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()).is_some_and(|t| t < time);

@@ -208,11 +208,14 @@ fn run_with<S: Sink>(
     let probe = ProbeHandle::new();
     // A resumed run starts from its checkpoint's state (each operator finds its own while
     // the dataflow is built) and positions.
-    let mut restored = match job.checkpoint.as_ref().and_then(|c| c.restore) {
-        Some(time) => Some(checkpoint::read_worker(&job.out, time, index as u32)?),
-        None => None,
+    let (restored, states) = match job.checkpoint.as_ref().and_then(|c| c.restore) {
+        Some(time) => {
+            let (saved, states) = checkpoint::read_worker(&job.out, time, index as u32)?;
+            (Some(saved), Some(states))
+        }
+        None => (None, None),
     };
-    let registry = dataflows::checkpoint::install(restored.as_mut().map(|s| std::mem::take(&mut s.states)).unwrap_or_default());
+    let registry = dataflows::checkpoint::install(states);
     let built = build(worker, job, &mut sink, &probe);
     dataflows::checkpoint::uninstall(&registry)?;
     let (mut inputs, mut focus, horizon) = built?;
@@ -274,8 +277,11 @@ fn run_with<S: Sink>(
         freshness: job.freshness.clone(),
     };
     running.read(worker, job.max_inflight, progress)?;
-    let upper = running.stop(worker)?;
-    running.finish(worker, upper, profile)
+    let (upper, exhausted) = running.stop(worker)?;
+    // The last checkpoint, unless the run read all of its files: resuming it has nothing to
+    // read (a Kafka run that caught up goes on from there; a stopped run, from its upper).
+    let last_checkpoint = running.checkpointer.is_some() && !(exhausted && matches!(job.input, Input::Replay { .. }));
+    running.finish(worker, upper, last_checkpoint, profile)
 }
 
 /// Builds the views' dataflow: its inputs, exported to `sink`, probed by `probe`. Returns the
@@ -404,25 +410,25 @@ impl<S: Sink> Running<S> {
         mut self,
         worker: &mut Worker,
         upper: u64,
+        last_checkpoint: bool,
         profile: Option<OperatorProfile>,
     ) -> Result<WorkerReport, WorkerError> {
         // The sink learns the last frontier, then makes everything before the upper durable.
         self.observe()?;
         // The last checkpoint: every time before the upper is processed, none at or after it
         // (see `stop`); it is complete once every sink has finished.
-        if self.checkpointer.is_some() {
+        if last_checkpoint {
             self.save_checkpoint(upper)?;
         }
         let positions = self.source.positions();
         self.sink.finish(upper, &positions)?;
-        let checkpointing = self.checkpointer.is_some();
         let out = self.out.clone();
         let Running { notices, mut report, inputs, measure, horizon, .. } = self;
         report.held = horizon.map(|h| h.held()).unwrap_or_default();
         // Only now may the inputs close (see `stop`).
         let peers = notices.peers() as u32;
         notices.finish(worker, upper);
-        if checkpointing && report.index == 0 {
+        if last_checkpoint && report.index == 0 {
             checkpoint::complete(&out, upper, peers)?;
             tracing::info!(time = upper, "checkpoint complete (the run's end)");
         }
@@ -443,16 +449,14 @@ impl<S: Sink> Running<S> {
     fn save_checkpoint(&mut self, time: u64) -> Result<(), WorkerError> {
         let began = Instant::now();
         let cp = self.checkpointer.as_ref().expect("checkpoints are on");
-        let states = cp.registry.save()?;
         let saved = Saved {
             time,
             worker: self.index as u32,
             workers: self.notices.peers() as u32,
             stamp: self.marks.as_ref().and_then(|m| m.borrow_mut().before(time)),
             resume: self.source.resume_at(time),
-            states,
         };
-        let bytes = checkpoint::write_worker(&self.out, &saved)?;
+        let bytes = checkpoint::write_worker(&self.out, &saved, &cp.registry)?;
         let ms = began.elapsed().as_secs_f64() * 1000.0;
         crate::metrics::checkpoint_saved(self.index, bytes, ms);
         tracing::info!(worker = self.index, time, bytes, ms, "checkpoint saved");

@@ -186,8 +186,9 @@ impl<S: Sink> Running<S> {
     }
 
     /// Stops reading: records where this worker's input stopped, closes it if exhausted, and
-    /// steps until the run's upper (see the module doc) is written. Returns the upper.
-    pub(super) fn stop(&mut self, worker: &mut Worker) -> Result<u64, WorkerError> {
+    /// steps until the run's upper (see the module doc) is written. Returns the upper and
+    /// whether every source was exhausted (the same in every worker).
+    pub(super) fn stop(&mut self, worker: &mut Worker) -> Result<(u64, bool), WorkerError> {
         if let Some(inputs) = self.inputs.as_mut() {
             for position in self.source.positions() {
                 inputs.positions.update_at(position, self.input_time, 1);
@@ -229,7 +230,7 @@ impl<S: Sink> Running<S> {
                 // A stopped run needs only what is before the upper; an exhausted one waits for
                 // everything, so the summary counts every row written.
                 if self.probe.done() || (!sealed && !self.probe.less_than(&upper)) {
-                    return Ok(upper);
+                    return Ok((upper, sealed));
                 }
             }
         }

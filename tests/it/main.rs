@@ -3,6 +3,7 @@
 
 mod browser;
 mod catalog;
+mod checkpoints;
 mod cli;
 mod clickhouse;
 mod decode;

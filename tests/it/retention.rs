@@ -16,7 +16,7 @@ use crate::support::*;
 /// whose `ts` runs ahead of the chat (they move the watermark too) and dead letters with a
 /// far-future `ts` (they must not). Every event has a `ts` of its own (a duplicate is moved on
 /// by a millisecond), so an event is known by its kind and `ts`.
-fn late_fixture(dir: &Path) -> PathBuf {
+pub(crate) fn late_fixture(dir: &Path) -> PathBuf {
     let path = dir.join("late.jsonl");
     produce_kinds(
         &path,
@@ -64,7 +64,7 @@ fn late_fixture(dir: &Path) -> PathBuf {
 }
 
 /// The views `--retention 60 --batch 300` must give for `fixture`.
-fn expected(fixture: &Path, lexica: &Lexica) -> oracle::Views {
+pub(crate) fn expected(fixture: &Path, lexica: &Lexica) -> oracle::Views {
     let (kept, late) = oracle::retention(&[fixture], 300, 60, 60, 300);
     views_of(&kept, late, fixture, lexica)
 }
