@@ -8,6 +8,7 @@
 //!  worker 0, every interval ─► Pause(r) ─broadcast─► each worker holds its input at t_w ─► Paused(r, t_w)
 //!  every Paused(r) in: c = max t_w ─► each worker advances to c, steps until the probe reaches c,
 //!     saves <out>/_checkpoints/<c>/w<worker>.bin (state, resume positions, watermark stamp; fsync, rename)
+//!     and w<worker>.positions.csv (the positions as text: source,partition,next)
 //!     ─► once its process has made every update before c durable ─► Saved(r)
 //!  worker 0, every Saved(r) in ─► <out>/_checkpoints/<c>/COMPLETE (fsync, rename) ─► older checkpoints deleted
 //! ```
@@ -119,6 +120,13 @@ fn write_atomically(
 /// Saves one worker's part of the checkpoint at `saved.time`: `saved`, then what `registry`'s
 /// operators hold, then a CRC-32 of all of it. Returns the bytes written.
 pub fn write_worker(out: &Path, saved: &Saved, registry: &Registry) -> Result<u64, CheckpointError> {
+    // Where the worker resumes, also as text beside the state, for people and tests.
+    let text = checkpoint_dir(out, saved.time).join(format!("w{}.positions.csv", saved.worker));
+    let mut csv = String::from("source,partition,next\n");
+    for at in &saved.resume {
+        csv += &format!("{},{},{}\n", at.source, at.partition, at.next);
+    }
+    write_atomically(&text, |file| file.write_all(csv.as_bytes()).map_err(io(&text)))?;
     let path = worker_file(out, saved.time, saved.worker);
     let encoding = |e: bincode::Error| CheckpointError::Corrupt { path: path.clone(), reason: format!("encoding: {e}") };
     write_atomically(&path, |file| {

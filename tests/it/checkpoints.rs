@@ -16,22 +16,7 @@ use crate::support::*;
 
 /// The latest complete checkpoint of `out`: its time.
 fn latest_checkpoint(out: &Path) -> Option<u64> {
-    let entries = std::fs::read_dir(out.join("_checkpoints")).ok()?;
-    entries
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("COMPLETE")).ok())
-        .filter_map(|text| text.split(',').next()?.trim().parse().ok())
-        .max()
-}
-
-/// "N events read, M dead letters" of a run's summary: the records it read.
-fn records_read(stdout: &str) -> u64 {
-    let line = stdout.lines().next().unwrap_or_default();
-    let number = |before: &str| -> u64 {
-        let at = line.find(before).unwrap_or_else(|| panic!("no {before:?} in {line:?}"));
-        line[..at].trim_end().rsplit([' ', ',']).next().unwrap().parse().unwrap()
-    };
-    number(" events read") + number(" dead letters")
+    complete_checkpoint(out).map(|(time, _)| time)
 }
 
 /// Starts `args` as one process, or as the two processes of a cluster with `hosts`.

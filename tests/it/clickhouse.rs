@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -256,14 +256,16 @@ fn kill_9_at_random_moments_and_restart() {
         &url,
         &db,
         &out,
-        &["--until-caught-up", "-w", "2", "--max-inflight", "2000", "--tick-ms", "100"],
+        &["--until-caught-up", "-w", "2", "--max-inflight", "2000", "--tick-ms", "100", "--checkpoint-interval", "1"],
     );
     let client = Client::new(&url);
     // Twenty runs, each killed with SIGKILL once it has been seen to commit: when the committed cut
     // has moved past the one before the run (so each run gets further than the last, however
     // slow the machine), then 0-250 ms later, jittered by the clock, so each CI run kills at other
-    // moments. A run that ends on its own first is not killed.
+    // moments; every third run instead once a checkpoint is being taken (a worker's state is
+    // saved, the checkpoint not complete yet). A run that ends on its own first is not killed.
     let mut kills = 0;
+    let mut during_checkpoint = 0;
     let mut cuts = Vec::new();
     for run in 0..20u32 {
         let before = committed_cut(&client, &db).ok().flatten().unwrap_or(0);
@@ -280,10 +282,18 @@ fn kill_9_at_random_moments_and_restart() {
                 format!("run {run}: the committed cut stayed at {cut:?} for 180 s (it was {before} before the run)"),
             );
         }
-        std::thread::sleep(Duration::from_millis((u64::from(nanos).rotate_right(run * 3)) % 250));
+        let mid_checkpoint = run % 3 == 1
+            && poll_until(Duration::from_secs(5), || {
+                checkpoint_in_progress(&out).is_some() || child.try_wait().unwrap().is_some()
+            })
+            && checkpoint_in_progress(&out).is_some();
+        if !mid_checkpoint {
+            std::thread::sleep(Duration::from_millis((u64::from(nanos).rotate_right(run * 3)) % 250));
+        }
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
             kills += 1;
+            during_checkpoint += u32::from(mid_checkpoint);
         }
         let output = child.wait_with_output().unwrap();
         assert!(
@@ -294,9 +304,16 @@ fn kill_9_at_random_moments_and_restart() {
         cuts.push(committed_cut(&client, &db).unwrap());
     }
     assert!(kills >= 15, "only {kills} runs were killed mid-run; slow the run down");
+    assert!(during_checkpoint >= 3, "only {during_checkpoint} runs were killed while a checkpoint was taken");
     let committed: BTreeSet<u64> = cuts.iter().flatten().copied().filter(|c| *c > 0).collect();
     assert!(committed.len() >= 2, "the killed runs committed too little to resume from: cuts {cuts:?}");
-    run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    // The last run resumes from the latest complete checkpoint and reads only what lies after
+    // its positions (its own count of records read).
+    let (at, positions) = complete_checkpoint(&out).expect("the killed runs completed a checkpoint");
+    let output = run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let read = records_read(&stdout);
+    assert_eq!(read, 300_000 - positions, "records read after resuming from the checkpoint at {at}:\n{stdout}");
     let expected = oracle::chat_views(&oracle::read_chats(&fixture), 60, 10);
     assert_views_eq(
         &query_views(&url, &db, &CHAT_VIEWS, &[]),
@@ -307,8 +324,22 @@ fn kill_9_at_random_moments_and_restart() {
     for v in CHAT_VIEWS {
         copies.push((v, check_copies(&url, &db, v)));
     }
-    eprintln!("kill -9 test: cuts after each kill {cuts:?}; (distinct (row, time), stored rows) per view {copies:?}");
+    eprintln!(
+        "kill -9 test: {kills} kills ({during_checkpoint} while a checkpoint was taken); cuts after each kill {cuts:?}; \
+         the last run resumed at {at}, reading {read} records; (distinct (row, time), stored rows) per view {copies:?}"
+    );
 }
+
+/// A checkpoint of `out` some worker has saved that is not complete yet: its folder.
+fn checkpoint_in_progress(out: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(out.join("_checkpoints")).ok()?.flatten().map(|e| e.path()).find(|dir| {
+        !dir.join("COMPLETE").exists()
+            && std::fs::read_dir(dir).is_ok_and(|mut files| {
+                files.any(|f| f.is_ok_and(|f| f.file_name().to_string_lossy().ends_with(".bin")))
+            })
+    })
+}
+
 
 /// A live run from Kafka while messages keep coming; ClickHouse stops for 30 s (issue 15's
 /// outage) and starts again: the run catches up (its cut passes every message sent) and the

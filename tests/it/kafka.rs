@@ -174,7 +174,12 @@ fn stop_mid_stream_and_resume() {
     }
     assert!(stops >= 1, "no run was stopped mid-stream");
     // A deployment continues with the flags it began with (the tick decides ingestion times).
-    run_with(&kafka_run(&prefix, broker, &out, &["--until-caught-up", "-w", "2", "--tick-ms", "100", "--resume"]));
+    // It starts from the checkpoint the last stop took, and reads only what lies after it.
+    let (at, before) = complete_checkpoint(&out).expect("a stopped run takes a checkpoint");
+    let output =
+        run_with(&kafka_run(&prefix, broker, &out, &["--until-caught-up", "-w", "2", "--tick-ms", "100", "--resume"]));
+    let read = records_read(&String::from_utf8_lossy(&output.stdout));
+    assert_eq!(read, 150_000 - before, "records read after resuming from the checkpoint at {at}");
     // No event lost, none counted twice (read_views checks every multiplicity is 0 or 1).
     assert_views_eq(&read_views(&out, &CHAT_VIEWS), &expected, "stopped and resumed");
 }

@@ -247,3 +247,32 @@ impl<'s> Exporter<'s, u64> for Capture<'_> {
         .probe_with(self.probe);
     }
 }
+
+/// "N events read, M dead letters" of a run's summary: the records it read.
+pub fn records_read(stdout: &str) -> u64 {
+    let line = stdout.lines().next().unwrap_or_default();
+    let number = |before: &str| -> u64 {
+        let at = line.find(before).unwrap_or_else(|| panic!("no {before:?} in {line:?}"));
+        line[..at].trim_end().rsplit([' ', ',']).next().unwrap().parse().unwrap()
+    };
+    number(" events read") + number(" dead letters")
+}
+
+/// The latest complete checkpoint of `out`: its time and the sum of its positions (the
+/// records before it, every partition's log starting at offset 0).
+pub fn complete_checkpoint(out: &Path) -> Option<(u64, u64)> {
+    let (at, dir) = std::fs::read_dir(out.join("_checkpoints"))
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().join("COMPLETE").exists())
+        .filter_map(|e| Some((e.file_name().to_str()?.parse::<u64>().ok()?, e.path())))
+        .max()?;
+    let mut sum = 0;
+    for file in std::fs::read_dir(&dir).ok()?.flatten() {
+        if file.file_name().to_string_lossy().ends_with(".positions.csv") {
+            let text = std::fs::read_to_string(file.path()).ok()?;
+            sum += text.lines().skip(1).map(|l| l.rsplit(',').next().unwrap().parse::<u64>().unwrap()).sum::<u64>();
+        }
+    }
+    Some((at, sum))
+}
