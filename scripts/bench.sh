@@ -44,7 +44,9 @@
 #
 # `scripts/bench.sh soak` runs 10,000,000 generated messages spanning 24 hours of event time
 # with --retention 3600 and without, replayed and through Kafka, and prints the peak RSS after
-# 1, 2, 5 and 10 M records (the retention horizon must keep it flat).
+# 1, 2, 5 and 10 M records (the retention horizon must keep it flat); through Kafka also the
+# checkpoint taken once caught up (size, time to write) and how long a restart from it takes
+# to be caught up again, against the run from offset 0.
 #
 # Usage: scripts/bench.sh [kafka|clickhouse|peers|netns|network|paced|soak] [extra flags]
 set -euo pipefail
@@ -225,9 +227,22 @@ if [ "${1:-}" = soak ]; then
     echo "loaded into Kafka in $(($(date +%s) - start)) s"
     for retention in "--retention 3600" ""; do
         echo "Kafka, -w 2 ${retention:-(no retention)}:"
+        rm -rf target/bench/soak-kafka-out
+        began=$EPOCHREALTIME
         # shellcheck disable=SC2086
-        "$bin" bench --kafka 127.0.0.1:9095 --until-caught-up -w 2 "${only_chat[@]}" $retention \
-            --out target/bench/soak-kafka-out "$@" | rss
+        RUST_LOG=chatflow=info "$bin" bench --kafka 127.0.0.1:9095 --until-caught-up -w 2 "${only_chat[@]}" $retention \
+            --out target/bench/soak-kafka-out "$@" 2>target/bench/soak-kafka.log | rss
+        replay_s=$(echo "$began $EPOCHREALTIME" | awk '{ printf "%.1f", $2 - $1 }')
+        # The run caught up and took a checkpoint; a restart loads it and reads only what
+        # came after it (nothing): the time to be caught up again, against reading from 0.
+        grep "checkpoint saved" target/bench/soak-kafka.log | sed 's/.*checkpoint saved/  checkpoint saved:/'
+        echo "  checkpoint on disk: $(du -sh target/bench/soak-kafka-out/_checkpoints | cut -f1)"
+        began=$EPOCHREALTIME
+        # shellcheck disable=SC2086
+        "$bin" run --kafka 127.0.0.1:9095 --until-caught-up -w 2 "${only_chat[@]}" $retention --resume \
+            --out target/bench/soak-kafka-out "$@" >target/bench/soak-restart.log 2>&1
+        restart_s=$(echo "$began $EPOCHREALTIME" | awk '{ printf "%.1f", $2 - $1 }')
+        echo "  restart from the checkpoint to caught up: $restart_s s ($(head -1 target/bench/soak-restart.log | cut -d, -f1 | sed 's/chatflow: //')) against $replay_s s from offset 0"
     done
     scripts/kafka.sh stop
     exit 0

@@ -1,9 +1,9 @@
 //! The settings a deployment's output depends on, recorded in `<out>/_deployment.csv` when it
 //! starts and checked when it resumes.
 //!
-//! A resumed run recomputes from the beginning of its input and keeps what the earlier run
-//! wrote before the recorded upper, trusting that it computes the same updates at the same
-//! times. That holds only with the same ingestion clock (`--tick-ms` for Kafka, `--batch` for
+//! A resumed run recomputes from its latest checkpoint (or the beginning of its input) and
+//! keeps what the earlier run wrote before the recorded upper, trusting that it computes the
+//! same updates at the same times. That holds only with the same ingestion clock (`--tick-ms` for Kafka, `--batch` for
 //! a replay) and the same views (`--window`, `--top-k`, the lexica, the focus users, ...): a
 //! record that gets another time lands on the other side of the upper, written twice or not
 //! at all. So a resume with other settings is refused, naming each that differs.

@@ -20,9 +20,9 @@
 //!
 //! Delivery: exactly once. A new run rewrites the files from the start; a run that finishes
 //! leaves exactly the view's changes. A stopped or crashed run leaves a prefix of whole times
-//! (plus perhaps part of one after a crash); `--resume` recomputes from the beginning of the
-//! log (ingestion times are deterministic), cuts each file back to the recorded upper (see
-//! `progress`) and appends only the updates at or after it.
+//! (plus perhaps part of one after a crash); `--resume` recomputes from the latest checkpoint
+//! (or the beginning of the log; ingestion times are deterministic), cuts each file back to
+//! the recorded upper (see `progress`) and appends only the updates at or after it.
 
 use std::cell::RefCell;
 use std::fs::File;

@@ -1,7 +1,9 @@
 //! The Kafka source: topics of chat, edge and post events (JSON), read with librdkafka.
 //!
 //! Delivery: every record of every owned partition is read once per run, from the beginning of
-//! the log; no offsets are committed to Kafka. Restarts are exactly-once because ingestion
+//! the log or from the offsets of the checkpoint a resumed run starts from (each partition's
+//! clock going on from the greatest timestamp before that offset, which the checkpoint keeps);
+//! no offsets are committed to Kafka. Restarts are exactly-once because ingestion
 //! time is a function of the log (plus the recorded clock bindings below): a run that replays
 //! the log gives every record the same time, and the sinks skip what they already hold.
 //!
@@ -308,8 +310,7 @@ pub fn clear_bindings(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A consumer of one partition with the source's settings, assigned from the beginning of
-/// the log.
+/// A consumer of one partition with the source's settings, assigned from `from`.
 fn partition_consumer(options: &KafkaOptions, topic: &str, partition: i32, from: Offset) -> Result<BaseConsumer<Reading>> {
     // Fetches of at most 1.25 MiB (librdkafka's default is 50 MiB): a broker that serves
     // fetches one after another (tansu) would otherwise hand out a whole backlog before

@@ -476,6 +476,10 @@ impl<S: Sink> Running<S> {
             }
         }
         let abandon = self.notices.any_final();
+        if abandon {
+            // No round completes once a worker has stopped reading; the end takes the last.
+            cp.completing.clear();
+        }
         match cp.phase {
             Phase::Idle => {
                 let next = self.notices.rounds.borrow().range(cp.round + 1..).find(|(_, r)| r.asked).map(|(r, _)| *r);

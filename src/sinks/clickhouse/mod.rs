@@ -21,9 +21,11 @@
 //!
 //! ## Restarts
 //!
-//! A run reads the cut `C`, rebuilds its state by reading its sources from the beginning (the
-//! Kafka clock bindings in `--out` make the times the same), skips every update before `C`
-//! and writes the rest: what was already there is collapsed, nothing is lost.
+//! A run reads the cut `C`, restores the state of the latest checkpoint (at a time `c ≤ C`; see
+//! `worker::checkpoint`) and reads its sources from that checkpoint's positions, or from the
+//! beginning without one (the Kafka clock bindings in `--out` make the times the same), skips
+//! every update before `C` and writes the rest: what was already there is collapsed, nothing
+//! is lost.
 //!
 //! ## Back-pressure and outages
 //!
