@@ -155,6 +155,7 @@ pub fn plan(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: 
                 idle_ms: args.kafka.idle_ms,
                 until_caught_up: args.kafka.until_caught_up,
                 clock_dir: out.clone(),
+                clock_store: None,
             };
             Input::Kafka { options, topics }
         }
@@ -220,6 +221,7 @@ pub fn plan(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: 
             checkpoint: (!args.no_checkpoints).then(|| CheckpointJob {
                 interval: (args.checkpoint_interval > 0).then(|| Duration::from_secs(args.checkpoint_interval)),
                 restore: None,
+                store: None,
             }),
             freshness: Freshness::new(match (&clickhouse, timely.process) {
                 (Some(_), _) => Cut::Writers(timely.workers as usize),
@@ -356,7 +358,9 @@ impl Plan {
                 Some(cut) => {
                     deployment::check(out, &self.settings)?;
                     tracing::info!(cut, "resuming: ClickHouse holds every update before the committed cut");
-                    restore_checkpoint(&mut self.job, self.workers, cut);
+                    let latest = clickhouse::store::latest(&client, &target.database)
+                        .with_context(|| format!("reading the checkpoints of database {}", target.database))?;
+                    restore_checkpoint(&mut self.job, latest, self.workers, cut);
                     cut
                 }
                 None => {
@@ -369,6 +373,13 @@ impl Plan {
             };
             if self.process == 0 {
                 clickhouse::record_start(&client, &target.database, self.workers, start)?;
+            }
+            // What a restart needs lives in the database too: a fresh machine resumes from it.
+            if let Input::Kafka { options, .. } = &mut self.job.input {
+                options.clock_store = Some(target.clone());
+            }
+            if let Some(checkpoint) = self.job.checkpoint.as_mut() {
+                checkpoint.store = Some(target.clone());
             }
             let writer = crate::sinks::clickhouse::Writer::spawn(
                 target,
@@ -388,7 +399,7 @@ impl Plan {
                     Some(upper) => {
                         deployment::check(out, &self.settings)?;
                         tracing::info!(upper, "resuming: the change files hold every update before the upper");
-                        restore_checkpoint(&mut self.job, self.workers, upper);
+                        restore_checkpoint(&mut self.job, checkpoint::latest(out), self.workers, upper);
                     }
                     None => {
                         tracing::warn!(out = %out.display(), "nothing to resume; starting from the beginning");
@@ -750,6 +761,15 @@ pub struct ChannelGlimpse {
 /// change files in `out` (nothing if they cannot be read).
 pub fn glimpse(out: &std::path::Path, n: usize) -> Vec<ChannelGlimpse> {
     use crate::query::{channel_messages, read_dir, Query};
+    // Each channel's leaders are a pass over the ranking files: past a size (a deployment
+    // of months) the summary leaves them to `chatflow query` rather than take longer than
+    // the run.
+    const READ_AT_MOST: u64 = 256 << 20;
+    let size = |view: &str| std::fs::metadata(out.join(format!("{view}.csv"))).map_or(0, |m| m.len());
+    let passes = size("channel_activity") + n as u64 * (size("top_words") + size("top_users"));
+    if passes > READ_AT_MOST {
+        return Vec::new();
+    }
     let Ok(activity) = read_dir(out, &Query::all("channel_activity")) else {
         return Vec::new();
     };
@@ -772,13 +792,12 @@ pub fn glimpse(out: &std::path::Path, n: usize) -> Vec<ChannelGlimpse> {
         .collect()
 }
 
-/// A resume starts from the latest complete checkpoint, if there is one the output
-/// holds (at or before `durable`, below which every update is written) taken with as
-/// many workers; otherwise it reads the input from the beginning.
-fn restore_checkpoint(job: &mut Job, run_workers: u32, durable: u64) {
-    let out = job.out.clone();
+/// A resume starts from the `latest` complete checkpoint, if the output holds it (it is at or
+/// before `durable`, below which every update is written) and it was taken with as many
+/// workers; otherwise it reads the input from the beginning.
+fn restore_checkpoint(job: &mut Job, latest: Option<(u64, u32)>, run_workers: u32, durable: u64) {
     let Some(job) = job.checkpoint.as_mut() else { return };
-    match checkpoint::latest(&out) {
+    match latest {
         Some((time, workers)) if workers == run_workers && time <= durable => {
             tracing::info!(time, "resuming from the checkpoint at this time");
             job.restore = Some(time);

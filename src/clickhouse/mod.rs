@@ -10,6 +10,7 @@
 pub mod client;
 pub mod cut;
 pub mod schema;
+pub mod store;
 
 pub use client::Client;
 pub use cut::{committed_cut, record_start};

@@ -57,6 +57,9 @@ pub fn prepare(client: &Client, db: &str, fresh: bool) -> Result<Option<u64>, Cl
             client.execute(&format!("DROP TABLE IF EXISTS {db}.{}", v.name))?;
         }
         client.execute(&format!("DROP TABLE IF EXISTS {db}.{PROGRESS_TABLE}"))?;
+        for table in crate::clickhouse::store::TABLES {
+            client.execute(&format!("DROP TABLE IF EXISTS {db}.{table}"))?;
+        }
     }
     for v in CATALOG {
         client.execute(&table_ddl(db, v))?;
@@ -65,6 +68,9 @@ pub fn prepare(client: &Client, db: &str, fresh: bool) -> Result<Option<u64>, Cl
         "CREATE TABLE IF NOT EXISTS {db}.{PROGRESS_TABLE} (view String, worker UInt32, workers UInt32, run UInt64, \
          upper UInt64, positions String, written_ms UInt64) ENGINE = MergeTree() ORDER BY (view, worker)"
     ))?;
+    for ddl in crate::clickhouse::store::ddl(db) {
+        client.execute(&ddl)?;
+    }
     committed_cut(client, db)
 }
 

@@ -93,6 +93,13 @@ pub struct SinkShared {
     /// Set when the sink finishes at a run's upper: nothing at or after it is written (a
     /// stopped run's later times complete with part of their input once the inputs close).
     pub limit: Option<u64>,
+    /// The view's name.
+    pub view: &'static str,
+    /// Worker 0: the file's length when it was opened, its length now, and its length after
+    /// each time written that the progress record has not taken yet.
+    pub opened: u64,
+    pub length: u64,
+    pub lengths: std::collections::VecDeque<(u64, u64)>,
 }
 
 pub type SinkHandle = Rc<RefCell<SinkShared>>;
@@ -101,24 +108,31 @@ pub type SinkHandle = Rc<RefCell<SinkShared>>;
 /// stream, whose frontier passes a time once that time is written and flushed, and the shared
 /// state.
 ///
-/// With `resume = Some(upper)`, the file already holds every update before `upper`: it is cut
-/// back to those (a crash may have left more) and appended to, and earlier times are skipped.
+/// With `resume = Some((upper, length))`, the file already holds every update before `upper`:
+/// it is cut back to those (a crash may have left more; `length`, if the progress record
+/// gives it, is where they end) and appended to, and earlier times are skipped.
 pub fn csv_sink<'s, R: ViewRow>(
     rows: VecCollection<'s, u64, R>,
     dir: &Path,
-    resume: Option<u64>,
+    resume: Option<(u64, Option<u64>)>,
 ) -> (Written<'s>, SinkHandle) {
     let shared: SinkHandle = Rc::default();
     let writer_worker = rows.inner.scope().index() == 0;
     let view = R::DEF;
+    shared.borrow_mut().view = view.name;
     let path = dir.join(format!("{}.csv", view.name));
     let mut writer = None;
     if writer_worker {
         match open_change_file(&path, view.columns.len(), csv_header(view), resume) {
-            Ok(w) => writer = Some(w),
+            Ok((w, length)) => {
+                writer = Some(w);
+                let mut shared = shared.borrow_mut();
+                (shared.opened, shared.length) = (length, length);
+            }
             Err(source) => shared.borrow_mut().error = Some(SinkError::Io { path: path.clone(), source }),
         }
     }
+    let resume = resume.map(|(upper, _)| upper);
     let skip = resume.unwrap_or(0);
 
     // Each row is encoded as it arrives (a time's typed rows are never held: a graph load's
@@ -160,7 +174,12 @@ pub fn csv_sink<'s, R: ViewRow>(
                 return;
             }
             match write_merged(w, *time, &runs) {
-                Ok(rows) => rows_metric.iter().for_each(|m| m.increment(rows)),
+                Ok((rows, bytes)) => {
+                    rows_metric.iter().for_each(|m| m.increment(rows));
+                    shared.length += bytes;
+                    let length = shared.length;
+                    shared.lengths.push_back((*time, length));
+                }
                 Err(source) => {
                     shared.error.get_or_insert(SinkError::Io { path: path.clone(), source });
                     writer = None;
@@ -172,17 +191,19 @@ pub fn csv_sink<'s, R: ViewRow>(
 }
 
 /// Opens a view's change file: new, with its header; or, when resuming at `upper`, cut back to
-/// its updates before `upper` (the first line at or after it and everything after go).
-/// `columns`: the view's columns (the `time` column follows them).
+/// its updates before `upper`: to the length the progress record gives for it, or (a record
+/// without lengths) before the first line at or after `upper`, found by reading the file.
+/// `columns`: the view's columns (the `time` column follows them). Returns the writer and the
+/// file's length.
 fn open_change_file(
     path: &Path,
     columns: usize,
     header: Vec<u8>,
-    resume: Option<u64>,
-) -> std::io::Result<BufWriter<File>> {
-    if let Some(upper) = resume {
+    resume: Option<(u64, Option<u64>)>,
+) -> std::io::Result<(BufWriter<File>, u64)> {
+    if let Some((upper, length)) = resume {
         if path.exists() {
-            let cut = {
+            let cut = if length.is_some() { length } else {
                 let mut reader = csv::ReaderBuilder::new().has_headers(true).from_path(path)?;
                 let time_col = columns;
                 let mut cut = None;
@@ -214,32 +235,33 @@ fn open_change_file(
             }
             let mut file = file;
             use std::io::Seek;
-            file.seek(std::io::SeekFrom::End(0))?;
-            return Ok(BufWriter::with_capacity(1 << 20, file));
+            let length = file.seek(std::io::SeekFrom::End(0))?;
+            return Ok((BufWriter::with_capacity(1 << 20, file), length));
         }
     }
     let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
     // At once, so that a reader of a view with no rows yet sees its columns.
     w.write_all(&header)?;
     w.flush()?;
-    Ok(w)
+    Ok((w, header.len() as u64))
 }
 
 /// How many rows ahead of the one being written [`write_merged`] prefetches.
 const PREFETCH_ROWS: usize = 16;
 
 /// Merges sorted runs, summing equal rows, and appends `row,time,diff` lines; returns the
-/// number of lines written.
+/// number of lines and of bytes written.
 ///
 /// There is a run per worker that had rows, so a few: the next row is found by a linear scan
 /// of the runs' heads (with one run, none to compare; with two, one comparison), which is
 /// cheaper than a heap's pushes and pops at these sizes.
-fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)]) -> std::io::Result<u64> {
+fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)]) -> std::io::Result<(u64, u64)> {
     let mut time_bytes = Vec::new();
     time_bytes.push(b',');
     time_bytes.extend_from_slice(itoa::Buffer::new().format(time).as_bytes());
     time_bytes.push(b',');
     let mut written = 0;
+    let mut bytes = 0u64;
     // Each run's next row.
     let mut next = vec![0usize; runs.len()];
     loop {
@@ -264,13 +286,16 @@ fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)])
         if diff != 0 {
             w.write_all(key.1)?;
             w.write_all(&time_bytes)?;
-            w.write_all(itoa::Buffer::new().format(diff).as_bytes())?;
+            let mut buffer = itoa::Buffer::new();
+            let diff_text = buffer.format(diff);
+            w.write_all(diff_text.as_bytes())?;
             w.write_all(b"\n")?;
             written += 1;
+            bytes += (key.1.len() + time_bytes.len() + diff_text.len() + 1) as u64;
         }
     }
     w.flush()?;
-    Ok(written)
+    Ok((written, bytes))
 }
 
 /// The CSV sink of one worker: every view's change file (written by worker 0) and the
@@ -278,6 +303,8 @@ fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)])
 pub struct CsvSink {
     dir: std::path::PathBuf,
     resume: Option<u64>,
+    /// Resuming: each file's length at the upper, as the progress record gives it.
+    lengths: std::collections::BTreeMap<String, u64>,
     views: Vec<SinkHandle>,
     progress: Option<crate::sinks::progress::ProgressHandle>,
     freshness: Freshness,
@@ -288,13 +315,18 @@ impl CsvSink {
     /// `upper` already (see the module doc). Live records are fresh once the progress record
     /// passes them (`freshness`).
     pub fn new(dir: &Path, resume: Option<u64>, freshness: Freshness) -> CsvSink {
-        CsvSink { dir: dir.to_path_buf(), resume, views: Vec::new(), progress: None, freshness }
+        let lengths = match resume {
+            Some(_) => crate::sinks::progress::read_lengths(dir),
+            None => Default::default(),
+        };
+        CsvSink { dir: dir.to_path_buf(), resume, lengths, views: Vec::new(), progress: None, freshness }
     }
 }
 
 impl crate::sinks::Sink for CsvSink {
     fn export<'s, R: ViewRow>(&mut self, rows: VecCollection<'s, u64, R>) -> Written<'s> {
-        let (written, handle) = csv_sink(rows, &self.dir, self.resume);
+        let length = self.lengths.get(R::DEF.name).copied();
+        let (written, handle) = csv_sink(rows, &self.dir, self.resume.map(|upper| (upper, length)));
         self.views.push(handle);
         written
     }
@@ -304,8 +336,13 @@ impl crate::sinks::Sink for CsvSink {
         written: Written<'s>,
         positions: VecCollection<'s, u64, crate::sources::InputPosition>,
     ) -> Written<'s> {
-        let (done, state) =
-            crate::sinks::progress::progress_writer(positions, written, &self.dir, self.freshness.clone());
+        let (done, state) = crate::sinks::progress::progress_writer(
+            positions,
+            written,
+            &self.dir,
+            self.freshness.clone(),
+            self.views.clone(),
+        );
         self.progress = Some(state);
         done
     }
@@ -391,7 +428,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("v.csv");
             let mut w = BufWriter::new(File::create(&path).unwrap());
-            let written = write_merged(&mut w, 9, &runs).unwrap();
+            let (written, _) = write_merged(&mut w, 9, &runs).unwrap();
             drop(w);
             assert_eq!(std::fs::read_to_string(&path).unwrap(), want, "{count} run(s)");
             assert_eq!(written as usize, want.lines().count());

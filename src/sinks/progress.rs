@@ -11,7 +11,9 @@
 //! of worker 0 rewrites the file (write, fsync, rename) with the latest upper, at most every
 //! 20 ms, so the worker never waits for the disk; when the run ends worker 0 writes it once
 //! more with the final upper (see `worker`). Rows: `source,partition,next,upper` — the input
-//! (a file list or a topic), its partition, the next line or offset to read, and the upper.
+//! (a file list or a topic), its partition, the next line or offset to read, and the upper;
+//! then a row `file:<view>,0,<length>,upper` per change file: its length in bytes once every
+//! update before the upper is in it, where a resume cuts it (without reading it).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -35,6 +37,10 @@ use crate::sources::InputPosition;
 #[derive(Default)]
 pub struct ProgressState {
     positions: Positions,
+    /// Each change file's length at the upper recorded (worker 0).
+    lengths: BTreeMap<&'static str, u64>,
+    /// The change files' writers, which note their lengths after each time.
+    views: Vec<crate::sinks::csv::SinkHandle>,
     /// Worker 0: the thread that writes the record.
     background: Option<Background>,
     /// The final upper is written: nothing more is (see `write_progress`).
@@ -59,9 +65,11 @@ pub fn progress_writer<'s>(
     written: Written<'s>,
     dir: &Path,
     freshness: Freshness,
+    views: Vec<crate::sinks::csv::SinkHandle>,
 ) -> (Written<'s>, ProgressHandle) {
     let gate = written.as_collection().flat_map(|()| None::<InputPosition>);
     let state: ProgressHandle = Rc::default();
+    state.borrow_mut().views = views;
     let shared = Rc::clone(&state);
     if positions.inner.scope().index() == 0 {
         state.borrow_mut().background = Some(Background::spawn(dir, freshness));
@@ -78,9 +86,10 @@ pub fn progress_writer<'s>(
                     *next = (*next).max(position.next);
                 }
             }
+            state.take_lengths(time + 1);
             if !state.finished {
                 if let Some(background) = &state.background {
-                    background.offer(&state.positions, time + 1);
+                    background.offer(&state.positions, &state.lengths, time + 1);
                 }
             }
         },
@@ -89,6 +98,18 @@ pub fn progress_writer<'s>(
 }
 
 impl ProgressState {
+    /// Takes each change file's length once every time before `upper` is in it.
+    fn take_lengths(&mut self, upper: u64) {
+        for view in &self.views {
+            let mut view = view.borrow_mut();
+            let mut length = *self.lengths.entry(view.view).or_insert(view.opened);
+            while view.lengths.front().is_some_and(|(t, _)| *t < upper) {
+                length = view.lengths.pop_front().expect("checked").1;
+            }
+            self.lengths.insert(view.view, length);
+        }
+    }
+
     /// The first failure to write the record, if any.
     pub fn take_error(&mut self) -> Option<SinkError> {
         self.background.as_ref().and_then(Background::take_error)
@@ -103,9 +124,11 @@ struct Background {
     thread: Option<JoinHandle<()>>,
 }
 
+type Lengths = BTreeMap<&'static str, u64>;
+
 #[derive(Default)]
 struct Offered {
-    next: Option<(Positions, u64)>,
+    next: Option<(Positions, Lengths, u64)>,
     error: Option<SinkError>,
     closed: bool,
 }
@@ -120,7 +143,7 @@ impl Background {
             .spawn(move || {
                 let (offered, wake) = &*theirs;
                 loop {
-                    let (positions, upper) = {
+                    let (positions, lengths, upper) = {
                         let mut o = lock(offered);
                         while o.next.is_none() && !o.closed {
                             o = wake.wait(o).unwrap_or_else(|p| p.into_inner());
@@ -131,7 +154,7 @@ impl Background {
                         }
                     };
                     let started = Instant::now();
-                    match write_file(&dir, &positions, upper) {
+                    match write_file(&dir, &positions, &lengths, upper) {
                         Ok(()) => written(&freshness, upper),
                         Err(e) => {
                             lock(offered).error = Some(e);
@@ -145,12 +168,13 @@ impl Background {
         Background { shared, thread: Some(thread) }
     }
 
-    /// The record may say `upper` with these positions (replacing an offer not yet written).
-    fn offer(&self, positions: &Positions, upper: u64) {
+    /// The record may say `upper` with these positions and file lengths (replacing an offer
+    /// not yet written).
+    fn offer(&self, positions: &Positions, lengths: &Lengths, upper: u64) {
         let (offered, wake) = &*self.shared;
         let mut o = lock(offered);
         if o.error.is_none() {
-            o.next = Some((positions.clone(), upper));
+            o.next = Some((positions.clone(), lengths.clone(), upper));
             wake.notify_one();
         }
     }
@@ -197,7 +221,8 @@ pub fn write_progress(state: &ProgressHandle, dir: &Path, upper: u64, freshness:
     if let Some(e) = background.close() {
         return Err(e);
     }
-    write_file(dir, &state.positions, upper)?;
+    state.take_lengths(upper);
+    write_file(dir, &state.positions, &state.lengths, upper)?;
     // Times past a stopped run's upper may complete later with part of their input: the
     // final record stands.
     state.finished = true;
@@ -206,7 +231,7 @@ pub fn write_progress(state: &ProgressHandle, dir: &Path, upper: u64, freshness:
 }
 
 /// Writes the file beside its final name, fsyncs it and renames it into place.
-fn write_file(dir: &Path, positions: &Positions, upper: u64) -> Result<(), SinkError> {
+fn write_file(dir: &Path, positions: &Positions, lengths: &Lengths, upper: u64) -> Result<(), SinkError> {
     let path = dir.join(PROGRESS_FILE);
     let tmp: PathBuf = dir.join(format!("{PROGRESS_FILE}.tmp"));
     let failed = |source: std::io::Error| SinkError::Io { path: tmp.clone(), source };
@@ -220,10 +245,32 @@ fn write_file(dir: &Path, positions: &Positions, upper: u64) -> Result<(), SinkE
     for ((source, partition), next) in positions {
         write([source.as_str(), &partition.to_string(), &next.to_string(), &upper])?;
     }
+    for (view, length) in lengths {
+        write([&format!("{LENGTH_PREFIX}{view}"), "0", &length.to_string(), &upper])?;
+    }
     let mut file = writer.into_inner().map_err(|e| failed(e.into_error()))?;
     file.flush().map_err(failed)?;
     file.sync_all().map_err(failed)?;
     std::fs::rename(&tmp, &path).map_err(|source| SinkError::Io { path: path.clone(), source })
+}
+
+/// A row of the record whose source is this prefix and a view's name gives, as `next`, that
+/// view's change file's length at the upper: a resume cuts the file there without reading it.
+pub const LENGTH_PREFIX: &str = "file:";
+
+/// The change files' lengths at the recorded upper, by view (none if the record has none or
+/// cannot be read: the files are then read to find the cut).
+pub fn read_lengths(dir: &Path) -> BTreeMap<String, u64> {
+    let mut lengths = BTreeMap::new();
+    let Ok(mut reader) = csv::Reader::from_path(dir.join(PROGRESS_FILE)) else { return lengths };
+    for record in reader.records().flatten() {
+        if let (Some(view), Some(Ok(length))) =
+            (record.get(0).and_then(|s| s.strip_prefix(LENGTH_PREFIX)), record.get(2).map(str::parse::<u64>))
+        {
+            lengths.insert(view.to_owned(), length);
+        }
+    }
+    lengths
 }
 
 /// The upper recorded in `dir`, if a previous run left one.

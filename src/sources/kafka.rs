@@ -120,6 +120,9 @@ pub struct KafkaOptions {
     pub until_caught_up: bool,
     /// Where the clock bindings are kept (the output directory).
     pub clock_dir: PathBuf,
+    /// With ClickHouse: the deployment's database, which keeps the bindings too (a fresh
+    /// machine resumes from it).
+    pub clock_store: Option<crate::clickhouse::Target>,
 }
 
 /// A client configuration for the brokers, with chatflow's settings and the user's.
@@ -257,6 +260,8 @@ struct TopicReader {
 /// The Kafka source of one worker.
 pub struct KafkaSource {
     readers: Vec<TopicReader>,
+    /// The database that keeps the bindings too, if any.
+    store: Option<(crate::clickhouse::Client, String)>,
     /// Whether checkpoints are taken: keep each partition's `history`.
     track: bool,
     tick_ms: u64,
@@ -443,7 +448,17 @@ impl KafkaSource {
         peers: usize,
         resume: &[ResumeAt],
     ) -> Result<Self> {
-        let bindings = read_bindings(&options.clock_dir)?;
+        let mut bindings = read_bindings(&options.clock_dir)?;
+        let store = options.clock_store.as_ref().map(|t| (crate::clickhouse::Client::new(&t.url), t.database.clone()));
+        if let Some((client, db)) = &store {
+            for (key, stored) in crate::clickhouse::store::read_bindings(client, db)? {
+                let kept = bindings.entry(key).or_default();
+                for (offset, time) in stored {
+                    let slot = kept.entry(offset).or_insert(time);
+                    *slot = (*slot).max(time);
+                }
+            }
+        }
         let mut readers = Vec::new();
         for (topic, count) in topics {
             let owned: Vec<i32> = (0..*count as i32).filter(|p| *p as usize % peers == index).collect();
@@ -480,6 +495,7 @@ impl KafkaSource {
         }
         Ok(KafkaSource {
             readers,
+            store,
             track: false,
             tick_ms: options.tick_ms.max(1),
             idle: Duration::from_millis(options.idle_ms),
@@ -494,8 +510,14 @@ impl KafkaSource {
         self.track = true;
     }
 
-    /// Appends binding lines to this worker's clock file and fsyncs it.
-    fn append_bindings(&mut self, lines: &str) -> Result<()> {
+    /// Records `bindings` (topic, partition, offset, time): in the database first, if there is
+    /// one, then appended to this worker's clock file, fsynced.
+    fn append_bindings(&mut self, bindings: &[(String, i32, i64, u64)]) -> Result<()> {
+        if let Some((client, db)) = &self.store {
+            crate::clickhouse::store::record_bindings(client, db, bindings)?;
+        }
+        let lines: String =
+            bindings.iter().map(|(topic, p, offset, time)| format!("{topic},{p},{offset},{time}\n")).collect();
         if self.clock_file.is_none() {
             let file = OpenOptions::new()
                 .create(true)
@@ -530,7 +552,7 @@ impl KafkaSource {
         let wall = now_ms().saturating_sub(self.idle.as_millis() as u64) / tick * tick;
         let target = local_max.max(wall);
         let idle = self.idle;
-        let mut lines = String::new();
+        let mut lines = Vec::new();
         let mut raised = Vec::new();
         for (r, reader) in self.readers.iter().enumerate() {
             for (i, p) in reader.partitions.iter().enumerate() {
@@ -538,7 +560,7 @@ impl KafkaSource {
                     && p.last_bound.is_none_or(|t| t.elapsed() >= idle)
                     && !p.finished();
                 if is_idle && p.time(tick) < target {
-                    lines += &format!("{},{},{},{}\n", reader.topic, p.partition, p.next_offset, target);
+                    lines.push((reader.topic.clone(), p.partition, p.next_offset, target));
                     raised.push((r, i));
                 }
             }
@@ -698,10 +720,10 @@ impl Source for KafkaSource {
     /// Binds every owned partition's end offset to `time`, recorded like an idle binding.
     fn seal(&mut self, time: u64) -> Result<()> {
         let tick = self.tick_ms;
-        let mut lines = String::new();
+        let mut lines = Vec::new();
         for reader in &self.readers {
             for p in reader.partitions.iter().filter(|p| p.time(tick) < time) {
-                lines += &format!("{},{},{},{}\n", reader.topic, p.partition, p.next_offset, time);
+                lines.push((reader.topic.clone(), p.partition, p.next_offset, time));
             }
         }
         if !lines.is_empty() {

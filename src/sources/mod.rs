@@ -25,6 +25,8 @@ pub enum SourceError {
     Clock { path: PathBuf, source: csv::Error },
     #[error("none of the topics {asked:?} exists on {brokers}")]
     NoTopics { asked: Vec<String>, brokers: String },
+    #[error("the clock bindings in ClickHouse: {0}")]
+    ClockStore(#[from] crate::clickhouse::ClickHouseError),
 }
 
 /// Names what failed, as `anyhow`'s `context` does, for the errors sources meet.

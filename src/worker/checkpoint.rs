@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use dataflows::checkpoint::Registry;
 use serde::{Deserialize, Serialize};
 
+use crate::clickhouse::{store, Client, Target};
 use crate::sources::ResumeAt;
 
 /// The folder of a deployment's checkpoints, in `--out`.
@@ -61,6 +62,8 @@ pub enum CheckpointError {
     Corrupt { path: PathBuf, reason: String },
     #[error(transparent)]
     State(#[from] dataflows::checkpoint::CheckpointError),
+    #[error("in ClickHouse: {0}")]
+    Store(#[from] crate::clickhouse::store::StoreError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
@@ -223,6 +226,31 @@ pub struct CheckpointJob {
     pub interval: Option<Duration>,
     /// The checkpoint a resumed run starts from: its time.
     pub restore: Option<u64>,
+    /// With ClickHouse: the database that keeps the checkpoints (`--out` stages the files).
+    pub store: Option<Target>,
+}
+
+/// Stores worker `worker`'s file of the checkpoint at `time` in the database.
+pub fn upload(out: &Path, time: u64, worker: u32, target: &Target) -> Result<(), CheckpointError> {
+    let client = Client::new(&target.url);
+    Ok(store::upload(&client, &target.database, time, worker, &worker_file(out, time, worker))?)
+}
+
+/// Brings worker `worker`'s file of the checkpoint at `time` from the database into `out`.
+pub fn fetch(out: &Path, time: u64, worker: u32, target: &Target) -> Result<(), CheckpointError> {
+    let client = Client::new(&target.url);
+    let path = worker_file(out, time, worker);
+    if store::download(&client, &target.database, time, worker, &path)? {
+        Ok(())
+    } else {
+        Err(CheckpointError::Corrupt { path, reason: format!("not in database {}", target.database) })
+    }
+}
+
+/// Marks the checkpoint at `time` complete in the database, dropping the older ones.
+pub fn complete_in(target: &Target, time: u64, workers: u32) -> Result<(), CheckpointError> {
+    let client = Client::new(&target.url);
+    Ok(store::complete(&client, &target.database, time, workers)?)
 }
 
 /// Where a worker is in the current checkpoint round.

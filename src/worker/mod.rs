@@ -210,6 +210,9 @@ fn run_with<S: Sink>(
     // the dataflow is built) and positions.
     let (restored, states) = match job.checkpoint.as_ref().and_then(|c| c.restore) {
         Some(time) => {
+            if let Some(target) = job.checkpoint.as_ref().and_then(|c| c.store.as_ref()) {
+                checkpoint::fetch(&job.out, time, index as u32, target)?;
+            }
             let (saved, states) = checkpoint::read_worker(&job.out, time, index as u32)?;
             (Some(saved), Some(states))
         }
@@ -423,12 +426,16 @@ impl<S: Sink> Running<S> {
         let positions = self.source.positions();
         self.sink.finish(upper, &positions)?;
         let out = self.out.clone();
+        let store = self.checkpointer.as_ref().and_then(|c| c.job.store.clone());
         let Running { notices, mut report, inputs, measure, horizon, .. } = self;
         report.held = horizon.map(|h| h.held()).unwrap_or_default();
         // Only now may the inputs close (see `stop`).
         let peers = notices.peers() as u32;
         notices.finish(worker, upper);
         if last_checkpoint && report.index == 0 {
+            if let Some(target) = &store {
+                checkpoint::complete_in(target, upper, peers)?;
+            }
             checkpoint::complete(&out, upper, peers)?;
             tracing::info!(time = upper, "checkpoint complete (the run's end)");
         }
@@ -457,6 +464,9 @@ impl<S: Sink> Running<S> {
             resume: self.source.resume_at(time),
         };
         let bytes = checkpoint::write_worker(&self.out, &saved, &cp.registry)?;
+        if let Some(target) = &cp.job.store {
+            checkpoint::upload(&self.out, time, saved.worker, target)?;
+        }
         let ms = began.elapsed().as_secs_f64() * 1000.0;
         crate::metrics::checkpoint_saved(self.index, bytes, ms);
         tracing::info!(worker = self.index, time, bytes, ms, "checkpoint saved");
@@ -527,6 +537,9 @@ impl<S: Sink> Running<S> {
             let done = self.notices.rounds.borrow().get(&round).is_some_and(|r| r.saved.len() == peers);
             if !done {
                 break;
+            }
+            if let Some(target) = &cp.job.store {
+                checkpoint::complete_in(target, time, peers as u32)?;
             }
             checkpoint::complete(&self.out, time, peers as u32)?;
             tracing::info!(round, time, "checkpoint complete");

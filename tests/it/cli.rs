@@ -284,10 +284,12 @@ fn a_resume_keeps_the_settings_the_deployment_began_with() {
     let out = dir.path().join("out");
     run_views_of(&fixture, &out, &["--batch", "100", "-w", "2"]);
     // As a crash leaves it: the record says upper 17, the files hold more (and a torn line).
+    // Without the files' lengths at the upper (a record of an older version), the resume
+    // reads each file to find where the upper begins.
     let progress = out.join("_progress.csv");
     let text = std::fs::read_to_string(&progress).unwrap();
     let mut rewritten = String::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in text.lines().filter(|l| !l.starts_with("file:")).enumerate() {
         let mut fields: Vec<&str> = line.split(',').collect();
         if i > 0 {
             *fields.last_mut().unwrap() = "17";

@@ -330,6 +330,65 @@ fn kill_9_at_random_moments_and_restart() {
     );
 }
 
+/// A worker on a fresh machine: a Kafka → ClickHouse deployment keeps its checkpoints,
+/// positions and clock bindings in its database, so a run with an empty `--out` resumes from
+/// the latest checkpoint there, reads only what lies after its positions, and the views are
+/// exact.
+#[test]
+fn a_fresh_machine_resumes_from_the_checkpoint_in_the_database() {
+    let url = server();
+    assert!(
+        reachable(KAFKA),
+        "no Kafka broker on {KAFKA}: start one with `scripts/kafka.sh start` (scripts/test.sh does this)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = produce(dir.path(), "chat.jsonl", 150_000, 65, 0.01);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    let prefix = format!("fresh-{}-{nanos}", std::process::id());
+    load_topics(&fixture, &prefix);
+    let db = database("fresh");
+    let topic = format!("{prefix}-chat");
+    let client = Client::new(&url);
+    let first = dir.path().join("first-machine");
+    let slow = ["--until-caught-up", "-w", "2", "--max-inflight", "2000", "--tick-ms", "100", "--checkpoint-interval", "1"];
+    let args = kafka_to_clickhouse(&topic, &url, &db, &first, &slow);
+    let mut child = chatflow().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let complete = |client: &Client| {
+        client
+            .execute(&format!("SELECT max(time) FROM {db}._checkpoints_complete FORMAT TabSeparated"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .filter(|t| *t > 0)
+    };
+    let seen = poll_until(Duration::from_secs(180), || complete(&client).is_some() || child.try_wait().unwrap().is_some());
+    if !seen || child.try_wait().unwrap().is_some() {
+        kill_and_fail(&mut child, "the run completed no checkpoint before its end (or in 180 s)".into());
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    let at = complete(&client).unwrap();
+    // The positions of that checkpoint, as the first machine's workers saved them.
+    let mut before = 0;
+    for file in std::fs::read_dir(first.join("_checkpoints").join(at.to_string())).unwrap().flatten() {
+        if file.file_name().to_string_lossy().ends_with(".positions.csv") {
+            let text = std::fs::read_to_string(file.path()).unwrap();
+            before += text.lines().skip(1).map(|l| l.rsplit(',').next().unwrap().parse::<u64>().unwrap()).sum::<u64>();
+        }
+    }
+    assert!(before > 0 && before < 150_000, "the checkpoint at {at} is not mid-log ({before} records before it)");
+    // The second machine: a new, empty --out.
+    let second = dir.path().join("second-machine");
+    let args = kafka_to_clickhouse(&topic, &url, &db, &second, &["--until-caught-up", "-w", "2", "--tick-ms", "100"]);
+    let output = run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(records_read(&stdout), 150_000 - before, "records read on the fresh machine (checkpoint {at}):\n{stdout}");
+    let expected = oracle::chat_views(&oracle::read_chats(&fixture), 60, 10);
+    assert_views_eq(&query_views(&url, &db, &CHAT_VIEWS, &[]), &expected, "resumed on a fresh machine");
+    for v in CHAT_VIEWS {
+        check_copies(&url, &db, v);
+    }
+}
+
 /// A checkpoint of `out` some worker has saved that is not complete yet: its folder.
 fn checkpoint_in_progress(out: &Path) -> Option<PathBuf> {
     std::fs::read_dir(out.join("_checkpoints")).ok()?.flatten().map(|e| e.path()).find(|dir| {
