@@ -37,7 +37,9 @@ use serde::Serialize;
 pub enum CheckpointError {
     #[error("the state of operator {name:?}: {source}")]
     Codec { name: String, source: bincode::Error },
-    #[error("the checkpoint holds the state of {found:?} where this dataflow has {expected:?} (saved with other settings?)")]
+    #[error(
+        "the checkpoint holds the state of {found:?} where this dataflow has {expected:?} (saved with other settings?)"
+    )]
     Mismatch { expected: String, found: String },
 }
 
@@ -115,7 +117,8 @@ where
     let Some(registry) = REGISTRY.with(|r| r.borrow().clone()) else {
         return Rc::new(RefCell::new(state));
     };
-    let rank = registry.savers.borrow().iter().filter(|(n, _)| n.split_once(':').is_some_and(|(_, n)| n == name)).count();
+    let rank =
+        registry.savers.borrow().iter().filter(|(n, _)| n.split_once(':').is_some_and(|(_, n)| n == name)).count();
     let key = format!("{rank}:{name}");
     let restored = registry.restoring.borrow_mut().as_mut().map(|reader| -> Result<S, CheckpointError> {
         let found = next_name(reader.as_mut(), &key)?;

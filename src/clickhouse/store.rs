@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::clickhouse::{Client, ClickHouseError};
+use crate::clickhouse::{ClickHouseError, Client};
 
 pub const CHECKPOINTS_TABLE: &str = "_checkpoints";
 pub const COMPLETE_TABLE: &str = "_checkpoints_complete";
@@ -164,7 +164,9 @@ pub fn download(client: &Client, db: &str, time: u64, worker: u32, path: &Path) 
 /// Marks the checkpoint at `time` complete, then drops the older ones.
 pub fn complete(client: &Client, db: &str, time: u64, workers: u32) -> Result<(), StoreError> {
     let row = format!("{time}\t{workers}\n");
-    retry("completing a checkpoint", || client.insert(&format!("{db}.{COMPLETE_TABLE} (time, workers)"), row.as_bytes()))?;
+    retry("completing a checkpoint", || {
+        client.insert(&format!("{db}.{COMPLETE_TABLE} (time, workers)"), row.as_bytes())
+    })?;
     let older = retry("listing checkpoints", || {
         client.execute(&format!(
             "SELECT DISTINCT time FROM {db}.{CHECKPOINTS_TABLE} WHERE time < {time} FORMAT TabSeparated"
@@ -198,7 +200,10 @@ pub fn record_bindings(client: &Client, db: &str, bindings: &[(String, i32, i64,
 }
 
 /// Every recorded clock binding, per (topic, partition), by offset (the largest time per offset).
-pub fn read_bindings(client: &Client, db: &str) -> Result<BTreeMap<(String, i32), BTreeMap<i64, u64>>, ClickHouseError> {
+pub fn read_bindings(
+    client: &Client,
+    db: &str,
+) -> Result<BTreeMap<(String, i32), BTreeMap<i64, u64>>, ClickHouseError> {
     let answer = client.execute(&format!(
         "SELECT topic, partition, offset, max(time) FROM {db}.{CLOCK_TABLE} GROUP BY topic, partition, offset \
          FORMAT TabSeparated"

@@ -203,7 +203,9 @@ fn open_change_file(
 ) -> std::io::Result<(BufWriter<File>, u64)> {
     if let Some((upper, length)) = resume {
         if path.exists() {
-            let cut = if length.is_some() { length } else {
+            let cut = if length.is_some() {
+                length
+            } else {
                 let mut reader = csv::ReaderBuilder::new().has_headers(true).from_path(path)?;
                 let time_col = columns;
                 let mut cut = None;

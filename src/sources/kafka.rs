@@ -316,7 +316,12 @@ pub fn clear_bindings(dir: &Path) -> Result<()> {
 }
 
 /// A consumer of one partition with the source's settings, assigned from `from`.
-fn partition_consumer(options: &KafkaOptions, topic: &str, partition: i32, from: Offset) -> Result<BaseConsumer<Reading>> {
+fn partition_consumer(
+    options: &KafkaOptions,
+    topic: &str,
+    partition: i32,
+    from: Offset,
+) -> Result<BaseConsumer<Reading>> {
     // Fetches of at most 1.25 MiB (librdkafka's default is 50 MiB): a broker that serves
     // fetches one after another (tansu) would otherwise hand out a whole backlog before
     // another partition's first record (measured: the frontier stood still for 2 s of a 3 s

@@ -131,7 +131,8 @@ pub fn write_worker(out: &Path, saved: &Saved, registry: &Registry) -> Result<u6
     }
     write_atomically(&text, |file| file.write_all(csv.as_bytes()).map_err(io(&text)))?;
     let path = worker_file(out, saved.time, saved.worker);
-    let encoding = |e: bincode::Error| CheckpointError::Corrupt { path: path.clone(), reason: format!("encoding: {e}") };
+    let encoding =
+        |e: bincode::Error| CheckpointError::Corrupt { path: path.clone(), reason: format!("encoding: {e}") };
     write_atomically(&path, |file| {
         let mut summing = Summing { inner: &mut *file, crc: crc32fast::Hasher::new(), bytes: 0 };
         summing.write_all(MAGIC).map_err(io(&path))?;

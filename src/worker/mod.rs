@@ -247,7 +247,10 @@ fn run_with<S: Sink>(
             Box::new(kafka)
         }
     };
-    let marks = job.checkpoint.as_ref().map(|_| Rc::new(std::cell::RefCell::new(Marks::new(restored.as_ref().and_then(|s| s.stamp)))));
+    let marks = job
+        .checkpoint
+        .as_ref()
+        .map(|_| Rc::new(std::cell::RefCell::new(Marks::new(restored.as_ref().and_then(|s| s.stamp)))));
     inputs.marks = marks.clone();
     let mut input_time = 0;
     if let Some(saved) = &restored {
@@ -333,6 +336,14 @@ impl<S: Sink> Running<S> {
         if self.told != Some(frontier) || !produced.is_empty() {
             self.sink.advance(frontier, &self.source.positions(), produced)?;
             self.told = Some(frontier);
+            // No checkpoint can be at a time the probe has passed (every worker's input is
+            // at or past it): what is kept for earlier times goes.
+            if let (Some(time), true) = (frontier, self.checkpointer.is_some()) {
+                self.source.forget_before(time);
+                if let Some(marks) = &self.marks {
+                    marks.borrow_mut().before(time);
+                }
+            }
             for (operator, held) in self.horizon.iter().flat_map(|h| h.held()) {
                 crate::metrics::windows_held(self.index, &operator, &held);
             }
@@ -492,6 +503,10 @@ impl<S: Sink> Running<S> {
         }
         match cp.phase {
             Phase::Idle => {
+                if self.index != 0 {
+                    // Worker 0 forgets the rounds it completes; the others, those they are done with.
+                    self.notices.rounds.borrow_mut().retain(|r, _| *r > cp.round);
+                }
                 let next = self.notices.rounds.borrow().range(cp.round + 1..).find(|(_, r)| r.asked).map(|(r, _)| *r);
                 if let Some(round) = next.filter(|_| !abandon) {
                     cp.round = round;

@@ -75,7 +75,11 @@ fn resume(args: &[&str], hosts: Option<&Path>) -> u64 {
     for (p, child) in children.into_iter().enumerate() {
         let output = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "resume (process {p}) failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "resume (process {p}) failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         read += records_read(&stdout);
     }
     read

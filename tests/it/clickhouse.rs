@@ -350,7 +350,8 @@ fn a_fresh_machine_resumes_from_the_checkpoint_in_the_database() {
     let topic = format!("{prefix}-chat");
     let client = Client::new(&url);
     let first = dir.path().join("first-machine");
-    let slow = ["--until-caught-up", "-w", "2", "--max-inflight", "2000", "--tick-ms", "100", "--checkpoint-interval", "1"];
+    let slow =
+        ["--until-caught-up", "-w", "2", "--max-inflight", "2000", "--tick-ms", "100", "--checkpoint-interval", "1"];
     let args = kafka_to_clickhouse(&topic, &url, &db, &first, &slow);
     let mut child = chatflow().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let complete = |client: &Client| {
@@ -360,7 +361,8 @@ fn a_fresh_machine_resumes_from_the_checkpoint_in_the_database() {
             .and_then(|t| t.trim().parse::<u64>().ok())
             .filter(|t| *t > 0)
     };
-    let seen = poll_until(Duration::from_secs(180), || complete(&client).is_some() || child.try_wait().unwrap().is_some());
+    let seen =
+        poll_until(Duration::from_secs(180), || complete(&client).is_some() || child.try_wait().unwrap().is_some());
     if !seen || child.try_wait().unwrap().is_some() {
         kill_and_fail(&mut child, "the run completed no checkpoint before its end (or in 180 s)".into());
     }
@@ -381,7 +383,11 @@ fn a_fresh_machine_resumes_from_the_checkpoint_in_the_database() {
     let args = kafka_to_clickhouse(&topic, &url, &db, &second, &["--until-caught-up", "-w", "2", "--tick-ms", "100"]);
     let output = run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(records_read(&stdout), 150_000 - before, "records read on the fresh machine (checkpoint {at}):\n{stdout}");
+    assert_eq!(
+        records_read(&stdout),
+        150_000 - before,
+        "records read on the fresh machine (checkpoint {at}):\n{stdout}"
+    );
     let expected = oracle::chat_views(&oracle::read_chats(&fixture), 60, 10);
     assert_views_eq(&query_views(&url, &db, &CHAT_VIEWS, &[]), &expected, "resumed on a fresh machine");
     for v in CHAT_VIEWS {
@@ -398,7 +404,6 @@ fn checkpoint_in_progress(out: &Path) -> Option<PathBuf> {
             })
     })
 }
-
 
 /// A live run from Kafka while messages keep coming; ClickHouse stops for 30 s (issue 15's
 /// outage) and starts again: the run catches up (its cut passes every message sent) and the
@@ -499,7 +504,8 @@ fn clickhouse_outage_of_30_s_mid_run() {
             let cut = committed_cut(&client, &db).ok().flatten();
             let last = sent.last().map(|m| m.ts);
             let log = log.lock().unwrap();
-            let tail: String = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            let tail: String =
+                log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
             assert_views_eq(
                 &query_views(&url, &db, &CHAT_VIEWS, &[]),
                 &expected,
