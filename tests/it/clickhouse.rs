@@ -730,9 +730,22 @@ fn a_current_clickhouse_accepts_every_statement() {
     let base = ["run", "--replay", path_str(&mixed), "--clickhouse", &url, "--database", &db, "--out", path_str(&out)];
     let mut args = base.to_vec();
     args.extend(["--batch", "500", "-w", "2", "--lexicon-dir", path_str(&lexicon_dir)]);
-    logged(&args);
+    // Paced, with a checkpoint every second: checkpoints are stored, completed and the older
+    // dropped; the resume reads the latest back.
+    let mut paced = args.clone();
+    paced.extend(["--replay-rate", "2000", "--checkpoint-interval", "1"]);
+    logged(&paced);
     args.push("--resume");
     logged(&args);
+    // From Kafka: the clock bindings are read and recorded, and the caught-up run's checkpoint.
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    let prefix = format!("current-{}-{nanos}", std::process::id());
+    load_topics(&produce(dir.path(), "chat.jsonl", 3_000, 68, 0.01), &prefix);
+    let kafka_db = database("current_kafka");
+    let kafka_out = dir.path().join("kafka-out");
+    let kafka_args =
+        kafka_to_clickhouse(&format!("{prefix}-chat"), &url, &kafka_db, &kafka_out, &["--until-caught-up"]);
+    logged(&kafka_args.iter().map(String::as_str).collect::<Vec<_>>());
     let store = ["--clickhouse", url.as_str(), "--database", db.as_str()];
     let channel = query(&url, &db, "top_words", &[]).into_iter().next().unwrap()[0].clone();
     let user = query(&url, &db, "user_counts", &[]).into_iter().next().unwrap()[1].clone();
@@ -767,6 +780,16 @@ fn a_current_clickhouse_accepts_every_statement() {
     let text = std::fs::read_to_string(&log).unwrap();
     for kind in ["\"execute\"", "\"insert\"", "\"select_with\""] {
         assert!(text.lines().filter(|l| l.contains(kind)).count() > 3, "few {kind} statements logged");
+    }
+    // What a restart needs went through the database too.
+    for statement in [
+        "_checkpoints (time, worker, part, bytes)",
+        "_checkpoints_complete (time, workers)",
+        "DROP PARTITION",
+        "_clock (topic, partition, offset, time)",
+        "GROUP BY part ORDER BY part",
+    ] {
+        assert!(text.contains(statement), "no statement with {statement:?} logged");
     }
     let check = Command::new(&python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/chdb_check.py"))
