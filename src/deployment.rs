@@ -71,10 +71,12 @@ pub fn recorded(dir: &Path) -> Result<Option<Settings>> {
     Ok(Some(settings))
 }
 
-/// Checks that a run resuming the deployment in `dir` has its settings. A deployment begun
-/// before settings were recorded takes this run's (with a warning).
-pub fn check(dir: &Path, settings: &Settings) -> Result<()> {
-    let Some(before) = recorded(dir)? else {
+/// Checks that a run resuming the deployment in `dir` has its settings: those recorded in
+/// `dir`, or else those kept `elsewhere` (a ClickHouse deployment's database, when `dir` is a
+/// fresh machine's). A deployment begun before settings were recorded takes this run's (with a
+/// warning).
+pub fn check(dir: &Path, settings: &Settings, elsewhere: Option<Settings>) -> Result<()> {
+    let Some(before) = recorded(dir)?.or(elsewhere) else {
         tracing::warn!(dir = %dir.display(), "the deployment recorded no settings: resuming with this run's");
         return record(dir, settings);
     };
@@ -90,7 +92,8 @@ pub fn check(dir: &Path, settings: &Settings) -> Result<()> {
         })
         .collect();
     if differ.is_empty() {
-        return Ok(());
+        // A fresh machine's --out learns them too.
+        return if dir.join(DEPLOYMENT_FILE).exists() { Ok(()) } else { record(dir, settings) };
     }
     Err(anyhow!(
         "--resume: this run's settings differ from those the deployment in {} was started with ({}): \
@@ -111,15 +114,23 @@ mod tests {
         let mut settings = Settings::default();
         settings.set("--tick-ms", 200);
         settings.set("--window", 60);
-        check(dir.path(), &settings).unwrap();
+        check(dir.path(), &settings, None).unwrap();
         assert_eq!(recorded(dir.path()).unwrap(), Some(settings.clone()));
-        check(dir.path(), &settings).unwrap();
+        check(dir.path(), &settings, None).unwrap();
         let mut other = settings.clone();
         other.set("--tick-ms", 1000);
         other.set("--focus", "abc");
-        let message = check(dir.path(), &other).unwrap_err().to_string();
+        let message = check(dir.path(), &other, None).unwrap_err().to_string();
         assert!(message.contains("--tick-ms was 200, is 1000"), "{message}");
         assert!(message.contains("--focus was (none), is abc"), "{message}");
         assert!(!message.contains("--window"), "{message}");
+        // A fresh directory is held to the settings kept elsewhere (a database), and then
+        // records them.
+        let fresh = tempfile::tempdir().unwrap();
+        let message = check(fresh.path(), &other, Some(settings.clone())).unwrap_err().to_string();
+        assert!(message.contains("--tick-ms was 200, is 1000"), "{message}");
+        assert_eq!(recorded(fresh.path()).unwrap(), None);
+        check(fresh.path(), &settings, Some(settings.clone())).unwrap();
+        assert_eq!(recorded(fresh.path()).unwrap(), Some(settings.clone()));
     }
 }

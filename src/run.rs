@@ -356,7 +356,9 @@ impl Plan {
             let cut = if fresh { None } else { cut };
             let start = match cut {
                 Some(cut) => {
-                    deployment::check(out, &self.settings)?;
+                    let kept = clickhouse::store::read_settings(&client, &target.database)
+                        .with_context(|| format!("reading the settings of database {}", target.database))?;
+                    deployment::check(out, &self.settings, kept.map(deployment::Settings))?;
                     tracing::info!(cut, "resuming: ClickHouse holds every update before the committed cut");
                     let latest = clickhouse::store::latest(&client, &target.database)
                         .with_context(|| format!("reading the checkpoints of database {}", target.database))?;
@@ -368,6 +370,9 @@ impl Plan {
                     clear_bindings(out)?;
                     checkpoint::clear(out)?;
                     deployment::record(out, &self.settings)?;
+                    if self.process == 0 {
+                        clickhouse::store::record_settings(&client, &target.database, &self.settings.0)?;
+                    }
                     0
                 }
             };
@@ -397,7 +402,7 @@ impl Plan {
                 let upper = read_upper(out)?;
                 match upper {
                     Some(upper) => {
-                        deployment::check(out, &self.settings)?;
+                        deployment::check(out, &self.settings, None)?;
                         tracing::info!(upper, "resuming: the change files hold every update before the upper");
                         restore_checkpoint(&mut self.job, checkpoint::latest(out), self.workers, upper);
                     }

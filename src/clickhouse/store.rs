@@ -11,6 +11,8 @@
 //!   after every worker's parts (the file's CRC catches a part missing).
 //! - `_clock (topic, partition, offset, time)`: every clock binding, inserted before it takes
 //!   effect, as `<out>/_clock.w<worker>.csv` holds them.
+//! - `_deployment (setting, value)`: the settings the deployment began with (see
+//!   `deployment`), which a resume on a fresh machine is checked against.
 //!
 //! Every statement is one 18.16 accepts and a current ClickHouse too (checked by the tests).
 
@@ -25,13 +27,15 @@ use crate::clickhouse::{ClickHouseError, Client};
 pub const CHECKPOINTS_TABLE: &str = "_checkpoints";
 pub const COMPLETE_TABLE: &str = "_checkpoints_complete";
 pub const CLOCK_TABLE: &str = "_clock";
+pub const SETTINGS_TABLE: &str = "_deployment";
 
 /// Bytes of a checkpoint file per row of `_checkpoints`.
 const PART_BYTES: usize = 4 << 20;
 
 /// The tables' DDL.
-pub fn ddl(db: &str) -> [String; 3] {
+pub fn ddl(db: &str) -> [String; 4] {
     [
+        settings_ddl(db),
         format!(
             "CREATE TABLE IF NOT EXISTS {db}.{CHECKPOINTS_TABLE} (time UInt64, worker UInt32, part UInt32, bytes String) \
              ENGINE = MergeTree() PARTITION BY time ORDER BY (worker, part)"
@@ -47,7 +51,36 @@ pub fn ddl(db: &str) -> [String; 3] {
 }
 
 /// The tables, for a new deployment to drop.
-pub const TABLES: [&str; 3] = [CHECKPOINTS_TABLE, COMPLETE_TABLE, CLOCK_TABLE];
+pub const TABLES: [&str; 4] = [CHECKPOINTS_TABLE, COMPLETE_TABLE, CLOCK_TABLE, SETTINGS_TABLE];
+
+fn settings_ddl(db: &str) -> String {
+    format!("CREATE TABLE IF NOT EXISTS {db}.{SETTINGS_TABLE} (setting String, value String) ENGINE = MergeTree() ORDER BY setting")
+}
+
+/// Records a new deployment's settings (see `deployment`), replacing any earlier ones.
+pub fn record_settings(client: &Client, db: &str, settings: &BTreeMap<String, String>) -> Result<(), ClickHouseError> {
+    client.execute(&format!("DROP TABLE IF EXISTS {db}.{SETTINGS_TABLE}"))?;
+    client.execute(&settings_ddl(db))?;
+    let mut rows = Vec::new();
+    for (setting, value) in settings {
+        crate::sinks::encode::escape_tsv(&mut rows, setting);
+        rows.push(b'\t');
+        crate::sinks::encode::escape_tsv(&mut rows, value);
+        rows.push(b'\n');
+    }
+    client.insert(&format!("{db}.{SETTINGS_TABLE} (setting, value)"), &rows)
+}
+
+/// The deployment's settings as recorded in the database, if any.
+pub fn read_settings(client: &Client, db: &str) -> Result<Option<BTreeMap<String, String>>, ClickHouseError> {
+    let answer = client.execute(&format!("SELECT setting, value FROM {db}.{SETTINGS_TABLE} FORMAT TabSeparated"))?;
+    let settings: BTreeMap<String, String> = answer
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .map(|(s, v)| (crate::sinks::encode::unescape_tsv(s), crate::sinks::encode::unescape_tsv(v)))
+        .collect();
+    Ok((!settings.is_empty()).then_some(settings))
+}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -378,6 +378,14 @@ fn a_fresh_machine_resumes_from_the_checkpoint_in_the_database() {
         }
     }
     assert!(before > 0 && before < 150_000, "the checkpoint at {at} is not mid-log ({before} records before it)");
+    // A fresh machine is held to the deployment's settings too: they are in the database.
+    let other = dir.path().join("other-settings");
+    let mut args =
+        kafka_to_clickhouse(&topic, &url, &db, &other, &["--until-caught-up", "-w", "2", "--tick-ms", "100"]);
+    args.extend(["--window".to_owned(), "30".to_owned()]);
+    let refused = chatflow().args(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(refused.status.code() == Some(1) && stderr.contains("window was 60, is 30"), "{stderr}");
     // The second machine: a new, empty --out.
     let second = dir.path().join("second-machine");
     let args = kafka_to_clickhouse(&topic, &url, &db, &second, &["--until-caught-up", "-w", "2", "--tick-ms", "100"]);
