@@ -208,6 +208,20 @@ fn load_topics(fixture: &Path, prefix: &str) {
     ]);
 }
 
+/// `count` generated chat messages (seed `seed`) loaded into a topic of their own on the shared
+/// broker (4 partitions): the fixture and the topic.
+fn chat_topic(dir: &Path, name: &str, count: u64, seed: u64) -> (PathBuf, String) {
+    assert!(
+        reachable(KAFKA),
+        "no Kafka broker on {KAFKA}: start one with `scripts/kafka.sh start` (scripts/test.sh does this)"
+    );
+    let fixture = produce(dir, "chat.jsonl", count, seed, 0.01);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    let prefix = format!("{name}-{}-{nanos}", std::process::id());
+    load_topics(&fixture, &prefix);
+    (fixture, format!("{prefix}-chat"))
+}
+
 /// `chatflow run --replay fixture` into ClickHouse, with `extra` flags; it must succeed.
 fn replay_to_clickhouse(fixture: &Path, url: &str, db: &str, out: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec!["run", "--replay", path_str(fixture), "--clickhouse", url, "--database", db];
@@ -239,18 +253,11 @@ fn kafka_to_clickhouse(topic: &str, url: &str, db: &str, out: &Path, extra: &[&s
 #[test]
 fn kill_9_at_random_moments_and_restart() {
     let url = server();
-    assert!(
-        reachable(KAFKA),
-        "no Kafka broker on {KAFKA}: start one with `scripts/kafka.sh start` (scripts/test.sh does this)"
-    );
     let dir = tempfile::tempdir().unwrap();
-    let fixture = produce(dir.path(), "chat.jsonl", 300_000, 62, 0.01);
+    let (fixture, topic) = chat_topic(dir.path(), "kill", 300_000, 62);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
-    let prefix = format!("kill-{}-{nanos}", std::process::id());
-    load_topics(&fixture, &prefix);
     let db = database("kill");
     let out = dir.path().join("out");
-    let topic = format!("{prefix}-chat");
     let args = kafka_to_clickhouse(
         &topic,
         &url,
@@ -337,17 +344,9 @@ fn kill_9_at_random_moments_and_restart() {
 #[test]
 fn a_fresh_machine_resumes_from_the_checkpoint_in_the_database() {
     let url = server();
-    assert!(
-        reachable(KAFKA),
-        "no Kafka broker on {KAFKA}: start one with `scripts/kafka.sh start` (scripts/test.sh does this)"
-    );
     let dir = tempfile::tempdir().unwrap();
-    let fixture = produce(dir.path(), "chat.jsonl", 150_000, 65, 0.01);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
-    let prefix = format!("fresh-{}-{nanos}", std::process::id());
-    load_topics(&fixture, &prefix);
+    let (fixture, topic) = chat_topic(dir.path(), "fresh", 150_000, 65);
     let db = database("fresh");
-    let topic = format!("{prefix}-chat");
     let client = Client::new(&url);
     let first = dir.path().join("first-machine");
     let slow =
@@ -370,13 +369,7 @@ fn a_fresh_machine_resumes_from_the_checkpoint_in_the_database() {
     let _ = child.wait();
     let at = complete(&client).unwrap();
     // The positions of that checkpoint, as the first machine's workers saved them.
-    let mut before = 0;
-    for file in std::fs::read_dir(first.join("_checkpoints").join(at.to_string())).unwrap().flatten() {
-        if file.file_name().to_string_lossy().ends_with(".positions.csv") {
-            let text = std::fs::read_to_string(file.path()).unwrap();
-            before += text.lines().skip(1).map(|l| l.rsplit(',').next().unwrap().parse::<u64>().unwrap()).sum::<u64>();
-        }
-    }
+    let before = records_before(&first.join("_checkpoints").join(at.to_string()));
     assert!(before > 0 && before < 150_000, "the checkpoint at {at} is not mid-log ({before} records before it)");
     // A fresh machine is held to the deployment's settings too: they are in the database.
     let other = dir.path().join("other-settings");
