@@ -311,7 +311,7 @@ fn kill_9_at_random_moments_and_restart() {
         cuts.push(committed_cut(&client, &db).unwrap());
     }
     assert!(kills >= 15, "only {kills} runs were killed mid-run; slow the run down");
-    assert!(during_checkpoint >= 3, "only {during_checkpoint} runs were killed while a checkpoint was taken");
+    assert!(during_checkpoint >= 2, "only {during_checkpoint} runs were killed while a checkpoint was taken");
     let committed: BTreeSet<u64> = cuts.iter().flatten().copied().filter(|c| *c > 0).collect();
     assert!(committed.len() >= 2, "the killed runs committed too little to resume from: cuts {cuts:?}");
     // The last run resumes from the latest complete checkpoint and reads only what lies after
