@@ -17,13 +17,18 @@
 //! at or after `c` while some input is at `c`, and the probe passing `c` means every time
 //! before it is processed. The hold lasts one pass of the pipeline (its latency) plus the
 //! encoding of the state. A round is abandoned when a worker stops reading (its final
-//! notice): the end of the run takes the last checkpoint, at the run's upper, after every
-//! sink has finished.
+//! notice): the end of the run takes the last checkpoint, at the run's upper, complete once
+//! every sink has finished (a stop, or a Kafka run that caught up; a replay read to its end
+//! takes none, having nothing left to resume).
+//!
+//! With ClickHouse each worker's file is also stored in the database, and worker 0 marks the
+//! checkpoint complete there first (`clickhouse::store`): a resume reads the latest from the
+//! database, so a fresh machine with an empty `--out` resumes too.
 //!
 //! A checkpoint is used only once `COMPLETE` is there, which is written after every worker's
 //! file and after every update before `c` is durable, so a restart from it rewrites nothing
 //! that is lost and misses nothing: the sinks skip what they hold (times before their upper,
-//! which is at least `c`). A file is checked against the hash stored at its end; a torn or
+//! which is at least `c`). A file is checked against the CRC-32 stored at its end; a torn or
 //! foreign file stops the resume with a message rather than resuming wrongly.
 
 use std::io::{BufRead, Read, Write};
