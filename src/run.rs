@@ -46,6 +46,8 @@ pub struct Outcome {
     pub clickhouse_database: Option<String>,
     /// Whether the sentiment view was on (lexica loaded).
     pub sentiment: bool,
+    /// The time of the checkpoint the run resumed from, if it did.
+    pub resumed_from: Option<u64>,
     /// What this process counted during the run (the metrics registry's growth).
     pub counts: Snapshot,
     /// Freshness of live records at the committed cut (produce → cut, µs; see
@@ -469,6 +471,7 @@ pub fn execute(mut plan: Plan, timely: &TimelyArgs) -> Result<Outcome> {
     let clickhouse = job.clickhouse.as_ref().map(|ch| format!("{} on {}", ch.target.database, ch.target.url));
     let clickhouse_url = job.clickhouse.as_ref().map(|ch| ch.target.url.clone());
     let sentiment = job.views.sentiment.is_some();
+    let resumed_from = job.checkpoint.as_ref().and_then(|c| c.restore);
     let clickhouse_database = job.clickhouse.as_ref().map(|ch| ch.target.database.clone());
     let freshness = job.freshness.clone();
     let job = Arc::new(job);
@@ -523,6 +526,7 @@ pub fn execute(mut plan: Plan, timely: &TimelyArgs) -> Result<Outcome> {
         clickhouse_url,
         clickhouse_database,
         sentiment,
+        resumed_from,
         counts: crate::metrics::snapshot().since(&counted_before),
         freshness: freshness.histogram(),
         rss_at_records,
@@ -554,6 +558,12 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
         }
     }
     let _ = writeln!(s, "  {}", kinds.join(", "));
+    if let Some(time) = outcome.resumed_from {
+        let _ = writeln!(
+            s,
+            "  resumed from the checkpoint at time {time}: its state, and the input read from its positions on"
+        );
+    }
     if chats > 0 && !outcome.sentiment {
         let _ = writeln!(
             s,

@@ -66,12 +66,14 @@ fn interrupt_after_a_checkpoint(mut children: Vec<Child>, out: &Path, signal: &s
     (stdout, ok)
 }
 
-/// Resumes `args` (one process or two) to the end; returns the records read by all processes.
-fn resume(args: &[&str], hosts: Option<&Path>) -> u64 {
+/// Resumes `args` (one process or two) to the end; returns the records read by all processes
+/// and what they printed.
+fn resume(args: &[&str], hosts: Option<&Path>) -> (u64, String) {
     let mut args = args.to_vec();
     args.push("--resume");
     let children = start(&args, hosts);
     let mut read = 0;
+    let mut printed = String::new();
     for (p, child) in children.into_iter().enumerate() {
         let output = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -81,8 +83,9 @@ fn resume(args: &[&str], hosts: Option<&Path>) -> u64 {
             String::from_utf8_lossy(&output.stderr)
         );
         read += records_read(&stdout);
+        printed += &stdout;
     }
-    read
+    (read, printed)
 }
 
 fn lines(path: &Path) -> u64 {
@@ -152,7 +155,9 @@ fn resumed_from_a_checkpoint_after_kill_or_stop_equals_an_uninterrupted_run() {
                 );
                 std::fs::write(&saved, &good).unwrap();
             }
-            let read = resume(&args, cluster);
+            let (read, printed) = resume(&args, cluster);
+            let says = format!("resumed from the checkpoint at time {at}");
+            assert!(printed.contains(&says), "{what}: the summary does not say {says:?}:\n{printed}");
             // Only the lines from the checkpoint's on were read again.
             assert_eq!(read, total - at * batch, "{what}: records read by the resumed run");
             for view in &views {
