@@ -12,6 +12,9 @@ pub mod cut;
 pub mod schema;
 pub mod store;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
 pub use client::Client;
 pub use cut::{committed_cut, record_start};
 pub use schema::prepare;
@@ -68,5 +71,43 @@ mod tests {
         assert!(check_database("x; DROP").is_err());
         assert!(check_database("1abc").is_err());
         assert!(check_database("").is_err());
+    }
+}
+
+/// Runs `attempt` (a `what`: "insert", "storing a checkpoint", …) until it succeeds, backing
+/// off from 100 ms to 5 s: a server that is down holds the caller, as it holds the sinks.
+/// After `stop` is set, gives up once it has been failing for 60 s.
+pub fn retry<T>(
+    stop: &AtomicBool,
+    what: &str,
+    mut attempt: impl FnMut() -> Result<T, ClickHouseError>,
+) -> Result<T, ClickHouseError> {
+    let mut delay = Duration::from_millis(100);
+    let mut failing_since: Option<Instant> = None;
+    let mut failures = 0u32;
+    loop {
+        match attempt() {
+            Ok(done) => {
+                if failures > 0 {
+                    tracing::warn!(failures, what, "ClickHouse answers again");
+                }
+                return Ok(done);
+            }
+            Err(e) => {
+                failures += 1;
+                crate::metrics::insert_retry();
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if failures == 1 || failures.is_multiple_of(20) {
+                    tracing::warn!(error = %e, failures, what, "ClickHouse failed; retrying");
+                }
+                if stop.load(Ordering::Relaxed) && since.elapsed() > Duration::from_secs(60) {
+                    crate::metrics::insert_failure();
+                    tracing::error!(error = %e, what, "giving up on ClickHouse after a stop was asked for");
+                    return Err(e);
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
     }
 }

@@ -19,8 +19,6 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 use crate::clickhouse::{ClickHouseError, Client};
 
@@ -93,25 +91,9 @@ pub enum StoreError {
     Garbled { what: String, reason: String },
 }
 
-/// Runs `attempt` until it succeeds, backing off from 100 ms to 5 s (a server that is down
-/// holds the worker, as it holds the sinks); once a stop is asked for, gives up after 60 s of
-/// failures.
-pub fn retry<T>(what: &str, mut attempt: impl FnMut() -> Result<T, ClickHouseError>) -> Result<T, ClickHouseError> {
-    let mut delay = Duration::from_millis(100);
-    let began = Instant::now();
-    loop {
-        match attempt() {
-            Ok(done) => return Ok(done),
-            Err(e) => {
-                if crate::worker::STOP.load(Ordering::Relaxed) && began.elapsed() > Duration::from_secs(60) {
-                    return Err(e);
-                }
-                tracing::warn!(error = %e, what, "ClickHouse refused or is unreachable; retrying");
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+/// [`crate::clickhouse::retry`] until the run is stopped (and 60 s more).
+fn retry<T>(what: &str, attempt: impl FnMut() -> Result<T, ClickHouseError>) -> Result<T, ClickHouseError> {
+    crate::clickhouse::retry(&crate::worker::STOP, what, attempt)
 }
 
 fn hex(bytes: &[u8], out: &mut Vec<u8>) {

@@ -188,9 +188,12 @@ pub fn read_worker(out: &Path, time: u64, worker: u32) -> Result<(Saved, Box<dyn
     Ok((saved, Box::new(reader)))
 }
 
-/// Marks the checkpoint at `time` complete (every worker's file is in) and deletes the older
-/// ones and any incomplete one before it.
-pub fn complete(out: &Path, time: u64, workers: u32) -> Result<(), CheckpointError> {
+/// Marks the checkpoint at `time` complete (every worker's file is in), in the database first
+/// if there is one, and deletes the older ones and any incomplete one before it.
+pub fn complete(out: &Path, store: Option<&Target>, time: u64, workers: u32) -> Result<(), CheckpointError> {
+    if let Some(target) = store {
+        store::complete(&Client::new(&target.url), &target.database, time, workers)?;
+    }
     let marker = checkpoint_dir(out, time).join(COMPLETE);
     write_atomically(&marker, |file| file.write_all(format!("{time},{workers}\n").as_bytes()).map_err(io(&marker)))?;
     let root = out.join(DIR);
@@ -251,12 +254,6 @@ pub fn fetch(out: &Path, time: u64, worker: u32, target: &Target) -> Result<(), 
     } else {
         Err(CheckpointError::Corrupt { path, reason: format!("not in database {}", target.database) })
     }
-}
-
-/// Marks the checkpoint at `time` complete in the database, dropping the older ones.
-pub fn complete_in(target: &Target, time: u64, workers: u32) -> Result<(), CheckpointError> {
-    let client = Client::new(&target.url);
-    Ok(store::complete(&client, &target.database, time, workers)?)
 }
 
 /// Where a worker is in the current checkpoint round.

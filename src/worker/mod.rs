@@ -444,10 +444,7 @@ impl<S: Sink> Running<S> {
         let peers = notices.peers() as u32;
         notices.finish(worker, upper);
         if last_checkpoint && report.index == 0 {
-            if let Some(target) = &store {
-                checkpoint::complete_in(target, upper, peers)?;
-            }
-            checkpoint::complete(&out, upper, peers)?;
+            checkpoint::complete(&out, store.as_ref(), upper, peers)?;
             tracing::info!(time = upper, "checkpoint complete (the run's end)");
         }
         drop(inputs);
@@ -553,10 +550,7 @@ impl<S: Sink> Running<S> {
             if !done {
                 break;
             }
-            if let Some(target) = &cp.job.store {
-                checkpoint::complete_in(target, time, peers as u32)?;
-            }
-            checkpoint::complete(&self.out, time, peers as u32)?;
+            checkpoint::complete(&self.out, cp.job.store.as_ref(), time, peers as u32)?;
             tracing::info!(round, time, "checkpoint complete");
             cp.completing.remove(0);
             self.notices.rounds.borrow_mut().retain(|r, _| *r > round);

@@ -16,7 +16,7 @@
 //! are counted in the metrics registry.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use dataflows::CATALOG;
 
 use crate::clickhouse::cut::progress_rows;
 use crate::clickhouse::schema::{insert_target, PROGRESS_TABLE};
-use crate::clickhouse::{ClickHouseError, Client, Target};
+use crate::clickhouse::{retry, ClickHouseError, Client, Target};
 use crate::sinks::clickhouse::ViewRows;
 use crate::sinks::freshness::Freshness;
 use crate::sinks::SinkError;
@@ -219,14 +219,14 @@ fn write_loop(receiver: Receiver<Batch>, config: WriterConfig) -> Result<(), Cli
         let rows: u64 = acc.views.values().map(|b| b.count).sum();
         for (view, buffer) in acc.views.iter().filter(|(_, b)| b.count > 0) {
             let def = dataflows::view(view).expect("buffers are keyed by catalog names");
-            retry(stop, || client.insert(&insert_target(&db, def), &buffer.rows))?;
+            retry(stop, "insert", || client.insert(&insert_target(&db, def), &buffer.rows))?;
             crate::metrics::rows_written(view).increment(buffer.count);
         }
         let mut progress = Vec::new();
         for (worker, (upper, positions)) in &acc.uppers {
             progress_rows(&mut progress, *worker, workers, run, *upper, positions);
         }
-        retry(stop, || client.insert(&format!("{db}.{PROGRESS_TABLE}"), &progress))?;
+        retry(stop, "insert", || client.insert(&format!("{db}.{PROGRESS_TABLE}"), &progress))?;
         for (worker, (upper, _)) in &acc.uppers {
             crate::metrics::set_worker_upper(*worker, *upper);
             freshness.written(*worker, *upper);
@@ -265,37 +265,4 @@ fn merge(batches: Vec<Batch>) -> Merged {
         merged.acks.extend(batch.ack);
     }
     merged
-}
-
-/// Runs `attempt` until it succeeds, backing off from 100 ms to 5 s; after a stop was asked
-/// for, gives up once it has been failing for 60 s.
-fn retry(stop: &AtomicBool, mut attempt: impl FnMut() -> Result<(), ClickHouseError>) -> Result<(), ClickHouseError> {
-    let mut delay = Duration::from_millis(100);
-    let mut failing_since: Option<Instant> = None;
-    let mut failures = 0u32;
-    loop {
-        match attempt() {
-            Ok(()) => {
-                if failures > 0 {
-                    tracing::warn!(failures, "ClickHouse insert succeeded again");
-                }
-                return Ok(());
-            }
-            Err(e) => {
-                failures += 1;
-                crate::metrics::insert_retry();
-                let since = *failing_since.get_or_insert_with(Instant::now);
-                if failures == 1 || failures.is_multiple_of(20) {
-                    tracing::warn!(error = %e, failures, "ClickHouse insert failed; retrying");
-                }
-                if stop.load(Ordering::Relaxed) && since.elapsed() > Duration::from_secs(60) {
-                    crate::metrics::insert_failure();
-                    tracing::error!(error = %e, "giving up on ClickHouse after a stop was asked for");
-                    return Err(e);
-                }
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
 }
