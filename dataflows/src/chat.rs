@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
+use differential_dataflow::Hashable;
 use differential_dataflow::{AsCollection, VecCollection};
 use hashbrown::HashTable;
 use timely::container::CapacityContainerBuilder;
@@ -31,7 +32,9 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use crate::horizon::{window_end_ms, Expiry, Horizon};
-use crate::operators::{count_by_group, count_by_key, distinct_by_group, preaggregate, top_k};
+use crate::operators::{
+    count_by_group_in, count_by_key, distinct_by_group, partition, preaggregate, top_k_partitioned,
+};
 use crate::symbol::{text_hash, Interner, Symbol};
 use crate::types::*;
 use crate::views::*;
@@ -78,7 +81,10 @@ where
     let expiry =
         |name: &str| horizon.map(|h| h.expiry(name, move |window: &Window| window_end_ms(window.key.1, window_secs)));
     let (words, messages, sizes) = split_messages(chats, config.window_secs);
-    let users = channel_users(messages.clone());
+    // Each (channel, word) and (channel, user) goes to one worker, once, for both its total
+    // and its ranking.
+    let words = partition(words, |(window, word): &WordKey| (&window.key.0, word).hashed());
+    let users = partition(channel_users(messages.clone()), |pair: &(Channel, Symbol)| pair.hashed());
     exporter.export(word_counts(words.clone(), expiry("Count: word_counts")));
     exporter.export(channel_activity(
         messages,
@@ -214,11 +220,8 @@ fn word_counts<'s, T>(
 where
     T: Timestamp + TotalOrder,
 {
-    count_by_group(words, "Count: word_counts", expiry, |window: &Window, word: &Symbol, count| WordCount {
-        channel: window.key.0.key.clone(),
-        window_start: window.key.1,
-        word: *word,
-        count: count as i64,
+    count_by_group_in(words, Pipeline, "Count: word_counts", expiry, |window: &Window, word: &Symbol, count| {
+        WordCount { channel: window.key.0.key.clone(), window_start: window.key.1, word: *word, count: count as i64 }
     })
 }
 
@@ -229,7 +232,7 @@ where
 {
     // Not pre-aggregated: the top-K sums a time's updates per (channel, word) as they arrive,
     // and the words are summed per (channel, window, word) and batch already.
-    top_k(words.map(|(window, word)| (window.key.0, word)), k, "TopK: top_words")
+    top_k_partitioned(words.map(|(window, word)| (window.key.0, word)), k, "TopK: top_words")
         .map(|(channel, rank, word, count)| TopWord { channel: channel.key, rank, word, count: count as i64 })
 }
 
@@ -246,10 +249,8 @@ fn user_counts<'s, T>(users: VecCollection<'s, T, (Channel, Symbol)>) -> VecColl
 where
     T: Timestamp + TotalOrder,
 {
-    count_by_group(users, "Count: user_counts", None, |channel: &Channel, user: &Symbol, messages| UserCount {
-        channel: channel.key.clone(),
-        user: *user,
-        messages: messages as i64,
+    count_by_group_in(users, Pipeline, "Count: user_counts", None, |channel: &Channel, user: &Symbol, messages| {
+        UserCount { channel: channel.key.clone(), user: *user, messages: messages as i64 }
     })
 }
 
@@ -258,7 +259,7 @@ fn top_users<'s, T>(users: VecCollection<'s, T, (Channel, Symbol)>, k: usize) ->
 where
     T: Timestamp + TotalOrder,
 {
-    top_k(users, k, "TopK: top_users").map(|(channel, rank, user, messages)| TopUser {
+    top_k_partitioned(users, k, "TopK: top_users").map(|(channel, rank, user, messages)| TopUser {
         channel: channel.key,
         rank,
         user,

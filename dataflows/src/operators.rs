@@ -77,6 +77,23 @@ where
         .as_collection()
 }
 
+/// returns the same collection with each update moved to the worker `route` picks for it (its
+/// hash modulo the number of workers): one exchange that several operators then read with
+/// `Pipeline`, where each would otherwise exchange the same updates again (see
+/// [`total_by_group_in`], [`top_k_partitioned`]).
+pub fn partition<'s, T, D, R>(
+    updates: VecCollection<'s, T, D, R>,
+    route: impl Fn(&D) -> u64 + 'static,
+) -> VecCollection<'s, T, D, R>
+where
+    T: Timestamp,
+    D: ExchangeData,
+    R: ExchangeData + Semigroup,
+{
+    use timely::dataflow::operators::Exchange as _;
+    updates.inner.exchange(move |update: &(D, T, R)| route(&update.0)).as_collection()
+}
+
 /// What has arrived for each time that is not complete yet, with a capability for that time.
 type Pending<T, A> = BTreeMap<T, (Capability<T>, A)>;
 
@@ -318,6 +335,26 @@ where
 pub fn total_by_group<'s, T, G, I, R, D, F>(
     updates: VecCollection<'s, T, (G, I), R>,
     name: &str,
+    expiry: Option<Expiry<T, G>>,
+    changed: F,
+) -> VecCollection<'s, T, D>
+where
+    T: Timestamp + TotalOrder,
+    G: ExchangeData + Hash,
+    I: ExchangeData + Hash,
+    R: ExchangeData + Monoid,
+    D: Data,
+    F: FnMut(&G, &I, &R, &R, &mut dyn FnMut(D, Diff)) + 'static,
+{
+    total_by_group_in(updates, Exchange::new(|update: &((G, I), T, R)| update.0.hashed()), name, expiry, changed)
+}
+
+/// [`total_by_group`] with the updates delivered by `pact`: `Pipeline` for updates that an
+/// earlier exchange has already put on one worker per `(group, item)` (see [`partition`]).
+pub fn total_by_group_in<'s, T, G, I, R, D, F, P>(
+    updates: VecCollection<'s, T, (G, I), R>,
+    pact: P,
+    name: &str,
     mut expiry: Option<Expiry<T, G>>,
     mut changed: F,
 ) -> VecCollection<'s, T, D>
@@ -328,12 +365,12 @@ where
     R: ExchangeData + Monoid,
     D: Data,
     F: FnMut(&G, &I, &R, &R, &mut dyn FnMut(D, Diff)) + 'static,
+    P: ParallelizationContract<T, Vec<((G, I), T, R)>>,
 {
-    let exchange = Exchange::new(|update: &((G, I), T, R)| update.0.hashed());
     let groups = checkpoint::keep::<Nested<G, I, R>>(name, HashMap::default());
     let absorb =
         |sums: &mut Nested<G, I, R>, (group, item): (G, I), diff| sum_into(sums.entry(group).or_default(), item, diff);
-    accumulate_in_time_order(updates, exchange, name, absorb, move |time, sums: &mut Nested<G, I, R>, emit| {
+    accumulate_in_time_order(updates, pact, name, absorb, move |time, sums: &mut Nested<G, I, R>, emit| {
         let groups = &mut *groups.borrow_mut();
         expire(&mut expiry, time, groups);
         drain_nested(sums, |group, deltas| {
@@ -366,7 +403,26 @@ where
     R: ExchangeData + Monoid,
     D: Data,
 {
-    total_by_group(updates, name, expiry, move |group: &G, item: &I, old: &R, new: &R, emit| {
+    count_by_group_in(updates, Exchange::new(|update: &((G, I), T, R)| update.0.hashed()), name, expiry, row)
+}
+
+/// [`count_by_group`] with the updates delivered by `pact` (see [`total_by_group_in`]).
+pub fn count_by_group_in<'s, T, G, I, R, D, P>(
+    updates: VecCollection<'s, T, (G, I), R>,
+    pact: P,
+    name: &str,
+    expiry: Option<Expiry<T, G>>,
+    row: impl Fn(&G, &I, R) -> D + 'static,
+) -> VecCollection<'s, T, D>
+where
+    T: Timestamp + TotalOrder,
+    G: ExchangeData + Hash,
+    I: ExchangeData + Hash,
+    R: ExchangeData + Monoid,
+    D: Data,
+    P: ParallelizationContract<T, Vec<((G, I), T, R)>>,
+{
+    total_by_group_in(updates, pact, name, expiry, move |group: &G, item: &I, old: &R, new: &R, emit| {
         if !old.is_zero() {
             emit(row(group, item, old.clone()), -1);
         }
@@ -486,7 +542,7 @@ impl<I: Ord + Hash + Clone, R: Monoid + Ord> Ranking<I, R> {
         let positive = scores.values().filter(|s| **s > zero).count();
         let mut ranking = Ranking { scores, positive, top: BTreeSet::new(), emitted: Vec::new(), dirty: true };
         ranking.refill(k, capacity);
-        ranking.emit_changes(k, |_, _, _, _| {});
+        ranking.emit_changes(k, |_, _, _| {});
         ranking
     }
 
@@ -554,25 +610,40 @@ impl<I: Ord + Hash + Clone, R: Monoid + Ord> Ranking<I, R> {
         self.top = all.into_iter().map(|(Reverse(c), i)| (Reverse(c.clone()), i.clone())).collect();
     }
 
-    /// Emits each rank whose row changed since the last call: the old row retracted, the new
-    /// one inserted.
-    fn emit_changes(&mut self, k: usize, mut emit: impl FnMut(u32, &I, &R, Diff)) {
+    /// Emits the change of the shown `(item, score)` pairs since the last call, as a set: the
+    /// pairs no longer shown retracted, the new ones inserted (their ranks are the merge's).
+    fn emit_changes(&mut self, k: usize, mut emit: impl FnMut(&I, &R, Diff)) {
         if !std::mem::take(&mut self.dirty) {
             return;
         }
         let new: Vec<(I, R)> = self.top.iter().take(k).map(|(Reverse(c), i)| (i.clone(), c.clone())).collect();
-        for rank in 0..new.len().max(self.emitted.len()) {
-            let (old_row, new_row) = (self.emitted.get(rank), new.get(rank));
-            if old_row != new_row {
-                if let Some((item, score)) = old_row {
-                    emit(rank as u32 + 1, item, score, -1);
-                }
-                if let Some((item, score)) = new_row {
-                    emit(rank as u32 + 1, item, score, 1);
-                }
-            }
+        for (item, score) in self.emitted.iter().filter(|row| !new.contains(row)) {
+            emit(item, score, -1);
+        }
+        for (item, score) in new.iter().filter(|row| !self.emitted.contains(row)) {
+            emit(item, score, 1);
         }
         self.emitted = new;
+    }
+}
+
+/// Emits each rank whose row differs between `old` and `new` (rank 1 first): the old row
+/// retracted, the new one inserted.
+fn emit_rank_changes<I: PartialEq, R: PartialEq>(
+    old: &[(I, R)],
+    new: &[(I, R)],
+    mut emit: impl FnMut(u32, &I, &R, Diff),
+) {
+    for rank in 0..new.len().max(old.len()) {
+        let (old_row, new_row) = (old.get(rank), new.get(rank));
+        if old_row != new_row {
+            if let Some((item, score)) = old_row {
+                emit(rank as u32 + 1, item, score, -1);
+            }
+            if let Some((item, score)) = new_row {
+                emit(rank as u32 + 1, item, score, 1);
+            }
+        }
     }
 }
 
@@ -596,12 +667,17 @@ impl From<usize> for TopK {
 /// diffs of its `(group, item)` records: with `isize` diffs, its number of occurrences; with a
 /// tuple, a lexicographic score. Only scores above zero rank.
 ///
-/// Each worker owns the groups hashed to it and keeps, per group, every item's score in a hash
-/// map and a buffer of the best few times `k` in a small B-tree. A completed time adds its
-/// changes (O(1) per item, plus O(log k) for items that enter or move within the buffer) and
-/// emits only the ranks whose row changed: a changed score moves one item, it does not
-/// rewrite the group's list. Only when deletions have drained the buffer below `k` is it
-/// refilled from all the group's scores.
+/// In two steps. Each `(group, item)` is owned by one worker (by the pair's hash), which keeps
+/// every score of its items per group in a hash map and a buffer of the best few times `k` in
+/// a small B-tree, and emits the changes of its own best `k` per group (`TopK: <name>`). A
+/// completed time adds its changes (O(1) per item, plus O(log k) for items that enter or move
+/// within the buffer) and emits only when its best `k` changed; only when deletions have
+/// drained the buffer below `k` is it refilled from all the group's scores. The owner of each
+/// group (by its hash) merges the workers' best `k` into ranked rows and emits the ranks whose
+/// row changed (`<name> (merge)`). This is exact: an item among a group's best `k` is among
+/// the best `k` of its own worker's items of that group. So the scores, the bulk of the work,
+/// are spread by item even when a few groups hold most of them, and the merge sees at most
+/// `k` rows per worker and group.
 pub fn top_k<'s, T, G, I, R>(
     scores: VecCollection<'s, T, (G, I), R>,
     size: impl Into<TopK>,
@@ -611,12 +687,48 @@ where
     T: Timestamp + TotalOrder,
     G: ExchangeData + Hash,
     I: ExchangeData + Hash,
-    R: ExchangeData + Monoid,
+    R: ExchangeData + Monoid + Hash,
 {
-    let TopK { k, capacity } = size.into();
-    let exchange = Exchange::new(|update: &((G, I), T, R)| (update.0).0.hashed());
+    let exchange = Exchange::new(|update: &((G, I), T, R)| update.0.hashed());
+    let size = size.into();
+    merge_leaders(leaders(scores, exchange, size, name), size.k, name)
+}
+
+/// [`top_k`] of updates an earlier exchange has already put on one worker per `(group, item)`
+/// (see [`partition`]).
+pub fn top_k_partitioned<'s, T, G, I, R>(
+    scores: VecCollection<'s, T, (G, I), R>,
+    size: impl Into<TopK>,
+    name: &str,
+) -> VecCollection<'s, T, (G, u32, I, R)>
+where
+    T: Timestamp + TotalOrder,
+    G: ExchangeData + Hash,
+    I: ExchangeData + Hash,
+    R: ExchangeData + Monoid + Hash,
+{
+    let size = size.into();
+    merge_leaders(leaders(scores, Pipeline, size, name), size.k, name)
+}
+
+/// The first step of [`top_k`]: per group, the changes of the best `k` `(item, score)` pairs of
+/// the items this worker owns.
+fn leaders<'s, T, G, I, R, P>(
+    scores: VecCollection<'s, T, (G, I), R>,
+    pact: P,
+    size: TopK,
+    name: &str,
+) -> VecCollection<'s, T, (G, I, R)>
+where
+    T: Timestamp + TotalOrder,
+    G: ExchangeData + Hash,
+    I: ExchangeData + Hash,
+    R: ExchangeData + Monoid,
+    P: ParallelizationContract<T, Vec<((G, I), T, R)>>,
+{
+    let TopK { k, capacity } = size;
     let capacity = capacity.max(k);
-    // Saved as each group's scores; the buffer and the rows shown are rebuilt from them.
+    // Saved as each group's scores; the buffer and the pairs shown are rebuilt from them.
     let groups = checkpoint::keep_with(
         name,
         HashMap::<G, Ranking<I, R>, RandomState>::default(),
@@ -629,7 +741,7 @@ where
     // A time's changes, summed per group and item as they arrive.
     let absorb =
         |sums: &mut Nested<G, I, R>, (group, item): (G, I), diff| sum_into(sums.entry(group).or_default(), item, diff);
-    accumulate_in_time_order(scores, exchange, name, absorb, move |_time, sums: &mut Nested<G, I, R>, emit| {
+    accumulate_in_time_order(scores, pact, name, absorb, move |_time, sums: &mut Nested<G, I, R>, emit| {
         let groups = &mut *groups.borrow_mut();
         drain_nested(sums, |group, items| {
             let ranking = groups.entry(group.clone()).or_insert_with(Ranking::new);
@@ -639,12 +751,95 @@ where
                 }
             }
             ranking.refill(k, capacity);
-            ranking.emit_changes(k, |rank, item, score, diff| {
-                emit((group.clone(), rank, item.clone(), score.clone()), diff)
-            });
+            ranking.emit_changes(k, |item, score, diff| emit((group.clone(), item.clone(), score.clone()), diff));
             if ranking.scores.is_empty() && ranking.emitted.is_empty() {
                 groups.remove(group);
             }
         })
     })
+}
+
+/// One group's leaders in [`merge_leaders`]: every worker's best `k`, ranked, and the rows
+/// last emitted.
+struct Board<I, R> {
+    leaders: BTreeSet<(Reverse<R>, I)>,
+    emitted: Vec<(I, R)>,
+}
+
+impl<I: Ord + Clone, R: Ord + Clone> Board<I, R> {
+    fn ranked(&self, k: usize) -> Vec<(I, R)> {
+        self.leaders.iter().take(k).map(|(Reverse(score), item)| (item.clone(), score.clone())).collect()
+    }
+}
+
+/// The second step of [`top_k`]: the ranked rows of each group, from the workers' leaders,
+/// at the group's owner.
+fn merge_leaders<'s, T, G, I, R>(
+    leaders: VecCollection<'s, T, (G, I, R)>,
+    k: usize,
+    name: &str,
+) -> VecCollection<'s, T, (G, u32, I, R)>
+where
+    T: Timestamp + TotalOrder,
+    G: ExchangeData + Hash,
+    I: ExchangeData + Hash,
+    R: ExchangeData + Monoid + Hash,
+{
+    let name = format!("{name} (merge)");
+    let exchange = Exchange::new(|update: &((G, I, R), T, Diff)| (update.0).0.hashed());
+    // Saved as each group's leaders; the rows shown are their first `k`.
+    let boards = checkpoint::keep_with(
+        &name,
+        HashMap::<G, Board<I, R>, RandomState>::default(),
+        |boards, out| {
+            let leaders: Vec<(&G, Vec<&(Reverse<R>, I)>)> =
+                boards.iter().map(|(g, b)| (g, b.leaders.iter().collect())).collect();
+            bincode::serialize_into(out, &leaders)
+        },
+        move |reader| {
+            let leaders: Vec<(G, Vec<(Reverse<R>, I)>)> = bincode::deserialize_from(reader)?;
+            Ok(leaders
+                .into_iter()
+                .map(|(group, leaders)| {
+                    let mut board = Board { leaders: leaders.into_iter().collect(), emitted: Vec::new() };
+                    board.emitted = board.ranked(k);
+                    (group, board)
+                })
+                .collect())
+        },
+    );
+    let absorb = |sums: &mut Nested<G, (I, R), Diff>, (group, item, score): (G, I, R), diff| {
+        sum_into(sums.entry(group).or_default(), (item, score), diff)
+    };
+    accumulate_in_time_order(
+        leaders,
+        exchange,
+        &name,
+        absorb,
+        move |_time, sums: &mut Nested<G, (I, R), Diff>, emit| {
+            let boards = &mut *boards.borrow_mut();
+            drain_nested(sums, |group, changes| {
+                let board = boards
+                    .entry(group.clone())
+                    .or_insert_with(|| Board { leaders: BTreeSet::new(), emitted: Vec::new() });
+                for ((item, score), diff) in changes {
+                    // A worker shows a pair at most once: its changes sum to -1, 0 or 1.
+                    debug_assert!((-1..=1).contains(&diff), "{diff}");
+                    match diff {
+                        1.. => board.leaders.insert((Reverse(score), item)),
+                        ..0 => board.leaders.remove(&(Reverse(score), item)),
+                        0 => false,
+                    };
+                }
+                let ranked = board.ranked(k);
+                emit_rank_changes(&board.emitted, &ranked, |rank, item, score, diff| {
+                    emit((group.clone(), rank, item.clone(), score.clone()), diff)
+                });
+                board.emitted = ranked;
+                if board.leaders.is_empty() {
+                    boards.remove(group);
+                }
+            })
+        },
+    )
 }

@@ -83,8 +83,10 @@ fn worker_file(out: &Path, time: u64, worker: u32) -> PathBuf {
     checkpoint_dir(out, time).join(format!("w{worker}.bin"))
 }
 
-/// The start of every worker file (and its format's version).
-const MAGIC: &[u8; 8] = b"chfckpt1";
+/// The start of every worker file (and its format's version: 2 since the chat views' words and
+/// users are owned by worker per (channel, word) and (channel, user), and rankings keep their
+/// leaders per worker; a checkpoint of version 1 would put state on the wrong workers).
+const MAGIC: &[u8; 8] = b"chfckpt2";
 
 /// A writer that keeps the CRC-32 and length of what passes through it.
 struct Summing<W> {
