@@ -49,8 +49,9 @@ pub struct ChatConfig {
     pub top_k: usize,
 }
 
-/// A channel, hashed once per message.
-pub type Channel = Prehashed<Name>;
+/// A channel, interned once per message: state keyed by channel or window compares and hashes
+/// 8 bytes instead of its name.
+pub type Channel = Symbol;
 /// (channel, window_start): the group of the windowed counts (its hash is cheap to take: the
 /// channel's hash and the window's start).
 pub type Window = Hashed<(Channel, i64)>;
@@ -123,8 +124,10 @@ pub fn split_messages<'s, T: Timestamp + Hash>(
     builder.build(move |initial| {
         drop(initial);
         let mut splitter = Splitter::default();
-        // One cache for words, one for users: each probe then searches a smaller table.
+        // One cache for words, one for users, one for channels: each probe then searches a
+        // smaller table.
         let (mut word_symbols, mut user_symbols) = (Interner::default(), Interner::default());
+        let mut channel_symbols = Interner::default();
         // A batch's word occurrences, summed per (window, time) and then per word: a message
         // finds its window's table once, and a word is probed with the borrowed text and its
         // hash (a `Name` is built only for a word new to the table). Words are interned as
@@ -145,7 +148,7 @@ pub fn split_messages<'s, T: Timestamp + Hash>(
                 let mut sizes_session = sizes_out.session(&cap);
                 for container in containers {
                     for (chat, time, diff) in container.drain(..) {
-                        let channel = Prehashed::new(chat.channel);
+                        let channel = channel_symbols.intern(&chat.channel);
                         let window = Hashed::new((channel, window_start(chat.ts, window_secs)));
                         let slot = *slots.entry((window.clone(), time.clone())).or_insert_with_key(|(w, t)| {
                             tables.push(WindowWords {
@@ -221,7 +224,12 @@ where
     T: Timestamp + TotalOrder,
 {
     count_by_group_in(words, Pipeline, "Count: word_counts", expiry, |window: &Window, word: &Symbol, count| {
-        WordCount { channel: window.key.0.key.clone(), window_start: window.key.1, word: *word, count: count as i64 }
+        WordCount {
+            channel: Name::from(window.key.0.as_str()),
+            window_start: window.key.1,
+            word: *word,
+            count: count as i64,
+        }
     })
 }
 
@@ -232,8 +240,14 @@ where
 {
     // Not pre-aggregated: the top-K sums a time's updates per (channel, word) as they arrive,
     // and the words are summed per (channel, window, word) and batch already.
-    top_k_partitioned(words.map(|(window, word)| (window.key.0, word)), k, "TopK: top_words")
-        .map(|(channel, rank, word, count)| TopWord { channel: channel.key, rank, word, count: count as i64 })
+    top_k_partitioned(words.map(|(window, word)| (window.key.0, word)), k, "TopK: top_words").map(
+        |(channel, rank, word, count)| TopWord {
+            channel: Name::from(channel.as_str()),
+            rank,
+            word,
+            count: count as i64,
+        },
+    )
 }
 
 /// returns `(channel, user)` once per message.
@@ -250,7 +264,7 @@ where
     T: Timestamp + TotalOrder,
 {
     count_by_group_in(users, Pipeline, "Count: user_counts", None, |channel: &Channel, user: &Symbol, messages| {
-        UserCount { channel: channel.key.clone(), user: *user, messages: messages as i64 }
+        UserCount { channel: Name::from(channel.as_str()), user: *user, messages: messages as i64 }
     })
 }
 
@@ -260,7 +274,7 @@ where
     T: Timestamp + TotalOrder,
 {
     top_k_partitioned(users, k, "TopK: top_users").map(|(channel, rank, user, messages)| TopUser {
-        channel: channel.key,
+        channel: Name::from(channel.as_str()),
         rank,
         user,
         messages: messages as i64,
@@ -289,7 +303,7 @@ where
     .explode(|(window, _)| Some((window, (0 as Diff, 0 as Diff, 1 as Diff))));
     count_by_key(sizes.concat(chatters), "Count: channel_activity", expiry).map(
         |(Hashed { key: (channel, window_start), .. }, (messages, words, chatters))| ChannelActivity {
-            channel: channel.key,
+            channel: Name::from(channel.as_str()),
             window_start,
             messages: messages as i64,
             words: words as i64,

@@ -20,6 +20,7 @@ use timely::progress::Timestamp;
 
 use crate::horizon::{window_end_ms, Horizon};
 use crate::operators::{extreme_by_key, total_by_key};
+use crate::symbol::Symbol;
 use crate::types::*;
 use crate::views::*;
 
@@ -42,7 +43,7 @@ where
         })
         .as_collection();
     let counts = viewers
-        .map(move |v| (Hashed::new((Prehashed::new(v.channel), window_start(v.ts, window_secs))), (v.ts, v.viewers)));
+        .map(move |v| (Hashed::new((Symbol::intern(&v.channel), window_start(v.ts, window_secs))), (v.ts, v.viewers)));
     let end = move |key: &crate::chat::Window| window_end_ms(key.key.1, window_secs);
     let name = "Greatest: window viewers";
     let latest = extreme_by_key(counts, true, name, horizon.map(|h| h.expiry(name, end)))
@@ -61,7 +62,7 @@ where
         }
         let (channel, window_start) = &key.key;
         let engagement = |(messages, viewers)| Engagement {
-            channel: channel.key.clone(),
+            channel: Name::from(channel.as_str()),
             window_start: *window_start,
             messages,
             viewers,

@@ -21,7 +21,7 @@ pub struct Hashed<K> {
     pub key: K,
 }
 
-/// The fixed-seeded hash [`Hashed`], [`Prehashed`] and symbols keep: the same in every process
+/// The fixed-seeded hash [`Hashed`] and symbols keep: the same in every process
 /// of a run.
 pub fn fixed_hash<K: Hash>(key: &K) -> u64 {
     foldhash::quality::FixedState::with_seed(0x6368_6174_666c_6f77).hash_one(key)
@@ -36,48 +36,6 @@ impl<K: Hash> Hashed<K> {
 impl<K> Hash for Hashed<K> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_u64(self.hash);
-    }
-}
-
-/// A key with its hash kept beside it, equal and ordered by the key alone. Hash maps and
-/// exchanges use the stored hash, so a word is hashed once, where it is split, however many
-/// maps and exchanges it passes; rankings that break ties by the key still order by the key
-/// (unlike [`Hashed`], which orders by the hash first). The hash is fixed-seeded, as `Hashed`'s.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Prehashed<K> {
-    hash: u64,
-    pub key: K,
-}
-
-impl<K: Hash> Prehashed<K> {
-    pub fn new(key: K) -> Self {
-        Prehashed { hash: fixed_hash(&key), key }
-    }
-}
-
-impl<K> Hash for Prehashed<K> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
-    }
-}
-
-impl<K: PartialEq> PartialEq for Prehashed<K> {
-    fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.key == other.key
-    }
-}
-
-impl<K: Eq> Eq for Prehashed<K> {}
-
-impl<K: Ord> PartialOrd for Prehashed<K> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl<K: Ord> Ord for Prehashed<K> {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.key.cmp(&other.key)
     }
 }
 
