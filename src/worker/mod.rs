@@ -131,7 +131,7 @@ pub struct WorkerReport {
     pub interrupted: bool,
     /// Worker 0 only: latency per advance, in microseconds.
     pub latency_us: Option<Histogram<u64>>,
-    /// Worker 0 only, with `profile`: seconds spent per operator, busiest first.
+    /// With `profile`: seconds this worker spent per operator, busiest first.
     pub operator_seconds: Vec<(String, f64)>,
     /// Worker 0 only: the run's upper (see `stop`).
     pub upper: Option<u64>,
@@ -453,8 +453,8 @@ impl<S: Sink> Running<S> {
         if index == 0 {
             report.upper = Some(upper);
             report.latency_us = Some(measure.latency_us);
-            report.operator_seconds = profile.map(|p| p.seconds()).unwrap_or_default();
         }
+        report.operator_seconds = profile.map(|p| p.seconds()).unwrap_or_default();
         Ok(report)
     }
 }
