@@ -138,6 +138,9 @@ pub fn csv_header(view: &ViewDef) -> Vec<u8> {
 /// by (hash, bytes), which compares integers where sorting typed rows compared strings.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct EncodedRows {
+    /// Serialized as one byte string, not a sequence of bytes: a writer in another process
+    /// receives every row (bincode would otherwise visit each byte).
+    #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
     pub rows: Vec<(u64, u32, u32, Diff)>,
 }
