@@ -683,20 +683,26 @@ fn values_at(row: &[(u32, Walk)], users: &[u32]) -> Vec<Walk> {
 /// changes are inserted in place; many are merged in one pass.
 fn apply_delta(row: &mut Vec<(u32, Walk)>, delta: &[(u32, Walk)], mut changed: impl FnMut(u32, Walk, Walk)) {
     if delta.len() * 64 < row.len() {
+        // Each search starts where the last one ended (`delta` is sorted): a gallop over the
+        // gap rather than a binary search of the whole row, whose probes missed the cache (a
+        // hub's neighbours' three-hop rows are thousands of entries).
+        let mut from = 0;
         for &(w, d) in delta {
-            match row.binary_search_by_key(&w, |(u, _)| *u) {
-                Ok(i) => {
-                    let old = row[i].1;
-                    row[i].1 += d;
-                    changed(w, old, row[i].1);
-                    if row[i].1 == 0 {
-                        row.remove(i);
-                    }
+            let i = seek(row, from, w, |(u, _)| *u);
+            if i < row.len() && row[i].0 == w {
+                let old = row[i].1;
+                row[i].1 += d;
+                changed(w, old, row[i].1);
+                if row[i].1 == 0 {
+                    row.remove(i);
+                    from = i;
+                } else {
+                    from = i + 1;
                 }
-                Err(i) => {
-                    row.insert(i, (w, d));
-                    changed(w, 0, d);
-                }
+            } else {
+                row.insert(i, (w, d));
+                changed(w, 0, d);
+                from = i + 1;
             }
         }
         return;

@@ -146,6 +146,11 @@ pub struct EncodedRows {
 }
 
 impl EncodedRows {
+    /// Empty, with room for `(bytes, rows)`.
+    pub fn with_capacity((bytes, rows): (usize, usize)) -> Self {
+        EncodedRows { bytes: Vec::with_capacity(bytes), rows: Vec::with_capacity(rows) }
+    }
+
     /// Appends a row that `encode` writes (its fields only), with `diff`.
     pub fn push(&mut self, encode: impl FnOnce(&mut Vec<u8>), diff: Diff) {
         let start = self.bytes.len();
