@@ -2,21 +2,27 @@
 //! and `top_users`, from a collection of chat messages.
 //!
 //! ```text
-//!  chats ─► SplitMessages ─┬─ words ─────────────────┬─► Count ──────────────────────────► word_counts
-//!                          │  (channel, window, word)  └─► (channel, word) ─► TopK ──────────► top_words
+//!  chats ─► SplitMessages ─┬─ words ══(channel, word)══╤═► Count ─────────────────────────► word_counts
+//!                          │  (channel, window, word)  └─► (channel, word) ─► TopK ─► merge ─► top_words
 //!                          └─ messages ─┬─► (channel, window): (1, #words, 0) ─────────┐
 //!     ((channel, window, user), #words) ├─► (channel, window, user) ─► Distinct ─► (0, 0, 1) ─┴─► Count ─► channel_activity
-//!                                       └─► (channel, user) ─┬─► Count ─► user_counts
-//!                                                            └─► TopK ──► top_users
+//!                                       └─► (channel, user) ══(channel, user)══╤═► Count ─► user_counts
+//!                                                                              └─► TopK ─► merge ─► top_users
 //! ```
 //!
 //! Every count is a running total per key (see `operators`): a late message changes the rows
 //! of its own window and the all-time counts, nothing else. `Preaggregate` merges each
 //! worker's updates of a batch before they are exchanged.
 //!
-//! Words and users travel as [`Symbol`]s (8-byte ids of a process-wide table, see `symbol`),
-//! interned in `SplitMessages` (a user per message, a word as it leaves its window's batch);
-//! their text is read back only by the sinks and by rankings breaking a tie.
+//! `══(key)══` is one exchange (`partition`) that two operators then read on the worker it put
+//! the updates on: each (channel, word) goes to one worker for both its windowed counts and
+//! its all-time score, and each (channel, user) for its count and its score. Each worker ranks
+//! its own items per channel and the channel's owner merges the workers' best `k` (`top_k`).
+//!
+//! Channels, words and users travel as [`Symbol`]s (8-byte ids of a process-wide table, see
+//! `symbol`), interned in `SplitMessages` (a channel and a user per message, a word as it
+//! leaves its window's batch); their text is read back only by the sinks and by rankings
+//! breaking a tie.
 
 use std::collections::HashMap;
 use std::hash::Hash;
