@@ -1,4 +1,4 @@
-//! Interned strings: a word of the chat views as an 8-byte id instead of its text.
+//! Interned strings: a channel, user or word of the chat views as an 8-byte id instead of its text.
 //!
 //! The chat views move every word of every message through two exchanges, a per-window total
 //! and an all-time top-K, and a word's text (a 24-byte inline string beside a 64-bit hash)
