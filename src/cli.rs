@@ -404,7 +404,8 @@ pub struct BenchArgs {
     /// Keep the change files in this directory (default: a temporary one, removed afterwards).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Also report the time worker 0 spent in each named operator.
+    /// Also report the time spent in each named operator, summed over the workers, and each
+    /// worker's total (`operator_seconds`, `worker_operator_seconds`).
     #[arg(long)]
     pub profile: bool,
     /// With --kafka: only read the topics to the end offsets seen at start, with the source's

@@ -194,7 +194,7 @@ fn real_main(cli: Cli) -> Result<i32> {
                     "max": latency.map(|h| h.max()),
                 },
                 "operator_seconds": operator_seconds(&outcome.reports),
-                "worker_operator_seconds": outcome.reports.iter()
+                "worker_operator_seconds": outcome.reports.iter().filter(|r| !r.operator_seconds.is_empty())
                     .map(|r| (r.operator_seconds.iter().map(|(_, secs)| secs).sum::<f64>() * 1000.0).round() / 1000.0)
                     .collect::<Vec<_>>(),
                 "rows_written": outcome.rows_written().into_iter()
