@@ -9,7 +9,7 @@
 //!
 //! A stateful operator keeps its state in an `Rc<RefCell<_>>` it gets from [`keep`] while the
 //! dataflow is built: the state a checkpoint restored for it, or a fresh one. The worker
-//! (which decides when: see chatflow's `worker::checkpoint`) calls [`Registry::save`] at a
+//! (which decides when: see chatflow's `worker::checkpoint`) calls [`Registry::save_to`] at a
 //! moment when every time before the cut has been processed and none after it, between two
 //! steps, so no operator holds a borrow. What is saved is the state in the form the operator's
 //! input accumulates to (counts per key, strengths per pair, the values of each key), never

@@ -388,25 +388,8 @@ where
 }
 
 /// [`count_by_key`] over `(group, item)` keys, with the totals kept per group
-/// ([`total_by_group`]): the rows `row(group, item, total)`, made where the totals are (no
-/// separate pass to shape them).
-pub fn count_by_group<'s, T, G, I, R, D>(
-    updates: VecCollection<'s, T, (G, I), R>,
-    name: &str,
-    expiry: Option<Expiry<T, G>>,
-    row: impl Fn(&G, &I, R) -> D + 'static,
-) -> VecCollection<'s, T, D>
-where
-    T: Timestamp + TotalOrder,
-    G: ExchangeData + Hash,
-    I: ExchangeData + Hash,
-    R: ExchangeData + Monoid,
-    D: Data,
-{
-    count_by_group_in(updates, Exchange::new(|update: &((G, I), T, R)| update.0.hashed()), name, expiry, row)
-}
-
-/// [`count_by_group`] with the updates delivered by `pact` (see [`total_by_group_in`]).
+/// ([`total_by_group`]) and the updates delivered by `pact` (see [`total_by_group_in`]): the
+/// rows `row(group, item, total)`, made where the totals are (no separate pass to shape them).
 pub fn count_by_group_in<'s, T, G, I, R, D, P>(
     updates: VecCollection<'s, T, (G, I), R>,
     pact: P,
