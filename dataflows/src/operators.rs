@@ -600,11 +600,28 @@ impl<I: Ord + Hash + Clone, R: Monoid + Ord> Ranking<I, R> {
             return;
         }
         let new: Vec<(I, R)> = self.top.iter().take(k).map(|(Reverse(c), i)| (i.clone(), c.clone())).collect();
-        for (item, score) in self.emitted.iter().filter(|row| !new.contains(row)) {
-            emit(item, score, -1);
+        // Both lists are in rank order: one pass over the two finds what left and what came.
+        fn key<I, R>((item, score): &(I, R)) -> (Reverse<&R>, &I) {
+            (Reverse(score), item)
         }
-        for (item, score) in new.iter().filter(|row| !self.emitted.contains(row)) {
-            emit(item, score, 1);
+        let (old, mut i, mut j) = (&self.emitted, 0, 0);
+        while i < old.len() || j < new.len() {
+            let order = match (old.get(i), new.get(j)) {
+                (Some(a), Some(b)) => key(a).cmp(&key(b)),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Greater,
+            };
+            match order {
+                std::cmp::Ordering::Equal => (i, j) = (i + 1, j + 1),
+                std::cmp::Ordering::Less => {
+                    emit(&old[i].0, &old[i].1, -1);
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    emit(&new[j].0, &new[j].1, 1);
+                    j += 1;
+                }
+            }
         }
         self.emitted = new;
     }
