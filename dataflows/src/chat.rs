@@ -38,9 +38,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use crate::horizon::{window_end_ms, Expiry, Horizon};
-use crate::operators::{
-    count_by_group_in, count_by_key, distinct_by_group, partition, preaggregate, top_k_partitioned,
-};
+use crate::operators::{count_by_group, count_by_key, distinct_by_group, partition, preaggregate, top_k};
 use crate::symbol::{text_hash, Interner, Symbol};
 use crate::types::*;
 use crate::views::*;
@@ -229,13 +227,11 @@ fn word_counts<'s, T>(
 where
     T: Timestamp + TotalOrder,
 {
-    count_by_group_in(words, Pipeline, "Count: word_counts", expiry, |window: &Window, word: &Symbol, count| {
-        WordCount {
-            channel: Name::from(window.key.0.as_str()),
-            window_start: window.key.1,
-            word: *word,
-            count: count as i64,
-        }
+    count_by_group(words, Pipeline, "Count: word_counts", expiry, |window: &Window, word: &Symbol, count| WordCount {
+        channel: Name::from(window.key.0.as_str()),
+        window_start: window.key.1,
+        word: *word,
+        count: count as i64,
     })
 }
 
@@ -246,7 +242,7 @@ where
 {
     // Not pre-aggregated: the top-K sums a time's updates per (channel, word) as they arrive,
     // and the words are summed per (channel, window, word) and batch already.
-    top_k_partitioned(words.map(|(window, word)| (window.key.0, word)), k, "TopK: top_words").map(
+    top_k(words.map(|(window, word)| (window.key.0, word)), Pipeline, k, "TopK: top_words").map(
         |(channel, rank, word, count)| TopWord {
             channel: Name::from(channel.as_str()),
             rank,
@@ -269,7 +265,7 @@ fn user_counts<'s, T>(users: VecCollection<'s, T, (Channel, Symbol)>) -> VecColl
 where
     T: Timestamp + TotalOrder,
 {
-    count_by_group_in(users, Pipeline, "Count: user_counts", None, |channel: &Channel, user: &Symbol, messages| {
+    count_by_group(users, Pipeline, "Count: user_counts", None, |channel: &Channel, user: &Symbol, messages| {
         UserCount { channel: Name::from(channel.as_str()), user: *user, messages: messages as i64 }
     })
 }
@@ -279,7 +275,7 @@ fn top_users<'s, T>(users: VecCollection<'s, T, (Channel, Symbol)>, k: usize) ->
 where
     T: Timestamp + TotalOrder,
 {
-    top_k_partitioned(users, k, "TopK: top_users").map(|(channel, rank, user, messages)| TopUser {
+    top_k(users, Pipeline, k, "TopK: top_users").map(|(channel, rank, user, messages)| TopUser {
         channel: Name::from(channel.as_str()),
         rank,
         user,

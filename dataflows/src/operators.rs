@@ -80,7 +80,7 @@ where
 /// returns the same collection with each update moved to the worker `route` picks for it (its
 /// hash modulo the number of workers): one exchange that several operators then read with
 /// `Pipeline`, where each would otherwise exchange the same updates again (see
-/// [`total_by_group_in`], [`top_k_partitioned`]).
+/// [`total_by_group`], [`top_k`]).
 pub fn partition<'s, T, D, R>(
     updates: VecCollection<'s, T, D, R>,
     route: impl Fn(&D) -> u64 + 'static,
@@ -92,6 +92,18 @@ where
 {
     use timely::dataflow::operators::Exchange as _;
     updates.inner.exchange(move |update: &(D, T, R)| route(&update.0)).as_collection()
+}
+
+/// The exchange of `(group, item)` updates by the pair's hash: the delivery of [`total_by_group`],
+/// [`count_by_group`] and [`top_k`] for updates not partitioned already.
+pub fn by_pair<T, G, I, R>() -> impl ParallelizationContract<T, Vec<((G, I), T, R)>>
+where
+    T: Timestamp,
+    G: ExchangeData + Hash,
+    I: ExchangeData + Hash,
+    R: ExchangeData + Semigroup,
+{
+    Exchange::new(|update: &((G, I), T, R)| update.0.hashed())
 }
 
 /// What has arrived for each time that is not complete yet, with a capability for that time.
@@ -327,31 +339,14 @@ where
 /// [`total_by_key`] for keys that are `(group, item)` pairs, with each worker's totals kept
 /// per group: one small map of items per group rather than one map of every key.
 ///
-/// Keys are still exchanged by the whole pair. What changes is locality: a time's updates
+/// Updates arrive by `pact`: [`by_pair`] exchanges them by the whole pair; `Pipeline` reads
+/// them where an earlier exchange by the pair ([`partition`]) put them. What the groups
+/// change is locality: a time's updates
 /// touch few groups (the chat views' groups are (channel, window), and a batch of messages
 /// falls into the latest windows), so its probes stay within those groups' maps, which stay in
 /// cache, instead of landing all over one table of millions of keys that must also be rehashed
 /// as it grows. On the peer workload the word totals took 3.1 s of a worker's 8 s as one map.
-pub fn total_by_group<'s, T, G, I, R, D, F>(
-    updates: VecCollection<'s, T, (G, I), R>,
-    name: &str,
-    expiry: Option<Expiry<T, G>>,
-    changed: F,
-) -> VecCollection<'s, T, D>
-where
-    T: Timestamp + TotalOrder,
-    G: ExchangeData + Hash,
-    I: ExchangeData + Hash,
-    R: ExchangeData + Monoid,
-    D: Data,
-    F: FnMut(&G, &I, &R, &R, &mut dyn FnMut(D, Diff)) + 'static,
-{
-    total_by_group_in(updates, Exchange::new(|update: &((G, I), T, R)| update.0.hashed()), name, expiry, changed)
-}
-
-/// [`total_by_group`] with the updates delivered by `pact`: `Pipeline` for updates that an
-/// earlier exchange has already put on one worker per `(group, item)` (see [`partition`]).
-pub fn total_by_group_in<'s, T, G, I, R, D, F, P>(
+pub fn total_by_group<'s, T, G, I, R, D, F, P>(
     updates: VecCollection<'s, T, (G, I), R>,
     pact: P,
     name: &str,
@@ -388,9 +383,8 @@ where
 }
 
 /// [`count_by_key`] over `(group, item)` keys, with the totals kept per group
-/// ([`total_by_group`]) and the updates delivered by `pact` (see [`total_by_group_in`]): the
-/// rows `row(group, item, total)`, made where the totals are (no separate pass to shape them).
-pub fn count_by_group_in<'s, T, G, I, R, D, P>(
+/// ([`total_by_group`], which says how `pact` delivers the updates): the rows `row(group, item, total)`, made where the totals are (no separate pass to shape them).
+pub fn count_by_group<'s, T, G, I, R, D, P>(
     updates: VecCollection<'s, T, (G, I), R>,
     pact: P,
     name: &str,
@@ -405,7 +399,7 @@ where
     D: Data,
     P: ParallelizationContract<T, Vec<((G, I), T, R)>>,
 {
-    total_by_group_in(updates, pact, name, expiry, move |group: &G, item: &I, old: &R, new: &R, emit| {
+    total_by_group(updates, pact, name, expiry, move |group: &G, item: &I, old: &R, new: &R, emit| {
         if !old.is_zero() {
             emit(row(group, item, old.clone()), -1);
         }
@@ -427,7 +421,7 @@ where
     G: ExchangeData + Hash,
     I: ExchangeData + Hash,
 {
-    total_by_group(updates, name, expiry, |group: &G, item: &I, old: &Diff, new: &Diff, emit| {
+    total_by_group(updates, by_pair(), name, expiry, |group: &G, item: &I, old: &Diff, new: &Diff, emit| {
         match (*old > 0, *new > 0) {
             (false, true) => emit((group.clone(), item.clone()), 1),
             (true, false) => emit((group.clone(), item.clone()), -1),
@@ -667,6 +661,9 @@ impl From<usize> for TopK {
 /// diffs of its `(group, item)` records: with `isize` diffs, its number of occurrences; with a
 /// tuple, a lexicographic score. Only scores above zero rank.
 ///
+/// The updates arrive by `pact`, as for [`total_by_group`]: by [`by_pair`], or `Pipeline` where
+/// [`partition`] has put them by the pair's hash.
+///
 /// In two steps. Each `(group, item)` is owned by one worker (by the pair's hash), which keeps
 /// every score of its items per group in a hash map and a buffer of the best few times `k` in
 /// a small B-tree, and emits the changes of its own best `k` per group (`TopK: <name>`). A
@@ -678,8 +675,9 @@ impl From<usize> for TopK {
 /// the best `k` of its own worker's items of that group. So the scores, the bulk of the work,
 /// are spread by item even when a few groups hold most of them, and the merge sees at most
 /// `k` rows per worker and group.
-pub fn top_k<'s, T, G, I, R>(
+pub fn top_k<'s, T, G, I, R, P>(
     scores: VecCollection<'s, T, (G, I), R>,
+    pact: P,
     size: impl Into<TopK>,
     name: &str,
 ) -> VecCollection<'s, T, (G, u32, I, R)>
@@ -688,27 +686,10 @@ where
     G: ExchangeData + Hash,
     I: ExchangeData + Hash,
     R: ExchangeData + Monoid + Hash,
-{
-    let exchange = Exchange::new(|update: &((G, I), T, R)| update.0.hashed());
-    let size = size.into();
-    merge_leaders(leaders(scores, exchange, size, name), size.k, name)
-}
-
-/// [`top_k`] of updates an earlier exchange has already put on one worker per `(group, item)`
-/// (see [`partition`]).
-pub fn top_k_partitioned<'s, T, G, I, R>(
-    scores: VecCollection<'s, T, (G, I), R>,
-    size: impl Into<TopK>,
-    name: &str,
-) -> VecCollection<'s, T, (G, u32, I, R)>
-where
-    T: Timestamp + TotalOrder,
-    G: ExchangeData + Hash,
-    I: ExchangeData + Hash,
-    R: ExchangeData + Monoid + Hash,
+    P: ParallelizationContract<T, Vec<((G, I), T, R)>>,
 {
     let size = size.into();
-    merge_leaders(leaders(scores, Pipeline, size, name), size.k, name)
+    merge_leaders(leaders(scores, pact, size, name), size.k, name)
 }
 
 /// The first step of [`top_k`]: per group, the changes of the best `k` `(item, score)` pairs of

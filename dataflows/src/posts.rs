@@ -17,7 +17,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use crate::horizon::{window_end_ms, Horizon};
-use crate::operators::{count_by_key, extreme_by_key, preaggregate, top_k};
+use crate::operators::{by_pair, count_by_key, extreme_by_key, preaggregate, top_k};
 use crate::types::*;
 use crate::views::*;
 
@@ -90,6 +90,6 @@ where
 {
     let retweeted =
         unique.flat_map(|(_id, (_, _, _, _, retweet_of))| (!retweet_of.is_empty()).then_some(((), retweet_of)));
-    top_k(preaggregate(retweeted, "Preaggregate: retweets"), k, "TopK: top_retweeted")
+    top_k(preaggregate(retweeted, "Preaggregate: retweets"), by_pair(), k, "TopK: top_retweeted")
         .map(|((), rank, post_id, retweets)| TopRetweeted { rank, post_id, retweets: retweets as i64 })
 }

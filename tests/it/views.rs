@@ -162,7 +162,7 @@ type TopRows = Vec<((u8, u32, u8, isize), u64, isize)>;
 type CountRows = Vec<(((u8, u8), isize), u64, isize)>;
 
 fn run_operators(updates: Updates, workers: usize, k: usize, capacity: usize) -> (TopRows, CountRows) {
-    use dataflows::operators::{count_by_key, top_k, TopK};
+    use dataflows::operators::{by_pair, count_by_key, top_k, TopK};
     let top: Arc<Mutex<TopRows>> = Arc::default();
     let counts: Arc<Mutex<CountRows>> = Arc::default();
     let (top_sink, count_sink) = (Arc::clone(&top), Arc::clone(&counts));
@@ -173,7 +173,7 @@ fn run_operators(updates: Updates, workers: usize, k: usize, capacity: usize) ->
         let (top_sink, count_sink) = (Arc::clone(&top_sink), Arc::clone(&count_sink));
         let mut input = worker.dataflow::<u64, _, _>(|scope| {
             let (input, occurrences) = scope.new_collection::<(u8, u8), isize>();
-            top_k(occurrences.clone(), TopK { k, capacity }, "TopK: test")
+            top_k(occurrences.clone(), by_pair(), TopK { k, capacity }, "TopK: test")
                 .inspect(move |x| top_sink.lock().unwrap().push(*x))
                 .probe_with(&probe);
             count_by_key(occurrences, "Count: test", None)
