@@ -83,15 +83,64 @@ fn mul_add(acc: &mut Walk, a: Walk, b: Walk) {
 /// A focus user's score of another user: (strength, two-hop walks, three-hop walks).
 type Score = (Walk, Walk, Walk);
 
+/// A sparse row: users sorted by id, each with its value, no zeros. Kept as two arrays, so
+/// that searches read only the users: 4 bytes an entry where `(u32, i128)` pairs take 32. A
+/// change at a hub makes thousands of searches into the long three-hop rows of dozens of focus
+/// users, and most of that time was cache misses on the pairs.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Row {
+    users: Vec<u32>,
+    values: Vec<Walk>,
+}
+
+impl Row {
+    fn with_capacity(capacity: usize) -> Self {
+        Row { users: Vec::with_capacity(capacity), values: Vec::with_capacity(capacity) }
+    }
+
+    /// From entries sorted by user, without zeros.
+    fn from_sorted(entries: impl IntoIterator<Item = (u32, Walk)>) -> Self {
+        let (users, values) = entries.into_iter().unzip();
+        Row { users, values }
+    }
+
+    fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, Walk)> + '_ {
+        self.users.iter().copied().zip(self.values.iter().copied())
+    }
+
+    fn push(&mut self, user: u32, value: Walk) {
+        self.users.push(user);
+        self.values.push(value);
+    }
+
+    /// Appends `other`'s entries `range`.
+    fn extend_from(&mut self, other: &Row, range: std::ops::Range<usize>) {
+        self.users.extend_from_slice(&other.users[range.clone()]);
+        self.values.extend_from_slice(&other.values[range]);
+    }
+}
+
 /// What a worker emitted for one focus user, to diff the next computation against.
 #[derive(Default)]
 struct Emitted {
-    /// `A²[f]` without `f`, sorted by user id.
-    walks2: Vec<(u32, Walk)>,
-    /// `A³[f]` without `f`, sorted by user id (empty unless three hops).
-    walks3: Vec<(u32, Walk)>,
-    /// The `top_connections` rows, rank 1 first.
+    /// `A²[f]` without `f`.
+    walks2: Row,
+    /// `A³[f]` without `f` (empty unless three hops).
+    walks3: Row,
+    /// The best of the others in rank order: the first `top_n` are the `top_connections`
+    /// rows, and up to as many again are kept below them ([`Walks::kept`]), so that a shown
+    /// user whose score fell can usually be replaced without ranking all of `f`'s rows again.
+    /// Every other user ranks after the last one kept, or, when `complete`, has no score.
     top: Vec<(u32, Score)>,
+    complete: bool,
 }
 
 /// One worker's copy of the graph and its focus users' rows.
@@ -211,15 +260,15 @@ impl Walks {
         all
     }
 
-    /// One row of the product `row · A`: sorted `(user, walks)`, zeros left out.
-    fn times_graph(&mut self, row: &[(u32, Walk)]) -> Vec<(u32, Walk)> {
+    /// One row of the product `row · A`, zeros left out.
+    fn times_graph(&mut self, row: impl Iterator<Item = (u32, Walk)>) -> Row {
         self.stamp = self.stamp.wrapping_add(1);
         if self.stamp == 0 {
             self.marks.iter_mut().for_each(|m| *m = 0);
             self.stamp = 1;
         }
         let mut touched = Vec::new();
-        for &(v, a) in row {
+        for (v, a) in row {
             for &(w, b) in &self.adjacency[v as usize] {
                 let w = w as usize;
                 if self.marks[w] != self.stamp {
@@ -231,7 +280,26 @@ impl Walks {
             }
         }
         touched.sort_unstable();
-        touched.into_iter().map(|w| (w, self.sums[w as usize])).filter(|(_, s)| *s != 0).collect()
+        let mut out = Row::with_capacity(touched.len());
+        for w in touched {
+            let sum = self.sums[w as usize];
+            if sum != 0 {
+                out.push(w, sum);
+            }
+        }
+        out
+    }
+
+    /// How many of a focus user's best others are kept ranked ([`Emitted::top`]).
+    fn kept(&self) -> usize {
+        self.top_n * 2
+    }
+
+    /// `u`'s strengths, sorted by user.
+    fn strengths(&self, u: u32) -> Row {
+        let mut strengths = self.adjacency[u as usize].clone();
+        strengths.sort_unstable();
+        Row::from_sorted(strengths)
     }
 
     /// `f`'s rows as they are now (empty when `f` is not a focus user).
@@ -239,15 +307,15 @@ impl Walks {
         if !self.is_focus(f) {
             return Emitted::default();
         }
-        let mut strengths = self.adjacency[f as usize].clone();
-        strengths.sort_unstable();
-        let walks2 = self.times_graph(&strengths);
-        let walks3 = if self.hops >= 3 { self.times_graph(&walks2) } else { Vec::new() };
-        let without_f = |row: Vec<(u32, Walk)>| row.into_iter().filter(|(u, _)| *u != f).collect::<Vec<_>>();
+        let strengths = self.strengths(f);
+        let walks2 = self.times_graph(strengths.iter());
+        let walks3 = if self.hops >= 3 { self.times_graph(walks2.iter()) } else { Row::default() };
+        let without_f = |row: Row| Row::from_sorted(row.iter().filter(|(u, _)| *u != f));
         let (walks2, walks3) = (without_f(walks2), without_f(walks3));
 
-        let top = self.top_of(&strengths, &walks2, &walks3);
-        Emitted { walks2, walks3, top }
+        let top = self.top_of(&strengths, &walks2, &walks3, self.kept());
+        let complete = top.len() < self.kept();
+        Emitted { walks2, walks3, top, complete }
     }
 
     /// Applies a completed time's changes — `deltas` of strength per pair `(a, b)`, and focus
@@ -328,9 +396,8 @@ impl Walks {
                     continue;
                 }
                 for &(x, d) in df {
-                    let mut row = self.adjacency[x as usize].clone();
-                    row.sort_unstable();
-                    for (w, c) in self.times_graph(&row) {
+                    let row = self.strengths(x);
+                    for (w, c) in self.times_graph(row.iter()).iter() {
                         mul_add(dw3.entry(f).or_default().entry(w).or_insert(0), d, c);
                     }
                 }
@@ -405,13 +472,15 @@ impl Walks {
                     }
                 });
             }
-            let mut strengths = self.adjacency[f as usize].clone();
-            strengths.sort_unstable();
+            let strengths = self.strengths(f);
             others.sort_unstable();
             others.dedup();
-            if let Some(new_top) = self.top_after(&rows.top, &others, &strengths, &rows.walks2, &rows.walks3) {
+            if let Some((new_top, complete)) =
+                self.top_after(&rows.top, rows.complete, &others, &strengths, &rows.walks2, &rows.walks3)
+            {
                 self.emit_top_changes(f, &rows.top, &new_top, top);
                 rows.top = new_top;
+                rows.complete = complete;
             }
             if !(rows.walks2.is_empty() && rows.walks3.is_empty() && rows.top.is_empty()) {
                 self.emitted.insert(f, rows);
@@ -431,104 +500,111 @@ impl Walks {
         }
     }
 
-    /// The new `top_connections` of a focus user whose rows changed at `others` (sorted), or
-    /// `None` when the shown rows cannot have changed: no changed other is shown or now ranks
-    /// before the last shown row, and all `top_n` are shown.
+    /// The new kept ranking ([`Emitted::top`], and whether it is complete) of a focus user
+    /// whose rows changed at `others` (sorted), from the one kept before, or `None` when it
+    /// cannot have changed: no changed other is kept or now ranks before the last one kept.
     ///
-    /// When no shown user's score fell (or fewer than `top_n` were shown, so every user with
-    /// a score was), the users neither shown nor changed still rank after every shown one, so
-    /// the new rows are the best of the shown and the changed users; otherwise all of the
-    /// user's rows are ranked again ([`Self::top_of`]).
+    /// Every user neither kept nor changed still ranks after the last one kept before (or has
+    /// no score), so the kept and changed users that rank before it are certainly the best;
+    /// when fewer than `top_n` of them remain, all of the user's rows are ranked again
+    /// ([`Self::top_of`]).
+    #[allow(clippy::too_many_arguments)]
     fn top_after(
         &self,
-        shown: &[(u32, Score)],
+        kept: &[(u32, Score)],
+        complete: bool,
         others: &[u32],
-        strengths: &[(u32, Walk)],
-        walks2: &[(u32, Walk)],
-        walks3: &[(u32, Walk)],
-    ) -> Option<Vec<(u32, Score)>> {
-        let full = shown.len() >= self.top_n;
-        // With all `top_n` shown, a changed user can matter only if it is shown or can rank
-        // before the last shown row: a neighbour if that row is one, a neighbour or a two-hop
-        // user if that row has two-hop walks. The others' scores are not looked up (a change
-        // at a hub changes thousands of a user's three-hop walks).
-        let last = shown.last().filter(|_| full).map(|(_, score)| *score);
+        strengths: &Row,
+        walks2: &Row,
+        walks3: &Row,
+    ) -> Option<(Vec<(u32, Score)>, bool)> {
+        // Every user not kept ranks after `bound` (or, without one, has no score). A changed
+        // user can matter only if it is kept or can rank before `bound`: a neighbour if the
+        // bound is one, a neighbour or a two-hop user if the bound has two-hop walks. The
+        // others' scores are not looked up (a change at a hub changes thousands of a user's
+        // three-hop walks).
+        let bound = kept.last().filter(|_| !complete).copied();
+        let mut kept_users: Vec<u32> = kept.iter().map(|(u, _)| *u).collect();
+        kept_users.sort_unstable();
+        let is_kept = |u: &u32| kept_users.binary_search(u).is_ok();
         let mut users = others.to_vec();
-        let is_shown = |u: &u32| shown.iter().any(|(v, _)| v == u);
         let strength = values_at(strengths, &users);
         let mut columns: Vec<(u32, Walk)> = users.iter().copied().zip(strength).collect();
-        if last.is_some_and(|(s, _, _)| s > 0) {
-            columns.retain(|(u, s)| *s > 0 || is_shown(u));
+        if bound.is_some_and(|(_, (s, _, _))| s > 0) {
+            columns.retain(|(u, s)| *s > 0 || is_kept(u));
             users = columns.iter().map(|(u, _)| *u).collect();
         }
         let two = values_at(walks2, &users);
         let mut columns: Vec<(u32, Walk, Walk)> = columns.into_iter().zip(two).map(|((u, s), w)| (u, s, w)).collect();
-        if last.is_some_and(|(_, w, _)| w > 0) {
-            columns.retain(|(u, s, w)| *s > 0 || *w > 0 || is_shown(u));
+        if bound.is_some_and(|(_, (_, w, _))| w > 0) {
+            columns.retain(|(u, s, w)| *s > 0 || *w > 0 || is_kept(u));
             users = columns.iter().map(|(u, _, _)| *u).collect();
         }
         let three = values_at(walks3, &users);
         let changed: Vec<(u32, Score)> =
             columns.into_iter().zip(three).map(|((u, s, w2), w3)| (u, (s, w2, w3))).collect();
-        let new_score =
-            |u: u32, old: Score| changed.binary_search_by_key(&u, |(v, _)| *v).map_or(old, |i| changed[i].1);
-        let dirty = !full
-            || changed.iter().any(|c| {
-                shown.iter().any(|(v, _)| *v == c.0)
-                    || shown.last().is_some_and(|last| self.rank_order(c, last).is_lt())
-            });
-        if !dirty {
+        let before_bound = |entry: &(u32, Score)| match &bound {
+            Some(bound) => entry.1 > (0, 0, 0) && self.rank_order(entry, bound).is_le(),
+            None => entry.1 > (0, 0, 0),
+        };
+        if !changed.iter().any(|c| is_kept(&c.0) || before_bound(c)) {
             return None;
         }
-        let fell = shown.iter().any(|&(u, old)| new_score(u, old) < old);
-        if full && fell {
-            return Some(self.top_of(strengths, walks2, walks3));
+        let new_score =
+            |u: u32, old: Score| changed.binary_search_by_key(&u, |(v, _)| *v).map_or(old, |i| changed[i].1);
+        let mut candidates: Vec<(u32, Score)> = kept.iter().map(|&(u, old)| (u, new_score(u, old))).collect();
+        candidates.extend(changed.iter().filter(|(u, _)| !is_kept(u)));
+        candidates.retain(before_bound);
+        if candidates.len() < self.top_n && bound.is_some() {
+            let top = self.top_of(strengths, walks2, walks3, self.kept());
+            let complete = top.len() < self.kept();
+            return Some((top, complete));
         }
-        let mut candidates: Vec<(u32, Score)> = shown.iter().map(|&(u, old)| (u, new_score(u, old))).collect();
-        candidates.extend(changed.iter().filter(|(u, _)| !shown.iter().any(|(v, _)| v == u)));
-        Some(self.best(candidates))
+        // Without a bound, the candidates are every user with a score.
+        let complete = bound.is_none() && candidates.len() <= self.kept();
+        Some((self.best(candidates, self.kept()), complete))
     }
 
-    /// The first `top_n` of `scores` in rank order, users without a score left out.
-    fn best(&self, mut scores: Vec<(u32, Score)>) -> Vec<(u32, Score)> {
+    /// The first `k` of `scores` in rank order, users without a score left out.
+    fn best(&self, mut scores: Vec<(u32, Score)>, k: usize) -> Vec<(u32, Score)> {
         scores.retain(|(_, s)| *s > (0, 0, 0));
         let order = |a: &(u32, Score), b: &(u32, Score)| self.rank_order(a, b);
-        if scores.len() > self.top_n {
-            scores.select_nth_unstable_by(self.top_n, order);
-            scores.truncate(self.top_n);
+        if scores.len() > k {
+            scores.select_nth_unstable_by(k, order);
+            scores.truncate(k);
         }
         scores.sort_unstable_by(order);
         scores
     }
 
-    /// The `top_n` others by score from `f`'s sorted rows (without `f`), rank 1 first.
+    /// The `k` others by score from `f`'s sorted rows (without `f`), rank 1 first.
     ///
     /// Neighbours (strength > 0) rank before every other user, users with two-hop walks before
     /// those with only three-hop walks, so the rows are filled tier by tier, and within a tier
     /// the next component of the score is looked up only for the users tied at the cut.
-    fn top_of(&self, strengths: &[(u32, Walk)], walks2: &[(u32, Walk)], walks3: &[(u32, Walk)]) -> Vec<(u32, Score)> {
-        let users: Vec<u32> = strengths.iter().map(|(u, _)| *u).collect();
-        let (two, three) = (values_at(walks2, &users), values_at(walks3, &users));
+    fn top_of(&self, strengths: &Row, walks2: &Row, walks3: &Row, k: usize) -> Vec<(u32, Score)> {
+        let users = &strengths.users;
+        let (two, three) = (values_at(walks2, users), values_at(walks3, users));
         let mut top: Vec<(u32, Score)> =
-            strengths.iter().zip(two.into_iter().zip(three)).map(|(&(u, s), (w2, w3))| (u, (s, w2, w3))).collect();
-        if top.len() < self.top_n {
-            let neighbour = |u: u32| strengths.binary_search_by_key(&u, |(v, _)| *v).is_ok();
-            let second: Vec<(u32, Walk)> = walks2.iter().filter(|&&(u, w)| w > 0 && !neighbour(u)).copied().collect();
-            let wanted = self.top_n - top.len();
+            strengths.iter().zip(two.into_iter().zip(three)).map(|((u, s), (w2, w3))| (u, (s, w2, w3))).collect();
+        if top.len() < k {
+            let neighbour = |u: u32| strengths.users.binary_search(&u).is_ok();
+            let second: Vec<(u32, Walk)> = walks2.iter().filter(|&(u, w)| w > 0 && !neighbour(u)).collect();
+            let wanted = k - top.len();
             top.extend(self.best_of_tier(second, wanted, walks3, |w2, w3| (0, w2, w3)));
-            if top.len() < self.top_n {
-                let in_two = values_at(walks2, &walks3.iter().map(|(u, _)| *u).collect::<Vec<_>>());
+            if top.len() < k {
+                let in_two = values_at(walks2, &walks3.users);
                 let third: Vec<(u32, Walk)> = walks3
                     .iter()
                     .zip(in_two)
-                    .filter(|&(&(u, w), w2)| w > 0 && w2 == 0 && !neighbour(u))
-                    .map(|(e, _)| *e)
+                    .filter(|&((u, w), w2)| w > 0 && w2 == 0 && !neighbour(u))
+                    .map(|(e, _)| e)
                     .collect();
-                let wanted = self.top_n - top.len();
-                top.extend(self.best_of_tier(third, wanted, &[], |w3, _| (0, 0, w3)));
+                let wanted = k - top.len();
+                top.extend(self.best_of_tier(third, wanted, &Row::default(), |w3, _| (0, 0, w3)));
             }
         }
-        self.best(top)
+        self.best(top, k)
     }
 
     /// The best `k` of a tier's `entries` (user, first component of the tier's score; sorted
@@ -538,7 +614,7 @@ impl Walks {
         &self,
         mut entries: Vec<(u32, Walk)>,
         k: usize,
-        next: &[(u32, Walk)],
+        next: &Row,
         score: impl Fn(Walk, Walk) -> Score,
     ) -> Vec<(u32, Score)> {
         let scored = |entries: Vec<(u32, Walk)>| -> Vec<(u32, Score)> {
@@ -603,7 +679,8 @@ impl Walks {
         self.emit_top_changes(f, &old.top, &new.top, top);
     }
 
-    /// Emits the ranks whose `top_connections` row differs between `old` and `new`.
+    /// Emits the ranks whose `top_connections` row differs between the first `top_n` of `old`
+    /// and of `new` (kept rankings, [`Emitted::top`]).
     fn emit_top_changes(
         &self,
         f: u32,
@@ -611,6 +688,7 @@ impl Walks {
         new: &[(u32, Score)],
         top: &mut impl FnMut(TopConnection, Diff),
     ) {
+        let (old, new) = (&old[..old.len().min(self.top_n)], &new[..new.len().min(self.top_n)]);
         let user = &self.names[f as usize];
         let row = |rank: usize, (other, (strength, walks2, walks3)): (u32, Score)| TopConnection {
             user: user.clone(),
@@ -651,11 +729,11 @@ fn seek<I>(items: &[I], from: usize, u: u32, user: impl Fn(&I) -> u32) -> usize 
 
 /// The values of `row` (sorted by user) at `users` (sorted), 0 where absent; the shorter list
 /// is walked and the longer one searched.
-fn values_at(row: &[(u32, Walk)], users: &[u32]) -> Vec<Walk> {
+fn values_at(row: &Row, users: &[u32]) -> Vec<Walk> {
     if row.len() < users.len() {
         let mut out = vec![0; users.len()];
         let mut j = 0;
-        for &(v, value) in row {
+        for (v, value) in row.iter() {
             j = seek(users, j, v, |u| *u);
             match users.get(j) {
                 Some(&u) if u == v => out[j] = value,
@@ -669,88 +747,87 @@ fn values_at(row: &[(u32, Walk)], users: &[u32]) -> Vec<Walk> {
     users
         .iter()
         .map(|&u| {
-            i = seek(row, i, u, |e| e.0);
-            match row.get(i) {
-                Some(&(v, value)) if v == u => value,
+            i = seek(&row.users, i, u, |v| *v);
+            match row.users.get(i) {
+                Some(&v) if v == u => row.values[i],
                 _ => 0,
             }
         })
         .collect()
 }
 
-/// Adds `delta` (sorted by user, no zeros) to `row` (sorted by user, no zeros), dropping
-/// entries that reach 0, and calls `changed(user, old, new)` for each entry of `delta`. A few
-/// changes are inserted in place; many are merged in one pass.
-fn apply_delta(row: &mut Vec<(u32, Walk)>, delta: &[(u32, Walk)], mut changed: impl FnMut(u32, Walk, Walk)) {
+/// Adds `delta` (sorted by user, no zeros) to `row`, dropping entries that reach 0, and calls
+/// `changed(user, old, new)` for each entry of `delta`. A few changes to values already in the
+/// row are made in place; otherwise the row is merged with `delta` in one pass.
+fn apply_delta(row: &mut Row, delta: &[(u32, Walk)], mut changed: impl FnMut(u32, Walk, Walk)) {
     if delta.len() * 64 < row.len() {
         // Each search starts where the last one ended (`delta` is sorted): a gallop over the
-        // gap rather than a binary search of the whole row, whose probes missed the cache (a
-        // hub's neighbours' three-hop rows are thousands of entries).
+        // gap rather than a binary search of the whole row. An entry to insert or remove moves
+        // the row's tail, so one of those sends the whole delta to the merge below.
+        let mut at = Vec::with_capacity(delta.len());
         let mut from = 0;
         for &(w, d) in delta {
-            let i = seek(row, from, w, |(u, _)| *u);
-            if i < row.len() && row[i].0 == w {
-                let old = row[i].1;
-                row[i].1 += d;
-                changed(w, old, row[i].1);
-                if row[i].1 == 0 {
-                    row.remove(i);
-                    from = i;
-                } else {
-                    from = i + 1;
-                }
-            } else {
-                row.insert(i, (w, d));
-                changed(w, 0, d);
-                from = i + 1;
+            let i = seek(&row.users, from, w, |u| *u);
+            if i == row.len() || row.users[i] != w || row.values[i] + d == 0 {
+                break;
             }
+            at.push(i);
+            from = i + 1;
         }
-        return;
+        if at.len() == delta.len() {
+            for (&(w, d), i) in delta.iter().zip(at) {
+                let old = row.values[i];
+                row.values[i] += d;
+                changed(w, old, old + d);
+            }
+            return;
+        }
     }
-    let mut merged = Vec::with_capacity(row.len() + delta.len());
+    let mut merged = Row::with_capacity(row.len() + delta.len());
     let mut i = 0;
     for &(w, d) in delta {
-        let next = seek(row, i, w, |e| e.0);
-        merged.extend_from_slice(&row[i..next]);
+        let next = seek(&row.users, i, w, |u| *u);
+        merged.extend_from(row, i..next);
         i = next;
-        let old = if i < row.len() && row[i].0 == w {
+        let old = if i < row.len() && row.users[i] == w {
             i += 1;
-            row[i - 1].1
+            row.values[i - 1]
         } else {
             0
         };
         changed(w, old, old + d);
         if old + d != 0 {
-            merged.push((w, old + d));
+            merged.push(w, old + d);
         }
     }
-    merged.extend_from_slice(&row[i..]);
+    merged.extend_from(row, i..row.len());
     *row = merged;
 }
 
-/// Calls `changed(user, old, new)` for every user whose value differs between two sorted rows
-/// (zero where absent).
-fn merge_rows(old: &[(u32, Walk)], new: &[(u32, Walk)], mut changed: impl FnMut(u32, Walk, Walk)) {
+/// Calls `changed(user, old, new)` for every user whose value differs between two rows (zero
+/// where absent).
+fn merge_rows(old: &Row, new: &Row, mut changed: impl FnMut(u32, Walk, Walk)) {
     let (mut i, mut j) = (0, 0);
     while i < old.len() || j < new.len() {
-        match (old.get(i), new.get(j)) {
-            (Some(&(a, x)), Some(&(b, y))) if a == b => {
+        match (old.users.get(i), new.users.get(j)) {
+            (Some(&a), Some(&b)) if a == b => {
+                let (x, y) = (old.values[i], new.values[j]);
                 if x != y {
                     changed(a, x, y);
                 }
                 i += 1;
                 j += 1;
             }
-            (Some(&(a, x)), Some(&(b, _))) if a < b => {
-                changed(a, x, 0);
+            (Some(&a), Some(&b)) if a < b => {
+                changed(a, old.values[i], 0);
                 i += 1;
             }
-            (Some(&(a, x)), None) => {
-                changed(a, x, 0);
+            (Some(&a), None) => {
+                changed(a, old.values[i], 0);
                 i += 1;
             }
-            (_, Some(&(b, y))) => {
-                changed(b, 0, y);
+            (_, Some(&b)) => {
+                changed(b, 0, new.values[j]);
                 j += 1;
             }
             (None, None) => unreachable!(),
@@ -974,7 +1051,7 @@ mod tests {
                 .iter()
                 .map(|u| row.binary_search_by_key(u, |(v, _)| *v).map_or(0, |i| row[i].1))
                 .collect();
-            prop_assert_eq!(values_at(&row, &users), expected);
+            prop_assert_eq!(values_at(&Row::from_sorted(row), &users), expected);
         }
 
         /// Both paths: a few changes into a long row (in place) and many (merged).
@@ -1004,10 +1081,10 @@ mod tests {
                     expected.insert(w, old + d);
                 }
             }
-            let mut actual = row.clone();
+            let mut actual = Row::from_sorted(row);
             let mut calls = Vec::new();
             apply_delta(&mut actual, &delta, |w, old, new| calls.push((w, old, new)));
-            prop_assert_eq!(actual, expected.into_iter().collect::<Vec<_>>());
+            prop_assert_eq!(actual.iter().collect::<Vec<_>>(), expected.into_iter().collect::<Vec<_>>());
             prop_assert_eq!(calls, expected_calls);
         }
     }
