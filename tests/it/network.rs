@@ -183,6 +183,73 @@ proptest! {
     }
 }
 
+/// A graph with hubs (preferential attachment, 60 users), three hops, ten focus users shown
+/// three connections each, then 400 single-edge changes, one a time, half deleting an edge and
+/// half adding one. Focus users' long rows are kept dense, and their kept rankings shrink as
+/// shown users' scores fall until they are ranked again: after every time the views equal the
+/// oracle's, at one and two workers.
+#[test]
+fn many_single_changes_keep_the_rankings_exact() {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let name = |i: usize| format!("u{i:03}");
+    let mut edges: Vec<(usize, usize)> = vec![(0, 1)];
+    let mut ends: Vec<usize> = vec![0, 1];
+    for u in 2..60 {
+        for _ in 0..2 {
+            let v = ends[next(ends.len())];
+            if v != u {
+                edges.push((u, v));
+                ends.extend([u, v]);
+            }
+        }
+    }
+    let mut events: Vec<(u64, EdgeUpdate)> = edges.iter().map(|&(a, b)| (0, (name(a), name(b), 1))).collect();
+    let changes = 400u64;
+    for t in 1..=changes {
+        if next(2) == 0 {
+            let (a, b) = edges.swap_remove(next(edges.len()));
+            events.push((t, (name(a), name(b), -1)));
+        } else {
+            let (a, b) = (next(60), next(60));
+            edges.push((a, b));
+            events.push((t, (name(a), name(b), 1)));
+        }
+    }
+    let focus: Vec<String> = [0, 1, 2, 3, 5, 8, 13, 21, 34, 55].into_iter().map(name).collect();
+    for workers in [1, 2] {
+        let captured = run_network(events.clone(), Some(focus.clone()), workers, 3, 3);
+        let mut updates = captured.lock().unwrap().clone();
+        updates.sort_by_key(|(_, _, time, _)| *time);
+        let mut updates = updates.into_iter().peekable();
+        let mut sums: BTreeMap<(String, Vec<String>), i64> = BTreeMap::new();
+        for t in 0..=changes {
+            while let Some((view, row, _, diff)) = updates.next_if(|(_, _, time, _)| *time <= t) {
+                *sums.entry((view, row)).or_default() += diff;
+            }
+            let mut actual = Views::new();
+            for view in NETWORK_VIEWS {
+                actual.entry(view.to_owned()).or_default();
+            }
+            for ((view, row), m) in &sums {
+                assert!(*m == 0 || *m == 1, "{view}: row {row:?} has multiplicity {m} at time {t}");
+                if *m == 1 {
+                    actual.get_mut(view).unwrap().insert(row.clone());
+                }
+            }
+            let so_far: Vec<EdgeUpdate> =
+                events.iter().filter(|(time, _)| *time <= t).map(|(_, e)| e.clone()).collect();
+            let expected = oracle::network_views(&so_far, Some(&focus), 3, 3);
+            assert_views_eq(&actual, &expected, &format!("time {t}, -w {workers}"));
+        }
+    }
+}
+
 /// A `del` that retracts nothing leaves the pair absent, and a later `add` counts from the
 /// true total, in any order.
 #[test]
