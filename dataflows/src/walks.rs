@@ -249,8 +249,10 @@ struct Walks {
     names: Vec<Name>,
     /// Whether this worker owns the user (its hash falls to this worker).
     owned: Vec<bool>,
-    /// The strength graph, both directions; strengths are positive.
-    adjacency: Vec<Vec<(u32, Walk)>>,
+    /// Whether the user is a focus user this worker owns.
+    focused: Vec<bool>,
+    /// The strength graph, both directions, each user's row sorted; strengths are positive.
+    adjacency: Vec<Row>,
     /// How many entries `adjacency` holds (twice the pairs).
     entries: usize,
     /// The focus users' multiplicities; `None`: every user is a focus user.
@@ -271,14 +273,15 @@ impl Walks {
         self.ids.insert(name.clone(), id);
         self.names.push(name.clone());
         self.owned.push(name.hashed() % self.peers == self.index);
-        self.adjacency.push(Vec::new());
+        self.focused.push(self.owned[id as usize] && self.focus.is_none());
+        self.adjacency.push(Row::default());
         self.sums.push(0);
         self.marks.push(0);
         id
     }
 
     fn is_focus(&self, user: u32) -> bool {
-        self.owned[user as usize] && self.focus.as_ref().is_none_or(|focus| focus.get(&user).is_some_and(|m| *m > 0))
+        self.focused[user as usize]
     }
 
     /// What a checkpoint keeps: the strength of every pair (once) and the focus users'
@@ -286,7 +289,7 @@ impl Walks {
     fn save(&self, out: &mut dyn std::io::Write) -> Result<(), bincode::Error> {
         let mut pairs: Vec<(&Name, &Name, Walk)> = Vec::with_capacity(self.entries / 2);
         for (a, list) in self.adjacency.iter().enumerate() {
-            for &(b, strength) in list.iter().filter(|(b, _)| *b as usize > a) {
+            for (b, strength) in list.iter().filter(|(b, _)| *b as usize > a) {
                 pairs.push((&self.names[a], &self.names[b as usize], strength));
             }
         }
@@ -313,17 +316,19 @@ impl Walks {
     /// Adds `delta` to the strength of `a`–`b`, both directions.
     fn add(&mut self, a: u32, b: u32, delta: Walk) {
         for (from, to) in [(a, b), (b, a)] {
-            let list = &mut self.adjacency[from as usize];
-            match list.iter().position(|(v, _)| *v == to) {
-                Some(i) => {
-                    list[i].1 += delta;
-                    if list[i].1 == 0 {
-                        list.swap_remove(i);
+            let row = &mut self.adjacency[from as usize];
+            match row.users.binary_search(&to) {
+                Ok(i) => {
+                    row.values[i] += delta;
+                    if row.values[i] == 0 {
+                        row.users.remove(i);
+                        row.values.remove(i);
                         self.entries -= 1;
                     }
                 }
-                None => {
-                    list.push((to, delta));
+                Err(i) => {
+                    row.users.insert(i, to);
+                    row.values.insert(i, delta);
                     self.entries += 1;
                 }
             }
@@ -343,7 +348,7 @@ impl Walks {
         for _ in 1..self.hops {
             let mut next = Vec::new();
             for &u in &frontier {
-                for &(v, _) in &self.adjacency[u as usize] {
+                for &v in &self.adjacency[u as usize].users {
                     if !std::mem::replace(&mut seen[v as usize], true) {
                         next.push(v);
                     }
@@ -365,7 +370,7 @@ impl Walks {
         }
         let mut touched = Vec::new();
         for (v, a) in row {
-            for &(w, b) in &self.adjacency[v as usize] {
+            for (w, b) in self.adjacency[v as usize].iter() {
                 let w = w as usize;
                 if self.marks[w] != self.stamp {
                     self.marks[w] = self.stamp;
@@ -391,19 +396,12 @@ impl Walks {
         self.top_n * 2
     }
 
-    /// `u`'s strengths, sorted by user.
-    fn strengths(&self, u: u32) -> Row {
-        let mut strengths = self.adjacency[u as usize].clone();
-        strengths.sort_unstable();
-        Row::from_sorted(strengths)
-    }
-
     /// `f`'s rows as they are now (empty when `f` is not a focus user).
     fn rows(&mut self, f: u32) -> Emitted {
         if !self.is_focus(f) {
             return Emitted::default();
         }
-        let strengths = self.strengths(f);
+        let strengths = self.adjacency[f as usize].clone();
         let walks2 = self.times_graph(strengths.iter());
         let walks3 = if self.hops >= 3 { self.times_graph(walks2.iter()) } else { Row::default() };
         let without_f = |row: Row| Row::from_sorted(row.iter().filter(|(u, _)| *u != f));
@@ -443,7 +441,7 @@ impl Walks {
         } else {
             Vec::new()
         };
-        let old_rows: HashMap<u32, Vec<(u32, Walk)>, RandomState> = if full {
+        let old_rows: HashMap<u32, Row, RandomState> = if full {
             HashMap::default()
         } else {
             delta_rows.keys().map(|&e| (e, self.adjacency[e as usize].clone())).collect()
@@ -455,6 +453,7 @@ impl Walks {
             for (&user, &diff) in &focus_changes {
                 let m = focus.entry(user).or_insert(0);
                 *m += diff;
+                self.focused[user as usize] = self.owned[user as usize] && *m > 0;
                 if *m == 0 {
                     focus.remove(&user);
                 }
@@ -473,13 +472,13 @@ impl Walks {
         let mut dw2: Rows = HashMap::default();
         for (&y, dy) in &delta_rows {
             for &(x, d) in dy {
-                for &(w, b) in &self.adjacency[x as usize] {
+                for (w, b) in self.adjacency[x as usize].iter() {
                     mul_add(dw2.entry(y).or_default().entry(w).or_insert(0), d, b);
                 }
             }
         }
         for (&x, dx) in &delta_rows {
-            for &(y, a) in &old_rows[&x] {
+            for (y, a) in old_rows[&x].iter() {
                 let row = dw2.entry(y).or_default();
                 for &(w, d) in dx {
                     mul_add(row.entry(w).or_insert(0), a, d);
@@ -493,7 +492,7 @@ impl Walks {
                     continue;
                 }
                 for &(x, d) in df {
-                    let row = self.strengths(x);
+                    let row = self.adjacency[x as usize].clone();
                     for (w, c) in self.times_graph(row.iter()).iter() {
                         mul_add(dw3.entry(f).or_default().entry(w).or_insert(0), d, c);
                     }
@@ -509,7 +508,7 @@ impl Walks {
                 Some(mine) => {
                     for f in mine {
                         let row = old_rows.get(&f).unwrap_or(&self.adjacency[f as usize]);
-                        for &(y, a) in row {
+                        for (y, a) in row.iter() {
                             if let Some(dy) = dw2.get(&y) {
                                 let out = dw3.entry(f).or_default();
                                 for (&w, &d) in dy {
@@ -522,7 +521,7 @@ impl Walks {
                 None => {
                     for (&y, dy) in &dw2 {
                         let row = old_rows.get(&y).unwrap_or(&self.adjacency[y as usize]);
-                        for &(f, a) in row {
+                        for (f, a) in row.iter() {
                             if !target(self, f) {
                                 continue;
                             }
@@ -569,11 +568,11 @@ impl Walks {
                     }
                 });
             }
-            let strengths = self.strengths(f);
+            let strengths = &self.adjacency[f as usize];
             others.sort_unstable();
             others.dedup();
             if let Some((new_top, complete)) =
-                self.top_after(&rows.top, rows.complete, &others, &strengths, &rows.walks2, &rows.walks3)
+                self.top_after(&rows.top, rows.complete, &others, strengths, &rows.walks2, &rows.walks3)
             {
                 self.emit_top_changes(f, &rows.top, &new_top, top);
                 rows.top = new_top;
@@ -1000,6 +999,7 @@ where
         ids: HashMap::default(),
         names: Vec::new(),
         owned: Vec::new(),
+        focused: Vec::new(),
         adjacency: Vec::new(),
         entries: 0,
         focus: (!whole_graph).then(HashMap::default),

@@ -257,7 +257,7 @@ impl EncodedRows {
 
 /// From how many rows [`EncodedRows::consolidate`] sorts in buckets of the hash's top bits
 /// (about 32 rows a bucket) rather than all at once.
-const BUCKETS_FROM: usize = 1 << 16;
+const BUCKETS_FROM: usize = 1 << 12;
 
 /// The order of rows within a time: by a fixed-seed hash of the encoded row, then the row.
 /// Deterministic like lexicographic order, but sorting and merging compare integers.
