@@ -224,6 +224,53 @@ impl WalkRow {
     }
 }
 
+/// A dense accumulator of one sparse row at a time over the users: `sums[u]` holds the row's
+/// value at `u` when `marks[u] == stamp`; `touched` lists those users.
+#[derive(Default)]
+struct Accumulator {
+    sums: Vec<Walk>,
+    marks: Vec<u32>,
+    stamp: u32,
+    touched: Vec<u32>,
+}
+
+impl Accumulator {
+    /// Starts a row, all zeros.
+    fn begin(&mut self) {
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.marks.iter_mut().for_each(|m| *m = 0);
+            self.stamp = 1;
+        }
+        self.touched.clear();
+    }
+
+    /// Adds `a · b` at user `w`.
+    #[inline]
+    fn add(&mut self, w: u32, a: Walk, b: Walk) {
+        let i = w as usize;
+        if self.marks[i] != self.stamp {
+            self.marks[i] = self.stamp;
+            self.sums[i] = 0;
+            self.touched.push(w);
+        }
+        mul_add(&mut self.sums[i], a, b);
+    }
+
+    /// The row's entries that are not 0.
+    fn finish(&mut self) -> Row {
+        self.touched.sort_unstable();
+        let mut out = Row::with_capacity(self.touched.len());
+        for &w in &self.touched {
+            let sum = self.sums[w as usize];
+            if sum != 0 {
+                out.push(w, sum);
+            }
+        }
+        out
+    }
+}
+
 /// What a worker emitted for one focus user, to diff the next computation against.
 #[derive(Default)]
 struct Emitted {
@@ -258,10 +305,8 @@ struct Walks {
     /// The focus users' multiplicities; `None`: every user is a focus user.
     focus: Option<HashMap<u32, Diff, RandomState>>,
     emitted: HashMap<u32, Emitted, RandomState>,
-    /// A dense accumulator over users: `sums[u]` is valid when `marks[u] == stamp`.
-    sums: Vec<Walk>,
-    marks: Vec<u32>,
-    stamp: u32,
+    /// Sums of one row at a time, over the users.
+    acc: Accumulator,
 }
 
 impl Walks {
@@ -275,8 +320,8 @@ impl Walks {
         self.owned.push(name.hashed() % self.peers == self.index);
         self.focused.push(self.owned[id as usize] && self.focus.is_none());
         self.adjacency.push(Row::default());
-        self.sums.push(0);
-        self.marks.push(0);
+        self.acc.sums.push(0);
+        self.acc.marks.push(0);
         id
     }
 
@@ -363,32 +408,13 @@ impl Walks {
 
     /// One row of the product `row · A`, zeros left out.
     fn times_graph(&mut self, row: impl Iterator<Item = (u32, Walk)>) -> Row {
-        self.stamp = self.stamp.wrapping_add(1);
-        if self.stamp == 0 {
-            self.marks.iter_mut().for_each(|m| *m = 0);
-            self.stamp = 1;
-        }
-        let mut touched = Vec::new();
+        self.acc.begin();
         for (v, a) in row {
             for (w, b) in self.adjacency[v as usize].iter() {
-                let w = w as usize;
-                if self.marks[w] != self.stamp {
-                    self.marks[w] = self.stamp;
-                    self.sums[w] = 0;
-                    touched.push(w as u32);
-                }
-                mul_add(&mut self.sums[w], a, b);
+                self.acc.add(w, a, b);
             }
         }
-        touched.sort_unstable();
-        let mut out = Row::with_capacity(touched.len());
-        for w in touched {
-            let sum = self.sums[w as usize];
-            if sum != 0 {
-                out.push(w, sum);
-            }
-        }
-        out
+        self.acc.finish()
     }
 
     /// How many of a focus user's best others are kept ranked ([`Emitted::top`]).
@@ -485,50 +511,77 @@ impl Walks {
                 }
             }
         }
-        let mut dw3: Rows = HashMap::default();
+        // `ΔA³` per owned focus user, sorted, without zeros.
+        let mut dw3: HashMap<u32, Row, RandomState> = HashMap::default();
         if self.hops >= 3 {
-            for (&f, df) in &delta_rows {
-                if !target(self, f) {
-                    continue;
-                }
-                for &(x, d) in df {
-                    let row = self.adjacency[x as usize].clone();
-                    for (w, c) in self.times_graph(row.iter()).iter() {
-                        mul_add(dw3.entry(f).or_default().entry(w).or_insert(0), d, c);
-                    }
-                }
-            }
-            // Scattered from each changed row of A² to its neighbours, or, with few focus
-            // users, gathered by each focus user from its neighbours' changed rows.
+            // `Δ·A'²` from the changed pairs' ends, then `A·ΔA²`: scattered from each changed
+            // row of A² to its neighbours, or, with few focus users, gathered by each focus
+            // user from its neighbours' changed rows into the dense accumulator.
             let few: Option<Vec<u32>> = self.focus.as_ref().and_then(|focus| {
                 let mine: Vec<u32> = focus.keys().copied().filter(|&f| target(self, f)).collect();
                 (mine.len() < dw2.len()).then_some(mine)
             });
+            let mut ends: Vec<(Walk, Row)> = Vec::new();
+            let mut ends_of = |walks: &mut Walks, f: u32| {
+                ends.clear();
+                for &(x, d) in delta_rows.get(&f).filter(|_| target(walks, f)).into_iter().flatten() {
+                    let row = walks.adjacency[x as usize].clone();
+                    ends.push((d, walks.times_graph(row.iter())));
+                }
+                std::mem::take(&mut ends)
+            };
             match few {
                 Some(mine) => {
                     for f in mine {
+                        let ends = ends_of(self, f);
+                        self.acc.begin();
+                        for (d, row) in &ends {
+                            for (w, c) in row.iter() {
+                                self.acc.add(w, *d, c);
+                            }
+                        }
                         let row = old_rows.get(&f).unwrap_or(&self.adjacency[f as usize]);
                         for (y, a) in row.iter() {
                             if let Some(dy) = dw2.get(&y) {
-                                let out = dw3.entry(f).or_default();
                                 for (&w, &d) in dy {
-                                    mul_add(out.entry(w).or_insert(0), a, d);
+                                    self.acc.add(w, a, d);
                                 }
                             }
+                        }
+                        let out = self.acc.finish();
+                        if !out.is_empty() {
+                            dw3.insert(f, out);
                         }
                     }
                 }
                 None => {
+                    let mut scattered: Rows = HashMap::default();
+                    let mut changed_ends: Vec<u32> = delta_rows.keys().copied().collect();
+                    changed_ends.sort_unstable();
+                    for f in changed_ends {
+                        for (d, row) in ends_of(self, f) {
+                            for (w, c) in row.iter() {
+                                mul_add(scattered.entry(f).or_default().entry(w).or_insert(0), d, c);
+                            }
+                        }
+                    }
                     for (&y, dy) in &dw2 {
                         let row = old_rows.get(&y).unwrap_or(&self.adjacency[y as usize]);
                         for (f, a) in row.iter() {
                             if !target(self, f) {
                                 continue;
                             }
-                            let out = dw3.entry(f).or_default();
+                            let out = scattered.entry(f).or_default();
                             for (&w, &d) in dy {
                                 mul_add(out.entry(w).or_insert(0), a, d);
                             }
+                        }
+                    }
+                    for (f, row) in scattered {
+                        let mut entries: Vec<(u32, Walk)> = row.into_iter().filter(|(_, d)| *d != 0).collect();
+                        entries.sort_unstable();
+                        if !entries.is_empty() {
+                            dw3.insert(f, Row::from_sorted(entries));
                         }
                     }
                 }
@@ -539,18 +592,20 @@ impl Walks {
             delta_rows.keys().chain(dw2.keys()).chain(dw3.keys()).copied().filter(|&f| target(self, f)).collect();
         changed.sort_unstable();
         changed.dedup();
-        let none = HashMap::default();
         for f in changed {
             let mut rows = self.emitted.remove(&f).unwrap_or_default();
             let mut others: Vec<u32> = delta_rows.get(&f).map_or(Vec::new(), |d| d.iter().map(|(u, _)| *u).collect());
-            for (hops, row, delta) in [(2, &mut rows.walks2, dw2.get(&f)), (3, &mut rows.walks3, dw3.get(&f))] {
-                let mut delta: Vec<(u32, Walk)> = delta
-                    .unwrap_or(&none)
-                    .iter()
-                    .filter(|(w, d)| **w != f && **d != 0)
-                    .map(|(w, d)| (*w, *d))
-                    .collect();
-                delta.sort_unstable();
+            let mut delta2: Vec<(u32, Walk)> = dw2
+                .get(&f)
+                .into_iter()
+                .flatten()
+                .filter(|(w, d)| **w != f && **d != 0)
+                .map(|(w, d)| (*w, *d))
+                .collect();
+            delta2.sort_unstable();
+            let delta3: Vec<(u32, Walk)> =
+                dw3.get(&f).into_iter().flat_map(Row::iter).filter(|(w, _)| *w != f).collect();
+            for (hops, row, delta) in [(2, &mut rows.walks2, delta2), (3, &mut rows.walks3, delta3)] {
                 others.extend(delta.iter().map(|(w, _)| *w));
                 let names = &self.names;
                 row.apply_delta(&delta, |w, old, new| {
@@ -1004,9 +1059,7 @@ where
         entries: 0,
         focus: (!whole_graph).then(HashMap::default),
         emitted: HashMap::default(),
-        sums: Vec::new(),
-        marks: Vec::new(),
-        stamp: 0,
+        acc: Accumulator::default(),
     };
     let walks = crate::checkpoint::keep_with("Walks", fresh(), Walks::save, |reader| {
         let mut walks = fresh();
