@@ -205,19 +205,23 @@ impl WalkRow {
         match self {
             WalkRow::Sparse(row) => apply_delta(row, delta, changed),
             WalkRow::Dense { values, len } => {
-                for &(w, d) in delta {
-                    let i = w as usize;
-                    if i >= values.len() {
-                        values.resize(i + 1, 0);
+                if let Some(&(last, _)) = delta.last() {
+                    if last as usize >= values.len() {
+                        values.resize(last as usize + 1, 0);
                     }
-                    let old = values[i];
-                    values[i] += d;
-                    match (old == 0, values[i] == 0) {
+                }
+                // The old values are read first, in a loop of independent loads whose cache
+                // misses overlap, rather than one at a time between the calls.
+                let olds: Vec<Walk> = delta.iter().map(|&(w, _)| values[w as usize]).collect();
+                for (&(w, d), old) in delta.iter().zip(olds) {
+                    let new = old + d;
+                    values[w as usize] = new;
+                    match (old == 0, new == 0) {
                         (true, false) => *len += 1,
                         (false, true) => *len -= 1,
                         _ => {}
                     }
-                    changed(w, old, values[i]);
+                    changed(w, old, new);
                 }
             }
         }
