@@ -275,6 +275,52 @@ impl Accumulator {
     }
 }
 
+/// Sparse rows in one vector: each row's entries sorted by user, without zeros, and where each
+/// row's entries are. A change at a hub changes thousands of rows of `A²` by an entry or two.
+struct SparseRows {
+    entries: Vec<(u32, Walk)>,
+    rows: HashMap<u32, (usize, usize), RandomState>,
+}
+
+impl SparseRows {
+    /// The rows of the sums of `(row, user, a, b)`: `a · b` added at `(row, user)`.
+    fn sum(mut products: Vec<(u32, u32, Walk, Walk)>) -> Self {
+        products.sort_unstable_by_key(|&(y, w, _, _)| (y, w));
+        let mut entries = Vec::new();
+        let mut rows = HashMap::default();
+        let mut i = 0;
+        while i < products.len() {
+            let (y, start) = (products[i].0, entries.len());
+            while i < products.len() && products[i].0 == y {
+                let (w, mut sum) = (products[i].1, 0);
+                while i < products.len() && (products[i].0, products[i].1) == (y, w) {
+                    mul_add(&mut sum, products[i].2, products[i].3);
+                    i += 1;
+                }
+                if sum != 0 {
+                    entries.push((w, sum));
+                }
+            }
+            if entries.len() > start {
+                rows.insert(y, (start, entries.len()));
+            }
+        }
+        SparseRows { entries, rows }
+    }
+
+    fn get(&self, row: u32) -> Option<&[(u32, Walk)]> {
+        self.rows.get(&row).map(|&(start, end)| &self.entries[start..end])
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, &[(u32, Walk)])> {
+        self.rows.iter().map(|(&row, &(start, end))| (row, &self.entries[start..end]))
+    }
+}
+
 /// What a worker emitted for one focus user, to diff the next computation against.
 #[derive(Default)]
 struct Emitted {
@@ -499,22 +545,18 @@ impl Walks {
         // The rows' differences, for the owned focus users not recomputed above.
         let target = |walks: &Walks, f: u32| walks.is_focus(f) && recompute.binary_search(&f).is_err();
         type Rows = HashMap<u32, HashMap<u32, Walk, RandomState>, RandomState>;
-        let mut dw2: Rows = HashMap::default();
+        let mut products: Vec<(u32, u32, Walk, Walk)> = Vec::new();
         for (&y, dy) in &delta_rows {
             for &(x, d) in dy {
-                for (w, b) in self.adjacency[x as usize].iter() {
-                    mul_add(dw2.entry(y).or_default().entry(w).or_insert(0), d, b);
-                }
+                products.extend(self.adjacency[x as usize].iter().map(|(w, b)| (y, w, d, b)));
             }
         }
         for (&x, dx) in &delta_rows {
             for (y, a) in old_rows[&x].iter() {
-                let row = dw2.entry(y).or_default();
-                for &(w, d) in dx {
-                    mul_add(row.entry(w).or_insert(0), a, d);
-                }
+                products.extend(dx.iter().map(|&(w, d)| (y, w, a, d)));
             }
         }
+        let dw2 = SparseRows::sum(products);
         // `ΔA³` per owned focus user, sorted, without zeros.
         let mut dw3: HashMap<u32, Row, RandomState> = HashMap::default();
         if self.hops >= 3 {
@@ -546,8 +588,8 @@ impl Walks {
                         }
                         let row = old_rows.get(&f).unwrap_or(&self.adjacency[f as usize]);
                         for (y, a) in row.iter() {
-                            if let Some(dy) = dw2.get(&y) {
-                                for (&w, &d) in dy {
+                            if let Some(dy) = dw2.get(y) {
+                                for &(w, d) in dy {
                                     self.acc.add(w, a, d);
                                 }
                             }
@@ -569,14 +611,14 @@ impl Walks {
                             }
                         }
                     }
-                    for (&y, dy) in &dw2 {
+                    for (y, dy) in dw2.iter() {
                         let row = old_rows.get(&y).unwrap_or(&self.adjacency[y as usize]);
                         for (f, a) in row.iter() {
                             if !target(self, f) {
                                 continue;
                             }
                             let out = scattered.entry(f).or_default();
-                            for (&w, &d) in dy {
+                            for &(w, d) in dy {
                                 mul_add(out.entry(w).or_insert(0), a, d);
                             }
                         }
@@ -593,20 +635,13 @@ impl Walks {
         }
 
         let mut changed: Vec<u32> =
-            delta_rows.keys().chain(dw2.keys()).chain(dw3.keys()).copied().filter(|&f| target(self, f)).collect();
+            delta_rows.keys().chain(dw2.rows.keys()).chain(dw3.keys()).copied().filter(|&f| target(self, f)).collect();
         changed.sort_unstable();
         changed.dedup();
         for f in changed {
             let mut rows = self.emitted.remove(&f).unwrap_or_default();
             let mut others: Vec<u32> = delta_rows.get(&f).map_or(Vec::new(), |d| d.iter().map(|(u, _)| *u).collect());
-            let mut delta2: Vec<(u32, Walk)> = dw2
-                .get(&f)
-                .into_iter()
-                .flatten()
-                .filter(|(w, d)| **w != f && **d != 0)
-                .map(|(w, d)| (*w, *d))
-                .collect();
-            delta2.sort_unstable();
+            let delta2: Vec<(u32, Walk)> = dw2.get(f).into_iter().flatten().filter(|(w, _)| *w != f).copied().collect();
             let delta3: Vec<(u32, Walk)> =
                 dw3.get(&f).into_iter().flat_map(Row::iter).filter(|(w, _)| *w != f).collect();
             for (hops, row, delta) in [(2, &mut rows.walks2, delta2), (3, &mut rows.walks3, delta3)] {
