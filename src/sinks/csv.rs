@@ -269,36 +269,53 @@ fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)])
     time_bytes.push(b',');
     let mut written = 0;
     let mut bytes = 0u64;
-    // Each run's next row.
-    let mut next = vec![0usize; runs.len()];
-    loop {
-        let mut least: Option<(u64, &[u8])> = None;
-        for (r, (run, _)) in runs.iter().enumerate() {
-            if next[r] < run.len() && least.is_none_or(|l| run.key(next[r]) < l) {
-                least = Some(run.key(next[r]));
+    let mut line = |w: &mut BufWriter<File>, row: &[u8], diff: Diff| -> std::io::Result<()> {
+        w.write_all(row)?;
+        w.write_all(&time_bytes)?;
+        let mut buffer = itoa::Buffer::new();
+        let diff_text = buffer.format(diff);
+        w.write_all(diff_text.as_bytes())?;
+        w.write_all(b"\n")?;
+        written += 1;
+        bytes += (row.len() + time_bytes.len() + diff_text.len() + 1) as u64;
+        Ok(())
+    };
+    if let [(run, weight)] = runs {
+        // One run (one worker's rows, as at `-w 1`): consolidated already, nothing to merge.
+        for i in 0..run.len() {
+            if i + PREFETCH_ROWS < run.len() {
+                run.prefetch(i + PREFETCH_ROWS);
+            }
+            let diff = run.diff(i) * weight;
+            if diff != 0 {
+                line(w, run.row(i), diff)?;
             }
         }
-        let Some(key) = least else { break };
-        let mut diff = 0;
-        for (r, (run, weight)) in runs.iter().enumerate() {
-            let i = next[r];
-            if i < run.len() && run.key(i) == key {
-                diff += run.diff(i) * weight;
-                next[r] = i + 1;
-                if i + PREFETCH_ROWS < run.len() {
-                    run.prefetch(i + PREFETCH_ROWS);
+    } else {
+        // Each run's next row.
+        let mut next = vec![0usize; runs.len()];
+        loop {
+            let mut least: Option<(u64, &[u8])> = None;
+            for (r, (run, _)) in runs.iter().enumerate() {
+                if next[r] < run.len() && least.is_none_or(|l| run.key(next[r]) < l) {
+                    least = Some(run.key(next[r]));
                 }
             }
-        }
-        if diff != 0 {
-            w.write_all(key.1)?;
-            w.write_all(&time_bytes)?;
-            let mut buffer = itoa::Buffer::new();
-            let diff_text = buffer.format(diff);
-            w.write_all(diff_text.as_bytes())?;
-            w.write_all(b"\n")?;
-            written += 1;
-            bytes += (key.1.len() + time_bytes.len() + diff_text.len() + 1) as u64;
+            let Some(key) = least else { break };
+            let mut diff = 0;
+            for (r, (run, weight)) in runs.iter().enumerate() {
+                let i = next[r];
+                if i < run.len() && run.key(i) == key {
+                    diff += run.diff(i) * weight;
+                    next[r] = i + 1;
+                    if i + PREFETCH_ROWS < run.len() {
+                        run.prefetch(i + PREFETCH_ROWS);
+                    }
+                }
+            }
+            if diff != 0 {
+                line(w, key.1, diff)?;
+            }
         }
     }
     w.flush()?;
