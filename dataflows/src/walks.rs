@@ -12,10 +12,11 @@
 //! dense ids (ids never leave the worker), and owns the focus users whose hash falls to it.
 //! For an owned focus user `f` the rows `A²[f]` (and `A³[f]` with three hops) are computed
 //! as one row of a sparse product: a dense accumulator over the users, filled by walking
-//! `f`'s neighbours and theirs. Each worker keeps the rows it emitted and, at a completed
-//! time, recomputes only the focus users whose walks may have changed and emits the
-//! difference, so loading a graph is one pass of products, and a single changed edge costs
-//! the products of the users within `hops − 1` of its ends.
+//! `f`'s neighbours and theirs. Each worker keeps the rows it emitted (sparse, or a value per
+//! user once a row reaches half of the users) and each focus user's best `2 · top_n` others
+//! ranked, and, at a completed time, recomputes only the focus users whose walks may have
+//! changed and emits the difference, so loading a graph is one pass of products, and a single
+//! changed edge costs the products of the users within `hops − 1` of its ends.
 //!
 //! Which users may change: a walk of length `k ≤ hops` from `f` that uses a changed pair uses
 //! unchanged pairs before the first changed one, and those are in the graph as it was. So `f`
@@ -83,10 +84,10 @@ fn mul_add(acc: &mut Walk, a: Walk, b: Walk) {
 /// A focus user's score of another user: (strength, two-hop walks, three-hop walks).
 type Score = (Walk, Walk, Walk);
 
-/// A sparse row: users sorted by id, each with its value, no zeros. Kept as two arrays, so
-/// that searches read only the users: 4 bytes an entry where `(u32, i128)` pairs take 32. A
-/// change at a hub makes thousands of searches into the long three-hop rows of dozens of focus
-/// users, and most of that time was cache misses on the pairs.
+/// A sparse row: users sorted by id, each with its value, no zeros (a user's strengths, a
+/// focus user's walks while they reach fewer than half of the users). Kept as two arrays, so
+/// that searches read only the users: 4 bytes an entry where `(u32, i128)` pairs take 32 (a
+/// change at a hub searches thousands of entries in dozens of focus users' rows).
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Row {
     users: Vec<u32>,
