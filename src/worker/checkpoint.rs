@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use dataflows::checkpoint::Registry;
 use serde::{Deserialize, Serialize};
 
+use crate::clickhouse::store::{CHECKPOINTS_TABLE, COMPLETE_TABLE};
 use crate::clickhouse::{store, Client, Target};
 use crate::sources::ResumeAt;
 
@@ -63,7 +64,11 @@ pub struct Saved {
 pub enum CheckpointError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{}: {reason} (without the {DIR} folder a --resume reads the input from its beginning)", path.display())]
+    #[error(
+        "{}: {reason} (without the {DIR} folder, and in a ClickHouse run without the rows of the database's \
+         {CHECKPOINTS_TABLE} and {COMPLETE_TABLE} tables, a --resume reads the input from its beginning)",
+        path.display()
+    )]
     Corrupt { path: PathBuf, reason: String },
     #[error(transparent)]
     State(#[from] dataflows::checkpoint::CheckpointError),

@@ -153,6 +153,21 @@ fn resumed_from_a_checkpoint_after_kill_or_stop_equals_an_uninterrupted_run() {
                     !refused.status.success() && stderr.contains("w0.bin") && stderr.contains("CRC"),
                     "{what}: a damaged checkpoint was not refused: {stderr}"
                 );
+                // So does one of an earlier format (its CRC intact), saying how to start over.
+                let mut earlier = good.clone();
+                earlier[..8].copy_from_slice(b"chfckpt1");
+                let body = earlier.len() - 4;
+                let crc = crc32fast::hash(&earlier[..body]);
+                earlier[body..].copy_from_slice(&crc.to_le_bytes());
+                std::fs::write(&saved, &earlier).unwrap();
+                let refused = chatflow().args(&resumed).output().unwrap();
+                let stderr = String::from_utf8_lossy(&refused.stderr);
+                assert!(
+                    !refused.status.success()
+                        && stderr.contains("not a chatflow checkpoint of this version")
+                        && stderr.contains("_checkpoints_complete"),
+                    "{what}: a checkpoint of an earlier format was not refused with the remedy: {stderr}"
+                );
                 std::fs::write(&saved, &good).unwrap();
             }
             let (read, printed) = resume(&args, cluster);
