@@ -184,7 +184,7 @@ proptest! {
 }
 
 /// A graph with hubs (preferential attachment, 60 users), three hops, ten focus users shown
-/// three connections each, then 400 single-edge changes, one a time, half deleting an edge and
+/// three connections each, then 400 single-edge changes, one per time, half deleting an edge and
 /// half adding one. Focus users' long rows are kept dense, and their kept rankings shrink as
 /// shown users' scores fall until they are ranked again: after every time the views equal the
 /// oracle's, at one and two workers.
