@@ -305,9 +305,6 @@ fn serve_run(
     Ok(std::thread::spawn(move || chatflow::serve::serve(store, listener, options, Some(&chatflow::worker::STOP))))
 }
 
-/// `chatflow score`: chat JSON lines on stdin → the same messages with their sentiment
-/// (`score`, the mean of the lexicon values hit; `score_milli`; `hits`; `class`) on stdout. A
-/// line that is not a chat event is reported on stderr with its line number and skipped.
 /// Each operator's seconds summed over this process's workers (`bench --profile`), the
 /// costliest 24, in milliseconds' precision.
 fn operator_seconds(reports: &[chatflow::worker::WorkerReport]) -> serde_json::Map<String, serde_json::Value> {
@@ -322,6 +319,9 @@ fn operator_seconds(reports: &[chatflow::worker::WorkerReport]) -> serde_json::M
     sums.into_iter().take(24).map(|(name, secs)| (name, serde_json::json!((secs * 1000.0).round() / 1000.0))).collect()
 }
 
+/// `chatflow score`: chat JSON lines on stdin → the same messages with their sentiment
+/// (`score`, the mean of the lexicon values hit; `score_milli`; `hits`; `class`) on stdout. A
+/// line that is not a chat event is reported on stderr with its line number and skipped.
 fn score_command(args: &chatflow::cli::ScoreArgs) -> Result<i32> {
     let lexica = chatflow::lexica::load(&args.lexicon_dir)?;
     let stdin = std::io::stdin().lock();

@@ -383,7 +383,8 @@ where
 }
 
 /// [`count_by_key`] over `(group, item)` keys, with the totals kept per group
-/// ([`total_by_group`], which says how `pact` delivers the updates): the rows `row(group, item, total)`, made where the totals are (no separate pass to shape them).
+/// ([`total_by_group`], which says how `pact` delivers the updates): the rows
+/// `row(group, item, total)`, made where the totals are (no separate pass to shape them).
 pub fn count_by_group<'s, T, G, I, R, D, P>(
     updates: VecCollection<'s, T, (G, I), R>,
     pact: P,

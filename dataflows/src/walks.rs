@@ -276,6 +276,17 @@ impl Accumulator {
     }
 }
 
+/// One row of the product `row · A` over the graph's `adjacency`, summed in `acc`, zeros left out.
+fn product(acc: &mut Accumulator, adjacency: &[Row], row: &Row) -> Row {
+    acc.begin();
+    for (v, a) in row.iter() {
+        for (w, b) in adjacency[v as usize].iter() {
+            acc.add(w, a, b);
+        }
+    }
+    acc.finish()
+}
+
 /// Sparse rows in one vector: each row's entries sorted by user, without zeros, and where each
 /// row's entries are. A change at a hub changes thousands of rows of `A²` by an entry or two.
 struct SparseRows {
@@ -458,14 +469,13 @@ impl Walks {
     }
 
     /// One row of the product `row · A`, zeros left out.
-    fn times_graph(&mut self, row: impl Iterator<Item = (u32, Walk)>) -> Row {
-        self.acc.begin();
-        for (v, a) in row {
-            for (w, b) in self.adjacency[v as usize].iter() {
-                self.acc.add(w, a, b);
-            }
-        }
-        self.acc.finish()
+    fn times_graph(&mut self, row: &Row) -> Row {
+        product(&mut self.acc, &self.adjacency, row)
+    }
+
+    /// `A²[u]`, the row of `u`'s strengths times the graph (without copying them first).
+    fn two_hops(&mut self, u: u32) -> Row {
+        product(&mut self.acc, &self.adjacency, &self.adjacency[u as usize])
     }
 
     /// How many of a focus user's best others are kept ranked ([`Emitted::top`]).
@@ -478,14 +488,13 @@ impl Walks {
         if !self.is_focus(f) {
             return Emitted::default();
         }
-        let strengths = self.adjacency[f as usize].clone();
-        let walks2 = self.times_graph(strengths.iter());
-        let walks3 = if self.hops >= 3 { self.times_graph(walks2.iter()) } else { Row::default() };
+        let walks2 = self.two_hops(f);
+        let walks3 = if self.hops >= 3 { self.times_graph(&walks2) } else { Row::default() };
         let without_f = |row: Row| Row::from_sorted(row.iter().filter(|(u, _)| *u != f));
         let users = self.names.len();
         let (walks2, walks3) = (WalkRow::new(without_f(walks2), users), WalkRow::new(without_f(walks3), users));
 
-        let top = self.top_of(&strengths, &walks2, &walks3, self.kept());
+        let top = self.top_of(&self.adjacency[f as usize], &walks2, &walks3, self.kept());
         let complete = top.len() < self.kept();
         Emitted { walks2, walks3, top, complete }
     }
@@ -568,14 +577,9 @@ impl Walks {
                 let mine: Vec<u32> = focus.keys().copied().filter(|&f| target(self, f)).collect();
                 (mine.len() < dw2.len()).then_some(mine)
             });
-            let mut ends: Vec<(Walk, Row)> = Vec::new();
-            let mut ends_of = |walks: &mut Walks, f: u32| {
-                ends.clear();
-                for &(x, d) in delta_rows.get(&f).filter(|_| target(walks, f)).into_iter().flatten() {
-                    let row = walks.adjacency[x as usize].clone();
-                    ends.push((d, walks.times_graph(row.iter())));
-                }
-                std::mem::take(&mut ends)
+            let ends_of = |walks: &mut Walks, f: u32| -> Vec<(Walk, Row)> {
+                let changed = delta_rows.get(&f).filter(|_| target(walks, f)).into_iter().flatten();
+                changed.map(|&(x, d)| (d, walks.two_hops(x))).collect()
             };
             match few {
                 Some(mine) => {

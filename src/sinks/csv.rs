@@ -269,53 +269,39 @@ fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)])
     time_bytes.push(b',');
     let mut written = 0;
     let mut bytes = 0u64;
-    let mut line = |w: &mut BufWriter<File>, row: &[u8], diff: Diff| -> std::io::Result<()> {
-        w.write_all(row)?;
-        w.write_all(&time_bytes)?;
-        let mut buffer = itoa::Buffer::new();
-        let diff_text = buffer.format(diff);
-        w.write_all(diff_text.as_bytes())?;
-        w.write_all(b"\n")?;
-        written += 1;
-        bytes += (row.len() + time_bytes.len() + diff_text.len() + 1) as u64;
-        Ok(())
-    };
-    if let [(run, weight)] = runs {
-        // One run (one worker's rows, as at `-w 1`): consolidated already, nothing to merge.
-        for i in 0..run.len() {
-            if i + PREFETCH_ROWS < run.len() {
-                run.prefetch(i + PREFETCH_ROWS);
-            }
-            let diff = run.diff(i) * weight;
-            if diff != 0 {
-                line(w, run.row(i), diff)?;
+    // Each run's next row.
+    let mut next = vec![0usize; runs.len()];
+    loop {
+        // The run whose next row is the least (the first of equal ones): its row is written
+        // without comparing it with itself, so one run (`-w 1`) is written with no comparison.
+        let mut least: Option<usize> = None;
+        for (r, (run, _)) in runs.iter().enumerate() {
+            if next[r] < run.len() && least.is_none_or(|l| run.key(next[r]) < runs[l].0.key(next[l])) {
+                least = Some(r);
             }
         }
-    } else {
-        // Each run's next row.
-        let mut next = vec![0usize; runs.len()];
-        loop {
-            let mut least: Option<(u64, &[u8])> = None;
-            for (r, (run, _)) in runs.iter().enumerate() {
-                if next[r] < run.len() && least.is_none_or(|l| run.key(next[r]) < l) {
-                    least = Some(run.key(next[r]));
+        let Some(l) = least else { break };
+        let key = runs[l].0.key(next[l]);
+        let mut diff = 0;
+        for (r, (run, weight)) in runs.iter().enumerate() {
+            let i = next[r];
+            if r == l || (i < run.len() && run.key(i) == key) {
+                diff += run.diff(i) * weight;
+                next[r] = i + 1;
+                if i + PREFETCH_ROWS < run.len() {
+                    run.prefetch(i + PREFETCH_ROWS);
                 }
             }
-            let Some(key) = least else { break };
-            let mut diff = 0;
-            for (r, (run, weight)) in runs.iter().enumerate() {
-                let i = next[r];
-                if i < run.len() && run.key(i) == key {
-                    diff += run.diff(i) * weight;
-                    next[r] = i + 1;
-                    if i + PREFETCH_ROWS < run.len() {
-                        run.prefetch(i + PREFETCH_ROWS);
-                    }
-                }
-            }
-            if diff != 0 {
-                line(w, key.1, diff)?;
-            }
+        }
+        if diff != 0 {
+            w.write_all(key.1)?;
+            w.write_all(&time_bytes)?;
+            let mut buffer = itoa::Buffer::new();
+            let diff_text = buffer.format(diff);
+            w.write_all(diff_text.as_bytes())?;
+            w.write_all(b"\n")?;
+            written += 1;
+            bytes += (key.1.len() + time_bytes.len() + diff_text.len() + 1) as u64;
         }
     }
     w.flush()?;
