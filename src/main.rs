@@ -197,6 +197,7 @@ fn real_main(cli: Cli) -> Result<i32> {
                 "worker_operator_seconds": outcome.reports.iter().filter(|r| !r.operator_seconds.is_empty())
                     .map(|r| (r.operator_seconds.iter().map(|(_, secs)| secs).sum::<f64>() * 1000.0).round() / 1000.0)
                     .collect::<Vec<_>>(),
+                "writer_thread_seconds": (chatflow::sinks::csv::writing_seconds() * 1000.0).round() / 1000.0,
                 "rows_written": outcome.rows_written().into_iter()
                     .map(|(v, n)| (v.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
                 "peak_rss_at_records": outcome.rss_at_records.iter()

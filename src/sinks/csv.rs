@@ -2,21 +2,24 @@
 //! view's columns, then `time`, then `diff`).
 //!
 //! ```text
-//!   view rows ─► CsvEncode(view)            ──Exchange(→ worker 0)──► CsvWrite(view) ──► <dir>/<view>.csv
-//!   (every      per completed time: consolidate,                      per completed time: merge the
-//!    worker)    encode, sort → one sorted run                         workers' runs, append, flush
-//!                                                                         └─► (empty, probed: "written")
+//!   view rows ─► CsvEncode(view)            ──Exchange(→ worker 0)──► CsvWrite(view) ═══► csv-writer thread ──► <dir>/<view>.csv
+//!   (every      per completed time: consolidate,                      per completed time:  merges the workers'
+//!    worker)    encode, sort → one sorted run                         hand the runs over,  runs, appends, flushes,
+//!                                                                     hold the time until  tells CsvWrite
+//!                                                                     told ─► (empty, probed: "written")
 //! ```
 //!
 //! Every worker consolidates and encodes its own share of each completed time and sorts it by
 //! the encoded row (by a fixed-seed hash of it first, so that sorting compares integers: the
-//! order within a time looks random but is the same in every run); worker 0, which alone
-//! writes the file, merges the workers' sorted runs
-//! (summing equal rows, dropping zeros) and appends them, times in increasing order, then
-//! flushes. So the expensive part runs on every worker, a file holds complete times only, its
-//! bytes do not depend on the number of workers or processes, and a row's multiplicity after
-//! summing its diffs is that of the view. Both stages hold a capability for each time they
-//! have not finished: a probe on the writer passes a time once that time is in the file.
+//! order within a time looks random but is the same in every run). Worker 0 receives every
+//! worker's runs and hands each completed time's to the process's writer thread
+//! ([`FileWriter`]), which merges them (summing equal rows, dropping zeros) and appends them,
+//! times in increasing order, then flushes. So the expensive part runs on every worker, the
+//! writing beside them, a file holds complete times only, its bytes do not depend on the
+//! number of workers or processes, and a row's multiplicity after summing its diffs is that of
+//! the view. Both stages hold a capability for each time they have not finished (`CsvWrite`
+//! until the thread says the time is flushed): a probe on the writer passes a time once that
+//! time is in the file.
 //!
 //! Delivery: exactly once. A new run rewrites the files from the start; a run that finishes
 //! leaves exactly the view's changes. A stopped or crashed run leaves a prefix of whole times
@@ -24,17 +27,24 @@
 //! (or the beginning of the log; ingestion times are deterministic), cuts each file back to
 //! the recorded upper (see `progress`) and appends only the updates at or after it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 
-use dataflows::operators::{accumulate_in_time_order, in_time_order};
+use dataflows::operators::accumulate_in_time_order;
 use dataflows::Diff;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use timely::scheduling::SyncActivator;
 
 use dataflows::ViewRow;
 
@@ -104,9 +114,9 @@ pub struct SinkShared {
 
 pub type SinkHandle = Rc<RefCell<SinkShared>>;
 
-/// Writes `rows` to `<dir>/<view>.csv` from worker 0; returns the writer's (empty) output
-/// stream, whose frontier passes a time once that time is written and flushed, and the shared
-/// state.
+/// Writes `rows` to `<dir>/<view>.csv` with `files`, the process's writer, given on worker 0
+/// only (which alone writes); returns the writer's (empty) output stream, whose frontier
+/// passes a time once that time is written and flushed, and the shared state.
 ///
 /// With `resume = Some((upper, length))`, the file already holds every update before `upper`:
 /// it is cut back to those (a crash may have left more; `length`, if the progress record
@@ -115,9 +125,10 @@ pub fn csv_sink<'s, R: ViewRow>(
     rows: VecCollection<'s, u64, R>,
     dir: &Path,
     resume: Option<(u64, Option<u64>)>,
+    files: Option<&FileWriter>,
 ) -> (Written<'s>, SinkHandle) {
     let shared: SinkHandle = Rc::default();
-    let writer_worker = rows.inner.scope().index() == 0;
+    let writer_worker = files.is_some();
     let view = R::DEF;
     shared.borrow_mut().view = view.name;
     let path = dir.join(format!("{}.csv", view.name));
@@ -166,33 +177,181 @@ pub fn csv_sink<'s, R: ViewRow>(
     );
 
     let handle = Rc::clone(&shared);
+    let written = write_stage(runs, files.zip(writer), shared, path);
+    (written, handle)
+}
+
+/// `CsvWrite(view)`: worker 0 receives every worker's runs; once a time is complete it hands
+/// them to the process's [`FileWriter`] and holds the time's capability until the writer says
+/// the time is in the file, so the returned (empty) stream's frontier passes a time only once
+/// that time is written and flushed.
+fn write_stage<'s>(
+    runs: VecCollection<'s, u64, EncodedRun>,
+    writer: Option<(&FileWriter, BufWriter<File>)>,
+    shared: SinkHandle,
+    path: std::path::PathBuf,
+) -> Written<'s> {
+    let view = shared.borrow().view;
     // Only the writer counts: a process without worker 0 writes no change file.
-    let rows_metric = writer.as_ref().map(|_| crate::metrics::rows_written(view.name));
-    let written = in_time_order(
-        runs,
+    let rows_metric = writer.as_ref().map(|_| crate::metrics::rows_written(view));
+    let mut file = writer.map(|(files, w)| files.open(w));
+    let scope = runs.inner.scope();
+    let name = format!("CsvWrite({view})");
+    runs.inner.unary_frontier::<CapacityContainerBuilder<Vec<((), u64, Diff)>>, _, _, _>(
         Exchange::new(|_: &(EncodedRun, u64, Diff)| 0),
-        &format!("CsvWrite({})", view.name),
-        move |time: &u64, runs: Vec<(EncodedRun, Diff)>, _emit: &mut dyn FnMut((), Diff)| {
-            let Some(w) = writer.as_mut() else { return };
-            let mut shared = shared.borrow_mut();
-            if shared.limit.is_some_and(|limit| *time >= limit) {
-                return;
-            }
-            match write_merged(w, *time, &runs) {
-                Ok((rows, bytes)) => {
-                    rows_metric.iter().for_each(|m| m.increment(rows));
-                    shared.length += bytes;
-                    let length = shared.length;
-                    shared.lengths.push_back((*time, length));
+        &name,
+        move |_cap, info| {
+            let written = Arc::new(Flushed::new(scope.worker().sync_activator_for(info.address.to_vec())));
+            // Each time's runs until the time is complete, with a capability for it.
+            let mut pending: BTreeMap<u64, (Capability<u64>, Vec<(EncodedRun, Diff)>)> = BTreeMap::new();
+            // Times handed to the writer, oldest first.
+            let mut in_flight: VecDeque<Capability<u64>> = VecDeque::new();
+            move |(input, frontier), output| {
+                let port = output.output_index();
+                input.for_each_stamp(|cap, containers| {
+                    for container in containers {
+                        for (run, time, diff) in container.drain(..) {
+                            let slot = pending.entry(time).or_insert_with(|| (cap.delayed(&time, port), Vec::new()));
+                            slot.1.push((run, diff));
+                        }
+                    }
+                });
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (time, (cap, runs)) = entry.remove_entry();
+                    let Some(f) = file.as_ref() else { continue };
+                    if shared.borrow().limit.is_some_and(|limit| time >= limit) {
+                        continue;
+                    }
+                    if f.write(time, runs, &written) {
+                        in_flight.push_back(cap);
+                    } else {
+                        file = None;
+                        let source = std::io::Error::other("the change files' writer thread is gone");
+                        shared.borrow_mut().error.get_or_insert(SinkError::Io { path: path.clone(), source });
+                    }
                 }
-                Err(source) => {
-                    shared.error.get_or_insert(SinkError::Io { path: path.clone(), source });
-                    writer = None;
+                for (time, outcome) in written.take() {
+                    let cap = in_flight.pop_front().expect("a time in flight for each one written");
+                    debug_assert_eq!(*cap.time(), time);
+                    let mut shared = shared.borrow_mut();
+                    match outcome {
+                        Ok((rows, bytes)) => {
+                            rows_metric.iter().for_each(|m| m.increment(rows));
+                            shared.length += bytes;
+                            let length = shared.length;
+                            shared.lengths.push_back((time, length));
+                        }
+                        Err(source) => {
+                            shared.error.get_or_insert(SinkError::Io { path: path.clone(), source });
+                        }
+                    }
                 }
             }
         },
-    );
-    (written.inner, handle)
+    )
+}
+
+/// The thread that merges and writes worker 0's change files, one view after another in the
+/// order their times complete: the files' bytes are written beside the workers, not by worker
+/// 0 between its own share of the work (at `-w 2` on the peer workload it was busy 0.3 s
+/// longer than worker 1). One thread per process, so writing takes at most one core.
+pub struct FileWriter {
+    jobs: mpsc::Sender<Job>,
+    /// Files opened so far: the next one's number.
+    opened: Cell<usize>,
+}
+
+/// Time the writer threads of this process spent merging and writing (`bench --profile`).
+static WRITING_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// Seconds this process's change-file writers spent merging and writing runs so far.
+pub fn writing_seconds() -> f64 {
+    WRITING_NANOS.load(Ordering::Relaxed) as f64 / 1e9
+}
+
+enum Job {
+    /// A file to write, numbered in the order they arrive.
+    Open(BufWriter<File>),
+    /// Time `time` of file `file`: the workers' runs, merged and appended; told to `written`.
+    Write { file: usize, time: u64, runs: Vec<(EncodedRun, Diff)>, written: Arc<Flushed> },
+}
+
+/// One file's end of the [`FileWriter`].
+pub struct FileHandle {
+    jobs: mpsc::Sender<Job>,
+    file: usize,
+}
+
+/// The times of one file written (or failed), oldest first, and the operator to wake for them.
+struct Flushed {
+    done: Mutex<Vec<(u64, std::io::Result<(u64, u64)>)>>,
+    activator: SyncActivator,
+}
+
+impl Flushed {
+    fn new(activator: SyncActivator) -> Self {
+        Flushed { done: Mutex::new(Vec::new()), activator }
+    }
+    fn take(&self) -> Vec<(u64, std::io::Result<(u64, u64)>)> {
+        std::mem::take(&mut *self.done.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+    fn tell(&self, time: u64, outcome: std::io::Result<(u64, u64)>) {
+        self.done.lock().unwrap_or_else(|p| p.into_inner()).push((time, outcome));
+        // The worker may be gone (a run that stopped): nothing waits for this time then.
+        let _ = self.activator.activate();
+    }
+}
+
+impl FileWriter {
+    /// Starts the thread; it ends once every handle is dropped, after the files' last writes.
+    pub fn spawn() -> FileWriter {
+        let (jobs, receiver) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("csv-writer".into())
+            .spawn(move || {
+                let mut files: Vec<Option<BufWriter<File>>> = Vec::new();
+                for job in receiver {
+                    match job {
+                        Job::Open(w) => files.push(Some(w)),
+                        Job::Write { file, time, runs, written } => {
+                            let began = std::time::Instant::now();
+                            let outcome = match files[file].as_mut() {
+                                Some(w) => write_merged(w, time, &runs),
+                                None => Err(std::io::Error::other("not written after an earlier error")),
+                            };
+                            if outcome.is_err() {
+                                files[file] = None;
+                            }
+                            drop(runs);
+                            WRITING_NANOS.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                            written.tell(time, outcome);
+                        }
+                    }
+                }
+            })
+            .expect("spawning the change files' writer");
+        FileWriter { jobs, opened: Cell::new(0) }
+    }
+
+    /// Hands `w` to the thread.
+    fn open(&self, w: BufWriter<File>) -> FileHandle {
+        let file = self.opened.get();
+        self.opened.set(file + 1);
+        // The thread only ends once every sender is gone, and `self` holds one.
+        self.jobs.send(Job::Open(w)).expect("the change files' writer runs while its owner does");
+        FileHandle { jobs: self.jobs.clone(), file }
+    }
+}
+
+impl FileHandle {
+    /// Asks for `time`'s runs to be merged and appended; false if the thread is gone.
+    fn write(&self, time: u64, runs: Vec<(EncodedRun, Diff)>, written: &Arc<Flushed>) -> bool {
+        let job = Job::Write { file: self.file, time, runs, written: Arc::clone(written) };
+        self.jobs.send(job).is_ok()
+    }
 }
 
 /// Opens a view's change file: new, with its header; or, when resuming at `upper`, cut back to
@@ -318,6 +477,8 @@ pub struct CsvSink {
     views: Vec<SinkHandle>,
     progress: Option<crate::sinks::progress::ProgressHandle>,
     freshness: Freshness,
+    /// Worker 0's writer thread, started with its first view.
+    files: Option<FileWriter>,
 }
 
 impl CsvSink {
@@ -329,14 +490,18 @@ impl CsvSink {
             Some(_) => crate::sinks::progress::read_lengths(dir),
             None => Default::default(),
         };
-        CsvSink { dir: dir.to_path_buf(), resume, lengths, views: Vec::new(), progress: None, freshness }
+        CsvSink { dir: dir.to_path_buf(), resume, lengths, views: Vec::new(), progress: None, freshness, files: None }
     }
 }
 
 impl crate::sinks::Sink for CsvSink {
     fn export<'s, R: ViewRow>(&mut self, rows: VecCollection<'s, u64, R>) -> Written<'s> {
         let length = self.lengths.get(R::DEF.name).copied();
-        let (written, handle) = csv_sink(rows, &self.dir, self.resume.map(|upper| (upper, length)));
+        if rows.inner.scope().index() == 0 && self.files.is_none() {
+            self.files = Some(FileWriter::spawn());
+        }
+        let resume = self.resume.map(|upper| (upper, length));
+        let (written, handle) = csv_sink(rows, &self.dir, resume, self.files.as_ref());
         self.views.push(handle);
         written
     }
