@@ -41,6 +41,12 @@ fn generated_fixture_matches_oracle_at_1_2_4_workers() {
             Some(base) => assert_same_files(base, &out, &CHAT_VIEWS, &format!("differs between -w 1 and -w {workers}")),
         }
     }
+    // All 30,000 messages at one time: its word_counts (1.5 MB) is more than a change file's
+    // buffer, so the writer thread writes it, where the small times above are written by
+    // worker 0 itself.
+    let out = dir.path().join("out-one-time");
+    let actual = run_views_of(&fixture, &out, &["-w", "2", "--batch", "30000"]);
+    assert_views_eq(&actual, &expected, "-w 2, one time");
 }
 
 #[test]
