@@ -200,22 +200,52 @@ where
         .as_collection()
 }
 
-/// A time's sums per group and item, kept from time to time: a group's map of items is reused
-/// while the group keeps receiving updates.
+/// Totals per group and item.
 type Nested<G, I, R> = HashMap<G, HashMap<I, R, RandomState>, RandomState>;
 
-/// Hands each group of a time's `sums` with its items (drained, so the maps keep their
-/// allocations for the next time) to `each`; groups that received nothing since the last
-/// time go.
-fn drain_nested<G: Hash + Eq, I: Hash + Eq, R>(
-    sums: &mut Nested<G, I, R>,
-    mut each: impl FnMut(&G, std::collections::hash_map::Drain<'_, I, R>),
-) {
-    sums.retain(|_, items| !items.is_empty());
-    for (group, items) in sums.iter_mut() {
-        let used = items.len();
-        each(group, items.drain());
-        trim_scratch(items, used);
+/// A time's sums per group and item, kept from time to time: a group's map of items is reused
+/// while the group keeps receiving updates, and the emptied map of a group that stopped (a
+/// window past) is kept for a new group, which would otherwise grow one from empty by
+/// rehashing (a new window every minute of every channel).
+struct GroupSums<G, I, R> {
+    groups: Nested<G, I, R>,
+    spare: Vec<HashMap<I, R, RandomState>>,
+}
+
+impl<G, I, R> Default for GroupSums<G, I, R> {
+    fn default() -> Self {
+        GroupSums { groups: HashMap::default(), spare: Vec::new() }
+    }
+}
+
+/// How many emptied maps [`GroupSums`] keeps for new groups.
+const SPARE_MAPS: usize = 64;
+
+impl<G: Hash + Eq, I: Hash + Eq, R: Semigroup> GroupSums<G, I, R> {
+    /// Adds `diff` to `item`'s sum in `group`.
+    fn add(&mut self, group: G, item: I, diff: R) {
+        let items = self.groups.entry(group).or_insert_with(|| self.spare.pop().unwrap_or_default());
+        sum_into(items, item, diff);
+    }
+
+    /// Hands each group with its items (drained, so the maps keep their allocations for the
+    /// next time) to `each`; groups that received nothing since the last time go.
+    fn drain(&mut self, mut each: impl FnMut(&G, std::collections::hash_map::Drain<'_, I, R>)) {
+        let spare = &mut self.spare;
+        self.groups.retain(|_, items| {
+            if !items.is_empty() {
+                return true;
+            }
+            if spare.len() < SPARE_MAPS {
+                spare.push(std::mem::take(items));
+            }
+            false
+        });
+        for (group, items) in self.groups.iter_mut() {
+            let used = items.len();
+            each(group, items.drain());
+            trim_scratch(items, used);
+        }
     }
 }
 
@@ -363,13 +393,16 @@ where
     P: ParallelizationContract<T, Vec<((G, I), T, R)>>,
 {
     let groups = checkpoint::keep::<Nested<G, I, R>>(name, HashMap::default());
-    let absorb =
-        |sums: &mut Nested<G, I, R>, (group, item): (G, I), diff| sum_into(sums.entry(group).or_default(), item, diff);
-    accumulate_in_time_order(updates, pact, name, absorb, move |time, sums: &mut Nested<G, I, R>, emit| {
+    let absorb = |sums: &mut GroupSums<G, I, R>, (group, item): (G, I), diff| sums.add(group, item, diff);
+    accumulate_in_time_order(updates, pact, name, absorb, move |time, sums: &mut GroupSums<G, I, R>, emit| {
         let groups = &mut *groups.borrow_mut();
         expire(&mut expiry, time, groups);
-        drain_nested(sums, |group, deltas| {
-            let totals = groups.entry(group.clone()).or_default();
+        sums.drain(|group, deltas| {
+            // A new group's totals start with room for its first items.
+            let room = deltas.len();
+            let totals = groups
+                .entry(group.clone())
+                .or_insert_with(|| HashMap::with_capacity_and_hasher(room, RandomState::default()));
             for (item, delta) in deltas {
                 if !delta.is_zero() {
                     add_to_total(totals, item, delta, |item, old, new| changed(group, item, old, new, emit));
@@ -721,11 +754,10 @@ where
         },
     );
     // A time's changes, summed per group and item as they arrive.
-    let absorb =
-        |sums: &mut Nested<G, I, R>, (group, item): (G, I), diff| sum_into(sums.entry(group).or_default(), item, diff);
-    accumulate_in_time_order(scores, pact, name, absorb, move |_time, sums: &mut Nested<G, I, R>, emit| {
+    let absorb = |sums: &mut GroupSums<G, I, R>, (group, item): (G, I), diff| sums.add(group, item, diff);
+    accumulate_in_time_order(scores, pact, name, absorb, move |_time, sums: &mut GroupSums<G, I, R>, emit| {
         let groups = &mut *groups.borrow_mut();
-        drain_nested(sums, |group, items| {
+        sums.drain(|group, items| {
             let ranking = groups.entry(group.clone()).or_insert_with(Ranking::new);
             for (item, delta) in items {
                 if !delta.is_zero() {
@@ -790,17 +822,17 @@ where
                 .collect())
         },
     );
-    let absorb = |sums: &mut Nested<G, (I, R), Diff>, (group, item, score): (G, I, R), diff| {
-        sum_into(sums.entry(group).or_default(), (item, score), diff)
+    let absorb = |sums: &mut GroupSums<G, (I, R), Diff>, (group, item, score): (G, I, R), diff| {
+        sums.add(group, (item, score), diff)
     };
     accumulate_in_time_order(
         leaders,
         exchange,
         &name,
         absorb,
-        move |_time, sums: &mut Nested<G, (I, R), Diff>, emit| {
+        move |_time, sums: &mut GroupSums<G, (I, R), Diff>, emit| {
             let boards = &mut *boards.borrow_mut();
-            drain_nested(sums, |group, changes| {
+            sums.drain(|group, changes| {
                 let board = boards
                     .entry(group.clone())
                     .or_insert_with(|| Board { leaders: BTreeSet::new(), emitted: Vec::new() });
