@@ -405,7 +405,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Also report the time spent in each named operator, summed over the workers, and each
-    /// worker's total (`operator_seconds`, `worker_operator_seconds`).
+    /// worker's total (`operator_seconds`, `worker_operator_seconds`; the change files'
+    /// writer thread is always reported, as `writer_thread_seconds`).
     #[arg(long)]
     pub profile: bool,
     /// With --kafka: only read the topics to the end offsets seen at start, with the source's
