@@ -16,11 +16,14 @@ use std::hash::Hash;
 use differential_dataflow::difference::{Monoid, Semigroup};
 use differential_dataflow::{AsCollection, Data, ExchangeData, Hashable, VecCollection};
 use foldhash::fast::RandomState;
+use timely::communication::Pull;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::channels::Message;
+use timely::dataflow::operators::generic::{InputHandleCore, Operator};
 use timely::dataflow::operators::Capability;
 use timely::order::TotalOrder;
+use timely::progress::frontier::MutableAntichain;
 use timely::progress::Timestamp;
 
 use crate::checkpoint;
@@ -106,8 +109,68 @@ where
     Exchange::new(|update: &((G, I), T, R)| update.0.hashed())
 }
 
-/// What has arrived for each time that is not complete yet, with a capability for that time.
-type Pending<T, A> = BTreeMap<T, (Capability<T>, A)>;
+/// What has arrived for each time that is not complete yet, with a capability for that time:
+/// the skeleton of the operators that handle each time once it is complete, times in
+/// increasing order ([`accumulate_in_time_order`]; the change files' writer, which keeps a
+/// time's capability until the time is on disk).
+pub struct InTimeOrder<T: Timestamp, A> {
+    pending: BTreeMap<T, (Capability<T>, A)>,
+    /// Emptied accumulators, for the next times.
+    spare: Vec<A>,
+}
+
+impl<T: Timestamp, A> Default for InTimeOrder<T, A> {
+    fn default() -> Self {
+        InTimeOrder { pending: BTreeMap::new(), spare: Vec::new() }
+    }
+}
+
+impl<T: Timestamp + TotalOrder, A: Default> InTimeOrder<T, A> {
+    /// Folds each update that arrived on `input` into its time's accumulator with `absorb`,
+    /// taking a capability (for output `port`) for a time new to it.
+    pub fn absorb<D, R, P>(
+        &mut self,
+        input: &mut InputHandleCore<T, Vec<(D, T, R)>, P>,
+        port: usize,
+        mut absorb: impl FnMut(&mut A, D, R),
+    ) where
+        P: Pull<Message<T, Vec<(D, T, R)>>>,
+    {
+        let (pending, spare) = (&mut self.pending, &mut self.spare);
+        input.for_each_stamp(|cap, containers| {
+            for container in containers {
+                for (data, time, diff) in container.drain(..) {
+                    let slot = match pending.entry(time) {
+                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(e) => {
+                            let cap = cap.delayed(e.key(), port);
+                            e.insert((cap, spare.pop().unwrap_or_default()))
+                        }
+                    };
+                    absorb(&mut slot.1, data, diff);
+                }
+            }
+        });
+    }
+
+    /// The earliest time that `frontier` has passed, with its capability and what arrived for
+    /// it.
+    pub fn next_complete(&mut self, frontier: &MutableAntichain<T>) -> Option<(T, Capability<T>, A)> {
+        let entry = self.pending.first_entry()?;
+        if frontier.less_equal(entry.key()) {
+            return None;
+        }
+        let (time, (cap, accumulated)) = entry.remove_entry();
+        Some((time, cap, accumulated))
+    }
+
+    /// Keeps an emptied accumulator, allocations and all, for a later time.
+    pub fn recycle(&mut self, accumulated: A) {
+        if self.spare.len() < 2 {
+            self.spare.push(accumulated);
+        }
+    }
+}
 
 /// returns what `process` makes of each completed time: updates are buffered by time and,
 /// once the input frontier has passed a time, all of its updates are handed to `process`
@@ -165,35 +228,14 @@ where
     updates
         .inner
         .unary_frontier::<CapacityContainerBuilder<Vec<(D2, T, Diff)>>, _, _, _>(pact, name, move |_cap, _info| {
-            let mut pending: Pending<T, A> = BTreeMap::new();
-            // Emptied accumulators, for the next times.
-            let mut spare: Vec<A> = Vec::new();
+            let mut times = InTimeOrder::<T, A>::default();
             move |(input, frontier), output| {
                 let port = output.output_index();
-                input.for_each_stamp(|cap, containers| {
-                    for container in containers {
-                        for (data, time, diff) in container.drain(..) {
-                            let slot = match pending.entry(time) {
-                                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                                std::collections::btree_map::Entry::Vacant(e) => {
-                                    let cap = cap.delayed(e.key(), port);
-                                    e.insert((cap, spare.pop().unwrap_or_default()))
-                                }
-                            };
-                            absorb(&mut slot.1, data, diff);
-                        }
-                    }
-                });
-                while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
-                    }
-                    let (time, (cap, mut accumulated)) = entry.remove_entry();
+                times.absorb(input, port, &mut absorb);
+                while let Some((time, cap, mut accumulated)) = times.next_complete(frontier) {
                     let mut session = output.session(&cap);
                     process(&time, &mut accumulated, &mut |data, diff| session.give((data, time.clone(), diff)));
-                    if spare.len() < 2 {
-                        spare.push(accumulated);
-                    }
+                    times.recycle(accumulated);
                 }
             }
         })

@@ -28,7 +28,7 @@
 //! the recorded upper (see `progress`) and appends only the updates at or after it.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -36,7 +36,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
-use dataflows::operators::accumulate_in_time_order;
+use dataflows::operators::{accumulate_in_time_order, InTimeOrder};
 use dataflows::Diff;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
@@ -206,7 +206,7 @@ fn write_stage<'s>(
         move |_cap, info| {
             let flushed = Arc::new(Flushed::new(scope.worker().sync_activator_for(info.address.to_vec())));
             // Each time's runs until the time is complete, with a capability for it.
-            let mut pending: BTreeMap<u64, (Capability<u64>, Vec<(EncodedRun, Diff)>)> = BTreeMap::new();
+            let mut times = InTimeOrder::<u64, Vec<(EncodedRun, Diff)>>::default();
             // Times handed to the writer, oldest first.
             let mut in_flight: VecDeque<Capability<u64>> = VecDeque::new();
             let limit = Rc::clone(&shared);
@@ -228,19 +228,8 @@ fn write_stage<'s>(
             };
             move |(input, frontier), output| {
                 let port = output.output_index();
-                input.for_each_stamp(|cap, containers| {
-                    for container in containers {
-                        for (run, time, diff) in container.drain(..) {
-                            let slot = pending.entry(time).or_insert_with(|| (cap.delayed(&time, port), Vec::new()));
-                            slot.1.push((run, diff));
-                        }
-                    }
-                });
-                while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
-                    }
-                    let (time, (cap, runs)) = entry.remove_entry();
+                times.absorb(input, port, |runs, run, diff| runs.push((run, diff)));
+                while let Some((time, cap, runs)) = times.next_complete(frontier) {
                     let Some(f) = file.as_ref() else { continue };
                     if limit.borrow().limit.is_some_and(|limit| time >= limit) {
                         continue;
