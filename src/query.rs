@@ -148,14 +148,27 @@ fn read_time(as_of: Option<u64>, cut: u64) -> Result<u64, QueryError> {
 /// of its progress record (or at `as_of`), summing diffs; rows are filtered, sorted and
 /// limited as `read_view` does.
 pub fn read_dir(dir: &Path, query: &Query) -> Result<Answer, QueryError> {
+    let values = query.filter_values();
+    read_dir_where(dir, query, values.each_ref().map(|value| value.as_ref().map(std::slice::from_ref)))
+}
+
+/// [`read_dir`] of the rows whose channel is one of `channels` (one pass over the file for
+/// several channels; `query.channel` is not used).
+pub fn read_dir_channels<'a>(dir: &Path, query: &'a Query<'a>, channels: &'a [&'a str]) -> Result<Answer, QueryError> {
+    let one = |value: &'a Option<&'a str>| value.as_ref().map(std::slice::from_ref);
+    read_dir_where(dir, query, [Some(channels), one(&query.user), one(&query.place)])
+}
+
+/// [`read_dir`] with each filter of `FILTERS` matching any of its values.
+fn read_dir_where(dir: &Path, query: &Query, filters: [Option<&[&str]>; 3]) -> Result<Answer, QueryError> {
     let view = dataflows::view(query.view)?;
     let unreadable = |path: &Path, reason: String| QueryError::File { path: path.to_owned(), reason };
     let cut = read_upper(dir)
         .map_err(|e| unreadable(&dir.join(PROGRESS_FILE), e.to_string()))?
         .ok_or_else(|| QueryError::NotAnOutDir(dir.to_owned()))?;
     let at = read_time(query.as_of, cut)?;
-    let mut wanted: Vec<(Vec<usize>, &str)> = Vec::new();
-    for (filter, value) in FILTERS.iter().zip(query.filter_values()) {
+    let mut wanted: Vec<(Vec<usize>, &[&str])> = Vec::new();
+    for (filter, value) in FILTERS.iter().zip(filters) {
         let Some(value) = value else { continue };
         let matched = view.filter_columns(filter);
         if matched.is_empty() {
@@ -187,7 +200,7 @@ pub fn read_dir(dir: &Path, query: &Query) -> Result<Answer, QueryError> {
         if cut == 0 || time < 0 || time as u64 > at {
             continue;
         }
-        if !wanted.iter().all(|(columns, value)| columns.iter().any(|&i| &record[i] == *value)) {
+        if !wanted.iter().all(|(columns, values)| columns.iter().any(|&i| values.contains(&&record[i]))) {
             continue;
         }
         let row: Vec<String> = record.iter().take(width).map(str::to_owned).collect();

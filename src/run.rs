@@ -775,35 +775,35 @@ pub struct ChannelGlimpse {
 /// The `n` channels with the most messages, with their top words and users, read back from the
 /// change files in `out` (nothing if they cannot be read).
 pub fn glimpse(out: &std::path::Path, n: usize) -> Vec<ChannelGlimpse> {
-    use crate::query::{channel_messages, read_dir, Query};
-    // Each channel's leaders are a pass over the ranking files: past a size (a deployment
-    // of months) the summary leaves them to `chatflow query` rather than take longer than
-    // the run.
+    use crate::query::{channel_messages, read_dir, read_dir_channels, Query};
+    // The leaders are one pass over each ranking file (for all `n` channels): past a size (a
+    // deployment of months) the summary leaves them to `chatflow query` rather than take
+    // longer than the run.
     const READ_AT_MOST: u64 = 256 << 20;
     let size = |view: &str| std::fs::metadata(out.join(format!("{view}.csv"))).map_or(0, |m| m.len());
-    let passes = size("channel_activity") + n as u64 * (size("top_words") + size("top_users"));
+    let passes = size("channel_activity") + size("top_words") + size("top_users");
     if passes > READ_AT_MOST {
         return Vec::new();
     }
     let Ok(activity) = read_dir(out, &Query::all("channel_activity")) else {
         return Vec::new();
     };
+    let busiest: Vec<(String, i64)> = channel_messages(&activity).into_iter().take(n).collect();
+    let channels: Vec<&str> = busiest.iter().map(|(c, _)| c.as_str()).collect();
     // Rows come sorted by (channel, rank): the first `keep` of a channel are its leaders.
-    let ranked = |view: &str, channel: &str, keep: usize| -> Vec<(String, i64)> {
-        let query = Query { channel: Some(channel), limit: Some(keep as u64), ..Query::all(view) };
-        read_dir(out, &query)
-            .map(|a| a.rows.into_iter().map(|r| (r[2].clone(), r[3].parse().unwrap_or(0))).collect())
-            .unwrap_or_default()
+    let ranked = |view: &str, keep: usize| -> Vec<Vec<(String, i64)>> {
+        let rows = read_dir_channels(out, &Query::all(view), &channels).map(|a| a.rows).unwrap_or_default();
+        let leaders = |channel: &str| {
+            let of_channel = rows.iter().filter(|r| r[0] == channel).take(keep);
+            of_channel.map(|r| (r[2].clone(), r[3].parse().unwrap_or(0))).collect()
+        };
+        channels.iter().map(|c| leaders(c)).collect()
     };
-    channel_messages(&activity)
+    let (words, users) = (ranked("top_words", 5), ranked("top_users", 3));
+    busiest
         .into_iter()
-        .take(n)
-        .map(|(channel, messages)| ChannelGlimpse {
-            top_words: ranked("top_words", &channel, 5),
-            top_users: ranked("top_users", &channel, 3),
-            channel,
-            messages,
-        })
+        .zip(words.into_iter().zip(users))
+        .map(|((channel, messages), (top_words, top_users))| ChannelGlimpse { channel, messages, top_words, top_users })
         .collect()
 }
 
