@@ -117,11 +117,18 @@ fn main() {
         }
         edges_in.advance_to(1);
         edges_in.flush();
-        worker.step_while(|| probe.less_than(&1));
+        // Parked while idle, as `chatflow run` waits: a spinning worker would take a core from
+        // the change files' writer thread.
+        while probe.less_than(&1) {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
         let load = start.elapsed().as_secs_f64();
         let at_load = operators.as_ref().map(|p| p.seconds()).unwrap_or_default();
         if index == 0 && profile {
-            eprintln!("load: {load:.3} s, of which per operator:");
+            eprintln!(
+                "load: {load:.3} s; writer thread {:.3} s; per operator:",
+                chatflow::sinks::csv::writing_seconds()
+            );
             for (name, secs) in at_load.iter().take(12) {
                 eprintln!("{secs:8.3}  {name}");
             }
