@@ -49,6 +49,39 @@ fn generated_fixture_matches_oracle_at_1_2_4_workers() {
     assert_views_eq(&actual, &expected, "-w 2, one time");
 }
 
+/// The run summary's "busiest channels": the five channels with the most messages (ties by
+/// name), each with its top five words and top three users, as the oracle ranks them.
+#[test]
+fn the_summary_shows_the_busiest_channels_and_their_leaders() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = produce(dir.path(), "chat.jsonl", 20_000, 5, 0.0);
+    let expected = oracle::chat_views(&read_chats(&fixture), 60, 10);
+    let out = dir.path().join("out");
+    let output = run_ok(&["run", "--replay", path_str(&fixture), "--out", path_str(&out), "-w", "2"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+
+    let mut messages: std::collections::BTreeMap<&str, i64> = Default::default();
+    for row in &expected["channel_activity"] {
+        *messages.entry(&row[0]).or_default() += row[2].parse::<i64>().unwrap();
+    }
+    let mut busiest: Vec<(&str, i64)> = messages.into_iter().collect();
+    busiest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    assert!(busiest.len() > 5, "the fixture has too few channels to choose the busiest");
+    let leaders = |view: &str, channel: &str, keep: usize| -> String {
+        let mut rows: Vec<&Vec<String>> = expected[view].iter().filter(|r| r[0] == channel).collect();
+        rows.sort_by_key(|r| r[1].parse::<u32>().unwrap());
+        let shown: Vec<String> = rows.iter().take(keep).map(|r| format!("{} ({})", r[2], r[3])).collect();
+        shown.join(", ")
+    };
+    let mut lines = vec!["busiest channels:".to_owned()];
+    for (channel, n) in busiest.iter().take(5) {
+        lines.push(format!("  {channel:<16} {n:>9} messages  top words: {}", leaders("top_words", channel, 5)));
+        lines.push(format!("  {:<16} {:>9}           top users: {}", "", "", leaders("top_users", channel, 3)));
+    }
+    let expected_text = lines.join("\n") + "\n";
+    assert!(stdout.contains(&expected_text), "the summary:\n{stdout}\nlacks:\n{expected_text}");
+}
+
 #[test]
 fn batch_sizes_and_arrival_order_agree() {
     let dir = tempfile::tempdir().unwrap();
