@@ -139,7 +139,10 @@ impl<T: Timestamp + TotalOrder, A: Default> InTimeOrder<T, A> {
         let (pending, spare) = (&mut self.pending, &mut self.spare);
         input.for_each_stamp(|cap, containers| {
             for container in containers {
-                for (data, time, diff) in container.drain(..) {
+                // A container's updates mostly share one time: the time's slot is looked up
+                // once per run of equal times, not once per update.
+                let mut updates = container.drain(..).peekable();
+                while let Some((data, time, diff)) = updates.next() {
                     let slot = match pending.entry(time) {
                         std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                         std::collections::btree_map::Entry::Vacant(e) => {
@@ -148,6 +151,9 @@ impl<T: Timestamp + TotalOrder, A: Default> InTimeOrder<T, A> {
                         }
                     };
                     absorb(&mut slot.1, data, diff);
+                    while let Some((data, _, diff)) = updates.next_if(|(_, t, _)| t == slot.0.time()) {
+                        absorb(&mut slot.1, data, diff);
+                    }
                 }
             }
         });
