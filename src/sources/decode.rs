@@ -108,6 +108,15 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         return Err(DecodeError::TooLong(bytes.len()));
     }
     let text = std::str::from_utf8(bytes)?;
+    match plain_chat(text) {
+        Some(chat) => Ok(Event::Chat(chat)),
+        None => decode_fields(text),
+    }
+}
+
+/// Decodes a record's text with serde: any event kind, any valid JSON, and the reason when it
+/// is not an event.
+fn decode_fields(text: &str) -> Result<Event, DecodeError> {
     let f: Fields = serde_json::from_str(text)?;
     let owned = |s: Text| s.0.into_owned();
     let name = |s: Text| Name::from(&*s.0);
@@ -157,6 +166,107 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     } else {
         Err(DecodeError::NoKind)
     }
+}
+
+/// A chat event written the plain way — `{"ts": N, "channel": "…", "user": "…", "text": "…"}`,
+/// those four keys in that order, integers without fraction or exponent, strings without
+/// escapes or control characters, any JSON whitespace between tokens — read without serde:
+/// nearly every line of a chat log, and decoding through serde was 16 % of a peer replay's
+/// instructions. Anything else, valid or not, gives `None` and goes through serde, so what
+/// this accepts it reads exactly as serde would and every error comes from serde.
+fn plain_chat(text: &str) -> Option<Chat> {
+    let mut rest = text.as_bytes();
+    let skip_ws = |rest: &mut &[u8]| {
+        let n = rest.iter().take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')).count();
+        *rest = &rest[n..];
+    };
+    let expect = |rest: &mut &[u8], token: &[u8]| -> Option<()> {
+        skip_ws(rest);
+        *rest = rest.strip_prefix(token)?;
+        Some(())
+    };
+    // A string's contents, up to its closing quote, if it has no escape or control character.
+    let string = |rest: &mut &[u8]| -> Option<usize> {
+        expect(rest, b"\"")?;
+        let end = string_end(rest)?;
+        let start = text.len() - rest.len();
+        *rest = &rest[end + 1..];
+        Some(start)
+    };
+    let field = |rest: &mut &[u8], key: &[u8], last: bool| -> Option<&str> {
+        expect(rest, key)?;
+        expect(rest, b":")?;
+        let start = string(rest)?;
+        let end = text.len() - rest.len() - 1;
+        expect(rest, if last { b"}" } else { b"," })?;
+        // On character boundaries: the slice lies between two ASCII quotes of valid UTF-8.
+        Some(&text[start..end])
+    };
+    expect(&mut rest, b"{")?;
+    expect(&mut rest, b"\"ts\"")?;
+    expect(&mut rest, b":")?;
+    skip_ws(&mut rest);
+    let ts = json_i64(&mut rest)?;
+    expect(&mut rest, b",")?;
+    let channel = field(&mut rest, b"\"channel\"", false)?;
+    let user = field(&mut rest, b"\"user\"", false)?;
+    let message = field(&mut rest, b"\"text\"", true)?;
+    skip_ws(&mut rest);
+    if !rest.is_empty() {
+        return None;
+    }
+    Some(Chat {
+        ts,
+        channel: Name::from(channel),
+        user: Name::from(user),
+        text: message.to_owned(),
+        origin: Origin::default(),
+    })
+}
+
+/// A JSON integer (`-? (0 | [1-9][0-9]*)`, not `-0`) that fits an `i64` and is not followed
+/// by a fraction or an exponent; `None` otherwise (left to serde).
+fn json_i64(rest: &mut &[u8]) -> Option<i64> {
+    let negative = rest.first() == Some(&b'-');
+    let digits = &rest[usize::from(negative)..];
+    let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    // serde_json reads `-0` as a float (-0.0), which is no `i64`.
+    let leading_zero = digits.first() == Some(&b'0') && (n > 1 || negative);
+    if n == 0 || leading_zero || matches!(digits.get(n), Some(b'.' | b'e' | b'E')) {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for &d in &digits[..n] {
+        let d = i64::from(d - b'0');
+        value = value.checked_mul(10)?.checked_add(if negative { -d } else { d })?;
+    }
+    *rest = &digits[n..];
+    Some(value)
+}
+
+/// Where a JSON string's contents end (its closing quote) if no escape or control character
+/// (below 0x20, which a JSON string may not hold) comes first; eight bytes at a time, each
+/// word tested for a quote, a backslash or a byte below 0x20 at once. In the mask the lowest
+/// set bit marks the first such byte exactly (a borrow only marks bytes above a true one).
+fn string_end(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let equal = |word: u64, b: u8| {
+        let x = word ^ (ONES * u64::from(b));
+        x.wrapping_sub(ONES) & !x
+    };
+    let special = |word: u64| (equal(word, b'"') | equal(word, b'\\') | word.wrapping_sub(ONES * 0x20) & !word) & HIGH;
+    let at = |i: usize| (bytes[i] == b'"').then_some(i);
+    let mut chunks = bytes.chunks_exact(8);
+    for (n, chunk) in (&mut chunks).enumerate() {
+        let mask = special(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
+        if mask != 0 {
+            return at(8 * n + mask.trailing_zeros() as usize / 8);
+        }
+    }
+    let tail = bytes.len() - chunks.remainder().len();
+    let first = chunks.remainder().iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    at(tail + first)
 }
 
 /// Writes a chat event as one JSON line, the format `decode` reads.
@@ -215,6 +325,8 @@ pub fn dead_letter(source: &str, position: String, error: String, raw: &[u8]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
 
     #[test]
     fn kinds_by_fields() {
@@ -234,6 +346,95 @@ mod tests {
     fn escapes_are_decoded() {
         let chat = decode(br#"{"ts":1,"channel":"c","user":"u","text":"a\"b\u00e9"}"#).unwrap();
         assert!(matches!(chat, Event::Chat(Chat { ref text, .. }) if text == "a\"bé"));
+    }
+
+    /// The plain reader accepts the usual chat line, and whatever it accepts — of lines made
+    /// to sit at its edges and of 20,000 random mutations of plain lines — serde reads as the
+    /// same event.
+    #[test]
+    fn plain_chat_lines_read_as_serde_reads_them() {
+        let plain = [
+            r#"{"ts": 1700000000010, "channel": "kilwai", "user": "zoumtapook6487", "text": "this nerf дисы 긹톓 lol!!!"}"#,
+            r#"{"ts":0,"channel":"c","user":"u","text":""}"#,
+            " \t{ \"ts\" :\r\n-42 , \"channel\" : \"a,b\" ,\"user\":\"\u{7f}\",\"text\":\"x\" } \n",
+            r#"{"ts": 9223372036854775807, "channel": "c", "user": "u", "text": "max"}"#,
+            r#"{"ts": -9223372036854775808, "channel": "c", "user": "u", "text": "min"}"#,
+        ];
+        for line in plain {
+            let chat = plain_chat(line).unwrap_or_else(|| panic!("not read plainly: {line}"));
+            assert_eq!(decode_fields(line).unwrap(), Event::Chat(chat), "{line}");
+        }
+        // Left to serde (some valid, some not): escapes, control characters, other numbers,
+        // other keys or orders, duplicates, trailing bytes, nulls, truncation.
+        let others = [
+            r#"{"ts": 1, "channel": "c", "user": "u", "text": "a \"quote\""}"#,
+            r#"{"ts": 1, "channel": "c", "user": "u", "text": "tab\tin"}"#,
+            "{\"ts\": 1, \"channel\": \"c\", \"user\": \"u\", \"text\": \"raw\ttab\"}",
+            r#"{"ts": 1.0, "channel": "c", "user": "u", "text": "x"}"#,
+            r#"{"ts": 1e3, "channel": "c", "user": "u", "text": "x"}"#,
+            r#"{"ts": 01, "channel": "c", "user": "u", "text": "x"}"#,
+            r#"{"ts": 9223372036854775808, "channel": "c", "user": "u", "text": "x"}"#,
+            r#"{"ts": -, "channel": "c", "user": "u", "text": "x"}"#,
+            r#"{"ts": -0, "channel": "c", "user": "u", "text": "x"}"#,
+            r#"{"channel": "c", "ts": 1, "user": "u", "text": "x"}"#,
+            r#"{"ts": 1, "channel": "c", "user": "u", "text": "x", "viewers": 3}"#,
+            r#"{"ts": 1, "channel": "c", "user": "u", "text": "x", "text": "y"}"#,
+            r#"{"ts": 1, "channel": "c", "user": "u", "text": "x"} x"#,
+            r#"{"ts": 1, "channel": "c", "user": null, "text": "x"}"#,
+            r#"{"ts": 1, "channel": "c", "user": "u", "text": "x""#,
+            r#"{"t\u0073": 1, "channel": "c", "user": "u", "text": "x"}"#,
+        ];
+        for line in others {
+            assert!(plain_chat(line).is_none(), "read plainly: {line}");
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut read_plainly = 0;
+        for round in 0..20_000 {
+            let mut bytes = plain[round % plain.len()].as_bytes().to_vec();
+            for _ in 0..rng.gen_range(1..4) {
+                let at = rng.gen_range(0..bytes.len());
+                let byte = *b" \t\"\\,:{}-0159.eEuntx\x01\x1f\x7f\xc3\xa9".choose(&mut rng).unwrap();
+                match rng.gen_range(0..3) {
+                    0 => bytes[at] = byte,
+                    1 => bytes.insert(at, byte),
+                    _ => drop(bytes.remove(at)),
+                }
+            }
+            let Ok(text) = std::str::from_utf8(&bytes) else { continue };
+            if let Some(chat) = plain_chat(text) {
+                read_plainly += 1;
+                match decode_fields(text) {
+                    Ok(event) => assert_eq!(event, Event::Chat(chat), "{text}"),
+                    Err(e) => panic!("read plainly, but serde says {e}: {text}"),
+                }
+            }
+        }
+        assert!(read_plainly > 1000, "only {read_plainly} mutated lines were plain: the test checks little");
+    }
+
+    /// The word-at-a-time end of a string agrees with a byte-by-byte one at every length and
+    /// position of a quote, a backslash, a control character or a byte near them.
+    #[test]
+    fn string_end_finds_the_first_special_byte() {
+        let plain = |bytes: &[u8]| {
+            let first = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+            (bytes[first] == b'"').then_some(first)
+        };
+        for len in 0..40 {
+            let base: Vec<u8> = (0..len).map(|i| b"ab\x80\xff \x7f!#"[i % 8]).collect();
+            assert_eq!(string_end(&base), plain(&base), "{base:?}");
+            for at in 0..len {
+                for special in [b'"', b'\\', 0x00, 0x1f, 0x20, 0x21, 0x5b, 0x5d, 0xa2, 0xdc, 0x9f] {
+                    let mut bytes = base.clone();
+                    bytes[at] = special;
+                    assert_eq!(string_end(&bytes), plain(&bytes), "{bytes:?}");
+                    if at + 1 < len {
+                        bytes[at + 1] = b'"';
+                        assert_eq!(string_end(&bytes), plain(&bytes), "{bytes:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
