@@ -19,6 +19,7 @@ pub mod run;
 pub mod serve;
 pub mod sinks;
 pub mod sources;
+pub mod swar;
 pub mod worker;
 
 // Differential's arrangements allocate and free many small buffers while merging batches;

@@ -36,29 +36,20 @@ impl Format for Csv {
 }
 
 /// Whether `bytes` hold a comma, a quote or a line end: eight bytes at a time, each word
-/// tested for the four bytes at once (a byte-by-byte test was 4 % of a peer replay's
-/// instructions). Most fields are words of a few bytes: those are read as one word from
-/// overlapping loads (only whether some byte is special matters, not which).
+/// tested for the four bytes at once ([`crate::swar`]; a byte-by-byte test was 4 % of a peer
+/// replay's instructions). Most fields are words of a few bytes: those are read as one word
+/// from overlapping loads (only whether some byte is special matters, not which), zero-padded
+/// (a zero byte is none of the four).
 fn needs_quotes(bytes: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // A zero byte of `word ^ b…b` (a byte equal to `b`) is found exactly by the borrow of
-    // subtracting one from every byte; zero bytes of `word` itself are none of the four.
-    let special = |word: u64| {
-        let zero = |b: u8| {
-            let x = word ^ (ONES * u64::from(b));
-            x.wrapping_sub(ONES) & !x
-        };
-        (zero(b',') | zero(b'"') | zero(b'\n') | zero(b'\r')) & HIGH != 0
-    };
-    let word_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("eight bytes"));
+    use crate::swar::{equal, word_at};
+    let special = |word: u64| (equal(word, b',') | equal(word, b'"') | equal(word, b'\n') | equal(word, b'\r')) != 0;
     let half_at = |i: usize| u64::from(u32::from_le_bytes(bytes[i..i + 4].try_into().expect("four bytes")));
     let n = bytes.len();
     match n {
         0 => false,
         1..=3 => special(u64::from(bytes[0]) | u64::from(bytes[n / 2]) << 8 | u64::from(bytes[n - 1]) << 16),
         4..=7 => special(half_at(0) | half_at(n - 4) << 32),
-        _ => (0..n / 8).any(|i| special(word_at(8 * i))) || special(word_at(n - 8)),
+        _ => (0..n / 8).any(|i| special(word_at(bytes, 8 * i))) || special(word_at(bytes, n - 8)),
     }
 }
 

@@ -246,20 +246,15 @@ fn json_i64(rest: &mut &[u8]) -> Option<i64> {
 
 /// Where a JSON string's contents end (its closing quote) if no escape or control character
 /// (below 0x20, which a JSON string may not hold) comes first; eight bytes at a time, each
-/// word tested for a quote, a backslash or a byte below 0x20 at once. In the mask the lowest
-/// set bit marks the first such byte exactly (a borrow only marks bytes above a true one).
+/// word tested for a quote, a backslash or a byte below 0x20 at once ([`crate::swar`]: the
+/// mask's lowest set bit marks the first such byte).
 fn string_end(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let equal = |word: u64, b: u8| {
-        let x = word ^ (ONES * u64::from(b));
-        x.wrapping_sub(ONES) & !x
-    };
-    let special = |word: u64| (equal(word, b'"') | equal(word, b'\\') | word.wrapping_sub(ONES * 0x20) & !word) & HIGH;
+    use crate::swar::{below, equal};
     let at = |i: usize| (bytes[i] == b'"').then_some(i);
     let mut chunks = bytes.chunks_exact(8);
     for (n, chunk) in (&mut chunks).enumerate() {
-        let mask = special(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let mask = equal(word, b'"') | equal(word, b'\\') | below(word, 0x20);
         if mask != 0 {
             return at(8 * n + mask.trailing_zeros() as usize / 8);
         }
