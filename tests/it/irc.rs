@@ -14,9 +14,8 @@ use std::time::Duration;
 
 use chatflow::sources::import::parse_timestamp;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::kafka::{broker, unique};
+use crate::kafka::{broker, topic_payloads, unique};
 use crate::support::*;
 
 /// The log's IRC lines a server would have sent, each with its recorded time; lines whose
@@ -104,23 +103,7 @@ fn serve(listener: TcpListener, script: Vec<String>, drop_after: usize, done: mp
 /// Every record of partition 0 of `topic` from its beginning, waiting up to `deadline` for
 /// `at_least` of them.
 fn records(topic: &str, at_least: usize, deadline: Duration) -> Vec<String> {
-    let consumer: BaseConsumer = chatflow::sources::kafka::client_config(broker(), &[])
-        .set("group.id", unique("irc-test"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
-    consumer.assign(&assignment).unwrap();
-    let mut got = Vec::new();
-    let found = poll_until(deadline, || {
-        while let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            got.push(String::from_utf8(message.payload().unwrap_or_default().to_vec()).unwrap());
-        }
-        got.len() >= at_least
-    });
-    assert!(found, "{} records in {topic} after {deadline:?}, expected {at_least}: {got:?}", got.len());
-    got
+    topic_payloads(topic, 1, at_least, deadline).into_iter().map(|p| String::from_utf8(p).unwrap()).collect()
 }
 
 #[test]

@@ -304,7 +304,7 @@ fn idle_partition_does_not_stall_the_views() {
         .count();
     assert!(bindings > 0, "the idle partition was never bound");
 
-    // Resume to the end: everything sent is in the views, nothing twice.
+    // Resume to the end: every record of the log is in the views, once.
     run_with(&kafka_run(&prefix, broker, &out, &["-w", "2", "--tick-ms", "200", "--until-caught-up", "--resume"]));
     // The oracle reads the log as the broker holds it. The producer delivers at least once:
     // under the whole suite's load the log once held two of the messages twice (partitions 1
@@ -349,40 +349,49 @@ fn idle_partition_does_not_stall_the_views() {
     }
 }
 
-/// Every record of the first `partitions` partitions of `topic`, from the beginning, as chat
-/// messages: the log as the broker holds it.
-fn logged_messages(topic: &str, partitions: i32) -> Vec<Msg> {
+/// The payloads of the first `partitions` partitions of `topic` from their beginnings, waiting
+/// up to `deadline` for `at_least` of them.
+pub fn topic_payloads(topic: &str, partitions: i32, at_least: usize, deadline: Duration) -> Vec<Vec<u8>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Message, Offset, TopicPartitionList};
     let consumer: BaseConsumer = chatflow::sources::kafka::client_config(broker(), &[])
-        .set("group.id", unique("log-check"))
+        .set("group.id", unique("read-back"))
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let mut total = 0;
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(30)).unwrap();
-        total += (high - low) as usize;
         assignment.add_partition_offset(topic, partition, Offset::Beginning).unwrap();
     }
     consumer.assign(&assignment).unwrap();
     let mut got = Vec::new();
-    let read = poll_until(Duration::from_secs(60), || {
+    let found = poll_until(deadline, || {
         while let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            let v: serde_json::Value = serde_json::from_slice(message.payload().unwrap_or_default()).unwrap();
-            let text = |field: &str| v[field].as_str().unwrap().to_owned();
-            got.push(Msg {
-                ts: v["ts"].as_i64().unwrap(),
-                channel: text("channel"),
-                user: text("user"),
-                text: text("text"),
-            });
+            got.push(message.payload().unwrap_or_default().to_vec());
         }
-        got.len() >= total
+        got.len() >= at_least
     });
-    assert!(read, "read {} of the {total} records of {topic}", got.len());
+    assert!(found, "{} records in {topic} after {deadline:?}, expected {at_least}", got.len());
     got
+}
+
+/// Every record of the first `partitions` partitions of `topic`, as chat messages: the log as
+/// the broker holds it.
+fn logged_messages(topic: &str, partitions: i32) -> Vec<Msg> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = chatflow::sources::kafka::client_config(broker(), &[]).create().unwrap();
+    let total: usize = (0..partitions)
+        .map(|p| {
+            let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(30)).unwrap();
+            (high - low) as usize
+        })
+        .sum();
+    let parse = |payload: Vec<u8>| {
+        let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        let text = |field: &str| v[field].as_str().unwrap().to_owned();
+        Msg { ts: v["ts"].as_i64().unwrap(), channel: text("channel"), user: text("user"), text: text("text") }
+    };
+    topic_payloads(topic, partitions, total, Duration::from_secs(60)).into_iter().map(parse).collect()
 }
 
 #[test]
