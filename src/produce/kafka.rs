@@ -2,8 +2,10 @@
 //! producer that waits for room when its queue is full, counts failed deliveries, and creates
 //! missing topics through the standard admin API.
 //!
-//! Delivery: at least once per `send` that returned Ok, once `flush` has returned Ok (failed
-//! deliveries make `flush` fail).
+//! Delivery: once per `send` that returned Ok, once `flush` has returned Ok (failed
+//! deliveries make `flush` fail). The producer is idempotent: a request retried after a
+//! timeout (under load, tansu once held such a record twice) carries the same sequence
+//! number, and the broker drops the copy.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -49,7 +51,11 @@ impl TopicWriter {
     pub fn new(brokers: &str, extra: &[(String, String)]) -> Result<Self> {
         let deliveries = Deliveries::default();
         let mut config = client_config(brokers, &[]);
-        config.set("linger.ms", "5").set("acks", "all").set("queue.buffering.max.messages", "1000000");
+        config
+            .set("linger.ms", "5")
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("queue.buffering.max.messages", "1000000");
         for (k, v) in extra {
             config.set(k, v);
         }

@@ -255,11 +255,19 @@ fn idle_partition_does_not_stall_the_views() {
         writer.send_to(&topic, Some(partition), None, Some(line.as_bytes()), m.ts).unwrap();
         sent.push(m);
     };
-    // A minute with partition 3 silent; watch the recorded upper move on.
+    // Partition 3 silent while the others flow, for a minute at least and until the recorded
+    // upper has moved 45 s of event time past the first one seen: the views go on without it.
+    // Progress, not a wall-clock minute, ends the phase: under the whole suite's load in CI the
+    // upper once moved only 3.2 s in the minute, and with the Kafka tests run four at a time
+    // beside three busy loops it moved in bursts with stalls of 20 s (records reach the run
+    // late when the broker and the run share two busy cores). A partition that holds the
+    // views keeps the upper where it was, and the deadline fails the test.
     let silent = Instant::now();
+    let deadline = Duration::from_secs(420);
     let mut uppers = Vec::new();
+    let mut first = None;
     let mut i = 0;
-    while silent.elapsed() < Duration::from_secs(60) {
+    loop {
         for partition in 0..3 {
             send(&mut writer, partition, i);
             i += 1;
@@ -267,13 +275,22 @@ fn idle_partition_does_not_stall_the_views() {
         writer.poll();
         std::thread::sleep(Duration::from_millis(20));
         if i % 300 == 0 {
-            uppers.push((silent.elapsed(), upper_of(&out)));
+            let upper = upper_of(&out);
+            uppers.push((silent.elapsed(), upper));
+            first = first.or(upper);
+            let moved = first.zip(upper).is_some_and(|(first, upper)| upper >= first + 45_000);
+            if moved && silent.elapsed() >= Duration::from_secs(60) {
+                break;
+            }
+            if silent.elapsed() >= deadline {
+                kill_and_fail(
+                    &mut child,
+                    format!("the views stalled: the upper did not move 45 s in {deadline:?} ({uppers:?})"),
+                );
+            }
         }
     }
     writer.flush().unwrap();
-    let (first, last) = (uppers.iter().find_map(|(_, u)| *u), uppers.last().and_then(|(_, u)| *u));
-    let (first, last) = (first.expect("progress recorded while partition 3 was silent"), last.unwrap());
-    assert!(last - first >= 45_000, "the views stalled: upper moved {} ms in a minute ({uppers:?})", last - first);
     // Partition 3 resumes, the others go on.
     let resumed = i; // messages sent so far
     for _ in 0..200 {
@@ -289,11 +306,11 @@ fn idle_partition_does_not_stall_the_views() {
     // 200 ms tick). The resume below reads the rest.
     let resumed_ts = sent[resumed].ts as u64;
     let mut upper = None;
-    if !poll_until(Duration::from_secs(60), || {
+    if !poll_until(Duration::from_secs(300), || {
         upper = upper_of(&out);
         upper.is_some_and(|u| u > resumed_ts)
     }) {
-        kill_and_fail(&mut child, format!("the recorded upper stayed at {upper:?}, not past {resumed_ts}, for 60 s"));
+        kill_and_fail(&mut child, format!("the recorded upper stayed at {upper:?}, not past {resumed_ts}, for 300 s"));
     }
     terminate(&child);
     let output = child.wait_with_output().unwrap();
