@@ -26,70 +26,85 @@ pub fn is_word_char(c: char) -> bool {
     )
 }
 
-/// A reusable word splitter; `buffer` keeps the lowercased text between calls, `runs` the
-/// words found in it (byte ranges).
+/// Whether a lowercased ASCII byte belongs to a word (`[a-z0-9]`); a table, since the range
+/// tests took more instructions per byte than the rest of the scan.
+static ALNUM: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    table
+};
+
+/// A reusable word splitter; `buffer` keeps the lowercased text between calls.
 #[derive(Default)]
 pub struct Splitter {
     buffer: String,
-    runs: Vec<(usize, usize)>,
 }
 
 impl Splitter {
     /// Calls `each` with every word of `text`, in order.
-    pub fn split(&mut self, text: &str, each: impl FnMut(&str)) {
+    pub fn split(&mut self, text: &str, mut each: impl FnMut(&str)) {
         self.buffer.clear();
-        if text.is_ascii() {
-            // ASCII fast path: lowercasing is byte-wise and words are runs of [a-z0-9].
-            self.buffer.push_str(text);
-            self.buffer.make_ascii_lowercase();
-            let flags = self.buffer.bytes().map(|b| b.is_ascii_alphanumeric()).enumerate();
-            runs(&self.buffer, flags, each);
-        } else if !text.contains('Σ') {
-            self.split_by_char(text, each);
-        } else {
+        let ascii = text.is_ascii();
+        if !ascii && text.contains('Σ') {
             // `str::to_lowercase`, not per char: the final-sigma rule needs the context.
             self.buffer = text.to_lowercase();
             runs(&self.buffer, self.buffer.char_indices().map(|(i, c)| (i, is_word_char(c))), each);
+            return;
         }
-    }
-
-    /// The words of a text without `Σ`, the one character `str::to_lowercase` maps by its
-    /// context: the lowercased text is then the concatenation of each character's
-    /// `char::to_lowercase`, so it is built one character at a time, with the mapping and the
-    /// word test of the Basic Multilingual Plane looked up in [`BMP`] (the standard library
-    /// and the category table each search a sorted table per character: two thirds of the
-    /// splitting time on the peer workload, whose messages are 44 % non-ASCII).
-    fn split_by_char(&mut self, text: &str, mut each: impl FnMut(&str)) {
-        let table = &*BMP;
-        let (buffer, runs) = (&mut self.buffer, &mut self.runs);
-        runs.clear();
-        let mut start = None;
-        let mut mark = |buffer: &String, word: bool| match (word, start) {
-            (true, None) => start = Some(buffer.len()),
-            (false, Some(s)) => {
-                runs.push((s, buffer.len()));
-                start = None;
-            }
-            _ => {}
-        };
-        for c in text.chars() {
-            if c.is_ascii() {
-                let lower = c.to_ascii_lowercase();
-                mark(buffer, lower.is_ascii_alphanumeric());
-                buffer.push(lower);
-            } else if let Some(lower) = table.lower(c) {
-                mark(buffer, table.is_word(lower));
-                buffer.push(lower);
+        // Without `Σ`, the one character `str::to_lowercase` maps by its context, the
+        // lowercased text is the concatenation of each character's `char::to_lowercase`. It is
+        // built a stretch of ASCII at a time (copied, lowercased in place and scanned byte by
+        // byte) and one other character at a time, with its mapping and word test looked up in
+        // [`BMP`] (the standard library and the category table each search a sorted table per
+        // character). A word is handed to `each` as soon as the character after it is known.
+        let buffer = &mut self.buffer;
+        let bytes = text.as_bytes();
+        let mut start = usize::MAX; // where the current word began in `buffer`; MAX: no word
+        let mut at = 0;
+        loop {
+            let end = if ascii {
+                bytes.len()
             } else {
-                for lower in c.to_lowercase() {
-                    mark(buffer, is_word_char(lower));
-                    buffer.push(lower);
+                at + bytes[at..].iter().position(|b| !b.is_ascii()).unwrap_or(bytes.len() - at)
+            };
+            let base = buffer.len();
+            buffer.push_str(&text[at..end]);
+            buffer[base..].make_ascii_lowercase();
+            for (k, &b) in buffer.as_bytes()[base..].iter().enumerate() {
+                let word = ALNUM[b as usize];
+                if word == (start == usize::MAX) {
+                    if word {
+                        start = base + k;
+                    } else {
+                        each(&buffer[start..base + k]);
+                        start = usize::MAX;
+                    }
                 }
             }
+            let Some(c) = text[end..].chars().next() else { break };
+            at = end + c.len_utf8();
+            let mut push = |lower: char, word: bool| {
+                if word == (start == usize::MAX) {
+                    if word {
+                        start = buffer.len();
+                    } else {
+                        each(&buffer[start..]);
+                        start = usize::MAX;
+                    }
+                }
+                buffer.push(lower);
+            };
+            match BMP.lower(c) {
+                Some(lower) => push(lower, BMP.is_word(lower)),
+                None => c.to_lowercase().for_each(|lower| push(lower, is_word_char(lower))),
+            }
         }
-        mark(buffer, false);
-        for &(s, e) in runs.iter() {
-            each(&buffer[s..e]);
+        if start != usize::MAX {
+            each(&buffer[start..]);
         }
     }
 }
