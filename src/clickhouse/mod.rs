@@ -61,19 +61,6 @@ pub fn check_database(name: &str) -> Result<(), ClickHouseError> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn database_names() {
-        assert!(check_database("chatflow_1").is_ok());
-        assert!(check_database("x; DROP").is_err());
-        assert!(check_database("1abc").is_err());
-        assert!(check_database("").is_err());
-    }
-}
-
 /// Runs `attempt` (a `what`: "insert", "storing a checkpoint", …) until it succeeds, backing
 /// off from 100 ms to 5 s: a server that is down holds the caller, as it holds the sinks.
 /// After `stop` is set, gives up once it has been failing for 60 s.
@@ -109,5 +96,18 @@ pub fn retry<T>(
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names() {
+        assert!(check_database("chatflow_1").is_ok());
+        assert!(check_database("x; DROP").is_err());
+        assert!(check_database("1abc").is_err());
+        assert!(check_database("").is_err());
     }
 }

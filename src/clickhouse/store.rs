@@ -105,7 +105,7 @@ fn hex(bytes: &[u8], out: &mut Vec<u8>) {
 }
 
 fn unhex(text: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err("an odd number of hex digits".into());
     }
     let digit = |c: u8| match c {

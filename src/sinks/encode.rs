@@ -302,7 +302,7 @@ mod tests {
                 state ^= state >> 7;
                 state ^= state << 17;
                 let row = format!("user{},{}", state % 5_000, state % 7);
-                let diff = if state % 3 == 0 { -1 } else { 1 };
+                let diff = if state.is_multiple_of(3) { -1 } else { 1 };
                 pending.push(|bytes| bytes.extend_from_slice(row.as_bytes()), diff);
                 *expected.entry((row_hash(row.as_bytes()), row.into_bytes())).or_default() += diff;
             }
