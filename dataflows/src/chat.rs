@@ -228,7 +228,7 @@ where
     T: Timestamp + TotalOrder,
 {
     count_by_group(words, Pipeline, "Count: word_counts", expiry, |window: &Window, word: &Symbol, count| WordCount {
-        channel: Name::from(window.key.0.as_str()),
+        channel: window.key.0,
         window_start: window.key.1,
         word: *word,
         count: count as i64,
@@ -242,14 +242,8 @@ where
 {
     // Not pre-aggregated: the top-K sums a time's updates per (channel, word) as they arrive,
     // and the words are summed per (channel, window, word) and batch already.
-    top_k(words.map(|(window, word)| (window.key.0, word)), Pipeline, k, "TopK: top_words").map(
-        |(channel, rank, word, count)| TopWord {
-            channel: Name::from(channel.as_str()),
-            rank,
-            word,
-            count: count as i64,
-        },
-    )
+    top_k(words.map(|(window, word)| (window.key.0, word)), Pipeline, k, "TopK: top_words")
+        .map(|(channel, rank, word, count)| TopWord { channel, rank, word, count: count as i64 })
 }
 
 /// returns `(channel, user)` once per message.
@@ -266,7 +260,7 @@ where
     T: Timestamp + TotalOrder,
 {
     count_by_group(users, Pipeline, "Count: user_counts", None, |channel: &Channel, user: &Symbol, messages| {
-        UserCount { channel: Name::from(channel.as_str()), user: *user, messages: messages as i64 }
+        UserCount { channel: *channel, user: *user, messages: messages as i64 }
     })
 }
 
@@ -276,7 +270,7 @@ where
     T: Timestamp + TotalOrder,
 {
     top_k(users, Pipeline, k, "TopK: top_users").map(|(channel, rank, user, messages)| TopUser {
-        channel: Name::from(channel.as_str()),
+        channel,
         rank,
         user,
         messages: messages as i64,
@@ -305,7 +299,7 @@ where
     .explode(|(window, _)| Some((window, (0 as Diff, 0 as Diff, 1 as Diff))));
     count_by_key(sizes.concat(chatters), "Count: channel_activity", expiry).map(
         |(Hashed { key: (channel, window_start), .. }, (messages, words, chatters))| ChannelActivity {
-            channel: Name::from(channel.as_str()),
+            channel,
             window_start,
             messages: messages as i64,
             words: words as i64,

@@ -235,15 +235,15 @@ macro_rules! views {
 // filter `f` matches the column). `rustfmt` leaves macro bodies alone.
 views! {
     /// `word_counts`: occurrences of a word in a channel's window.
-    "word_counts" => WordCount { channel: Name = filter "channel", window_start: i64, word: Symbol, count: i64 }
+    "word_counts" => WordCount { channel: Symbol = filter "channel", window_start: i64, word: Symbol, count: i64 }
     /// `channel_activity`: messages, words and distinct chatters of a channel's window.
-    "channel_activity" => ChannelActivity { channel: Name = filter "channel", window_start: i64, messages: i64, words: i64, chatters: i64 }
+    "channel_activity" => ChannelActivity { channel: Symbol = filter "channel", window_start: i64, messages: i64, words: i64, chatters: i64 }
     /// `user_counts`: all-time messages of a user in a channel.
-    "user_counts" => UserCount { channel: Name = filter "channel", user: Symbol = filter "user", messages: i64 }
+    "user_counts" => UserCount { channel: Symbol = filter "channel", user: Symbol = filter "user", messages: i64 }
     /// `top_words`: the K most frequent words of a channel, all-time.
-    "top_words" => TopWord { channel: Name = filter "channel", rank: u32, word: Symbol, count: i64 }
+    "top_words" => TopWord { channel: Symbol = filter "channel", rank: u32, word: Symbol, count: i64 }
     /// `top_users`: the K most active users of a channel, all-time.
-    "top_users" => TopUser { channel: Name = filter "channel", rank: u32, user: Symbol = filter "user", messages: i64 }
+    "top_users" => TopUser { channel: Symbol = filter "channel", rank: u32, user: Symbol = filter "user", messages: i64 }
     /// `connections`: the strength of a pair of users (`user_a < user_b`): the sum of the
     /// weights of their current edges in either direction.
     "connections" => Connection { user_a: Name = filter "user", user_b: Name = filter "user", strength: i64 }
