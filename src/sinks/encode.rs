@@ -92,7 +92,11 @@ impl<F: Format> Fields for Encoder<'_, F> {
     }
     fn int(&mut self, value: i64) {
         self.separate();
-        self.out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        // Most counts and ranks are one digit: one byte, without a formatting buffer copied in.
+        match u8::try_from(value) {
+            Ok(digit @ 0..=9) => self.out.push(b'0' + digit),
+            _ => self.out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes()),
+        }
     }
     fn wide(&mut self, value: i128) {
         self.separate();
@@ -342,6 +346,19 @@ mod tests {
         f.text("");
         f.int(-42);
         assert_eq!(String::from_utf8(out).unwrap(), "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",\"\",-42");
+    }
+
+    /// Integers are written as `to_string` writes them, on both sides of the one-digit path.
+    #[test]
+    fn integers_at_the_edges() {
+        let values = [-10, -1, 0, 1, 9, 10, 99, 255, 256, 1_700_000_040_000, i64::MIN, i64::MAX];
+        let mut out = Vec::new();
+        let mut f = CsvFields::new(&mut out);
+        for value in values {
+            f.int(value);
+        }
+        let expected: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        assert_eq!(String::from_utf8(out).unwrap(), expected.join(","));
     }
 
     #[test]
