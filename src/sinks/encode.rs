@@ -92,19 +92,24 @@ impl<F: Format> Fields for Encoder<'_, F> {
     }
     fn int(&mut self, value: i64) {
         self.separate();
-        // Most counts and ranks are one digit: one byte, without a formatting buffer copied in.
-        match u8::try_from(value) {
-            Ok(digit @ 0..=9) => self.out.push(b'0' + digit),
-            _ => self.out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes()),
-        }
+        put_i64(self.out, value);
     }
     fn wide(&mut self, value: i128) {
         self.separate();
         // Most walk counts fit 64 bits, and formatting those as 128-bit divides in 128 bits.
         match i64::try_from(value) {
-            Ok(small) => self.out.extend_from_slice(itoa::Buffer::new().format(small).as_bytes()),
+            Ok(small) => put_i64(self.out, small),
             Err(_) => self.out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes()),
         }
+    }
+}
+
+/// Appends `value` in decimal. Most counts, ranks and walks are one digit: one byte, without
+/// a formatting buffer copied in.
+fn put_i64(out: &mut Vec<u8>, value: i64) {
+    match u8::try_from(value) {
+        Ok(digit @ 0..=9) => out.push(b'0' + digit),
+        _ => out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes()),
     }
 }
 
@@ -357,7 +362,12 @@ mod tests {
         for value in values {
             f.int(value);
         }
-        let expected: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        let wide = [i128::from(i64::MIN) - 1, -1, 0, 9, 10, i128::from(i64::MAX) + 1, i128::MIN, i128::MAX];
+        for value in wide {
+            f.wide(value);
+        }
+        let expected: Vec<String> =
+            values.iter().map(|v| v.to_string()).chain(wide.iter().map(|v| v.to_string())).collect();
         assert_eq!(String::from_utf8(out).unwrap(), expected.join(","));
     }
 
