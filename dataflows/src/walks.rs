@@ -782,11 +782,17 @@ impl Walks {
         let mut top: Vec<(u32, Score)> =
             strengths.iter().zip(two.into_iter().zip(three)).map(|((u, s), (w2, w3))| (u, (s, w2, w3))).collect();
         if top.len() < k {
-            let neighbour = |u: u32| strengths.users.binary_search(&u).is_ok();
-            let second: Vec<(u32, Walk)> = walks2.iter().filter(|&(u, w)| w > 0 && !neighbour(u)).collect();
+            // The second tier: users with two-hop walks that are not neighbours, read from the
+            // row in user order with a cursor into the (sorted) neighbours.
+            let mut j = 0;
+            let second = walks2.iter().filter(|&(u, w)| {
+                j = seek(users, j, u, |n| *n);
+                w > 0 && users.get(j) != Some(&u)
+            });
             let wanted = k - top.len();
             top.extend(self.best_of_tier(second, wanted, walks3, |w2, w3| (0, w2, w3)));
             if top.len() < k {
+                let neighbour = |u: u32| strengths.users.binary_search(&u).is_ok();
                 let in_two = walks2.values_at(&walks3.iter().map(|(u, _)| u).collect::<Vec<_>>());
                 let third: Vec<(u32, Walk)> = walks3
                     .iter()
@@ -795,18 +801,23 @@ impl Walks {
                     .map(|(e, _)| e)
                     .collect();
                 let wanted = k - top.len();
-                top.extend(self.best_of_tier(third, wanted, &WalkRow::default(), |w3, _| (0, 0, w3)));
+                top.extend(self.best_of_tier(third.into_iter(), wanted, &WalkRow::default(), |w3, _| (0, 0, w3)));
             }
         }
         self.best(top, k)
     }
 
     /// The best `k` of a tier's `entries` (user, first component of the tier's score; sorted
-    /// by user): by that component, then by `next` (a row, looked up only for the entries
-    /// tied with the `k`-th), then by name. `score(first, next)` makes the score.
+    /// by user): by that component, then by `next` (a row, looked up only for the entries tied
+    /// with the `k`-th), then by name. `score(first, next)` makes the score.
+    ///
+    /// One pass that keeps the `k` greatest components in a short sorted buffer (most entries
+    /// are one comparison with its least, the running cut) and only the entries not below the
+    /// cut when they come: collecting a whole tier and selecting in it was a fifth of a graph's
+    /// load.
     fn best_of_tier(
         &self,
-        mut entries: Vec<(u32, Walk)>,
+        entries: impl Iterator<Item = (u32, Walk)>,
         k: usize,
         next: &WalkRow,
         score: impl Fn(Walk, Walk) -> Score,
@@ -818,15 +829,34 @@ impl Walks {
         if k == 0 {
             return Vec::new();
         }
-        if entries.len() <= k {
-            return scored(entries);
+        // The `k` greatest components seen, greatest first; its least is the running cut,
+        // which only rises. Every entry at or above the cut when it comes is kept, so the
+        // entries at or above the final cut are all among those kept.
+        let mut greatest: Vec<Walk> = Vec::with_capacity(k + 1);
+        let mut kept: Vec<(u32, Walk)> = Vec::new();
+        for e in entries {
+            let full = greatest.len() == k;
+            if !full || e.1 >= greatest[k - 1] {
+                if !full || e.1 > greatest[k - 1] {
+                    let at = greatest.partition_point(|&g| g >= e.1);
+                    greatest.insert(at, e.1);
+                    greatest.truncate(k);
+                }
+                kept.push(e);
+            }
         }
-        entries.select_nth_unstable_by(k - 1, |a, b| b.1.cmp(&a.1));
-        let cut = entries[k - 1].1;
-        let mut sure: Vec<(u32, Walk)> = entries.iter().copied().filter(|e| e.1 > cut).collect();
-        let mut tied: Vec<(u32, Walk)> = entries.into_iter().filter(|e| e.1 == cut).collect();
-        sure.sort_unstable();
-        tied.sort_unstable();
+        if greatest.len() < k {
+            return scored(kept);
+        }
+        let cut = greatest[k - 1];
+        let (mut sure, mut tied) = (Vec::new(), Vec::new());
+        for e in kept {
+            if e.1 > cut {
+                sure.push(e);
+            } else if e.1 == cut {
+                tied.push(e);
+            }
+        }
         let mut best = scored(sure);
         let mut tied = scored(tied);
         let rest = k - best.len();
