@@ -356,6 +356,9 @@ struct Walks {
     index: u64,
     ids: HashMap<Name, u32, RandomState>,
     names: Vec<Name>,
+    /// Each name's first eight bytes as a big-endian number (zero-padded): ordered as the
+    /// names are wherever they differ, so rankings compare names only when these are equal.
+    name_keys: Vec<u64>,
     /// Whether this worker owns the user (its hash falls to this worker).
     owned: Vec<bool>,
     /// Whether the user is a focus user this worker owns.
@@ -379,6 +382,7 @@ impl Walks {
         let id = self.names.len() as u32;
         self.ids.insert(name.clone(), id);
         self.names.push(name.clone());
+        self.name_keys.push(name_key(name));
         self.owned.push(name.hashed() % self.peers == self.index);
         self.focused.push(self.owned[id as usize] && self.focus.is_none());
         self.adjacency.push(Row::default());
@@ -871,7 +875,9 @@ impl Walks {
 
     /// The order of `top_connections`: the greater score first, ties by the other's name.
     fn rank_order(&self, a: &(u32, Score), b: &(u32, Score)) -> std::cmp::Ordering {
-        b.1.cmp(&a.1).then_with(|| self.names[a.0 as usize].cmp(&self.names[b.0 as usize]))
+        b.1.cmp(&a.1)
+            .then_with(|| self.name_keys[a.0 as usize].cmp(&self.name_keys[b.0 as usize]))
+            .then_with(|| self.names[a.0 as usize].cmp(&self.names[b.0 as usize]))
     }
 
     /// Emits what changed from `old` to `new` for focus user `f`.
@@ -935,6 +941,17 @@ impl Walks {
             }
         }
     }
+}
+
+/// The first eight bytes of `name` as a big-endian number, zero-padded. Where two names'
+/// keys differ they order as the names do: a byte that differs within the first eight decides
+/// both, and a name that ends within them is a prefix of the other (less) unless the other
+/// goes on with zero bytes, which gives equal keys.
+fn name_key(name: &str) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = name.len().min(8);
+    bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+    u64::from_be_bytes(bytes)
 }
 
 /// The first index at or after `from` whose user (`user(item)`) is not below `u` in `items`
@@ -1127,6 +1144,7 @@ where
         index,
         ids: HashMap::default(),
         names: Vec::new(),
+        name_keys: Vec::new(),
         owned: Vec::new(),
         focused: Vec::new(),
         adjacency: Vec::new(),
@@ -1253,6 +1271,16 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+        /// Different keys order as the names do (names with zero bytes and shared prefixes
+        /// included).
+        #[test]
+        fn name_keys_order_as_names(a in "[ab\\x00]{0,10}", b in "[ab\\x00]{0,10}") {
+            let (ka, kb) = (name_key(&a), name_key(&b));
+            if ka != kb {
+                prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
+            }
+        }
 
         #[test]
         fn seek_is_the_partition_point(
