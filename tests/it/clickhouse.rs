@@ -314,9 +314,21 @@ fn kill_9_at_random_moments_and_restart() {
     assert!(during_checkpoint >= 2, "only {during_checkpoint} runs were killed while a checkpoint was taken");
     let committed: BTreeSet<u64> = cuts.iter().flatten().copied().filter(|c| *c > 0).collect();
     assert!(committed.len() >= 2, "the killed runs committed too little to resume from: cuts {cuts:?}");
-    // The last run resumes from the latest complete checkpoint and reads only what lies after
-    // its positions (its own count of records read).
-    let (at, positions) = complete_checkpoint(&out).expect("the killed runs completed a checkpoint");
+    // The last run resumes from the latest checkpoint the database marks complete and reads only
+    // what lies after its positions (its own count of records read). The database, not the
+    // staging folder, says which: a checkpoint is marked complete there first and in the folder
+    // after, so a kill between the two leaves the folder's marker behind (a CI run once expected
+    // the folder's checkpoint at 0 where the run rightly resumed from the database's last one).
+    let (at, _) = chatflow::clickhouse::store::latest(&client, &db)
+        .unwrap()
+        .expect("the killed runs completed a checkpoint in the database");
+    let staged = out.join("_checkpoints").join(at.to_string());
+    assert!(
+        staged.is_dir(),
+        "the checkpoint at {at} is complete in the database but not staged in {}",
+        staged.display()
+    );
+    let positions = records_before(&staged);
     let output = run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let stdout = String::from_utf8_lossy(&output.stdout);
     let read = records_read(&stdout);
