@@ -786,26 +786,28 @@ impl Walks {
         let mut top: Vec<(u32, Score)> =
             strengths.iter().zip(two.into_iter().zip(three)).map(|((u, s), (w2, w3))| (u, (s, w2, w3))).collect();
         if top.len() < k {
-            // The second tier: users with two-hop walks that are not neighbours, read from the
-            // row in user order with a cursor into the (sorted) neighbours.
-            let mut j = 0;
-            let second = walks2.iter().filter(|&(u, w)| {
-                j = seek(users, j, u, |n| *n);
-                w > 0 && users.get(j) != Some(&u)
-            });
+            // Each tier reads its row in user order, so whether a user is a neighbour is a
+            // cursor moving through the (sorted) neighbours, made afresh for each tier.
+            let not_neighbour = || {
+                let mut j = 0;
+                move |u: u32| {
+                    j = seek(users, j, u, |n| *n);
+                    users.get(j) != Some(&u)
+                }
+            };
+            // The second tier: users with two-hop walks that are not neighbours.
+            let mut outside = not_neighbour();
+            let second = walks2.iter().filter(|&(u, w)| w > 0 && outside(u));
             let wanted = k - top.len();
             top.extend(self.best_of_tier(second, wanted, walks3, |w2, w3| (0, w2, w3)));
             if top.len() < k {
-                let neighbour = |u: u32| strengths.users.binary_search(&u).is_ok();
+                // The third: users with three-hop walks only.
                 let in_two = walks2.values_at(&walks3.iter().map(|(u, _)| u).collect::<Vec<_>>());
-                let third: Vec<(u32, Walk)> = walks3
-                    .iter()
-                    .zip(in_two)
-                    .filter(|&((u, w), w2)| w > 0 && w2 == 0 && !neighbour(u))
-                    .map(|(e, _)| e)
-                    .collect();
+                let mut outside = not_neighbour();
+                let third =
+                    walks3.iter().zip(in_two).filter(|&((u, w), w2)| w > 0 && w2 == 0 && outside(u)).map(|(e, _)| e);
                 let wanted = k - top.len();
-                top.extend(self.best_of_tier(third.into_iter(), wanted, &WalkRow::default(), |w3, _| (0, 0, w3)));
+                top.extend(self.best_of_tier(third, wanted, &WalkRow::default(), |w3, _| (0, 0, w3)));
             }
         }
         self.best(top, k)

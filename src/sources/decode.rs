@@ -249,11 +249,11 @@ fn json_i64(rest: &mut &[u8]) -> Option<i64> {
 /// word tested for a quote, a backslash or a byte below 0x20 at once ([`crate::swar`]: the
 /// mask's lowest set bit marks the first such byte).
 fn string_end(bytes: &[u8]) -> Option<usize> {
-    use crate::swar::{below, equal};
+    use crate::swar::{below, equal, word_at};
     let at = |i: usize| (bytes[i] == b'"').then_some(i);
     let mut chunks = bytes.chunks_exact(8);
     for (n, chunk) in (&mut chunks).enumerate() {
-        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let word = word_at(chunk, 0);
         let mask = equal(word, b'"') | equal(word, b'\\') | below(word, 0x20);
         if mask != 0 {
             return at(8 * n + mask.trailing_zeros() as usize / 8);
