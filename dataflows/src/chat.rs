@@ -2,22 +2,23 @@
 //! and `top_users`, from a collection of chat messages.
 //!
 //! ```text
-//!  chats ─► SplitMessages ─┬─ words ══(channel, word)══╤═► Count ─────────────────────────► word_counts
-//!                          │  (channel, window, word)  └─► (channel, word) ─► TopK ─► merge ─► top_words
+//!  chats ─► SplitMessages ─┬─ words ══(channel, word)══► Count + TopK ─┬──────────────► word_counts
+//!                          │  (channel, window, word)                  └─► merge ─► top_words
 //!                          └─ messages ─┬─► (channel, window): (1, #words, 0) ─────────┐
 //!     ((channel, window, user), #words) ├─► (channel, window, user) ─► Distinct ─► (0, 0, 1) ─┴─► Count ─► channel_activity
-//!                                       └─► (channel, user) ══(channel, user)══╤═► Count ─► user_counts
-//!                                                                              └─► TopK ─► merge ─► top_users
+//!                                       └─► (channel, user) ══(channel, user)══► Count + TopK ─┬─────────► user_counts
+//!                                                                                              └─► merge ─► top_users
 //! ```
 //!
 //! Every count is a running total per key (see `operators`): a late message changes the rows
 //! of its own window and the all-time counts, nothing else. `Preaggregate` merges each
 //! worker's updates of a batch before they are exchanged.
 //!
-//! `══(key)══` is one exchange (`partition`) that two operators then read on the worker it put
-//! the updates on: each (channel, word) goes to one worker for both its windowed counts and
-//! its all-time score, and each (channel, user) for its count and its score. Each worker ranks
-//! its own items per channel and the channel's owner merges the workers' best `k` (`top_k`).
+//! `══(key)══` is one exchange (`partition`): each (channel, word) goes to one worker, where
+//! one operator (`count_and_top_k`) sums a time's occurrences once for both its windowed counts
+//! and its all-time score, and each (channel, user) likewise, its count being its score. Each
+//! worker ranks its own items per channel and the channel's owner merges the workers' best `k`
+//! (`top_k`).
 //!
 //! Channels, words and users travel as [`Symbol`]s (8-byte ids of a process-wide table, see
 //! `symbol`), interned in `SplitMessages` (a channel and a user per message, a word as it
@@ -38,7 +39,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use crate::horizon::{window_end_ms, Expiry, Horizon};
-use crate::operators::{count_by_group, count_by_key, distinct_by_group, partition, preaggregate, top_k};
+use crate::operators::{count_and_top_k, count_by_key, distinct_by_group, partition, preaggregate, Counted};
 use crate::symbol::{text_hash, Interner, Symbol};
 use crate::types::*;
 use crate::views::*;
@@ -90,16 +91,18 @@ where
     // and its ranking.
     let words = partition(words, |(window, word): &WordKey| (&window.key.0, word).hashed());
     let users = partition(channel_users(messages.clone()), |pair: &(Channel, Symbol)| pair.hashed());
-    exporter.export(word_counts(words.clone(), expiry("Count: word_counts")));
+    let (word_counts, top_words) = word_counts_and_top_words(words, expiry("Count: word_counts"), config.top_k);
+    exporter.export(word_counts);
     exporter.export(channel_activity(
         messages,
         sizes.clone(),
         expiry("Distinct: window chatters"),
         expiry("Count: channel_activity"),
     ));
-    exporter.export(user_counts(users.clone()));
-    exporter.export(top_words(words, config.top_k));
-    exporter.export(top_users(users, config.top_k));
+    let (user_counts, top_users) = user_counts_and_top_users(users, config.top_k);
+    exporter.export(user_counts);
+    exporter.export(top_words);
+    exporter.export(top_users);
     sizes
 }
 
@@ -219,31 +222,31 @@ struct WindowWords<T> {
     word_count: Diff,
 }
 
-/// returns `word_counts`: per (channel, window, word) the number of occurrences.
-fn word_counts<'s, T>(
+/// returns `word_counts` (per (channel, window, word) the number of occurrences) and
+/// `top_words` (per channel the `k` most frequent words of all time), from one sum of each
+/// time's words.
+fn word_counts_and_top_words<'s, T>(
     words: VecCollection<'s, T, WordKey>,
     expiry: Option<Expiry<T, Window>>,
-) -> VecCollection<'s, T, WordCount>
-where
-    T: Timestamp + TotalOrder,
-{
-    count_by_group(words, Pipeline, "Count: word_counts", expiry, |window: &Window, word: &Symbol, count| WordCount {
-        channel: window.key.0,
-        window_start: window.key.1,
-        word: *word,
-        count: count as i64,
-    })
-}
-
-/// returns `top_words`: per channel the `k` most frequent words of all time.
-fn top_words<'s, T>(words: VecCollection<'s, T, WordKey>, k: usize) -> VecCollection<'s, T, TopWord>
+    k: usize,
+) -> (VecCollection<'s, T, WordCount>, VecCollection<'s, T, TopWord>)
 where
     T: Timestamp + TotalOrder + Hash,
 {
-    // Not pre-aggregated: the top-K sums a time's updates per (channel, word) as they arrive,
-    // and the words are summed per (channel, window, word) and batch already.
-    top_k(words.map(|(window, word)| (window.key.0, word)), Pipeline, k, "TopK: top_words")
-        .map(|(channel, rank, word, count)| TopWord { channel, rank, word, count: count as i64 })
+    let (counts, top) = count_and_top_k(
+        words,
+        ["Count: word_counts", "TopK: top_words"],
+        Counted::Windows(expiry),
+        |window: &Window| window.key.0,
+        |window: &Window, word: &Symbol, count| WordCount {
+            channel: window.key.0,
+            window_start: window.key.1,
+            word: *word,
+            count: count as i64,
+        },
+        k,
+    );
+    (counts, top.map(|(channel, rank, word, count)| TopWord { channel, rank, word, count: count as i64 }))
 }
 
 /// returns `(channel, user)` once per message.
@@ -254,27 +257,29 @@ where
     preaggregate(messages.map(|((window, user), _)| (window.key.0, user)), "Preaggregate: channel users")
 }
 
-/// returns `user_counts`: per (channel, user) the number of messages of all time.
-fn user_counts<'s, T>(users: VecCollection<'s, T, (Channel, Symbol)>) -> VecCollection<'s, T, UserCount>
+/// returns `user_counts` (per (channel, user) the number of messages of all time) and
+/// `top_users` (per channel the `k` users with the most messages), from one total per
+/// (channel, user).
+fn user_counts_and_top_users<'s, T>(
+    users: VecCollection<'s, T, (Channel, Symbol)>,
+    k: usize,
+) -> (VecCollection<'s, T, UserCount>, VecCollection<'s, T, TopUser>)
 where
-    T: Timestamp + TotalOrder,
+    T: Timestamp + TotalOrder + Hash,
 {
-    count_by_group(users, Pipeline, "Count: user_counts", None, |channel: &Channel, user: &Symbol, messages| {
-        UserCount { channel: *channel, user: *user, messages: messages as i64 }
-    })
-}
-
-/// returns `top_users`: per channel the `k` users with the most messages.
-fn top_users<'s, T>(users: VecCollection<'s, T, (Channel, Symbol)>, k: usize) -> VecCollection<'s, T, TopUser>
-where
-    T: Timestamp + TotalOrder,
-{
-    top_k(users, Pipeline, k, "TopK: top_users").map(|(channel, rank, user, messages)| TopUser {
-        channel,
-        rank,
-        user,
-        messages: messages as i64,
-    })
+    let (counts, top) = count_and_top_k(
+        users,
+        ["Count: user_counts", "TopK: top_users"],
+        Counted::Scores,
+        |channel: &Channel| *channel,
+        |channel: &Channel, user: &Symbol, messages| UserCount {
+            channel: *channel,
+            user: *user,
+            messages: messages as i64,
+        },
+        k,
+    );
+    (counts, top.map(|(channel, rank, user, messages)| TopUser { channel, rank, user, messages: messages as i64 }))
 }
 
 /// returns `channel_activity`: per (channel, window) the messages, words and distinct chatters.

@@ -8,10 +8,12 @@
 //! it took 45 % of a worker's time; [`total_by_key`] replaces them. Views that need shared
 //! arrangements (joins) still use differential's.
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;
+use std::rc::Rc;
 
 use differential_dataflow::difference::{Monoid, Semigroup};
 use differential_dataflow::{AsCollection, Data, ExchangeData, Hashable, VecCollection};
@@ -20,7 +22,8 @@ use timely::communication::Pull;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
 use timely::dataflow::channels::Message;
-use timely::dataflow::operators::generic::{InputHandleCore, Operator};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::{InputHandleCore, Operator, OutputBuilder};
 use timely::dataflow::operators::Capability;
 use timely::order::TotalOrder;
 use timely::progress::frontier::MutableAntichain;
@@ -83,7 +86,7 @@ where
 /// returns the same collection with each update moved to the worker `route` picks for it (its
 /// hash modulo the number of workers): one exchange that several operators then read with
 /// `Pipeline`, where each would otherwise exchange the same updates again (see
-/// [`total_by_group`], [`top_k`]).
+/// [`count_and_top_k`]).
 pub fn partition<'s, T, D, R>(
     updates: VecCollection<'s, T, D, R>,
     route: impl Fn(&D) -> u64 + 'static,
@@ -97,8 +100,8 @@ where
     updates.inner.exchange(move |update: &(D, T, R)| route(&update.0)).as_collection()
 }
 
-/// The exchange of `(group, item)` updates by the pair's hash: the delivery of [`total_by_group`],
-/// [`count_by_group`] and [`top_k`] for updates not partitioned already.
+/// The exchange of `(group, item)` updates by the pair's hash: the delivery of [`total_by_group`]
+/// and [`top_k`] for updates not partitioned already.
 pub fn by_pair<T, G, I, R>() -> impl ParallelizationContract<T, Vec<((G, I), T, R)>>
 where
     T: Timestamp,
@@ -113,25 +116,27 @@ where
 /// the skeleton of the operators that handle each time once it is complete, times in
 /// increasing order ([`accumulate_in_time_order`]; the change files' writer, which keeps a
 /// time's capability until the time is on disk).
-pub struct InTimeOrder<T: Timestamp, A> {
-    pending: BTreeMap<T, (Capability<T>, A)>,
+///
+/// A time holds a capability for each of `N` outputs.
+pub struct InTimeOrder<T: Timestamp, A, const N: usize = 1> {
+    pending: BTreeMap<T, ([Capability<T>; N], A)>,
     /// Emptied accumulators, for the next times.
     spare: Vec<A>,
 }
 
-impl<T: Timestamp, A> Default for InTimeOrder<T, A> {
+impl<T: Timestamp, A, const N: usize> Default for InTimeOrder<T, A, N> {
     fn default() -> Self {
         InTimeOrder { pending: BTreeMap::new(), spare: Vec::new() }
     }
 }
 
-impl<T: Timestamp + TotalOrder, A: Default> InTimeOrder<T, A> {
+impl<T: Timestamp + TotalOrder, A: Default, const N: usize> InTimeOrder<T, A, N> {
     /// Folds each update that arrived on `input` into its time's accumulator with `absorb`,
-    /// taking a capability (for output `port`) for a time new to it.
+    /// taking a capability for each output of `ports` for a time new to it.
     pub fn absorb<D, R, P>(
         &mut self,
         input: &mut InputHandleCore<T, Vec<(D, T, R)>, P>,
-        port: usize,
+        ports: [usize; N],
         mut absorb: impl FnMut(&mut A, D, R),
     ) where
         P: Pull<Message<T, Vec<(D, T, R)>>>,
@@ -146,12 +151,12 @@ impl<T: Timestamp + TotalOrder, A: Default> InTimeOrder<T, A> {
                     let slot = match pending.entry(time) {
                         std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                         std::collections::btree_map::Entry::Vacant(e) => {
-                            let cap = cap.delayed(e.key(), port);
-                            e.insert((cap, spare.pop().unwrap_or_default()))
+                            let caps = ports.map(|port| cap.delayed(e.key(), port));
+                            e.insert((caps, spare.pop().unwrap_or_default()))
                         }
                     };
                     absorb(&mut slot.1, data, diff);
-                    while let Some((data, _, diff)) = updates.next_if(|(_, t, _)| t == slot.0.time()) {
+                    while let Some((data, _, diff)) = updates.next_if(|(_, t, _)| t == slot.0[0].time()) {
                         absorb(&mut slot.1, data, diff);
                     }
                 }
@@ -159,9 +164,9 @@ impl<T: Timestamp + TotalOrder, A: Default> InTimeOrder<T, A> {
         });
     }
 
-    /// The earliest time that `frontier` has passed, with its capability and what arrived for
-    /// it.
-    pub fn next_complete(&mut self, frontier: &MutableAntichain<T>) -> Option<(T, Capability<T>, A)> {
+    /// The earliest time that `frontier` has passed, with its capabilities and what arrived
+    /// for it.
+    pub fn next_complete(&mut self, frontier: &MutableAntichain<T>) -> Option<(T, [Capability<T>; N], A)> {
         let entry = self.pending.first_entry()?;
         if frontier.less_equal(entry.key()) {
             return None;
@@ -237,8 +242,8 @@ where
             let mut times = InTimeOrder::<T, A>::default();
             move |(input, frontier), output| {
                 let port = output.output_index();
-                times.absorb(input, port, &mut absorb);
-                while let Some((time, cap, mut accumulated)) = times.next_complete(frontier) {
+                times.absorb(input, [port], &mut absorb);
+                while let Some((time, [cap], mut accumulated)) = times.next_complete(frontier) {
                     let mut session = output.session(&cap);
                     process(&time, &mut accumulated, &mut |data, diff| session.give((data, time.clone(), diff)));
                     times.recycle(accumulated);
@@ -463,34 +468,6 @@ where
     })
 }
 
-/// [`count_by_key`] over `(group, item)` keys, with the totals kept per group
-/// ([`total_by_group`], which says how `pact` delivers the updates): the rows
-/// `row(group, item, total)`, made where the totals are (no separate pass to shape them).
-pub fn count_by_group<'s, T, G, I, R, D, P>(
-    updates: VecCollection<'s, T, (G, I), R>,
-    pact: P,
-    name: &str,
-    expiry: Option<Expiry<T, G>>,
-    row: impl Fn(&G, &I, R) -> D + 'static,
-) -> VecCollection<'s, T, D>
-where
-    T: Timestamp + TotalOrder,
-    G: ExchangeData + Hash,
-    I: ExchangeData + Hash,
-    R: ExchangeData + Monoid,
-    D: Data,
-    P: ParallelizationContract<T, Vec<((G, I), T, R)>>,
-{
-    total_by_group(updates, pact, name, expiry, move |group: &G, item: &I, old: &R, new: &R, emit| {
-        if !old.is_zero() {
-            emit(row(group, item, old.clone()), -1);
-        }
-        if !new.is_zero() {
-            emit(row(group, item, new.clone()), 1);
-        }
-    })
-}
-
 /// [`distinct_by_key`] over `(group, item)` keys, with the totals kept per group
 /// ([`total_by_group`]).
 pub fn distinct_by_group<'s, T, G, I>(
@@ -605,12 +582,16 @@ impl<I: Ord + Hash + Clone, R: Monoid + Ord> Ranking<I, R> {
         ranking
     }
 
-    /// Adds `delta` to `item`'s score, keeping the invariant with a buffer of `capacity`.
-    fn update(&mut self, item: I, delta: R, k: usize, capacity: usize) {
+    /// Adds `delta` to `item`'s score, keeping the invariant with a buffer of `capacity`, and
+    /// calls `changed(old, new)` with the item's score before and after (zero when absent).
+    fn update(&mut self, item: I, delta: R, k: usize, capacity: usize, changed: impl FnOnce(&I, &R, &R)) {
         let zero = R::zero();
         // One probe of the scores: it gives the old score and takes the new one.
         let mut scores = (R::zero(), R::zero());
-        add_to_total(&mut self.scores, item.clone(), delta, |_, old, new| scores = (old.clone(), new.clone()));
+        add_to_total(&mut self.scores, item.clone(), delta, |item, old, new| {
+            changed(item, old, new);
+            scores = (old.clone(), new.clone())
+        });
         let (old, new) = scores;
         // The shown rows can change only if the item was or becomes one of them: its old or
         // new rank key is at or before the last shown row's.
@@ -791,16 +772,7 @@ where
 {
     let TopK { k, capacity } = size;
     let capacity = capacity.max(k);
-    // Saved as each group's scores; the buffer and the pairs shown are rebuilt from them.
-    let groups = checkpoint::keep_with(
-        name,
-        HashMap::<G, Ranking<I, R>, RandomState>::default(),
-        |groups, out| bincode::serialize_into(out, &groups.iter().map(|(g, r)| (g, &r.scores)).collect::<Vec<_>>()),
-        |reader| {
-            let scores: Vec<(G, HashMap<I, R, RandomState>)> = bincode::deserialize_from(reader)?;
-            Ok(scores.into_iter().map(|(group, scores)| (group, Ranking::restore(scores, k, capacity))).collect())
-        },
-    );
+    let groups = keep_rankings::<G, I, R>(name, k, capacity);
     // A time's changes, summed per group and item as they arrive.
     let absorb = |sums: &mut GroupSums<G, I, R>, (group, item): (G, I), diff| sums.add(group, item, diff);
     accumulate_in_time_order(scores, pact, name, absorb, move |_time, sums: &mut GroupSums<G, I, R>, emit| {
@@ -809,16 +781,175 @@ where
             let ranking = groups.entry(group.clone()).or_insert_with(Ranking::new);
             for (item, delta) in items {
                 if !delta.is_zero() {
-                    ranking.update(item, delta, k, capacity);
+                    ranking.update(item, delta, k, capacity, |_, _, _| {});
                 }
             }
-            ranking.refill(k, capacity);
-            ranking.emit_changes(k, |item, score, diff| emit((group.clone(), item.clone(), score.clone()), diff));
-            if ranking.scores.is_empty() && ranking.emitted.is_empty() {
-                groups.remove(group);
-            }
+            show(groups, group, k, capacity, &mut |row, diff| emit(row, diff));
         })
     })
+}
+
+/// Each group's [`Ranking`] in a worker's share of a [`top_k`].
+type Rankings<G, I, R> = HashMap<G, Ranking<I, R>, RandomState>;
+
+/// returns empty [`Rankings`] (or those of the checkpoint being restored), kept at every
+/// checkpoint as each group's scores: the buffer and the pairs shown are rebuilt from them.
+fn keep_rankings<G, I, R>(name: &str, k: usize, capacity: usize) -> Rc<RefCell<Rankings<G, I, R>>>
+where
+    G: ExchangeData + Hash,
+    I: ExchangeData + Hash,
+    R: ExchangeData + Monoid,
+{
+    checkpoint::keep_with(
+        name,
+        HashMap::default(),
+        |groups: &Rankings<G, I, R>, out| {
+            bincode::serialize_into(out, &groups.iter().map(|(g, r)| (g, &r.scores)).collect::<Vec<_>>())
+        },
+        |reader| {
+            let scores: Vec<(G, HashMap<I, R, RandomState>)> = bincode::deserialize_from(reader)?;
+            Ok(scores.into_iter().map(|(group, scores)| (group, Ranking::restore(scores, k, capacity))).collect())
+        },
+    )
+}
+
+/// Emits the change of `group`'s shown `(group, item, score)` rows after its updates (its
+/// buffer refilled first if they drained it), and forgets the group once it has nothing.
+fn show<G, I, R>(
+    groups: &mut Rankings<G, I, R>,
+    group: &G,
+    k: usize,
+    capacity: usize,
+    emit: &mut dyn FnMut((G, I, R), Diff),
+) where
+    G: Hash + Eq + Clone,
+    I: Ord + Hash + Clone,
+    R: Monoid + Ord,
+{
+    let Some(ranking) = groups.get_mut(group) else { return };
+    ranking.refill(k, capacity);
+    ranking.emit_changes(k, |item, score, diff| emit((group.clone(), item.clone(), score.clone()), diff));
+    if ranking.scores.is_empty() && ranking.emitted.is_empty() {
+        groups.remove(group);
+    }
+}
+
+/// What [`count_and_top_k`] counts beside its ranking.
+pub enum Counted<T, W> {
+    /// The total of each (window, item): a ranking's group holds many windows (a channel's),
+    /// and windows are forgotten by the expiry.
+    Windows(Option<Expiry<T, W>>),
+    /// The ranking's own scores, one map for both: each count group is a ranking group
+    /// (`rank_group` is one to one).
+    Scores,
+}
+
+/// The running total of each `(group, item)` and a [`top_k`] of the same updates, in one
+/// operator: returns the rows `row(group, item, total)` (a change is the retraction of the
+/// old row and the insertion of the new one, as in [`count_by_key`]) and the ranked rows of each
+/// `rank_group(group)` (as `top_k` makes them, the items' scores summed over its groups).
+///
+/// The updates are read where [`partition`] put them, by the hash of `(rank_group(group),
+/// item)`, so that each ranked item is owned by one worker. A time's updates are summed per
+/// group and item once for both views (two operators summed them twice), and with
+/// [`Counted::Scores`] one map of totals serves both (two operators kept the same totals
+/// twice). The state is kept for checkpoints under the two names (with `Counted::Scores`, the
+/// totals only as the ranking's scores).
+pub fn count_and_top_k<'s, T, W, G, I, R, D>(
+    updates: VecCollection<'s, T, (W, I), R>,
+    [count_name, top_name]: [&str; 2],
+    counted: Counted<T, W>,
+    rank_group: impl Fn(&W) -> G + 'static,
+    row: impl Fn(&W, &I, R) -> D + 'static,
+    size: impl Into<TopK>,
+) -> (VecCollection<'s, T, D>, VecCollection<'s, T, (G, u32, I, R)>)
+where
+    T: Timestamp + TotalOrder,
+    W: ExchangeData + Hash,
+    G: ExchangeData + Hash,
+    I: ExchangeData + Hash,
+    R: ExchangeData + Monoid + Hash,
+    D: Data,
+{
+    let TopK { k, capacity } = size.into();
+    let capacity = capacity.max(k);
+    let (mut expiry, totals) = match counted {
+        Counted::Windows(expiry) => (expiry, Some(checkpoint::keep::<Nested<W, I, R>>(count_name, HashMap::default()))),
+        Counted::Scores => (None, None),
+    };
+    let rankings = keep_rankings::<G, I, R>(top_name, k, capacity);
+    let mut builder = OperatorBuilder::new(format!("{count_name} + {top_name}"), updates.inner.scope());
+    let mut input = builder.new_input(updates.inner, Pipeline);
+    let (counts_out, counts) = builder.new_output();
+    let (leaders_out, leaders) = builder.new_output();
+    let mut counts_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<(D, T, Diff)>>>::from(counts_out);
+    let mut leaders_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<((G, I, R), T, Diff)>>>::from(leaders_out);
+    builder.build(move |initial| {
+        drop(initial);
+        let mut times = InTimeOrder::<T, GroupSums<W, I, R>, 2>::default();
+        // The ranking groups a time's updates touched.
+        let mut touched: Vec<G> = Vec::new();
+        move |frontiers| {
+            let (mut counts_out, mut leaders_out) = (counts_out.activate(), leaders_out.activate());
+            let ports = [counts_out.output_index(), leaders_out.output_index()];
+            times.absorb(&mut input, ports, |sums, (group, item), diff| sums.add(group, item, diff));
+            while let Some((time, [counts_cap, leaders_cap], mut sums)) = times.next_complete(&frontiers[0]) {
+                let mut counts = counts_out.session(&counts_cap);
+                let mut count = |row, diff| counts.give((row, time.clone(), diff));
+                let rankings = &mut *rankings.borrow_mut();
+                let mut counted = |group: &W, item: &I, old: &R, new: &R| {
+                    if !old.is_zero() {
+                        count(row(group, item, old.clone()), -1);
+                    }
+                    if !new.is_zero() {
+                        count(row(group, item, new.clone()), 1);
+                    }
+                };
+                // The windows' totals first, then the rankings, each pass over the time's sums
+                // probing one kind of map (interleaved, each probe missed the caches more).
+                if let Some(totals) = totals.as_ref() {
+                    let totals = &mut *totals.borrow_mut();
+                    expire(&mut expiry, &time, totals);
+                    for (group, deltas) in sums.groups.iter().filter(|(_, deltas)| !deltas.is_empty()) {
+                        // A new group's totals start with room for its first items.
+                        let room = deltas.len();
+                        let windowed = totals
+                            .entry(group.clone())
+                            .or_insert_with(|| HashMap::with_capacity_and_hasher(room, RandomState::default()));
+                        for (item, delta) in deltas.iter().filter(|(_, delta)| !delta.is_zero()) {
+                            add_to_total(windowed, item.clone(), delta.clone(), |item, old, new| {
+                                counted(group, item, old, new)
+                            });
+                        }
+                        if windowed.is_empty() {
+                            totals.remove(group);
+                        }
+                    }
+                }
+                let scores_counted = totals.is_none();
+                sums.drain(|group, deltas| {
+                    let ranked = rank_group(group);
+                    let ranking = rankings.entry(ranked.clone()).or_insert_with(Ranking::new);
+                    if !touched.contains(&ranked) {
+                        touched.push(ranked);
+                    }
+                    for (item, delta) in deltas.filter(|(_, delta)| !delta.is_zero()) {
+                        ranking.update(item, delta, k, capacity, |item, old, new| {
+                            if scores_counted {
+                                counted(group, item, old, new)
+                            }
+                        });
+                    }
+                });
+                let mut leaders = leaders_out.session(&leaders_cap);
+                for group in touched.drain(..) {
+                    show(rankings, &group, k, capacity, &mut |row, diff| leaders.give((row, time.clone(), diff)));
+                }
+                times.recycle(sums);
+            }
+        }
+    });
+    (counts.as_collection(), merge_leaders(leaders.as_collection(), k, top_name))
 }
 
 /// One group's leaders in [`merge_leaders`]: every worker's best `k`, ranked, and the rows

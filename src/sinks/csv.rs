@@ -228,8 +228,8 @@ fn write_stage<'s>(
             };
             move |(input, frontier), output| {
                 let port = output.output_index();
-                times.absorb(input, port, |runs, run, diff| runs.push((run, diff)));
-                while let Some((time, cap, runs)) = times.next_complete(frontier) {
+                times.absorb(input, [port], |runs, run, diff| runs.push((run, diff)));
+                while let Some((time, [cap], runs)) = times.next_complete(frontier) {
                     let Some(f) = file.as_ref() else { continue };
                     if limit.borrow().limit.is_some_and(|limit| time >= limit) {
                         continue;

@@ -90,8 +90,10 @@ fn worker_file(out: &Path, time: u64, worker: u32) -> PathBuf {
 
 /// The start of every worker file (and its format's version: 2 since the chat views' words and
 /// users are owned by worker per (channel, word) and (channel, user), and rankings keep their
-/// leaders per worker; a checkpoint of version 1 would put state on the wrong workers).
-const MAGIC: &[u8; 8] = b"chfckpt2";
+/// leaders per worker; a checkpoint of version 1 would put state on the wrong workers. 3 since
+/// the word totals and their ranking are one operator, whose states come before the chatters',
+/// and the user totals are the ranking's scores, no longer saved apart).
+const MAGIC: &[u8; 8] = b"chfckpt3";
 
 /// A writer that keeps the CRC-32 and length of what passes through it.
 struct Summing<W> {

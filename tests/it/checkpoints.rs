@@ -138,7 +138,7 @@ fn resumed_from_a_checkpoint_after_kill_or_stop_equals_an_uninterrupted_run() {
                 // never used; a damaged one stops the resume, naming the file.
                 let torn = out.join("_checkpoints").join("999999");
                 std::fs::create_dir_all(&torn).unwrap();
-                std::fs::write(torn.join("w0.bin"), b"chfckpt2 torn").unwrap();
+                std::fs::write(torn.join("w0.bin"), b"chfckpt3 torn").unwrap();
                 let saved = out.join("_checkpoints").join(at.to_string()).join("w0.bin");
                 let good = std::fs::read(&saved).unwrap();
                 let mut bad = good.clone();
@@ -155,7 +155,7 @@ fn resumed_from_a_checkpoint_after_kill_or_stop_equals_an_uninterrupted_run() {
                 );
                 // So does one of an earlier format (its CRC intact), saying how to start over.
                 let mut earlier = good.clone();
-                earlier[..8].copy_from_slice(b"chfckpt1");
+                earlier[..8].copy_from_slice(b"chfckpt2");
                 let body = earlier.len() - 4;
                 let crc = crc32fast::hash(&earlier[..body]);
                 earlier[body..].copy_from_slice(&crc.to_le_bytes());

@@ -251,3 +251,118 @@ proptest! {
         }
     }
 }
+
+/// Updates ((group, window, item), time, delta), and what `count_and_top_k` made of them:
+/// count rows ((count group, item, total), time, diff) and ranked rows.
+type WindowUpdates = Vec<((u8, u8, u8), u64, isize)>;
+type FusedCounts = Vec<(((u8, u8), u8, isize), u64, isize)>;
+
+/// Runs `count_and_top_k` over `updates` on `workers` threads: with `windows`, counted per
+/// ((group, window), item) and ranked per group; without, counted and ranked per group (the
+/// window is dropped), the counts being the ranking's scores.
+fn run_count_and_top_k(
+    updates: WindowUpdates,
+    workers: usize,
+    k: usize,
+    capacity: usize,
+    windows: bool,
+) -> (TopRows, FusedCounts) {
+    use dataflows::operators::{count_and_top_k, partition, Counted, TopK};
+    use differential_dataflow::Hashable;
+    let top: Arc<Mutex<TopRows>> = Arc::default();
+    let counts: Arc<Mutex<FusedCounts>> = Arc::default();
+    let (top_sink, count_sink) = (Arc::clone(&top), Arc::clone(&counts));
+    let updates = Arc::new(updates);
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let probe = ProbeHandle::new();
+        let (top_sink, count_sink) = (Arc::clone(&top_sink), Arc::clone(&count_sink));
+        let mut input = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, occurrences) = scope.new_collection::<((u8, u8), u8), isize>();
+            let occurrences =
+                occurrences.map(move |((group, window), item)| ((group, if windows { window } else { 0 }), item));
+            let occurrences = partition(occurrences, |((group, _), item): &((u8, u8), u8)| (*group, *item).hashed());
+            let counted = if windows { Counted::Windows(None) } else { Counted::Scores };
+            let (counts, top) = count_and_top_k(
+                occurrences,
+                ["Count: test", "TopK: test"],
+                counted,
+                |(group, _): &(u8, u8)| *group,
+                |window: &(u8, u8), item: &u8, total| (*window, *item, total),
+                TopK { k, capacity },
+            );
+            top.inspect(move |x| top_sink.lock().unwrap().push(*x)).probe_with(&probe);
+            counts.inspect(move |x| count_sink.lock().unwrap().push(*x)).probe_with(&probe);
+            input
+        });
+        let mut mine: Vec<_> = updates.iter().skip(index).step_by(peers).collect();
+        mine.sort_by_key(|(_, t, _)| *t);
+        for ((group, window, item), time, diff) in mine {
+            input.advance_to(*time);
+            input.update(((*group, *window), *item), *diff);
+        }
+        drop(input);
+        worker.step_while(|| !probe.done());
+    })
+    .expect("timely runs");
+    let top = std::mem::take(&mut *top.lock().unwrap());
+    let counts = std::mem::take(&mut *counts.lock().unwrap());
+    (top, counts)
+}
+
+/// The rows of `updates` up to time `t`, summed, zeros dropped.
+fn sum_rows<D: Ord + Copy>(updates: &[(D, u64, isize)], t: u64) -> BTreeMap<D, isize> {
+    let mut sums = BTreeMap::new();
+    for (row, _, diff) in updates.iter().filter(|(_, time, _)| *time <= t) {
+        *sums.entry(*row).or_insert(0) += diff;
+    }
+    sums.retain(|_, d| *d != 0);
+    sums
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// count_and_top_k, with windowed counts and with the ranking's scores as the counts,
+    /// under insertions and retractions, checked at every time against a plain computation.
+    #[test]
+    fn count_and_top_k_with_retractions(
+        updates in prop::collection::vec(((0u8..3, 0u8..3, 0u8..40), 0u64..8, -3isize..4), 0..400),
+        k in 1usize..4,
+        extra in 0usize..4,
+        workers in prop::sample::select(vec![1usize, 2, 3]),
+        windows in any::<bool>(),
+    ) {
+        let (top, counts) = run_count_and_top_k(updates.clone(), workers, k, k + extra, windows);
+        let upto = |t: u64| updates.iter().filter(move |(_, time, _)| *time <= t);
+        for t in 0..8u64 {
+            // The counts: every nonzero total of ((group, window or 0), item), once.
+            let mut totals: BTreeMap<((u8, u8), u8), isize> = BTreeMap::new();
+            for ((group, window, item), _, diff) in upto(t) {
+                *totals.entry(((*group, if windows { *window } else { 0 }), *item)).or_default() += diff;
+            }
+            totals.retain(|_, c| *c != 0);
+            let want: BTreeMap<((u8, u8), u8, isize), isize> =
+                totals.iter().map(|((w, i), c)| ((*w, *i, *c), 1)).collect();
+            let got = sum_rows(&counts, t);
+            prop_assert_eq!(&got, &want, "counts at time {} (windows: {})", t, windows);
+            // The ranking: per group the k best positive scores summed over windows, ties by
+            // item ascending.
+            let mut scores: BTreeMap<(u8, u8), isize> = BTreeMap::new();
+            for ((group, _, item), _, diff) in upto(t) {
+                *scores.entry((*group, *item)).or_default() += diff;
+            }
+            let mut want_top: BTreeMap<(u8, u32, u8, isize), isize> = BTreeMap::new();
+            for group in 0..3u8 {
+                let mut items: Vec<(isize, u8)> =
+                    scores.iter().filter(|((g, _), c)| *g == group && **c > 0).map(|((_, i), c)| (*c, *i)).collect();
+                items.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                for (rank, (c, i)) in items.into_iter().take(k).enumerate() {
+                    want_top.insert((group, rank as u32 + 1, i, c), 1);
+                }
+            }
+            let got_top = sum_rows(&top, t);
+            prop_assert_eq!(&got_top, &want_top, "top {} at time {} (windows: {})", k, t, windows);
+        }
+    }
+}
