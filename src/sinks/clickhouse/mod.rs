@@ -121,7 +121,13 @@ pub struct ClickHouseSink {
     handed: u64,
     /// Where live records complete in the dataflow wait for the committed cut.
     freshness: Freshness,
+    /// An upper (with the sources' positions then) whose rows stay in `buffers` because the
+    /// writer was busy: handed over at the next chance.
+    deferred: Option<(u64, String)>,
 }
+
+/// How many bytes of rows a worker keeps while the writer is busy before it waits for it.
+const HOLD_BYTES: usize = 64 << 20;
 
 impl ClickHouseSink {
     /// `start`: the committed cut the run starts from; `writer`: the process's writer, which
@@ -133,7 +139,32 @@ impl ClickHouseSink {
             start,
             handed: start,
             freshness,
+            deferred: None,
         }
+    }
+
+    /// Hands the rows of `views` over with `upper` (and `positions`): at once if the writer
+    /// has room; else they go back to the buffers and wait for the next chance (a worker that
+    /// waited for the writer stopped reading its input, and every record behind it was late),
+    /// unless they have grown to [`HOLD_BYTES`], when the worker waits.
+    fn hand_over(
+        &mut self,
+        upper: u64,
+        views: BTreeMap<&'static str, ViewRows>,
+        positions: String,
+    ) -> Result<(), SinkError> {
+        let bytes: usize = views.values().map(|v| v.rows.len()).sum();
+        if bytes >= HOLD_BYTES {
+            self.writer.send(upper, views, positions)?;
+        } else if let Some((views, positions)) = self.writer.try_send(upper, views, positions)? {
+            // `take` emptied the buffers just now and nothing completed since.
+            *self.buffers.borrow_mut() = views;
+            self.deferred = Some((upper, positions));
+            return Ok(());
+        }
+        self.handed = upper;
+        self.deferred = None;
+        Ok(())
     }
 
     fn take(&mut self, positions: &[InputPosition]) -> (BTreeMap<&'static str, ViewRows>, String) {
@@ -164,17 +195,22 @@ impl Sink for ClickHouseSink {
         match upper {
             Some(upper) if upper > self.handed => {
                 let (views, positions) = self.take(positions);
-                self.writer.send(upper, views, positions)?;
-                self.handed = upper;
-                Ok(())
+                self.hand_over(upper, views, positions)
             }
             _ => Ok(()),
         }
     }
 
-    /// The writer's failures surface when a batch is handed over.
+    /// Hands over rows the writer had no room for (called on every pass of the worker's
+    /// loop); the writer's failures surface when a batch is handed over.
     fn check(&mut self) -> Result<(), SinkError> {
-        Ok(())
+        match self.deferred.take() {
+            Some((upper, positions)) => {
+                let views = std::mem::take(&mut *self.buffers.borrow_mut());
+                self.hand_over(upper, views, positions)
+            }
+            None => Ok(()),
+        }
     }
 
     fn finish(mut self, upper: u64, positions: &[InputPosition]) -> Result<(), SinkError> {

@@ -9,15 +9,17 @@
 //!
 //! ## Back-pressure and outages
 //!
-//! The channel to the writer holds two batches per worker; a worker that cannot hand one over
-//! waits, and its input with it, so memory stays bounded while ClickHouse is slow or down. The
+//! The channel to the writer holds two batches per worker. A worker that cannot hand one over
+//! keeps its rows and goes on (they leave with its next batch), until it holds 64 MiB of
+//! them; then it waits, and its input with it, so memory stays bounded while ClickHouse is
+//! slow or down. The
 //! writer retries failed inserts forever with backoff (100 ms doubling to 5 s); after a stop
 //! was asked for it gives up once ClickHouse has been failing for 60 s. Retries and failures
 //! are counted in the metrics registry.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -124,6 +126,26 @@ impl WriterHandle {
         positions: String,
     ) -> Result<(), SinkError> {
         self.send_batch(Batch { worker: self.worker, upper, views, positions, ack: None })
+    }
+
+    /// Hands `batch` over if the writer has room for it; gives its views and positions back
+    /// if not (the writer is busy: the caller keeps them and hands them over later, with what
+    /// completes meanwhile, instead of waiting).
+    pub fn try_send(
+        &mut self,
+        upper: u64,
+        views: BTreeMap<&'static str, ViewRows>,
+        positions: String,
+    ) -> Result<Option<(BTreeMap<&'static str, ViewRows>, String)>, SinkError> {
+        let batch = Batch { worker: self.worker, upper, views, positions, ack: None };
+        match self.sender.as_ref().map(|sender| sender.try_send(batch)) {
+            Some(Ok(())) => Ok(None),
+            Some(Err(TrySendError::Full(batch))) => Ok(Some((batch.views, batch.positions))),
+            Some(Err(TrySendError::Disconnected(_))) | None => {
+                self.sender = None;
+                Err(self.failure())
+            }
+        }
     }
 
     fn send_batch(&mut self, batch: Batch) -> Result<(), SinkError> {
@@ -265,4 +287,37 @@ fn merge(batches: Vec<Batch>) -> Merged {
         merged.acks.extend(batch.ack);
     }
     merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::freshness::Cut;
+
+    /// A writer that cannot insert (no server on the port) takes one batch and retries it for
+    /// ever: its channel fills, and `try_send` then gives the batch back whole instead of
+    /// waiting, while `send` would wait (back-pressure).
+    #[test]
+    fn a_busy_writer_gives_a_batch_back() {
+        static STOP: AtomicBool = AtomicBool::new(false);
+        // Port 1 on the loopback: nothing listens there.
+        let target = Target { url: "http://127.0.0.1:1".into(), database: "nowhere".into() };
+        let writer = Writer::spawn(&target, 1, 1, 0, &STOP, Freshness::new(Cut::Writers(1)));
+        let mut handle = writer.handle(0);
+        let views =
+            |n: u64| BTreeMap::from([("word_counts", ViewRows { rows: format!("row {n}\n").into_bytes(), count: 1 })]);
+        // The channel holds two batches and the writer takes one: a fourth cannot go in.
+        let mut returned = None;
+        for upper in 1..=4u64 {
+            if let Some(back) = handle.try_send(upper, views(upper), format!("chat:0:{upper}")).unwrap() {
+                returned = Some((upper, back));
+                break;
+            }
+        }
+        let (upper, (back, positions)) = returned.expect("a writer that cannot insert fills its channel");
+        assert!(upper >= 3, "the channel holds two batches beside the one taken; full at {upper}");
+        assert_eq!(back["word_counts"].rows, format!("row {upper}\n").into_bytes());
+        assert_eq!(back["word_counts"].count, 1);
+        assert_eq!(positions, format!("chat:0:{upper}"));
+    }
 }
