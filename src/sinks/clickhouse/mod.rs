@@ -127,7 +127,7 @@ pub struct ClickHouseSink {
 }
 
 /// How many bytes of rows a worker keeps while the writer is busy before it waits for it.
-const HOLD_BYTES: usize = 64 << 20;
+const HOLD_BYTES: usize = 16 << 20;
 
 impl ClickHouseSink {
     /// `start`: the committed cut the run starts from; `writer`: the process's writer, which

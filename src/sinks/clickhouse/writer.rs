@@ -10,7 +10,7 @@
 //! ## Back-pressure and outages
 //!
 //! The channel to the writer holds two batches per worker. A worker that cannot hand one over
-//! keeps its rows and goes on (they leave with its next batch), until it holds 64 MiB of
+//! keeps its rows and goes on (they leave with its next batch), until it holds 16 MiB of
 //! them; then it waits, and its input with it, so memory stays bounded while ClickHouse is
 //! slow or down. The
 //! writer retries failed inserts forever with backoff (100 ms doubling to 5 s); after a stop
