@@ -364,6 +364,12 @@ impl Plan {
                     tracing::info!(cut, "resuming: ClickHouse holds every update before the committed cut");
                     let latest = clickhouse::store::latest(&client, &target.database)
                         .with_context(|| format!("reading the checkpoints of database {}", target.database))?;
+                    // Process 0 marks checkpoints in the folder (see `checkpoint::complete`).
+                    if let (Some((time, workers)), 0) = (latest, self.process) {
+                        if checkpoint::catch_up(out, time, workers)? {
+                            tracing::info!(time, "the staging folder's marker caught up with the database's");
+                        }
+                    }
                     restore_checkpoint(&mut self.job, latest, self.workers, cut);
                     cut
                 }

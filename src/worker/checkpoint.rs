@@ -215,6 +215,21 @@ pub fn complete(out: &Path, store: Option<&Target>, time: u64, workers: u32) -> 
     Ok(())
 }
 
+/// Marks the staged checkpoint at `time` (of `workers` workers) complete in `out` when its
+/// folder holds every worker's file but no marker: the database marked it complete and the
+/// process was killed before the folder was. The folder then names the checkpoint the
+/// database does (and the older ones go) instead of lagging one behind until the next. A
+/// folder missing a worker's file (another process stages it) is left as it is. Returns
+/// whether it marked one.
+pub fn catch_up(out: &Path, time: u64, workers: u32) -> Result<bool, CheckpointError> {
+    let marked = checkpoint_dir(out, time).join(COMPLETE).exists();
+    if marked || !(0..workers).all(|w| worker_file(out, time, w).is_file()) {
+        return Ok(false);
+    }
+    complete(out, None, time, workers)?;
+    Ok(true)
+}
+
 /// The latest complete checkpoint of `out`: its time and number of workers.
 pub fn latest(out: &Path) -> Option<(u64, u32)> {
     let entries = std::fs::read_dir(out.join(DIR)).ok()?;
@@ -293,5 +308,35 @@ pub struct Checkpointer {
 impl Checkpointer {
     pub fn new(job: CheckpointJob, registry: Rc<Registry>) -> Self {
         Checkpointer { job, registry, phase: Phase::Idle, round: 0, last: Instant::now(), completing: Vec::new() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checkpoint whose workers' files are staged but whose marker is missing (a kill after
+    /// the database marked it) is marked, and the older one goes; one missing a worker's
+    /// file is not.
+    #[test]
+    fn a_staged_checkpoint_catches_up_with_the_database() {
+        let out = tempfile::tempdir().unwrap();
+        let out = out.path();
+        for time in [3, 5, 8] {
+            std::fs::create_dir_all(checkpoint_dir(out, time)).unwrap();
+        }
+        std::fs::write(checkpoint_dir(out, 3).join(COMPLETE), "3,2\n").unwrap();
+        for worker in 0..2 {
+            std::fs::write(worker_file(out, 5, worker), b"staged").unwrap();
+        }
+        std::fs::write(worker_file(out, 8, 0), b"staged").unwrap();
+        assert_eq!(latest(out), Some((3, 2)));
+
+        assert!(!catch_up(out, 8, 2).unwrap(), "a checkpoint without worker 1's file was marked");
+        assert_eq!(latest(out), Some((3, 2)));
+        assert!(catch_up(out, 5, 2).unwrap(), "the staged checkpoint was not marked");
+        assert_eq!(latest(out), Some((5, 2)));
+        assert!(!checkpoint_dir(out, 3).exists(), "the older checkpoint is still there");
+        assert!(!catch_up(out, 5, 2).unwrap(), "a marked checkpoint was marked again");
     }
 }

@@ -333,6 +333,12 @@ fn kill_9_at_random_moments_and_restart() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let read = records_read(&stdout);
     assert_eq!(read, 300_000 - positions, "records read after resuming from the checkpoint at {at}:\n{stdout}");
+    // The resumed run brought the folder's marker up to the database's (or past it).
+    let folder = chatflow::worker::checkpoint::latest(&out);
+    assert!(
+        folder.is_some_and(|(time, _)| time >= at),
+        "the staging folder's latest complete checkpoint {folder:?} lags the database's at {at}"
+    );
     let expected = oracle::chat_views(&oracle::read_chats(&fixture), 60, 10);
     assert_views_eq(
         &query_views(&url, &db, &CHAT_VIEWS, &[]),
