@@ -719,6 +719,9 @@ impl From<usize> for TopK {
     }
 }
 
+/// Ranked rows `(group, rank, item, score)`, rank 1 first.
+pub type Ranked<'s, T, G, I, R> = VecCollection<'s, T, (G, u32, I, R)>;
+
 /// returns rows `(group, rank, item, score)`: for each group the `k` items with the largest
 /// score, rank 1 first, ties broken by item ascending. An item's score is the total of the
 /// diffs of its `(group, item)` records: with `isize` diffs, its number of occurrences; with a
@@ -743,7 +746,7 @@ pub fn top_k<'s, T, G, I, R, P>(
     pact: P,
     size: impl Into<TopK>,
     name: &str,
-) -> VecCollection<'s, T, (G, u32, I, R)>
+) -> Ranked<'s, T, G, I, R>
 where
     T: Timestamp + TotalOrder,
     G: ExchangeData + Hash,
@@ -862,7 +865,7 @@ pub fn count_and_top_k<'s, T, W, G, I, R, D>(
     rank_group: impl Fn(&W) -> G + 'static,
     row: impl Fn(&W, &I, R) -> D + 'static,
     size: impl Into<TopK>,
-) -> (VecCollection<'s, T, D>, VecCollection<'s, T, (G, u32, I, R)>)
+) -> (VecCollection<'s, T, D>, Ranked<'s, T, G, I, R>)
 where
     T: Timestamp + TotalOrder,
     W: ExchangeData + Hash,
@@ -952,6 +955,9 @@ where
     (counts.as_collection(), merge_leaders(leaders.as_collection(), k, top_name))
 }
 
+/// A group's leaders as saved: `(score, item)`, best first.
+type Leaders<I, R> = Vec<(Reverse<R>, I)>;
+
 /// One group's leaders in [`merge_leaders`]: every worker's best `k`, ranked, and the rows
 /// last emitted.
 struct Board<I, R> {
@@ -971,7 +977,7 @@ fn merge_leaders<'s, T, G, I, R>(
     leaders: VecCollection<'s, T, (G, I, R)>,
     k: usize,
     name: &str,
-) -> VecCollection<'s, T, (G, u32, I, R)>
+) -> Ranked<'s, T, G, I, R>
 where
     T: Timestamp + TotalOrder,
     G: ExchangeData + Hash,
@@ -985,12 +991,14 @@ where
         &name,
         HashMap::<G, Board<I, R>, RandomState>::default(),
         |boards, out| {
-            let leaders: Vec<(&G, Vec<&(Reverse<R>, I)>)> =
-                boards.iter().map(|(g, b)| (g, b.leaders.iter().collect())).collect();
+            let leaders: Vec<(&G, Leaders<&I, &R>)> = boards
+                .iter()
+                .map(|(g, b)| (g, b.leaders.iter().map(|(Reverse(r), i)| (Reverse(r), i)).collect()))
+                .collect();
             bincode::serialize_into(out, &leaders)
         },
         move |reader| {
-            let leaders: Vec<(G, Vec<(Reverse<R>, I)>)> = bincode::deserialize_from(reader)?;
+            let leaders: Vec<(G, Leaders<I, R>)> = bincode::deserialize_from(reader)?;
             Ok(leaders
                 .into_iter()
                 .map(|(group, leaders)| {

@@ -32,6 +32,9 @@ use crate::sinks::clickhouse::ViewRows;
 use crate::sinks::freshness::Freshness;
 use crate::sinks::SinkError;
 
+/// A batch's rows, by view.
+pub type Views = BTreeMap<&'static str, ViewRows>;
+
 /// One hand-over from a worker to the writer.
 pub struct Batch {
     pub worker: u32,
@@ -136,7 +139,7 @@ impl WriterHandle {
         upper: u64,
         views: BTreeMap<&'static str, ViewRows>,
         positions: String,
-    ) -> Result<Option<(BTreeMap<&'static str, ViewRows>, String)>, SinkError> {
+    ) -> Result<Option<(Views, String)>, SinkError> {
         let batch = Batch { worker: self.worker, upper, views, positions, ack: None };
         match self.sender.as_ref().map(|sender| sender.try_send(batch)) {
             Some(Ok(())) => Ok(None),
