@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use dataflows::chat::{chat_views, ChatConfig};
 use dataflows::{Chat, Diff, Name};
 use differential_dataflow::input::Input;
+use differential_dataflow::VecCollection;
 use proptest::prelude::*;
 use timely::dataflow::ProbeHandle;
 
@@ -162,38 +163,59 @@ type TopRows = Vec<((u8, u32, u8, isize), u64, isize)>;
 type CountRows = Vec<(((u8, u8), isize), u64, isize)>;
 
 fn run_operators(updates: Updates, workers: usize, k: usize, capacity: usize) -> (TopRows, CountRows) {
-    use dataflows::operators::{by_pair, count_by_key, top_k, TopK};
-    let top: Arc<Mutex<TopRows>> = Arc::default();
-    let counts: Arc<Mutex<CountRows>> = Arc::default();
-    let (top_sink, count_sink) = (Arc::clone(&top), Arc::clone(&counts));
+    run_pair(updates, workers, (k, capacity), |occurrences, (k, capacity)| {
+        use dataflows::operators::{by_pair, count_by_key, top_k, TopK};
+        let top = top_k(occurrences.clone(), by_pair(), TopK { k, capacity }, "TopK: test");
+        (top, count_by_key(occurrences, "Count: test", None))
+    })
+}
+
+/// The two collections `build(updates, params)` makes of timed `updates` on `workers` threads
+/// (each worker enters its share in time order), as (row, time, diff).
+#[allow(clippy::type_complexity)]
+fn run_pair<D, A, B, P>(
+    updates: Vec<(D, u64, isize)>,
+    workers: usize,
+    params: P,
+    build: for<'s> fn(
+        VecCollection<'s, u64, D, isize>,
+        P,
+    ) -> (VecCollection<'s, u64, A, isize>, VecCollection<'s, u64, B, isize>),
+) -> (Vec<(A, u64, isize)>, Vec<(B, u64, isize)>)
+where
+    D: differential_dataflow::ExchangeData + Send + Sync,
+    A: differential_dataflow::Data + Send,
+    B: differential_dataflow::Data + Send,
+    P: Copy + Send + Sync + 'static,
+{
+    let first: Arc<Mutex<Vec<(A, u64, isize)>>> = Arc::default();
+    let second: Arc<Mutex<Vec<(B, u64, isize)>>> = Arc::default();
+    let (first_sink, second_sink) = (Arc::clone(&first), Arc::clone(&second));
     let updates = Arc::new(updates);
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let probe = ProbeHandle::new();
-        let (top_sink, count_sink) = (Arc::clone(&top_sink), Arc::clone(&count_sink));
+        let (first_sink, second_sink) = (Arc::clone(&first_sink), Arc::clone(&second_sink));
         let mut input = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, occurrences) = scope.new_collection::<(u8, u8), isize>();
-            top_k(occurrences.clone(), by_pair(), TopK { k, capacity }, "TopK: test")
-                .inspect(move |x| top_sink.lock().unwrap().push(*x))
-                .probe_with(&probe);
-            count_by_key(occurrences, "Count: test", None)
-                .inspect(move |x| count_sink.lock().unwrap().push(*x))
-                .probe_with(&probe);
+            let (input, updates) = scope.new_collection::<D, isize>();
+            let (a, b) = build(updates, params);
+            a.inspect(move |x| first_sink.lock().unwrap().push(x.clone())).probe_with(&probe);
+            b.inspect(move |x| second_sink.lock().unwrap().push(x.clone())).probe_with(&probe);
             input
         });
         let mut mine: Vec<_> = updates.iter().skip(index).step_by(peers).collect();
         mine.sort_by_key(|(_, t, _)| *t);
         for (data, time, diff) in mine {
             input.advance_to(*time);
-            input.update(*data, *diff);
+            input.update(data.clone(), *diff);
         }
         drop(input);
         worker.step_while(|| !probe.done());
     })
     .expect("timely runs");
-    let top = std::mem::take(&mut *top.lock().unwrap());
-    let counts = std::mem::take(&mut *counts.lock().unwrap());
-    (top, counts)
+    let first = std::mem::take(&mut *first.lock().unwrap());
+    let second = std::mem::take(&mut *second.lock().unwrap());
+    (first, second)
 }
 
 proptest! {
@@ -267,47 +289,24 @@ fn run_count_and_top_k(
     capacity: usize,
     windows: bool,
 ) -> (TopRows, FusedCounts) {
-    use dataflows::operators::{count_and_top_k, partition, Counted, TopK};
-    use differential_dataflow::Hashable;
-    let top: Arc<Mutex<TopRows>> = Arc::default();
-    let counts: Arc<Mutex<FusedCounts>> = Arc::default();
-    let (top_sink, count_sink) = (Arc::clone(&top), Arc::clone(&counts));
-    let updates = Arc::new(updates);
-    timely::execute(timely::Config::process(workers), move |worker| {
-        let (index, peers) = (worker.index(), worker.peers());
-        let probe = ProbeHandle::new();
-        let (top_sink, count_sink) = (Arc::clone(&top_sink), Arc::clone(&count_sink));
-        let mut input = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, occurrences) = scope.new_collection::<((u8, u8), u8), isize>();
-            let occurrences =
-                occurrences.map(move |((group, window), item)| ((group, if windows { window } else { 0 }), item));
-            let occurrences = partition(occurrences, |((group, _), item): &((u8, u8), u8)| (*group, *item).hashed());
-            let counted = if windows { Counted::Windows(None) } else { Counted::Scores };
-            let (counts, top) = count_and_top_k(
-                occurrences,
-                ["Count: test", "TopK: test"],
-                counted,
-                |(group, _): &(u8, u8)| *group,
-                |window: &(u8, u8), item: &u8, total| (*window, *item, total),
-                TopK { k, capacity },
-            );
-            top.inspect(move |x| top_sink.lock().unwrap().push(*x)).probe_with(&probe);
-            counts.inspect(move |x| count_sink.lock().unwrap().push(*x)).probe_with(&probe);
-            input
-        });
-        let mut mine: Vec<_> = updates.iter().skip(index).step_by(peers).collect();
-        mine.sort_by_key(|(_, t, _)| *t);
-        for ((group, window, item), time, diff) in mine {
-            input.advance_to(*time);
-            input.update(((*group, *window), *item), *diff);
-        }
-        drop(input);
-        worker.step_while(|| !probe.done());
+    let updates = updates.into_iter().map(|((g, w, i), t, d)| (((g, w), i), t, d)).collect();
+    run_pair(updates, workers, (k, capacity, windows), |occurrences, (k, capacity, windows)| {
+        use dataflows::operators::{count_and_top_k, partition, Counted, TopK};
+        use differential_dataflow::Hashable;
+        let occurrences =
+            occurrences.map(move |((group, window), item)| ((group, if windows { window } else { 0 }), item));
+        let occurrences = partition(occurrences, |((group, _), item): &((u8, u8), u8)| (*group, *item).hashed());
+        let counted = if windows { Counted::Windows(None) } else { Counted::Scores };
+        let (counts, top) = count_and_top_k(
+            occurrences,
+            ["Count: test", "TopK: test"],
+            counted,
+            |(group, _): &(u8, u8)| *group,
+            |window: &(u8, u8), item: &u8, total| (*window, *item, total),
+            TopK { k, capacity },
+        );
+        (top, counts)
     })
-    .expect("timely runs");
-    let top = std::mem::take(&mut *top.lock().unwrap());
-    let counts = std::mem::take(&mut *counts.lock().unwrap());
-    (top, counts)
 }
 
 /// The rows of `updates` up to time `t`, summed, zeros dropped.
