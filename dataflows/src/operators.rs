@@ -583,7 +583,7 @@ impl<I: Ord + Hash + Clone, R: Monoid + Ord> Ranking<I, R> {
     }
 
     /// Adds `delta` to `item`'s score, keeping the invariant with a buffer of `capacity`, and
-    /// calls `changed(old, new)` with the item's score before and after (zero when absent).
+    /// calls `changed(item, old, new)` with its score before and after (zero when absent).
     fn update(&mut self, item: I, delta: R, k: usize, capacity: usize, changed: impl FnOnce(&I, &R, &R)) {
         let zero = R::zero();
         // One probe of the scores: it gives the old score and takes the new one.
