@@ -4,14 +4,14 @@
 # Usage: scripts/clickhouse.sh start | stop | restart | status | client [ARGS...]
 #
 #   CLICKHOUSE_PORT (default 8123, HTTP) and CLICKHOUSE_DIR (default target/clickhouse-$PORT)
-#   choose where it listens and keeps its data; the native protocol listens on PORT+877
-#   (9000 for the default). CLICKHOUSE_HTTPS_PORT with CLICKHOUSE_CERT and CLICKHOUSE_KEY
+#   choose where it listens and keeps its data; the native protocol listens on
+#   CLICKHOUSE_TCP_PORT (default PORT+877: 9000 for the default). CLICKHOUSE_HTTPS_PORT with CLICKHOUSE_CERT and CLICKHOUSE_KEY
 #   (PEM files: the server's certificate chain and its private key) also serve HTTPS. The install is `apt-get install -y clickhouse-server
 #   clickhouse-client` (Debian 12 ships 18.16.1), skipped when clickhouse-server is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${CLICKHOUSE_PORT:-8123}
-tcp_port=$((port + 877))
+tcp_port=${CLICKHOUSE_TCP_PORT:-$((port + 877))}
 dir=${CLICKHOUSE_DIR:-target/clickhouse-$port}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)

@@ -434,10 +434,11 @@ fn clickhouse_outage_of_30_s_mid_run() {
         reachable(KAFKA),
         "no Kafka broker on {KAFKA}: start one with `scripts/kafka.sh start` (scripts/test.sh does this)"
     );
-    let port = free_port();
+    let [port, native] = free_ports();
     let dir = tempfile::tempdir().unwrap();
     let server_dir = dir.path().join("server");
-    let ch = own_server("clickhouse.sh", "CLICKHOUSE", port, &server_dir);
+    let ch =
+        own_server("clickhouse.sh", "CLICKHOUSE", port, &server_dir, &[("CLICKHOUSE_TCP_PORT", native.to_string())]);
     ch("start");
     let url = format!("http://127.0.0.1:{port}");
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
@@ -842,7 +843,7 @@ fn https_with_a_certificate_authority_of_the_tests_own() {
     std::fs::write(&cert_pem, cert.pem()).unwrap();
     std::fs::write(&key_pem, key.serialize_pem()).unwrap();
 
-    let (http, https) = (free_port(), free_port());
+    let [http, https, native] = free_ports();
     let data = dir.path().join("server");
     let script = |action: &str| {
         let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/clickhouse.sh"))
@@ -850,6 +851,7 @@ fn https_with_a_certificate_authority_of_the_tests_own() {
             .env("CLICKHOUSE_PORT", http.to_string())
             .env("CLICKHOUSE_DIR", &data)
             .env("CLICKHOUSE_HTTPS_PORT", https.to_string())
+            .env("CLICKHOUSE_TCP_PORT", native.to_string())
             .env("CLICKHOUSE_CERT", &cert_pem)
             .env("CLICKHOUSE_KEY", &key_pem)
             .status()

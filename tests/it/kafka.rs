@@ -190,7 +190,7 @@ fn broker_restart_mid_stream() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let broker_dir = dir.path().join("broker");
-    let kafka = own_server("kafka.sh", "KAFKA", port, &broker_dir);
+    let kafka = own_server("kafka.sh", "KAFKA", port, &broker_dir, &[]);
     kafka("start");
     let address = format!("127.0.0.1:{port}");
     let fixture = produce(dir.path(), "chat.jsonl", 100_000, 44, 0.01);

@@ -186,15 +186,33 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// `N` distinct ports, each free when chosen (all held until the last is found). A server
+/// that listens on more than one port gets every one of them from here: a port derived from
+/// another (ClickHouse's native port was its HTTP port + 877) may be in use by another test's
+/// server, and a ClickHouse of a test's own once exited at its start that way.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: [std::net::TcpListener; N] = std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    held.map(|listener| listener.local_addr().unwrap().port())
+}
+
 /// A server of a test's own, run by one of the project's scripts (`kafka.sh`, `clickhouse.sh`)
-/// on `port` with its data in `dir`: `server("start")`, `server("stop")`, …
-pub fn own_server(script: &'static str, env_prefix: &'static str, port: u16, dir: &Path) -> impl Fn(&str) {
+/// on `port` with its data in `dir` (and `env`, more of the script's settings):
+/// `server("start")`, `server("stop")`, …
+pub fn own_server(
+    script: &'static str,
+    env_prefix: &'static str,
+    port: u16,
+    dir: &Path,
+    env: &[(&'static str, String)],
+) -> impl Fn(&str) {
     let dir = dir.to_path_buf();
+    let env = env.to_vec();
     move |action: &str| {
         let status = std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(script))
             .arg(action)
             .env(format!("{env_prefix}_PORT"), port.to_string())
             .env(format!("{env_prefix}_DIR"), &dir)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .status()
             .unwrap();
         assert!(status.success(), "scripts/{script} {action} failed");
