@@ -845,19 +845,14 @@ fn https_with_a_certificate_authority_of_the_tests_own() {
 
     let [http, https, native] = free_ports();
     let data = dir.path().join("server");
-    let script = |action: &str| {
-        let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/clickhouse.sh"))
-            .arg(action)
-            .env("CLICKHOUSE_PORT", http.to_string())
-            .env("CLICKHOUSE_DIR", &data)
-            .env("CLICKHOUSE_HTTPS_PORT", https.to_string())
-            .env("CLICKHOUSE_TCP_PORT", native.to_string())
-            .env("CLICKHOUSE_CERT", &cert_pem)
-            .env("CLICKHOUSE_KEY", &key_pem)
-            .status()
-            .unwrap();
-        assert!(status.success(), "scripts/clickhouse.sh {action} failed");
-    };
+    let path = |p: &Path| p.to_str().expect("a UTF-8 temporary path").to_owned();
+    let settings = [
+        ("CLICKHOUSE_HTTPS_PORT", https.to_string()),
+        ("CLICKHOUSE_TCP_PORT", native.to_string()),
+        ("CLICKHOUSE_CERT", path(&cert_pem)),
+        ("CLICKHOUSE_KEY", path(&key_pem)),
+    ];
+    let script = own_server("clickhouse.sh", "CLICKHOUSE", http, &data, &settings);
     script("start");
     let result = std::panic::catch_unwind(|| {
         let fixture = produce(dir.path(), "chat.jsonl", 2_000, 69, 0.02);

@@ -183,13 +183,14 @@ pub fn run_together(commands: Vec<Command>, what: &str) {
 
 /// A free loopback TCP port (bound, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    let [port] = free_ports();
+    port
 }
 
 /// `N` distinct ports, each free when chosen (all held until the last is found). A server
 /// that listens on more than one port gets every one of them from here: a port derived from
 /// another (ClickHouse's native port was its HTTP port + 877) may be in use by another test's
-/// server, and a ClickHouse of a test's own once exited at its start that way.
+/// server (a ClickHouse of a test's own once exited at its start, likely so).
 pub fn free_ports<const N: usize>() -> [u16; N] {
     let held: [std::net::TcpListener; N] = std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
     held.map(|listener| listener.local_addr().unwrap().port())
@@ -279,13 +280,8 @@ pub fn records_read(stdout: &str) -> u64 {
 /// The latest complete checkpoint of `out`: its time and the sum of its positions (the
 /// records before it, every partition's log starting at offset 0).
 pub fn complete_checkpoint(out: &Path) -> Option<(u64, u64)> {
-    let (at, dir) = std::fs::read_dir(out.join("_checkpoints"))
-        .ok()?
-        .flatten()
-        .filter(|e| e.path().join("COMPLETE").exists())
-        .filter_map(|e| Some((e.file_name().to_str()?.parse::<u64>().ok()?, e.path())))
-        .max()?;
-    Some((at, records_before(&dir)))
+    let (at, _) = chatflow::worker::checkpoint::latest(out)?;
+    Some((at, records_before(&out.join("_checkpoints").join(at.to_string()))))
 }
 
 /// The records before the checkpoint in `dir`: the sum of the positions its workers saved

@@ -218,6 +218,31 @@ where
     (first, second)
 }
 
+/// The rows of `updates` up to time `t`, summed, zeros dropped.
+fn sum_rows<D: Ord + Copy>(updates: &[(D, u64, isize)], t: u64) -> BTreeMap<D, isize> {
+    let mut sums = BTreeMap::new();
+    for (row, _, diff) in updates.iter().filter(|(_, time, _)| *time <= t) {
+        *sums.entry(*row).or_insert(0) += diff;
+    }
+    sums.retain(|_, d| *d != 0);
+    sums
+}
+
+/// The rows a top-K of `scores` ((group, item) → score; groups 0 to 2) shows: per group the
+/// `k` best positive scores, ties by item ascending, as (group, rank, item, score) → 1.
+fn ranked_truth(scores: &BTreeMap<(u8, u8), isize>, k: usize) -> BTreeMap<(u8, u32, u8, isize), isize> {
+    let mut ranked = BTreeMap::new();
+    for group in 0..3u8 {
+        let mut items: Vec<(isize, u8)> =
+            scores.iter().filter(|((g, _), c)| *g == group && **c > 0).map(|((_, i), c)| (*c, *i)).collect();
+        items.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (rank, (c, i)) in items.into_iter().take(k).enumerate() {
+            ranked.insert((group, rank as u32 + 1, i, c), 1);
+        }
+    }
+    ranked
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -243,32 +268,12 @@ proptest! {
             }
             truth.retain(|_, c| *c != 0);
             // count_by_key: every nonzero total, once.
-            let mut got: BTreeMap<((u8, u8), isize), isize> = BTreeMap::new();
-            for (row, time, diff) in &counts {
-                if *time <= t {
-                    *got.entry(*row).or_default() += diff;
-                }
-            }
-            got.retain(|_, d| *d != 0);
+            let got = sum_rows(&counts, t);
             let want: BTreeMap<((u8, u8), isize), isize> = truth.iter().map(|(k, c)| ((*k, *c), 1)).collect();
             prop_assert_eq!(&got, &want, "counts at time {}", t);
             // top_k: per group the k best positive counts, ties by item ascending.
-            let mut want_top: BTreeMap<(u8, u32, u8, isize), isize> = BTreeMap::new();
-            for group in 0..3u8 {
-                let mut items: Vec<(isize, u8)> =
-                    truth.iter().filter(|((g, _), c)| *g == group && **c > 0).map(|((_, i), c)| (*c, *i)).collect();
-                items.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-                for (rank, (c, i)) in items.into_iter().take(k).enumerate() {
-                    want_top.insert((group, rank as u32 + 1, i, c), 1);
-                }
-            }
-            let mut got_top: BTreeMap<(u8, u32, u8, isize), isize> = BTreeMap::new();
-            for (row, time, diff) in &top {
-                if *time <= t {
-                    *got_top.entry(*row).or_default() += diff;
-                }
-            }
-            got_top.retain(|_, d| *d != 0);
+            let want_top = ranked_truth(&truth, k);
+            let got_top = sum_rows(&top, t);
             prop_assert_eq!(&got_top, &want_top, "top {} at time {}", k, t);
         }
     }
@@ -309,16 +314,6 @@ fn run_count_and_top_k(
     })
 }
 
-/// The rows of `updates` up to time `t`, summed, zeros dropped.
-fn sum_rows<D: Ord + Copy>(updates: &[(D, u64, isize)], t: u64) -> BTreeMap<D, isize> {
-    let mut sums = BTreeMap::new();
-    for (row, _, diff) in updates.iter().filter(|(_, time, _)| *time <= t) {
-        *sums.entry(*row).or_insert(0) += diff;
-    }
-    sums.retain(|_, d| *d != 0);
-    sums
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -351,15 +346,7 @@ proptest! {
             for ((group, _, item), _, diff) in upto(t) {
                 *scores.entry((*group, *item)).or_default() += diff;
             }
-            let mut want_top: BTreeMap<(u8, u32, u8, isize), isize> = BTreeMap::new();
-            for group in 0..3u8 {
-                let mut items: Vec<(isize, u8)> =
-                    scores.iter().filter(|((g, _), c)| *g == group && **c > 0).map(|((_, i), c)| (*c, *i)).collect();
-                items.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-                for (rank, (c, i)) in items.into_iter().take(k).enumerate() {
-                    want_top.insert((group, rank as u32 + 1, i, c), 1);
-                }
-            }
+            let want_top = ranked_truth(&scores, k);
             let got_top = sum_rows(&top, t);
             prop_assert_eq!(&got_top, &want_top, "top {} at time {} (windows: {})", k, t, windows);
         }
