@@ -68,7 +68,9 @@ bench_broker() {
 }
 
 # Freshness at a steady 50,000 messages/s for 30 s through a memory broker on 127.0.0.1:9095:
-# `freshness NAME [extra chatflow run flags]` (the log goes to target/bench/NAME.log).
+# `freshness NAME [extra chatflow run flags]` (the log goes to target/bench/NAME.log, at
+# RUST_LOG=info unless set). It prints the run's events, p50/p99 at the cut, and where the time
+# went on the way (produce → read, → complete in the dataflow, → handed to the ClickHouse writer).
 freshness() {
     local name=$1
     shift
@@ -76,16 +78,27 @@ freshness() {
     rm -rf "target/bench/$name"
     bench_broker 9095 memory
     "$bin" produce --kafka 127.0.0.1:9095 --count 1 --partitions 4 "${only_chat[@]}" >/dev/null
-    "$bin" run --kafka 127.0.0.1:9095 -w 2 --tick-ms 100 --idle-ms 100 \
+    RUST_LOG=${RUST_LOG:-info} "$bin" run --kafka 127.0.0.1:9095 -w 2 --tick-ms 100 --idle-ms 100 \
         --out "target/bench/$name" "${only_chat[@]}" "$@" \
         >"target/bench/$name.log" 2>&1 &
     local run=$!
-    sleep 2
+    # Produce once the run is live: its committed cut passed the record produced above (what
+    # came before, start-up and table creation, is not freshness).
+    local waited=0
+    until grep -q "passed its first live records" "target/bench/$name.log"; do
+        if ! kill -0 "$run" 2>/dev/null || [ $waited -ge 1200 ]; then
+            echo "bench.sh: the run did not commit its first record (see target/bench/$name.log)" >&2
+            kill -TERM "$run" 2>/dev/null
+            exit 1
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
     timeout -s INT 30 "$bin" produce --kafka 127.0.0.1:9095 --rate 50000 "${only_chat[@]}" || true
     sleep 3
     kill -TERM "$run"
     wait "$run"
-    grep -E "events read|freshness" "target/bench/$name.log"
+    grep -E "events read|freshness \(|each stage" "target/bench/$name.log"
 }
 
 # The benchmarks' venv, target/bench/venv: `venv_with MODULE PACKAGE...` installs the packages

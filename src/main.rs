@@ -185,6 +185,10 @@ fn real_main(cli: Cli) -> Result<i32> {
                     "count": outcome.freshness.len(),
                     "p50": outcome.freshness.value_at_quantile(0.5),
                     "p99": outcome.freshness.value_at_quantile(0.99),
+                    "stages": outcome.freshness_stages.iter().map(|(stage, hist)| (stage.to_string(), json!({
+                        "p50": hist.value_at_quantile(0.5),
+                        "p99": hist.value_at_quantile(0.99),
+                    }))).collect::<serde_json::Map<_, _>>(),
                 },
                 "batch_latency_us": {
                     "count": latency.map(|h| h.len()),

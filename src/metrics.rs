@@ -15,6 +15,7 @@
 //! | `chatflow_clickhouse_insert_failures_total` | | inserts given up on |
 //! | `chatflow_batch_latency_seconds` | | input time closed → every view written (worker 0) |
 //! | `chatflow_freshness_seconds` | | live record produced → the committed cut passes it (`sinks::freshness`) |
+//! | `chatflow_freshness_stage_seconds` | stage | live record produced → `read` by a worker, `complete` in the dataflow, `handed` to the ClickHouse writer by every worker (`sinks::freshness`) |
 //! | `chatflow_freshness_latest_seconds` | | the oldest live record the cut passed last: produced → the cut |
 //! | `chatflow_kafka_lag` | source, partition | records in the partition not yet read (the broker's end offset as last fetched − the next offset) |
 //! | `chatflow_written_upper` | worker | every update before it is durable (CSV: `worker` 0 for the files) |
@@ -86,6 +87,11 @@ fn describe() {
         "chatflow_freshness_seconds",
         Unit::Seconds,
         "live record produced → the committed cut passes it"
+    );
+    metrics::describe_histogram!(
+        "chatflow_freshness_stage_seconds",
+        Unit::Seconds,
+        "live record produced → read, complete in the dataflow, handed to the writer"
     );
     metrics::describe_gauge!("chatflow_written_upper", "every update before this time is durable");
     metrics::describe_gauge!(
@@ -270,6 +276,14 @@ pub fn record_freshness(hdr: &mut Hdr<u64>, produced: &[i64]) {
         oldest = oldest.max(us);
     }
     metrics::gauge!("chatflow_freshness_latest_seconds").set(oldest as f64 / 1e6);
+}
+
+/// Records that a live record reached `stage` of its freshness `ms` after it was produced, in
+/// `hdr` (µs) and in the registry.
+pub fn record_stage(hdr: &mut Hdr<u64>, stage: &'static str, ms: i64) {
+    let us = (ms.max(0) as u64 * 1000).max(1);
+    hdr.saturating_record(us);
+    metrics::histogram!("chatflow_freshness_stage_seconds", "stage" => stage).record(us as f64 / 1e6);
 }
 
 /// A Kafka partition's lag gauge.

@@ -53,6 +53,8 @@ pub struct Outcome {
     /// Freshness of live records at the committed cut (produce → cut, µs; see
     /// `sinks::freshness`).
     pub freshness: Histogram<u64>,
+    /// Produce → each stage on the way to the cut (`sinks::freshness::STAGES`), µs.
+    pub freshness_stages: Vec<(&'static str, Histogram<u64>)>,
     /// The process's peak RSS (bytes) when its workers had read each multiple of
     /// [`RSS_EVERY`] records (sampled every 100 ms), for the soak benchmark.
     pub rss_at_records: Vec<(u64, u64)>,
@@ -225,11 +227,14 @@ pub fn plan(args: &PipelineArgs, out: std::path::PathBuf, start: Start, timely: 
                 restore: None,
                 store: None,
             }),
-            freshness: Freshness::new(match (&clickhouse, timely.process) {
-                (Some(_), _) => Cut::Writers(timely.workers as usize),
-                (None, 0) => Cut::Writers(1),
-                (None, _) => Cut::Probe,
-            }),
+            freshness: Freshness::new(
+                match (&clickhouse, timely.process) {
+                    (Some(_), _) => Cut::Writers(timely.workers as usize),
+                    (None, 0) => Cut::Writers(1),
+                    (None, _) => Cut::Probe,
+                },
+                clickhouse.as_ref().map(|_| timely.workers as usize),
+            ),
         },
         config,
         start,
@@ -535,6 +540,7 @@ pub fn execute(mut plan: Plan, timely: &TimelyArgs) -> Result<Outcome> {
         resumed_from,
         counts: crate::metrics::snapshot().since(&counted_before),
         freshness: freshness.histogram(),
+        freshness_stages: freshness.stages(),
         rss_at_records,
     })
 }
@@ -612,6 +618,18 @@ pub fn summary(outcome: &Outcome, out: &std::path::Path) -> String {
             fresh.value_at_quantile(0.5) as f64 / 1000.0,
             fresh.value_at_quantile(0.99) as f64 / 1000.0
         );
+        let stages: Vec<String> = outcome
+            .freshness_stages
+            .iter()
+            .filter(|(stage, hist)| *stage != "cut" && !hist.is_empty())
+            .map(|(stage, hist)| {
+                let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+                format!("{stage} {:.1}/{:.1}", ms(0.5), ms(0.99))
+            })
+            .collect();
+        if !stages.is_empty() {
+            let _ = writeln!(s, "    produce → each stage, p50/p99 ms: {}", stages.join(", "));
+        }
     }
     let rows = outcome.rows_written();
     if !rows.is_empty() {

@@ -7,9 +7,9 @@
 //! timeout (under load, tansu once held such a record twice) carries the same sequence
 //! number, and the broker drops the copy.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -17,16 +17,25 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::statistics::Statistics;
 
 use crate::sources::kafka::{client_config, partition_counts};
 
-/// Counts deliveries that failed.
+/// Counts deliveries that failed, and learns from the client's statistics when the producer
+/// has its producer id.
 #[derive(Clone, Default)]
 pub struct Deliveries {
     failed: Arc<AtomicU64>,
+    ready: Arc<AtomicBool>,
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn stats(&self, statistics: Statistics) {
+        if statistics.eos.is_some_and(|eos| eos.idemp_state == "Assigned") {
+            self.ready.store(true, Ordering::Relaxed);
+        }
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
@@ -55,7 +64,9 @@ impl TopicWriter {
             .set("linger.ms", "5")
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("queue.buffering.max.messages", "1000000");
+            .set("queue.buffering.max.messages", "1000000")
+            // For `wait_ready`: the statistics say when the producer id is assigned.
+            .set("statistics.interval.ms", "100");
         for (k, v) in extra {
             config.set(k, v);
         }
@@ -85,6 +96,26 @@ impl TopicWriter {
             }
         }
         Ok(())
+    }
+
+    /// Waits (up to `timeout`) until the producer can send: connected, with its producer id.
+    /// Records queued before that wait in the producer (librdkafka asks for the id every
+    /// 500 ms until a broker is up: the first records of a paced run were delivered a second
+    /// late, which a freshness benchmark counted against the pipeline). Returns whether it is
+    /// ready.
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        let began = Instant::now();
+        // Asking for metadata connects to a broker.
+        let _ = self.producer.client().fetch_metadata(None, timeout);
+        while !self.deliveries.ready.load(Ordering::Relaxed) {
+            if began.elapsed() >= timeout {
+                tracing::warn!(?timeout, "the Kafka producer has no producer id yet: sending anyway");
+                return false;
+            }
+            self.producer.poll(Duration::from_millis(20));
+        }
+        tracing::debug!(ms = began.elapsed().as_millis() as u64, "the Kafka producer is ready");
+        true
     }
 
     /// Queues one record, waiting for room while the producer's queue is full.

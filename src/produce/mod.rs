@@ -625,6 +625,7 @@ pub fn produce_kafka(args: &ProduceArgs, brokers: &str) -> anyhow::Result<u64> {
     let sent = match &args.from {
         Some(path) => {
             writer.ensure_topics(&topics, args.partitions)?;
+            writer.wait_ready(std::time::Duration::from_secs(10));
             replay_file(&mut writer, args, path)?
         }
         None => {
@@ -636,6 +637,8 @@ pub fn produce_kafka(args: &ProduceArgs, brokers: &str) -> anyhow::Result<u64> {
             };
             let topics: Vec<&str> = args.kind.iter().map(|k| topic_of(*k)).collect();
             writer.ensure_topics(&topics, args.partitions)?;
+            // The stream's clock starts once the producer can send.
+            writer.wait_ready(std::time::Duration::from_secs(10));
             let start = args.start_ms.unwrap_or_else(now_ms);
             let mut generator = generator(args, start);
             let began = std::time::Instant::now();

@@ -49,7 +49,7 @@ use timely::scheduling::SyncActivator;
 use dataflows::ViewRow;
 
 use crate::sinks::encode::{csv_header, CsvFields, EncodedRows};
-use crate::sinks::freshness::Freshness;
+use crate::sinks::freshness::{Freshness, Live};
 use crate::sinks::{SinkError, Written};
 
 /// One worker's updates of one time, encoded, consolidated and sorted by (hash of the row, row)
@@ -550,7 +550,7 @@ impl crate::sinks::Sink for CsvSink {
         &mut self,
         upper: Option<u64>,
         _positions: &[crate::sources::InputPosition],
-        produced: Vec<(u64, i64)>,
+        produced: Vec<Live>,
     ) -> Result<(), SinkError> {
         self.freshness.complete(produced);
         if self.freshness.at_probe() {

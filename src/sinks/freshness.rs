@@ -4,10 +4,15 @@
 //! (the progress record in `--out`, or `_progress` in ClickHouse).
 //!
 //! ```text
-//!   worker: probe passes t ─► complete([(t, produced)]) ─┐
-//!                                                        ├─► waiting by time ─► recorded once cut > t
-//!   writers: upper u recorded ─► written(writer, u) ─────┘        cut = least upper of the writers
+//!   worker: probe passes t ─► complete([Live { t, produced, read }]) ─┐
+//!                                                                    ├─► waiting by time ─► recorded once cut > t
+//!   writers: upper u recorded ─► written(writer, u) ─────────────────┘        cut = least upper of the writers
 //! ```
+//!
+//! Where the time goes is measured in stages, each from produce: until a worker read the
+//! record (`read`), until its time was complete in the dataflow at that worker's probe
+//! (`complete`), with ClickHouse until every worker of the process had handed its rows up to
+//! that time to the writer (`handed`, see [`Freshness::handed`]), and until the cut passed it.
 //!
 //! One tracker per process, shared by its workers and writers. The writers are the progress
 //! record's writer (worker 0) for change files, and every worker's writer thread for
@@ -33,16 +38,38 @@ pub enum Cut {
 #[derive(Clone)]
 pub struct Freshness {
     cut: Cut,
+    /// The workers of this process that hand rows to a writer (`handed`), if they do.
+    handing: Option<usize>,
     state: Arc<Mutex<State>>,
 }
+
+/// A live record whose time is complete in the dataflow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Live {
+    /// Its time in the dataflow.
+    pub time: u64,
+    /// When it was produced (ms since the epoch).
+    pub produced: i64,
+    /// When a worker read it (ms since the epoch).
+    pub read: i64,
+}
+
+/// The stages of freshness, in order: produce → each of them (µs).
+pub const STAGES: [&str; 4] = ["read", "complete", "handed", "cut"];
 
 struct State {
     /// The upper each writer last recorded.
     uppers: HashMap<u32, u64>,
     /// Produce times (ms) of live records complete in the dataflow, by time.
     waiting: BTreeMap<u64, Vec<i64>>,
+    /// The upper each worker last handed to a writer (with ClickHouse).
+    handed: HashMap<u32, u64>,
+    /// Produce times (ms) of live records complete and not yet handed over by every worker.
+    unhanded: BTreeMap<u64, Vec<i64>>,
     /// Produce → the cut passed (µs).
     recorded: Histogram<u64>,
+    /// Produce → each stage of [`STAGES`] but the last (µs).
+    stages: [Histogram<u64>; 3],
 }
 
 impl std::fmt::Debug for Freshness {
@@ -52,9 +79,18 @@ impl std::fmt::Debug for Freshness {
 }
 
 impl Freshness {
-    pub fn new(cut: Cut) -> Self {
-        let state = State { uppers: HashMap::new(), waiting: BTreeMap::new(), recorded: crate::metrics::histogram() };
-        Freshness { cut, state: Arc::new(Mutex::new(state)) }
+    /// A tracker whose cut is `cut`; `handing`: the process's workers hand their rows to a
+    /// writer thread, and report it with [`Freshness::handed`].
+    pub fn new(cut: Cut, handing: Option<usize>) -> Self {
+        let state = State {
+            uppers: HashMap::new(),
+            waiting: BTreeMap::new(),
+            handed: HashMap::new(),
+            unhanded: BTreeMap::new(),
+            recorded: crate::metrics::histogram(),
+            stages: std::array::from_fn(|_| crate::metrics::histogram()),
+        };
+        Freshness { cut, handing, state: Arc::new(Mutex::new(state)) }
     }
 
     /// Whether the probe stands for the cut in this process.
@@ -62,16 +98,31 @@ impl Freshness {
         self.cut == Cut::Probe
     }
 
-    /// Live records whose updates are complete in the dataflow: (time, produced ms).
-    pub fn complete(&self, records: Vec<(u64, i64)>) {
+    /// Live records whose updates are complete in the dataflow.
+    pub fn complete(&self, records: Vec<Live>) {
         if records.is_empty() {
             return;
         }
+        let now = crate::metrics::now_ms();
         let mut state = self.lock();
-        for (time, produced) in records {
-            state.waiting.entry(time).or_default().push(produced);
+        for live in records {
+            crate::metrics::record_stage(&mut state.stages[0], "read", live.read - live.produced);
+            crate::metrics::record_stage(&mut state.stages[1], "complete", now - live.produced);
+            state.waiting.entry(live.time).or_default().push(live.produced);
+            if self.handing.is_some() {
+                state.unhanded.entry(live.time).or_default().push(live.produced);
+            }
         }
+        self.record_handed(&mut state);
         self.record_passed(&mut state);
+    }
+
+    /// `worker` handed every update before `upper` to its writer.
+    pub fn handed(&self, worker: u32, upper: u64) {
+        let mut state = self.lock();
+        let last = state.handed.entry(worker).or_insert(upper);
+        *last = (*last).max(upper);
+        self.record_handed(&mut state);
     }
 
     /// `writer` recorded every update before `upper` as durable (with [`Cut::Probe`]: the probe
@@ -99,8 +150,35 @@ impl Freshness {
         self.lock().recorded.clone()
     }
 
+    /// Produce → each of [`STAGES`] (µs), of the stages this process measures.
+    pub fn stages(&self) -> Vec<(&'static str, Histogram<u64>)> {
+        let state = self.lock();
+        let mut stages: Vec<_> = STAGES.iter().copied().zip(state.stages.iter().cloned()).collect();
+        stages.push(("cut", state.recorded.clone()));
+        stages.retain(|(stage, _)| *stage != "handed" || self.handing.is_some());
+        stages
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records the complete records every worker has handed over.
+    fn record_handed(&self, state: &mut State) {
+        let Some(workers) = self.handing else { return };
+        if state.handed.len() < workers {
+            return;
+        }
+        let Some(handed) = state.handed.values().min().copied() else { return };
+        let now = crate::metrics::now_ms();
+        while let Some(entry) = state.unhanded.first_entry() {
+            if *entry.key() >= handed {
+                break;
+            }
+            for produced in entry.remove() {
+                crate::metrics::record_stage(&mut state.stages[2], "handed", now - produced);
+            }
+        }
     }
 
     /// Records the waiting records the cut has passed.
@@ -123,6 +201,10 @@ impl Freshness {
         if let Some(oldest) = passed.iter().min() {
             let (cut, records, ms) = (cut, passed.len(), crate::metrics::now_ms() - oldest);
             tracing::debug!(cut, records, oldest_ms = ms, "live records passed by the cut");
+            if state.recorded.is_empty() {
+                // Said once: the benchmarks wait for it before they produce at their rate.
+                tracing::info!(cut, oldest_ms = ms, "the committed cut passed its first live records");
+            }
         }
         crate::metrics::record_freshness(&mut state.recorded, &passed);
     }
@@ -132,11 +214,15 @@ impl Freshness {
 mod tests {
     use super::*;
 
+    fn live(time: u64, produced: i64) -> Live {
+        Live { time, produced, read: produced }
+    }
+
     #[test]
     fn a_record_is_fresh_once_every_writer_passed_its_time() {
-        let fresh = Freshness::new(Cut::Writers(2));
+        let fresh = Freshness::new(Cut::Writers(2), None);
         let now = crate::metrics::now_ms();
-        fresh.complete(vec![(3, now), (5, now)]);
+        fresh.complete(vec![live(3, now), live(5, now)]);
         fresh.written(0, 10);
         assert_eq!(fresh.histogram().len(), 0, "one writer of two");
         fresh.written(1, 4);
@@ -144,11 +230,37 @@ mod tests {
         fresh.written(1, 6);
         assert_eq!(fresh.histogram().len(), 2);
         // Complete after the cut passed its time: recorded at once.
-        fresh.complete(vec![(5, now)]);
+        fresh.complete(vec![live(5, now)]);
         assert_eq!(fresh.histogram().len(), 3);
         // An upper never moves back.
         fresh.written(1, 2);
-        fresh.complete(vec![(5, now)]);
+        fresh.complete(vec![live(5, now)]);
         assert_eq!(fresh.histogram().len(), 4);
+        let stages: Vec<_> = fresh.stages().into_iter().map(|(stage, hist)| (stage, hist.len())).collect();
+        assert_eq!(stages, [("read", 4), ("complete", 4), ("cut", 4)], "no handing without a writer thread");
+    }
+
+    #[test]
+    fn a_record_is_handed_over_once_every_worker_handed_its_time() {
+        let fresh = Freshness::new(Cut::Writers(2), Some(2));
+        let now = crate::metrics::now_ms();
+        // Produced 5 s ago, read 2 s later.
+        fresh.complete(vec![Live { time: 3, produced: now - 5000, read: now - 3000 }, live(7, now)]);
+        let handed = |fresh: &Freshness| fresh.stages()[2].1.len();
+        fresh.handed(0, 4);
+        assert_eq!(handed(&fresh), 0, "one worker of two");
+        fresh.handed(1, 5);
+        assert_eq!(handed(&fresh), 1, "both handed time 3 over, not 7");
+        fresh.handed(0, 2);
+        fresh.handed(1, 8);
+        assert_eq!(handed(&fresh), 1, "worker 0 handed until 4 only: an upper never moves back");
+        fresh.handed(0, 8);
+        assert_eq!(handed(&fresh), 2);
+        let stages = fresh.stages();
+        assert_eq!(stages.iter().map(|(s, _)| *s).collect::<Vec<_>>(), STAGES);
+        let read = &stages[0].1;
+        assert!((1_990_000..=2_010_000).contains(&read.max()), "read 2 s after produce: {}", read.max());
+        assert!(stages[1].1.max() >= 4_990_000, "complete at least 5 s after produce");
+        assert_eq!(stages[3].1.len(), 0, "no writer has written yet");
     }
 }

@@ -22,6 +22,7 @@ use timely::dataflow::operators::Concatenate;
 use timely::dataflow::Stream;
 
 use crate::clickhouse::ClickHouseError;
+use crate::sinks::freshness::Live;
 use crate::sources::InputPosition;
 
 pub mod clickhouse;
@@ -58,12 +59,12 @@ pub trait Sink {
     /// sources' positions at the times they were read. Returns the stream the worker probes.
     fn complete<'s>(&mut self, written: Written<'s>, positions: VecCollection<'s, u64, InputPosition>) -> Written<'s>;
     /// The dataflow holds every update before `upper` (`None`: every update); the sources
-    /// stand at `positions`; `produced` are the live records complete now (time, produce ms).
+    /// stand at `positions`; `produced` are the live records complete now.
     fn advance(
         &mut self,
         upper: Option<u64>,
         positions: &[InputPosition],
-        produced: Vec<(u64, i64)>,
+        produced: Vec<Live>,
     ) -> Result<(), SinkError>;
     /// The first failure of the sink's operators, if any.
     fn check(&mut self) -> Result<(), SinkError>;

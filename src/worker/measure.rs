@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
+use crate::sinks::freshness::Live;
+
 /// Live records are those produced within this long before they are read (10 minutes).
 const LIVE_MS: i64 = 600_000;
 
@@ -16,8 +18,8 @@ pub struct Measure {
     latency_of_batches: bool,
     /// Times the inputs have advanced past, with when, and how many records had been read.
     closed: VecDeque<(u64, Instant, u64)>,
-    /// Live records' produce times, by ingestion time.
-    produced: BTreeMap<u64, Vec<i64>>,
+    /// Live records' produce and read times (ms), by ingestion time.
+    produced: BTreeMap<u64, Vec<(i64, i64)>>,
     /// Records read by the last time that is complete.
     read_done: u64,
     pub latency_us: Histogram<u64>,
@@ -41,8 +43,9 @@ impl Measure {
 
     /// A record produced at `produced_ms` entered the dataflow at `time`.
     pub fn produced(&mut self, time: u64, produced_ms: i64) {
-        if crate::metrics::now_ms() - produced_ms < LIVE_MS {
-            self.produced.entry(time).or_default().push(produced_ms);
+        let now = crate::metrics::now_ms();
+        if now - produced_ms < LIVE_MS {
+            self.produced.entry(time).or_default().push((produced_ms, now));
         }
     }
 
@@ -52,8 +55,8 @@ impl Measure {
     }
 
     /// The probe's frontier is `frontier` (`None`: everything is complete): records the latency
-    /// of the times now complete and returns the live records now complete (time, produce ms).
-    pub fn observe(&mut self, frontier: Option<u64>) -> Vec<(u64, i64)> {
+    /// of the times now complete and returns the live records now complete.
+    pub fn observe(&mut self, frontier: Option<u64>) -> Vec<Live> {
         let done = |t: u64| frontier.is_none_or(|f| f > t);
         while let Some(&(time, at, read)) = self.closed.front() {
             if !done(time) {
@@ -71,7 +74,7 @@ impl Measure {
                 break;
             }
             let (time, produced) = entry.remove_entry();
-            complete.extend(produced.into_iter().map(|p| (time, p)));
+            complete.extend(produced.into_iter().map(|(produced, read)| Live { time, produced, read }));
         }
         complete
     }

@@ -140,6 +140,10 @@ fn paced_replay_equals_unpaced_and_measures_freshness() {
         let summary = String::from_utf8_lossy(&output.stdout);
         let wanted = format!("freshness (produce → the committed cut in _progress.csv) of {lines} live records");
         assert!(summary.contains(&wanted), "-w {workers}: expected {wanted:?} in:\n{summary}");
+        // Where the time went: read and complete, no writer thread to hand rows to.
+        let stages = summary.lines().find(|l| l.contains("produce → each stage")).unwrap_or_default();
+        assert!(stages.contains("read ") && stages.contains("complete "), "-w {workers}: stages in:\n{summary}");
+        assert!(!stages.contains("handed"), "-w {workers}: no writer thread, yet:\n{summary}");
     }
 }
 

@@ -464,6 +464,20 @@ fn bad_records_become_dead_letters() {
     assert_eq!(chats["user_counts"].len(), 1);
 }
 
+/// A producer is ready (connected, with its idempotent producer id) before a paced run starts
+/// its clock; without a broker it never is, and says so when its time is up.
+#[test]
+fn the_producer_says_when_it_is_ready() {
+    let broker = broker();
+    let topic = format!("{}-chat", unique("ready"));
+    let writer = TopicWriter::new(broker, &[]).unwrap();
+    writer.ensure_topics(&[&topic], 1).unwrap();
+    assert!(writer.wait_ready(Duration::from_secs(60)), "no producer id from the broker on {broker} in 60 s");
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let lost = TopicWriter::new(&nobody, &[]).unwrap();
+    assert!(!lost.wait_ready(Duration::from_millis(1500)), "ready without a broker on {nobody}");
+}
+
 /// One worker's partitions end early in event time while the other's go on for an hour, and
 /// little may be in flight: the worker that finishes first must not hold back the frontier the
 /// other's back-pressure waits on (it used to, and the run never ended).

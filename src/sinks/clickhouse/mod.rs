@@ -41,7 +41,7 @@ use differential_dataflow::VecCollection;
 use timely::dataflow::channels::pact::Exchange;
 
 use crate::sinks::encode::{EncodedRows, TsvFields};
-use crate::sinks::freshness::Freshness;
+use crate::sinks::freshness::{Freshness, Live};
 use crate::sinks::{Sink, SinkError, Written};
 use crate::sources::InputPosition;
 
@@ -115,6 +115,8 @@ pub fn clickhouse_sink<'s, R: ViewRow>(
 pub struct ClickHouseSink {
     buffers: BuffersHandle,
     writer: WriterHandle,
+    /// The worker's index.
+    worker: u32,
     /// Updates before this time are in the tables already (the run's starting cut).
     start: u64,
     /// The upper last handed to the writer.
@@ -136,6 +138,7 @@ impl ClickHouseSink {
         ClickHouseSink {
             buffers: BuffersHandle::default(),
             writer: writer.handle(worker),
+            worker,
             start,
             handed: start,
             freshness,
@@ -164,6 +167,7 @@ impl ClickHouseSink {
         }
         self.handed = upper;
         self.deferred = None;
+        self.freshness.handed(self.worker, upper);
         Ok(())
     }
 
@@ -189,7 +193,7 @@ impl Sink for ClickHouseSink {
         &mut self,
         upper: Option<u64>,
         positions: &[InputPosition],
-        produced: Vec<(u64, i64)>,
+        produced: Vec<Live>,
     ) -> Result<(), SinkError> {
         self.freshness.complete(produced);
         match upper {

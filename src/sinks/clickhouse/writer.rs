@@ -244,8 +244,11 @@ fn write_loop(receiver: Receiver<Batch>, config: WriterConfig) -> Result<(), Cli
         let rows: u64 = acc.views.values().map(|b| b.count).sum();
         for (view, buffer) in acc.views.iter().filter(|(_, b)| b.count > 0) {
             let def = dataflows::view(view).expect("buffers are keyed by catalog names");
+            let began = Instant::now();
             retry(stop, "insert", || client.insert(&insert_target(&db, def), &buffer.rows))?;
             crate::metrics::rows_written(view).increment(buffer.count);
+            let (rows, bytes, ms) = (buffer.count, buffer.rows.len(), began.elapsed().as_millis() as u64);
+            tracing::trace!(view, rows, bytes, ms, "inserted");
         }
         let mut progress = Vec::new();
         for (worker, (upper, positions)) in &acc.uppers {
@@ -305,7 +308,7 @@ mod tests {
         static STOP: AtomicBool = AtomicBool::new(false);
         // Port 1 on the loopback: nothing listens there.
         let target = Target { url: "http://127.0.0.1:1".into(), database: "nowhere".into() };
-        let writer = Writer::spawn(&target, 1, 1, 0, &STOP, Freshness::new(Cut::Writers(1)));
+        let writer = Writer::spawn(&target, 1, 1, 0, &STOP, Freshness::new(Cut::Writers(1), Some(1)));
         let mut handle = writer.handle(0);
         let views =
             |n: u64| BTreeMap::from([("word_counts", ViewRows { rows: format!("row {n}\n").into_bytes(), count: 1 })]);
