@@ -93,7 +93,7 @@ fn main() {
             let (edges_in, edges) = scope.new_collection::<(Name, Name), Diff>();
             let (focus_in, focus_coll) = scope.new_collection::<Name, Diff>();
             let mut to_csv =
-                ToCsv { sink: CsvSink::new(&out_dir, None, Freshness::new(Cut::Probe)), written: Vec::new() };
+                ToCsv { sink: CsvSink::new(&out_dir, None, Freshness::new(Cut::Probe, None)), written: Vec::new() };
             network_views(
                 edges,
                 focus.is_some().then_some(focus_coll),
