@@ -69,8 +69,9 @@ bench_broker() {
 
 # Freshness at a steady 50,000 messages/s for 30 s through a memory broker on 127.0.0.1:9095:
 # `freshness NAME [extra chatflow run flags]` (the log goes to target/bench/NAME.log, at
-# RUST_LOG=info unless set). It prints the run's events, p50/p99 at the cut, and where the time
-# went on the way (produce → read, → complete in the dataflow, → handed to the ClickHouse writer).
+# RUST_LOG=info unless set). It prints the run's events, p50/p99 at the cut, where the time
+# went on the way (produce → read, → complete in the dataflow, → handed to the ClickHouse writer),
+# and the CPU seconds of the run, the broker, the producer and ClickHouse meanwhile.
 freshness() {
     local name=$1
     shift
@@ -94,11 +95,39 @@ freshness() {
         sleep 0.1
         waited=$((waited + 1))
     done
-    timeout -s INT 30 "$bin" produce --kafka 127.0.0.1:9095 --rate 50000 "${only_chat[@]}" || true
+    # Where the two cores went meanwhile: CPU seconds of the run, the broker, the producer
+    # and, when it runs, the ClickHouse server of scripts/clickhouse.sh.
+    local broker_pid clickhouse_pid=0 began=$SECONDS
+    broker_pid=$(cat "$KAFKA_DIR/pid")
+    case " $* " in *" --clickhouse "*) clickhouse_pid=$(cat target/clickhouse-8123/pid) ;; esac
+    local run0 broker0 clickhouse0 producer=0
+    run0=$(cpu_seconds "$run") broker0=$(cpu_seconds "$broker_pid") clickhouse0=$(cpu_seconds "$clickhouse_pid")
+    timeout -s INT 30 "$bin" produce --kafka 127.0.0.1:9095 --rate 50000 "${only_chat[@]}" &
+    local produce=$!
+    while kill -0 "$produce" 2>/dev/null; do
+        producer=$(cpu_seconds "$(pgrep -P "$produce" | head -1)" "$producer")
+        sleep 0.2
+    done
+    wait "$produce" || true
     sleep 3
+    local cpu
+    cpu="CPU seconds in the $((SECONDS - began)) s of producing and 3 s after, on $(nproc) cores:"
+    cpu+=" chatflow $(echo "$(cpu_seconds "$run") $run0" | awk '{ print $1 - $2 }'),"
+    cpu+=" broker $(echo "$(cpu_seconds "$broker_pid") $broker0" | awk '{ print $1 - $2 }'),"
+    cpu+=" producer $producer"
+    [ "$clickhouse_pid" = 0 ] ||
+        cpu+=", ClickHouse $(echo "$(cpu_seconds "$clickhouse_pid") $clickhouse0" | awk '{ print $1 - $2 }')"
     kill -TERM "$run"
     wait "$run"
     grep -E "events read|freshness \(|each stage" "target/bench/$name.log"
+    echo "  $cpu"
+}
+
+# `cpu_seconds PID [DEFAULT]`: the user and system CPU seconds PID has used so far (DEFAULT,
+# or 0, when there is no such process).
+cpu_seconds() {
+    awk -v tck="$(getconf CLK_TCK)" '{ printf "%.1f\n", ($14 + $15) / tck }' "/proc/$1/stat" 2>/dev/null ||
+        echo "${2:-0}"
 }
 
 # The benchmarks' venv, target/bench/venv: `venv_with MODULE PACKAGE...` installs the packages
