@@ -12,7 +12,8 @@
 #      by a plain consumer (`bench --plain-consumer`: chatflow's consumers and settings, no
 #      processing) and then to the CSV sink with --until-caught-up, -w 1 and -w 2;
 #   2. freshness (produce → the committed cut): `chatflow produce --rate 50000` for 30 s into a memory
-#      broker while `chatflow run -w 2 --tick-ms 100` reads it; the run prints p50/p99.
+#      broker once `chatflow run -w 2 --tick-ms 100`, reading it, is live; the run prints
+#      p50/p99 and each stage's, and the script the CPU seconds of each process meanwhile.
 #
 # `scripts/bench.sh clickhouse` runs the ClickHouse benchmarks (the server of
 # scripts/clickhouse.sh, started when not running; a memory broker on 127.0.0.1:9095):
