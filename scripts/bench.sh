@@ -113,11 +113,8 @@ freshness() {
     sleep 3
     local cpu
     cpu="CPU seconds in the $((SECONDS - began)) s of producing and 3 s after, on $(nproc) cores:"
-    cpu+=" chatflow $(echo "$(cpu_seconds "$run") $run0" | awk '{ print $1 - $2 }'),"
-    cpu+=" broker $(echo "$(cpu_seconds "$broker_pid") $broker0" | awk '{ print $1 - $2 }'),"
-    cpu+=" producer $producer"
-    [ "$clickhouse_pid" = 0 ] ||
-        cpu+=", ClickHouse $(echo "$(cpu_seconds "$clickhouse_pid") $clickhouse0" | awk '{ print $1 - $2 }')"
+    cpu+=" chatflow $(cpu_since "$run" "$run0"), broker $(cpu_since "$broker_pid" "$broker0"), producer $producer"
+    [ "$clickhouse_pid" = 0 ] || cpu+=", ClickHouse $(cpu_since "$clickhouse_pid" "$clickhouse0")"
     kill -TERM "$run"
     wait "$run"
     grep -E "events read|freshness \(|each stage" "target/bench/$name.log"
@@ -129,6 +126,11 @@ freshness() {
 cpu_seconds() {
     awk -v tck="$(getconf CLK_TCK)" '{ printf "%.1f\n", ($14 + $15) / tck }' "/proc/$1/stat" 2>/dev/null ||
         echo "${2:-0}"
+}
+
+# `cpu_since PID BEFORE`: the CPU seconds PID has used since it had used BEFORE.
+cpu_since() {
+    echo "$(cpu_seconds "$1") $2" | awk '{ print $1 - $2 }'
 }
 
 # The benchmarks' venv, target/bench/venv: `venv_with MODULE PACKAGE...` installs the packages

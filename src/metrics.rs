@@ -278,12 +278,15 @@ pub fn record_freshness(hdr: &mut Hdr<u64>, produced: &[i64]) {
     metrics::gauge!("chatflow_freshness_latest_seconds").set(oldest as f64 / 1e6);
 }
 
-/// Records that a live record reached `stage` of its freshness `ms` after it was produced, in
-/// `hdr` (µs) and in the registry.
-pub fn record_stage(hdr: &mut Hdr<u64>, stage: &'static str, ms: i64) {
-    let us = (ms.max(0) as u64 * 1000).max(1);
-    hdr.saturating_record(us);
-    metrics::histogram!("chatflow_freshness_stage_seconds", "stage" => stage).record(us as f64 / 1e6);
+/// Records that live records reached `stage` of their freshness `ms` after they were
+/// produced, in `hdr` (µs) and in the registry.
+pub fn record_stage(hdr: &mut Hdr<u64>, stage: &'static str, ms: impl IntoIterator<Item = i64>) {
+    let registry = metrics::histogram!("chatflow_freshness_stage_seconds", "stage" => stage);
+    for ms in ms {
+        let us = (ms.max(0) as u64 * 1000).max(1);
+        hdr.saturating_record(us);
+        registry.record(us as f64 / 1e6);
+    }
 }
 
 /// A Kafka partition's lag gauge.

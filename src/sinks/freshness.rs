@@ -105,9 +105,9 @@ impl Freshness {
         }
         let now = crate::metrics::now_ms();
         let mut state = self.lock();
+        crate::metrics::record_stage(&mut state.stages[0], "read", records.iter().map(|l| l.read - l.produced));
+        crate::metrics::record_stage(&mut state.stages[1], "complete", records.iter().map(|l| now - l.produced));
         for live in records {
-            crate::metrics::record_stage(&mut state.stages[0], "read", live.read - live.produced);
-            crate::metrics::record_stage(&mut state.stages[1], "complete", now - live.produced);
             state.waiting.entry(live.time).or_default().push(live.produced);
             if self.handing.is_some() {
                 state.unhanded.entry(live.time).or_default().push(live.produced);
@@ -137,12 +137,15 @@ impl Freshness {
     /// The process's cut: every update before it is durable (with [`Cut::Probe`]: the probe
     /// has passed it); `None` until every writer has recorded an upper.
     pub fn cut(&self) -> Option<u64> {
-        let state = self.lock();
-        let writers = match self.cut {
+        least(&self.lock().uppers, self.writers())
+    }
+
+    /// How many writers' uppers make the cut.
+    fn writers(&self) -> usize {
+        match self.cut {
             Cut::Writers(n) => n,
             Cut::Probe => 1,
-        };
-        (state.uppers.len() >= writers).then(|| state.uppers.values().min().copied()).flatten()
+        }
     }
 
     /// Produce → cut of every live record so far (µs).
@@ -165,32 +168,21 @@ impl Freshness {
 
     /// Records the complete records every worker has handed over.
     fn record_handed(&self, state: &mut State) {
-        let Some(workers) = self.handing else { return };
-        if state.handed.len() < workers {
-            return;
-        }
-        let Some(handed) = state.handed.values().min().copied() else { return };
-        let now = crate::metrics::now_ms();
+        let Some(handed) = self.handing.and_then(|workers| least(&state.handed, workers)) else { return };
+        let mut passed = Vec::new();
         while let Some(entry) = state.unhanded.first_entry() {
             if *entry.key() >= handed {
                 break;
             }
-            for produced in entry.remove() {
-                crate::metrics::record_stage(&mut state.stages[2], "handed", now - produced);
-            }
+            passed.extend(entry.remove());
         }
+        let now = crate::metrics::now_ms();
+        crate::metrics::record_stage(&mut state.stages[2], "handed", passed.iter().map(|p| now - p));
     }
 
     /// Records the waiting records the cut has passed.
     fn record_passed(&self, state: &mut State) {
-        let writers = match self.cut {
-            Cut::Writers(n) => n,
-            Cut::Probe => 1,
-        };
-        if state.uppers.len() < writers {
-            return;
-        }
-        let Some(cut) = state.uppers.values().min().copied() else { return };
+        let Some(cut) = least(&state.uppers, self.writers()) else { return };
         let mut passed = Vec::new();
         while let Some(entry) = state.waiting.first_entry() {
             if *entry.key() >= cut {
@@ -208,6 +200,11 @@ impl Freshness {
         }
         crate::metrics::record_freshness(&mut state.recorded, &passed);
     }
+}
+
+/// The least upper in `uppers` once `n` reporters have each given one.
+fn least(uppers: &HashMap<u32, u64>, n: usize) -> Option<u64> {
+    (uppers.len() >= n).then(|| uppers.values().min().copied()).flatten()
 }
 
 #[cfg(test)]

@@ -32,7 +32,6 @@
 //! See `writer`: two batches in flight at most, retries forever with backoff while running.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use dataflows::operators::accumulate_in_time_order;
@@ -48,7 +47,7 @@ use crate::sources::InputPosition;
 pub mod writer;
 
 pub use writer::Writer;
-use writer::WriterHandle;
+use writer::{Views, WriterHandle};
 
 /// A view's encoded rows not yet handed to the writer, and how many.
 #[derive(Default)]
@@ -58,7 +57,7 @@ pub struct ViewRows {
 }
 
 /// What a worker's sink operators have encoded and not yet handed over, by view name.
-pub type BuffersHandle = Rc<RefCell<BTreeMap<&'static str, ViewRows>>>;
+pub type BuffersHandle = Rc<RefCell<Views>>;
 
 fn fixed_hash<T: std::hash::Hash>(value: &T) -> u64 {
     use std::hash::BuildHasher;
@@ -150,12 +149,7 @@ impl ClickHouseSink {
     /// has room; else they go back to the buffers and wait for the next chance (a worker that
     /// waited for the writer stopped reading its input, and every record behind it was late),
     /// unless they have grown to [`HOLD_BYTES`], when the worker waits.
-    fn hand_over(
-        &mut self,
-        upper: u64,
-        views: BTreeMap<&'static str, ViewRows>,
-        positions: String,
-    ) -> Result<(), SinkError> {
+    fn hand_over(&mut self, upper: u64, views: Views, positions: String) -> Result<(), SinkError> {
         let bytes: usize = views.values().map(|v| v.rows.len()).sum();
         if bytes >= HOLD_BYTES {
             self.writer.send(upper, views, positions)?;
@@ -171,7 +165,7 @@ impl ClickHouseSink {
         Ok(())
     }
 
-    fn take(&mut self, positions: &[InputPosition]) -> (BTreeMap<&'static str, ViewRows>, String) {
+    fn take(&mut self, positions: &[InputPosition]) -> (Views, String) {
         let views = std::mem::take(&mut *self.buffers.borrow_mut());
         let positions: Vec<String> =
             positions.iter().map(|p| format!("{}:{}:{}", p.source, p.partition, p.next)).collect();

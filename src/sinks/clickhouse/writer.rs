@@ -40,7 +40,7 @@ pub struct Batch {
     pub worker: u32,
     /// Every update of `worker` before `upper` is in `views` or was handed over before.
     pub upper: u64,
-    pub views: BTreeMap<&'static str, ViewRows>,
+    pub views: Views,
     pub positions: String,
     /// Told once this batch (and its progress rows) is written: a worker's last batch.
     pub ack: Option<SyncSender<()>>,
@@ -122,12 +122,7 @@ pub struct WriterHandle {
 
 impl WriterHandle {
     /// Hands `batch` over, waiting while the writer is behind (back-pressure).
-    pub fn send(
-        &mut self,
-        upper: u64,
-        views: BTreeMap<&'static str, ViewRows>,
-        positions: String,
-    ) -> Result<(), SinkError> {
+    pub fn send(&mut self, upper: u64, views: Views, positions: String) -> Result<(), SinkError> {
         self.send_batch(Batch { worker: self.worker, upper, views, positions, ack: None })
     }
 
@@ -137,7 +132,7 @@ impl WriterHandle {
     pub fn try_send(
         &mut self,
         upper: u64,
-        views: BTreeMap<&'static str, ViewRows>,
+        views: Views,
         positions: String,
     ) -> Result<Option<(Views, String)>, SinkError> {
         let batch = Batch { worker: self.worker, upper, views, positions, ack: None };
@@ -162,12 +157,7 @@ impl WriterHandle {
     }
 
     /// Hands the last batch over and waits until it is written.
-    pub fn finish(
-        &mut self,
-        upper: u64,
-        views: BTreeMap<&'static str, ViewRows>,
-        positions: String,
-    ) -> Result<(), SinkError> {
+    pub fn finish(&mut self, upper: u64, views: Views, positions: String) -> Result<(), SinkError> {
         let (ack, written) = sync_channel(1);
         self.send_batch(Batch { worker: self.worker, upper, views, positions, ack: Some(ack) })?;
         self.sender = None;
@@ -247,8 +237,8 @@ fn write_loop(receiver: Receiver<Batch>, config: WriterConfig) -> Result<(), Cli
             let began = Instant::now();
             retry(stop, "insert", || client.insert(&insert_target(&db, def), &buffer.rows))?;
             crate::metrics::rows_written(view).increment(buffer.count);
-            let (rows, bytes, ms) = (buffer.count, buffer.rows.len(), began.elapsed().as_millis() as u64);
-            tracing::trace!(view, rows, bytes, ms, "inserted");
+            let ms = began.elapsed().as_millis() as u64;
+            tracing::trace!(view, rows = buffer.count, bytes = buffer.rows.len(), ms, "inserted");
         }
         let mut progress = Vec::new();
         for (worker, (upper, positions)) in &acc.uppers {
@@ -270,7 +260,7 @@ fn write_loop(receiver: Receiver<Batch>, config: WriterConfig) -> Result<(), Cli
 
 /// Batches taken together: each view's rows, and per worker its latest upper and positions.
 struct Merged {
-    views: BTreeMap<&'static str, ViewRows>,
+    views: Views,
     uppers: BTreeMap<u32, (u64, String)>,
     acks: Vec<SyncSender<()>>,
 }
