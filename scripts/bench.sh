@@ -15,8 +15,9 @@
 #      broker once `chatflow run -w 2 --tick-ms 100`, reading it, is live; the run prints
 #      p50/p99 and each stage's, and the script the CPU seconds of each process meanwhile.
 #
-# `scripts/bench.sh clickhouse` runs the ClickHouse benchmarks (the server of
-# scripts/clickhouse.sh, started when not running; a memory broker on 127.0.0.1:9095):
+# `scripts/bench.sh clickhouse` runs the ClickHouse benchmarks (a server of its own started by
+# scripts/clickhouse.sh on 127.0.0.1:8124, its data on tmpfs unless CLICKHOUSE_BENCH_DIR names
+# a directory; a memory broker on 127.0.0.1:9095):
 #   1. the 1,000,000-message fixture into ClickHouse with -w 1 and -w 2 (rows/s = the sum of
 #      rows_written over seconds), then the tables' sizes on disk;
 #   2. freshness (produce → the committed cut, the least upper of the workers' _progress rows) at
@@ -58,13 +59,20 @@ mkdir -p target/bench
 fixture=target/bench/chat-1m-seed42.jsonl
 [ -f "$fixture" ] || "$bin" produce --out "$fixture" --count 1000000 --seed 42
 
+# `at_exit COMMAND`: runs COMMAND when the script exits, after those registered before it.
+cleanups=()
+at_exit() {
+    cleanups+=("$1")
+    trap 'for c in "${cleanups[@]}"; do eval "$c"; done' EXIT
+}
+
 # A broker of the benchmarks' own, fresh: `bench_broker PORT sqlite|memory` (data under
 # target/bench/kafka-PORT; stopped when the script exits).
 bench_broker() {
     export KAFKA_PORT=$1 KAFKA_DIR=target/bench/kafka-$1
     scripts/kafka.sh stop >/dev/null 2>&1 || true
     rm -rf "$KAFKA_DIR"
-    trap "KAFKA_PORT=$1 KAFKA_DIR=target/bench/kafka-$1 scripts/kafka.sh stop >/dev/null 2>&1 || true" EXIT
+    at_exit "KAFKA_PORT=$1 KAFKA_DIR=target/bench/kafka-$1 scripts/kafka.sh stop >/dev/null 2>&1 || true"
     scripts/kafka.sh start "$2"
 }
 
@@ -100,7 +108,7 @@ freshness() {
     # and, when it runs, the ClickHouse server of scripts/clickhouse.sh.
     local broker_pid clickhouse_pid=0 began=$SECONDS
     broker_pid=$(cat "$KAFKA_DIR/pid")
-    case " $* " in *" --clickhouse "*) clickhouse_pid=$(cat target/clickhouse-8123/pid) ;; esac
+    case " $* " in *" --clickhouse "*) clickhouse_pid=$(cat "$CLICKHOUSE_DIR/pid") ;; esac
     local run0 broker0 clickhouse0 producer=0
     run0=$(cpu_seconds "$run") broker0=$(cpu_seconds "$broker_pid") clickhouse0=$(cpu_seconds "$clickhouse_pid")
     timeout -s INT 30 "$bin" produce --kafka 127.0.0.1:9095 --rate 50000 "${only_chat[@]}" &
@@ -235,8 +243,15 @@ fi
 
 if [ "${1:-}" = clickhouse ]; then
     shift
+    # A server of the benchmark's own on 127.0.0.1:8124, stopped at the end, its data on tmpfs
+    # unless CLICKHOUSE_BENCH_DIR names a directory: on a disk of ext4 without a journal (this
+    # project's machines) the server spent a third of its CPU allocating inodes for its parts'
+    # files (see scripts/clickhouse.sh), which a deployment's server does not.
+    export CLICKHOUSE_PORT=8124 CLICKHOUSE_DIR=${CLICKHOUSE_BENCH_DIR:-/dev/shm/chatflow-bench-clickhouse}
     scripts/clickhouse.sh start
-    url=http://127.0.0.1:8123
+    at_exit "CLICKHOUSE_PORT=8124 CLICKHOUSE_DIR=$CLICKHOUSE_DIR scripts/clickhouse.sh stop >/dev/null"
+    echo "bench.sh: ClickHouse data in $CLICKHOUSE_DIR ($(findmnt -n -o FSTYPE -T "$CLICKHOUSE_DIR" | head -1))"
+    url=http://127.0.0.1:8124
     for w in 1 2; do
         "$bin" bench --replay "$fixture" -w "$w" --clickhouse "$url" --database "bench_w$w" "$@"
     done
