@@ -5,11 +5,14 @@
 //! 10,000) single-edge changes one at a time — each its own timely time, half deleting a
 //! current edge, half adding a random one — and measures each change's latency from closing
 //! its input to the probe showing its changes written. Prints one JSON line: load seconds,
-//! peak RSS, latency p50/p99/max in microseconds, and, when the benchmarks' venv has scipy,
+//! peak RSS, latency p50/p99/max in microseconds, the rows each change wrote (p50/p99/max,
+//! all workers' views) and the latency per row of the slowest 1 %, and, when the benchmarks'
+//! venv has scipy,
 //! the same walks by a plain sparse product (`scripts/lib/walks_scipy.py`) and the load's
 //! ratio to it (`scripts/bench.sh network` makes the venv and runs the standard graphs).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,17 +29,22 @@ use rand::{Rng, SeedableRng};
 use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::ProbeHandle;
 
-/// Load seconds and the latency of each change (µs), from worker 0.
-type Measured = (f64, Histogram<u64>);
+/// Load seconds and each change's (latency in µs, rows written), from worker 0.
+type Measured = (f64, Vec<(u64, u64)>);
 
-/// The network views into CSV change files.
+/// The network views into CSV change files, counting the rows (all workers').
 struct ToCsv<'s> {
     sink: CsvSink,
     written: Vec<Written<'s>>,
+    rows: Arc<AtomicU64>,
 }
 
 impl<'s> dataflows::Exporter<'s, u64> for ToCsv<'s> {
     fn export<R: dataflows::ViewRow>(&mut self, rows: differential_dataflow::VecCollection<'s, u64, R>) {
+        let counted = Arc::clone(&self.rows);
+        let rows = rows.inspect(move |_| {
+            counted.fetch_add(1, Ordering::Relaxed);
+        });
         self.written.push(self.sink.export(rows));
     }
 }
@@ -83,6 +91,7 @@ fn main() {
     let out = tempfile::tempdir().expect("scratch dir");
     let out_dir = out.path().to_path_buf();
     let result_slot = Arc::clone(&result);
+    let rows_written = Arc::new(AtomicU64::new(0));
 
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
@@ -92,8 +101,11 @@ fn main() {
         let (mut edges_in, mut focus_in) = worker.dataflow::<u64, _, _>(|scope| {
             let (edges_in, edges) = scope.new_collection::<(Name, Name), Diff>();
             let (focus_in, focus_coll) = scope.new_collection::<Name, Diff>();
-            let mut to_csv =
-                ToCsv { sink: CsvSink::new(&out_dir, None, Freshness::new(Cut::Probe, None)), written: Vec::new() };
+            let mut to_csv = ToCsv {
+                sink: CsvSink::new(&out_dir, None, Freshness::new(Cut::Probe, None)),
+                written: Vec::new(),
+                rows: Arc::clone(&rows_written),
+            };
             network_views(
                 edges,
                 focus.is_some().then_some(focus_coll),
@@ -139,7 +151,7 @@ fn main() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let mut current: Vec<(Name, Name, Diff)> = edges.iter().filter(|e| e.2 > 0).cloned().collect();
         let nodes: Vec<Name> = current.iter().flat_map(|(a, b, _)| [a.clone(), b.clone()]).collect();
-        let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+        let mut measured: Vec<(u64, u64)> = Vec::with_capacity(changes);
         for i in 0..changes as u64 {
             let time = 1 + i;
             if index == 0 {
@@ -156,10 +168,13 @@ fn main() {
             edges_in.advance_to(time + 1);
             edges_in.flush();
             let sent = Instant::now();
+            let rows_before = rows_written.load(Ordering::Relaxed);
             while probe.less_than(&(time + 1)) {
                 worker.step_or_park(Some(Duration::from_micros(50)));
             }
-            latency.saturating_record(sent.elapsed().as_micros().max(1) as u64);
+            // Every worker's rows of this time passed the count before the probe passed it.
+            let rows = rows_written.load(Ordering::Relaxed) - rows_before;
+            measured.push((sent.elapsed().as_micros().max(1) as u64, rows));
         }
         if index == 0 {
             if let Some(p) = &operators {
@@ -177,12 +192,22 @@ fn main() {
                     eprintln!("{secs:8.3}  {name}");
                 }
             }
-            *result_slot.lock().unwrap() = Some((load, latency));
+            *result_slot.lock().unwrap() = Some((load, measured));
         }
     })
     .expect("timely runs");
 
-    let (load, latency) = result.lock().unwrap().take().expect("worker 0 reports");
+    let (load, mut measured) = result.lock().unwrap().take().expect("worker 0 reports");
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    let mut rows = Histogram::<u64>::new_with_bounds(1, 1 << 40, 3).expect("histogram bounds");
+    for &(us, n) in &measured {
+        latency.saturating_record(us);
+        rows.saturating_record(n.max(1));
+    }
+    // The slowest 1 % of changes: how much of their latency is rows written.
+    measured.sort_unstable();
+    let slowest = &measured[measured.len() - measured.len().div_ceil(100)..];
+    let (tail_us, tail_rows) = slowest.iter().fold((0, 0), |(u, r), &(us, n)| (u + us, r + n));
     let peak_rss = chatflow::run::peak_rss_bytes().unwrap_or(0);
     let scipy = scipy_reference(&root, &graph, hops, flag("--focus").as_deref());
     let versus = scipy.as_ref().and_then(|r| r["multiply_seconds"].as_f64()).map(|s| load / s);
@@ -195,6 +220,8 @@ fn main() {
         "load_seconds": (load * 1000.0).round() / 1000.0,
         "changes": changes,
         "latency_us": {"p50": latency.value_at_quantile(0.5), "p99": latency.value_at_quantile(0.99), "max": latency.max()},
+        "rows_per_change": {"p50": rows.value_at_quantile(0.5), "p99": rows.value_at_quantile(0.99), "max": rows.max()},
+        "slowest_1pct_ns_per_row": (tail_us * 1000).checked_div(tail_rows),
         "peak_rss_bytes": peak_rss,
         "scipy": scipy,
         "load_vs_scipy_multiply": versus.map(|v| (v * 10.0).round() / 10.0),
