@@ -122,6 +122,10 @@ impl Row {
         self.values.push(value);
     }
 
+    fn cursor(&self) -> Cursor<'_> {
+        Cursor::Sparse { row: self, at: 0 }
+    }
+
     /// Appends `other`'s entries `range`.
     fn extend_from(&mut self, other: &Row, range: std::ops::Range<usize>) {
         self.users.extend_from_slice(&other.users[range.clone()]);
@@ -190,6 +194,13 @@ impl WalkRow {
         sparse.into_iter().flatten().chain(dense.into_iter().flatten())
     }
 
+    fn cursor(&self) -> Cursor<'_> {
+        match self {
+            WalkRow::Sparse(row) => row.cursor(),
+            WalkRow::Dense { values, .. } => Cursor::Dense(values),
+        }
+    }
+
     /// The values at `users` (sorted), 0 where absent.
     fn values_at(&self, users: &[u32]) -> Vec<Walk> {
         match self {
@@ -234,19 +245,14 @@ impl WalkRow {
 #[derive(Default)]
 struct Accumulator {
     sums: Vec<Walk>,
-    marks: Vec<u32>,
-    stamp: u32,
+    marks: Marks,
     touched: Vec<u32>,
 }
 
 impl Accumulator {
     /// Starts a row, all zeros.
     fn begin(&mut self) {
-        self.stamp = self.stamp.wrapping_add(1);
-        if self.stamp == 0 {
-            self.marks.iter_mut().for_each(|m| *m = 0);
-            self.stamp = 1;
-        }
+        self.marks.begin();
         self.touched.clear();
     }
 
@@ -254,8 +260,8 @@ impl Accumulator {
     #[inline]
     fn add(&mut self, w: u32, a: Walk, b: Walk) {
         let i = w as usize;
-        if self.marks[i] != self.stamp {
-            self.marks[i] = self.stamp;
+        if !self.marks.has(w) {
+            self.marks.mark(w);
             self.sums[i] = 0;
             self.touched.push(w);
         }
@@ -273,6 +279,63 @@ impl Accumulator {
             }
         }
         out
+    }
+}
+
+/// A set of users, emptied in constant time: `u` is in it while `marks[u] == stamp`.
+#[derive(Default)]
+struct Marks {
+    marks: Vec<u32>,
+    stamp: u32,
+}
+
+impl Marks {
+    /// Room for one more user id.
+    fn grow(&mut self) {
+        self.marks.push(0);
+    }
+
+    /// Empties the set.
+    fn begin(&mut self) {
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.marks.fill(0);
+            self.stamp = 1;
+        }
+    }
+
+    #[inline]
+    fn mark(&mut self, u: u32) {
+        self.marks[u as usize] = self.stamp;
+    }
+
+    #[inline]
+    fn has(&self, u: u32) -> bool {
+        self.marks[u as usize] == self.stamp
+    }
+}
+
+/// A row's values read at increasing user ids: a sparse row's by a search forward from the
+/// last one found ([`seek`]), a dense row's by index.
+enum Cursor<'a> {
+    Sparse { row: &'a Row, at: usize },
+    Dense(&'a [Walk]),
+}
+
+impl Cursor<'_> {
+    /// The value at `u` (0 where absent); `u` is not below the user asked before.
+    #[inline]
+    fn at(&mut self, u: u32) -> Walk {
+        match self {
+            Cursor::Sparse { row, at } => {
+                *at = seek(&row.users, *at, u, |v| *v);
+                match row.users.get(*at) {
+                    Some(&v) if v == u => row.values[*at],
+                    _ => 0,
+                }
+            }
+            Cursor::Dense(values) => values.get(u as usize).copied().unwrap_or(0),
+        }
     }
 }
 
@@ -372,6 +435,8 @@ struct Walks {
     emitted: HashMap<u32, Emitted, RandomState>,
     /// Sums of one row at a time, over the users.
     acc: Accumulator,
+    /// The users of one focus user's kept ranking at a time ([`Self::top_after`]).
+    kept_marks: Marks,
 }
 
 impl Walks {
@@ -387,7 +452,8 @@ impl Walks {
         self.focused.push(self.owned[id as usize] && self.focus.is_none());
         self.adjacency.push(Row::default());
         self.acc.sums.push(0);
-        self.acc.marks.push(0);
+        self.acc.marks.grow();
+        self.kept_marks.grow();
         id
     }
 
@@ -674,9 +740,11 @@ impl Walks {
             let strengths = &self.adjacency[f as usize];
             others.sort_unstable();
             others.dedup();
-            if let Some((new_top, complete)) =
-                self.top_after(&rows.top, rows.complete, &others, strengths, &rows.walks2, &rows.walks3)
-            {
+            let mut marks = std::mem::take(&mut self.kept_marks);
+            let after =
+                self.top_after(&mut marks, &rows.top, rows.complete, &others, strengths, &rows.walks2, &rows.walks3);
+            self.kept_marks = marks;
+            if let Some((new_top, complete)) = after {
                 self.emit_top_changes(f, &rows.top, &new_top, top);
                 rows.top = new_top;
                 rows.complete = complete;
@@ -709,6 +777,7 @@ impl Walks {
     #[allow(clippy::too_many_arguments)]
     fn top_after(
         &self,
+        marks: &mut Marks,
         kept: &[(u32, Score)],
         complete: bool,
         others: &[u32],
@@ -720,27 +789,30 @@ impl Walks {
         // user can matter only if it is kept or can rank before `bound`: a neighbour if the
         // bound is one, a neighbour or a two-hop user if the bound has two-hop walks. The
         // others' scores are not looked up (a change at a hub changes thousands of a user's
-        // three-hop walks).
+        // three-hop walks). One pass over the changed users (sorted), each row read by a
+        // cursor that moves forward, and the kept users marked rather than sorted and searched:
+        // at a hub this ran for every focus user and was a sixth of a change.
         let bound = kept.last().filter(|_| !complete).copied();
-        let mut kept_users: Vec<u32> = kept.iter().map(|(u, _)| *u).collect();
-        kept_users.sort_unstable();
-        let is_kept = |u: &u32| kept_users.binary_search(u).is_ok();
-        let mut users = others.to_vec();
-        let strength = values_at(strengths, &users);
-        let mut columns: Vec<(u32, Walk)> = users.iter().copied().zip(strength).collect();
-        if bound.is_some_and(|(_, (s, _, _))| s > 0) {
-            columns.retain(|(u, s)| *s > 0 || is_kept(u));
-            users = columns.iter().map(|(u, _)| *u).collect();
+        marks.begin();
+        kept.iter().for_each(|(u, _)| marks.mark(*u));
+        let is_kept = |u: &u32| marks.has(*u);
+        let (neighbours_only, two_hops_only) = match bound {
+            Some((_, (s, w2, _))) => (s > 0, w2 > 0),
+            None => (false, false),
+        };
+        let (mut strength, mut two, mut three) = (strengths.cursor(), walks2.cursor(), walks3.cursor());
+        let mut changed: Vec<(u32, Score)> = Vec::with_capacity(others.len());
+        for &u in others {
+            let s = strength.at(u);
+            if neighbours_only && s <= 0 && !is_kept(&u) {
+                continue;
+            }
+            let w2 = two.at(u);
+            if two_hops_only && s <= 0 && w2 <= 0 && !is_kept(&u) {
+                continue;
+            }
+            changed.push((u, (s, w2, three.at(u))));
         }
-        let two = walks2.values_at(&users);
-        let mut columns: Vec<(u32, Walk, Walk)> = columns.into_iter().zip(two).map(|((u, s), w)| (u, s, w)).collect();
-        if bound.is_some_and(|(_, (_, w, _))| w > 0) {
-            columns.retain(|(u, s, w)| *s > 0 || *w > 0 || is_kept(u));
-            users = columns.iter().map(|(u, _, _)| *u).collect();
-        }
-        let three = walks3.values_at(&users);
-        let changed: Vec<(u32, Score)> =
-            columns.into_iter().zip(three).map(|((u, s, w2), w3)| (u, (s, w2, w3))).collect();
         let before_bound = |entry: &(u32, Score)| match &bound {
             Some(bound) => entry.1 > (0, 0, 0) && self.rank_order(entry, bound).is_le(),
             None => entry.1 > (0, 0, 0),
@@ -1154,6 +1226,7 @@ where
         focus: (!whole_graph).then(HashMap::default),
         emitted: HashMap::default(),
         acc: Accumulator::default(),
+        kept_marks: Marks::default(),
     };
     let walks = crate::checkpoint::keep_with("Walks", fresh(), Walks::save, |reader| {
         let mut walks = fresh();
@@ -1298,7 +1371,7 @@ mod tests {
 
         /// Both ways of walking (the row shorter than the users and the other way round).
         #[test]
-        fn values_at_equals_lookups(
+        fn values_at_and_cursors_equal_lookups(
             row in row_strategy(300, 200),
             users in prop::collection::btree_set(0u32..300, 0..200),
         ) {
@@ -1309,7 +1382,12 @@ mod tests {
                 .collect();
             let row = Row::from_sorted(row);
             prop_assert_eq!(values_at(&row, &users), expected.clone());
-            prop_assert_eq!(WalkRow::dense(&row).values_at(&users), expected);
+            prop_assert_eq!(WalkRow::dense(&row).values_at(&users), expected.clone());
+            // Cursors, over the same increasing users, sparse and dense.
+            let (mut sparse, dense) = (row.cursor(), WalkRow::dense(&row));
+            let mut dense = dense.cursor();
+            prop_assert_eq!(users.iter().map(|&u| sparse.at(u)).collect::<Vec<_>>(), expected.clone());
+            prop_assert_eq!(users.iter().map(|&u| dense.at(u)).collect::<Vec<_>>(), expected);
         }
 
         /// Both paths of a sparse row (a few changes into a long row, in place, and many,
