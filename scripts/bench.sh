@@ -16,8 +16,8 @@
 #      p50/p99 and each stage's, and the script the CPU seconds of each process meanwhile.
 #
 # `scripts/bench.sh clickhouse` runs the ClickHouse benchmarks (a server of its own started by
-# scripts/clickhouse.sh on 127.0.0.1:8124, its data on tmpfs unless CLICKHOUSE_BENCH_DIR names
-# a directory; a memory broker on 127.0.0.1:9095):
+# scripts/clickhouse.sh on 127.0.0.1:8124, stopped at the end, its data on tmpfs (removed at the
+# end) unless CLICKHOUSE_BENCH_DIR names a directory; a memory broker on 127.0.0.1:9095):
 #   1. the 1,000,000-message fixture into ClickHouse with -w 1 and -w 2 (rows/s = the sum of
 #      rows_written over seconds), then the tables' sizes on disk;
 #   2. freshness (produce → the committed cut, the least upper of the workers' _progress rows) at
@@ -250,6 +250,8 @@ if [ "${1:-}" = clickhouse ]; then
     export CLICKHOUSE_PORT=8124 CLICKHOUSE_DIR=${CLICKHOUSE_BENCH_DIR:-/dev/shm/chatflow-bench-clickhouse}
     scripts/clickhouse.sh start
     at_exit "CLICKHOUSE_PORT=8124 CLICKHOUSE_DIR=$CLICKHOUSE_DIR scripts/clickhouse.sh stop >/dev/null"
+    # tmpfs is memory: the default directory goes with the server (300 MB after a run).
+    [ -n "${CLICKHOUSE_BENCH_DIR:-}" ] || at_exit "rm -rf $CLICKHOUSE_DIR"
     echo "bench.sh: ClickHouse data in $CLICKHOUSE_DIR ($(findmnt -n -o FSTYPE -T "$CLICKHOUSE_DIR" | head -1))"
     url=http://127.0.0.1:8124
     for w in 1 2; do
