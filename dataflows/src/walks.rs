@@ -361,7 +361,7 @@ impl SparseRows {
     /// The rows of the sums of `(row, user, a, b)`: `a · b` added at `(row, user)`.
     fn sum(mut products: Vec<(u32, u32, Walk, Walk)>) -> Self {
         products.sort_unstable_by_key(|&(y, w, _, _)| (y, w));
-        let mut entries = Vec::new();
+        let mut entries = Vec::with_capacity(products.len());
         let mut rows = HashMap::default();
         let mut i = 0;
         while i < products.len() {
@@ -625,7 +625,10 @@ impl Walks {
         // The rows' differences, for the owned focus users not recomputed above.
         let target = |walks: &Walks, f: u32| walks.is_focus(f) && recompute.binary_search(&f).is_err();
         type Rows = HashMap<u32, HashMap<u32, Walk, RandomState>, RandomState>;
-        let mut products: Vec<(u32, u32, Walk, Walk)> = Vec::new();
+        // Sized at once: grown by doubling, a change at a hub copied its products over and over.
+        let size = delta_rows.values().flatten().map(|&(x, _)| self.adjacency[x as usize].len()).sum::<usize>()
+            + delta_rows.iter().map(|(x, dx)| old_rows[x].len() * dx.len()).sum::<usize>();
+        let mut products: Vec<(u32, u32, Walk, Walk)> = Vec::with_capacity(size);
         for (&y, dy) in &delta_rows {
             for &(x, d) in dy {
                 products.extend(self.adjacency[x as usize].iter().map(|(w, b)| (y, w, d, b)));
