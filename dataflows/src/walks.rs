@@ -205,8 +205,9 @@ impl WalkRow {
     fn values_at(&self, users: &[u32]) -> Vec<Walk> {
         match self {
             WalkRow::Sparse(row) => values_at(row, users),
-            WalkRow::Dense { values, .. } => {
-                users.iter().map(|&u| values.get(u as usize).copied().unwrap_or(0)).collect()
+            WalkRow::Dense { .. } => {
+                let mut cursor = self.cursor();
+                users.iter().map(|&u| cursor.at(u)).collect()
             }
         }
     }
@@ -1061,17 +1062,8 @@ fn values_at(row: &Row, users: &[u32]) -> Vec<Walk> {
         }
         return out;
     }
-    let mut i = 0;
-    users
-        .iter()
-        .map(|&u| {
-            i = seek(&row.users, i, u, |v| *v);
-            match row.users.get(i) {
-                Some(&v) if v == u => row.values[i],
-                _ => 0,
-            }
-        })
-        .collect()
+    let mut cursor = row.cursor();
+    users.iter().map(|&u| cursor.at(u)).collect()
 }
 
 /// Adds `delta` (sorted by user, no zeros) to `row`, dropping entries that reach 0, and calls

@@ -5,10 +5,10 @@
 //! a `(row, time, diff)` written twice collapses (see `sinks::clickhouse`). Time first: a
 //! round's insert holds the latest times, so the parts the server merges in the background
 //! mostly cover disjoint ranges of time and its merge compares one integer where it compared
-//! the row's text. Replaying a live run's 6.9 M inserted rows, the server's merges took 3.5–4.1 s
-//! against 5.6–8.2 s, and in the live benchmark (the server's data on a journaled disk) it used
-//! 11.7–13.4 CPU seconds against 15.3–16.3. Tables made with the earlier order `(columns…, time)` are read and written the same
-//! way: only the merges' cost differs.
+//! the row's text. Replaying a live run's 6.9 M inserted rows, the server's merges took
+//! 3.5–4.1 s against 5.6–8.2 s, and in the live benchmark (the server's data on a journaled
+//! disk) it used 11.7–13.4 CPU seconds against 15.3–16.3. Tables made with the earlier order
+//! `(columns…, time)` are read and written the same way: only the merges' cost differs.
 //! `<db>._progress` holds `(view, worker, workers, run, upper, positions, written_ms)` rows
 //! (see `cut`).
 

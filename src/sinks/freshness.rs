@@ -120,8 +120,7 @@ impl Freshness {
     /// `worker` handed every update before `upper` to its writer.
     pub fn handed(&self, worker: u32, upper: u64) {
         let mut state = self.lock();
-        let last = state.handed.entry(worker).or_insert(upper);
-        *last = (*last).max(upper);
+        raise(&mut state.handed, worker, upper);
         self.record_handed(&mut state);
     }
 
@@ -129,8 +128,7 @@ impl Freshness {
     /// passed `upper`).
     pub fn written(&self, writer: u32, upper: u64) {
         let mut state = self.lock();
-        let last = state.uppers.entry(writer).or_insert(upper);
-        *last = (*last).max(upper);
+        raise(&mut state.uppers, writer, upper);
         self.record_passed(&mut state);
     }
 
@@ -169,12 +167,9 @@ impl Freshness {
     /// Records the complete records every worker has handed over.
     fn record_handed(&self, state: &mut State) {
         let Some(handed) = self.handing.and_then(|workers| least(&state.handed, workers)) else { return };
-        let mut passed = Vec::new();
-        while let Some(entry) = state.unhanded.first_entry() {
-            if *entry.key() >= handed {
-                break;
-            }
-            passed.extend(entry.remove());
+        let passed = take_before(&mut state.unhanded, handed);
+        if passed.is_empty() {
+            return;
         }
         let now = crate::metrics::now_ms();
         crate::metrics::record_stage(&mut state.stages[2], "handed", passed.iter().map(|p| now - p));
@@ -183,13 +178,7 @@ impl Freshness {
     /// Records the waiting records the cut has passed.
     fn record_passed(&self, state: &mut State) {
         let Some(cut) = least(&state.uppers, self.writers()) else { return };
-        let mut passed = Vec::new();
-        while let Some(entry) = state.waiting.first_entry() {
-            if *entry.key() >= cut {
-                break;
-            }
-            passed.extend(entry.remove());
-        }
+        let passed = take_before(&mut state.waiting, cut);
         if let Some(oldest) = passed.iter().min() {
             let (cut, records, ms) = (cut, passed.len(), crate::metrics::now_ms() - oldest);
             tracing::debug!(cut, records, oldest_ms = ms, "live records passed by the cut");
@@ -200,6 +189,24 @@ impl Freshness {
         }
         crate::metrics::record_freshness(&mut state.recorded, &passed);
     }
+}
+
+/// Raises `reporter`'s upper in `uppers` to `upper`: an upper never moves back.
+fn raise(uppers: &mut HashMap<u32, u64>, reporter: u32, upper: u64) {
+    let last = uppers.entry(reporter).or_insert(upper);
+    *last = (*last).max(upper);
+}
+
+/// Takes the produce times of the records waiting at times before `bound`.
+fn take_before(waiting: &mut BTreeMap<u64, Vec<i64>>, bound: u64) -> Vec<i64> {
+    let mut passed = Vec::new();
+    while let Some(entry) = waiting.first_entry() {
+        if *entry.key() >= bound {
+            break;
+        }
+        passed.extend(entry.remove());
+    }
+    passed
 }
 
 /// The least upper in `uppers` once `n` reporters have each given one.
