@@ -145,20 +145,22 @@ impl<T: Timestamp + TotalOrder, A: Default, const N: usize> InTimeOrder<T, A, N>
         input.for_each_stamp(|cap, containers| {
             for container in containers {
                 // A container's updates mostly share one time: the time's slot is looked up
-                // once per run of equal times, not once per update.
-                let mut updates = container.drain(..).peekable();
-                while let Some((data, time, diff)) = updates.next() {
-                    let slot = match pending.entry(time) {
-                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::btree_map::Entry::Vacant(e) => {
-                            let caps = ports.map(|port| cap.delayed(e.key(), port));
-                            e.insert((caps, spare.pop().unwrap_or_default()))
-                        }
+                // once per run of equal times, not once per update (and each update is moved
+                // once, where peeking at the next one's time moved it twice more).
+                let mut slot: Option<&mut ([Capability<T>; N], A)> = None;
+                for (data, time, diff) in container.drain(..) {
+                    let current = match slot.take() {
+                        Some(s) if s.0[0].time() == &time => s,
+                        _ => match pending.entry(time) {
+                            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::btree_map::Entry::Vacant(e) => {
+                                let caps = ports.map(|port| cap.delayed(e.key(), port));
+                                e.insert((caps, spare.pop().unwrap_or_default()))
+                            }
+                        },
                     };
-                    absorb(&mut slot.1, data, diff);
-                    while let Some((data, _, diff)) = updates.next_if(|(_, t, _)| t == slot.0[0].time()) {
-                        absorb(&mut slot.1, data, diff);
-                    }
+                    absorb(&mut current.1, data, diff);
+                    slot = Some(current);
                 }
             }
         });

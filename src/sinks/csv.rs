@@ -435,9 +435,9 @@ const PREFETCH_ROWS: usize = 16;
 /// Merges sorted runs, summing equal rows, and appends `row,time,diff` lines; returns the
 /// number of lines and of bytes written.
 ///
-/// There is a run per worker that had rows, so a few: the next row is found by a linear scan
-/// of the runs' heads (with one run, none to compare; with two, one comparison), which is
-/// cheaper than a heap's pushes and pops at these sizes.
+/// There is a run per worker that had rows, so a few: one run is written in order; from two,
+/// the next row is found by a linear scan of the runs' heads (with two, one comparison), which
+/// is cheaper than a heap's pushes and pops at these sizes.
 fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)]) -> std::io::Result<(u64, u64)> {
     // A line's end: `,time,diff` and the line feed, made once for diffs 1 and -1 (nearly
     // every row: one write for the row, one for its end).
@@ -445,30 +445,7 @@ fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)])
     let (insert, retract) = (end_of(1), end_of(-1));
     let mut written = 0;
     let mut bytes = 0u64;
-    // Each run's next row.
-    let mut next = vec![0usize; runs.len()];
-    loop {
-        // The run whose next row is the least (the first of equal ones): its row is written
-        // without comparing it with itself, so one run (`-w 1`) is written with no comparison.
-        let mut least: Option<usize> = None;
-        for (r, (run, _)) in runs.iter().enumerate() {
-            if next[r] < run.len() && least.is_none_or(|l| run.key(next[r]) < runs[l].0.key(next[l])) {
-                least = Some(r);
-            }
-        }
-        let Some(l) = least else { break };
-        let key = runs[l].0.key(next[l]);
-        let mut diff = 0;
-        for (r, (run, weight)) in runs.iter().enumerate() {
-            let i = next[r];
-            if r == l || (i < run.len() && run.key(i) == key) {
-                diff += run.diff(i) * weight;
-                next[r] = i + 1;
-                if i + PREFETCH_ROWS < run.len() {
-                    run.prefetch(i + PREFETCH_ROWS);
-                }
-            }
-        }
+    let mut line = |w: &mut BufWriter<File>, row: &[u8], diff: Diff| -> std::io::Result<()> {
         if diff != 0 {
             let other;
             let end = match diff {
@@ -479,10 +456,47 @@ fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)])
                     &other
                 }
             };
-            w.write_all(key.1)?;
+            w.write_all(row)?;
             w.write_all(end)?;
             written += 1;
-            bytes += (key.1.len() + end.len()) as u64;
+            bytes += (row.len() + end.len()) as u64;
+        }
+        Ok(())
+    };
+    if let [(run, weight)] = runs {
+        // One run (`-w 1`, or one worker had rows): its rows in order, nothing to merge.
+        for i in 0..run.len() {
+            if i + PREFETCH_ROWS < run.len() {
+                run.prefetch(i + PREFETCH_ROWS);
+            }
+            line(w, run.row(i), run.diff(i) * weight)?;
+        }
+    } else {
+        // Each run's next row.
+        let mut next = vec![0usize; runs.len()];
+        loop {
+            // The run whose next row is the least (the first of equal ones): its row is
+            // written without comparing it with itself.
+            let mut least: Option<usize> = None;
+            for (r, (run, _)) in runs.iter().enumerate() {
+                if next[r] < run.len() && least.is_none_or(|l| run.key(next[r]) < runs[l].0.key(next[l])) {
+                    least = Some(r);
+                }
+            }
+            let Some(l) = least else { break };
+            let key = runs[l].0.key(next[l]);
+            let mut diff = 0;
+            for (r, (run, weight)) in runs.iter().enumerate() {
+                let i = next[r];
+                if r == l || (i < run.len() && run.key(i) == key) {
+                    diff += run.diff(i) * weight;
+                    next[r] = i + 1;
+                    if i + PREFETCH_ROWS < run.len() {
+                        run.prefetch(i + PREFETCH_ROWS);
+                    }
+                }
+            }
+            line(w, key.1, diff)?;
         }
     }
     w.flush()?;

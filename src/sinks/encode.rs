@@ -18,21 +18,30 @@ pub struct Csv;
 
 impl Format for Csv {
     const SEPARATOR: u8 = b',';
+    /// Inlined into each row's encoder, the rare quoted field out of line: called, the test and
+    /// the copy of a short name cost as much again in the call's saving of registers.
+    #[inline]
     fn text(out: &mut Vec<u8>, value: &str) {
         let bytes = value.as_bytes();
         if bytes.is_empty() || needs_quotes(bytes) {
-            out.push(b'"');
-            for &b in bytes {
-                if b == b'"' {
-                    out.push(b'"');
-                }
-                out.push(b);
-            }
-            out.push(b'"');
+            quoted(out, bytes);
         } else {
             out.extend_from_slice(bytes);
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn quoted(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    for &b in bytes {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
 }
 
 /// Whether `bytes` hold a comma, a quote or a line end: eight bytes at a time, each word
@@ -40,6 +49,7 @@ impl Format for Csv {
 /// replay's instructions). Most fields are words of a few bytes: those are read as one word
 /// from overlapping loads (only whether some byte is special matters, not which), zero-padded
 /// (a zero byte is none of the four).
+#[inline]
 fn needs_quotes(bytes: &[u8]) -> bool {
     use crate::swar::{equal, word_at};
     let special = |word: u64| (equal(word, b',') | equal(word, b'"') | equal(word, b'\n') | equal(word, b'\r')) != 0;
@@ -86,14 +96,17 @@ impl<'a, F: Format> Encoder<'a, F> {
 }
 
 impl<F: Format> Fields for Encoder<'_, F> {
+    #[inline]
     fn text(&mut self, value: &str) {
         self.separate();
         F::text(self.out, value);
     }
+    #[inline]
     fn int(&mut self, value: i64) {
         self.separate();
         put_i64(self.out, value);
     }
+    #[inline]
     fn wide(&mut self, value: i128) {
         self.separate();
         // Most walk counts fit 64 bits, and formatting those as 128-bit divides in 128 bits.
@@ -106,11 +119,50 @@ impl<F: Format> Fields for Encoder<'_, F> {
 
 /// Appends `value` in decimal. Most counts, ranks and walks are one digit: one byte, without
 /// a formatting buffer copied in.
+#[inline]
 fn put_i64(out: &mut Vec<u8>, value: i64) {
     match u8::try_from(value) {
         Ok(digit @ 0..=9) => out.push(b'0' + digit),
-        _ => out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes()),
+        _ => {
+            if value < 0 {
+                out.push(b'-');
+            }
+            put_u64(out, value.unsigned_abs());
+        }
     }
+}
+
+/// The two-digit numbers `00` to `99`, one after another.
+const PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849\
+    5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+
+/// Appends `value` in decimal, written in place two digits at a time from the last: a walk
+/// count's several digits went through a formatting buffer and a call to copy them out of it.
+#[inline]
+fn put_u64(out: &mut Vec<u8>, mut value: u64) {
+    let n = value.checked_ilog10().unwrap_or(0) as usize + 1;
+    out.reserve(n);
+    let digits = &mut out.spare_capacity_mut()[..n];
+    let mut i = n;
+    while value >= 100 {
+        let pair = (value % 100) as usize * 2;
+        value /= 100;
+        i -= 2;
+        digits[i].write(PAIRS[pair]);
+        digits[i + 1].write(PAIRS[pair + 1]);
+    }
+    if value >= 10 {
+        let pair = value as usize * 2;
+        digits[0].write(PAIRS[pair]);
+        digits[1].write(PAIRS[pair + 1]);
+    } else {
+        digits[0].write(b'0' + value as u8);
+    }
+    let len = out.len() + n;
+    // SAFETY: the `n` bytes after the length were reserved and are written above: the loop
+    // writes from `n - 1` down to the two or one that the last step writes.
+    unsafe { out.set_len(len) }
 }
 
 pub fn escape_tsv(out: &mut Vec<u8>, value: &str) {
@@ -227,15 +279,28 @@ impl EncodedRows {
         let bytes = &self.bytes;
         let rows = &mut self.rows;
         let text = |r: &(u64, u32, u32, Diff)| &bytes[r.1 as usize..r.2 as usize];
-        let order =
-            |a: &(u64, u32, u32, Diff), b: &(u64, u32, u32, Diff)| a.0.cmp(&b.0).then_with(|| text(a).cmp(text(b)));
+        // Sorted by the hash alone, then each run of equal hashes (nearly always a row with
+        // itself, or equal rows) by the bytes: a comparison that reads the bytes only on a tie
+        // was a branch per comparison.
+        let by_hash = |rows: &mut [(u64, u32, u32, Diff)]| {
+            rows.sort_unstable_by_key(|r| r.0);
+            let mut start = 0;
+            while start < rows.len() {
+                let end = start + rows[start..].iter().take_while(|r| r.0 == rows[start].0).count();
+                if end - start > 1 {
+                    rows[start..end].sort_unstable_by(|a, b| text(a).cmp(text(b)));
+                }
+                start = end;
+            }
+        };
         if rows.len() < BUCKETS_FROM {
-            rows.sort_unstable_by(order);
+            by_hash(rows);
         } else {
-            // Many rows (a graph load's millions): scattered into buckets of about 32 rows by
-            // the hash's top bits in one pass, each bucket (in cache) then sorted. A
-            // comparison sort of 3 M rows took 0.2 s, as did an 8-pass radix sort.
-            let bits = (rows.len() / 32).ilog2().clamp(8, 20);
+            // Scattered into buckets by the hash's top bits in one pass, each bucket (in cache)
+            // then sorted: about 8 rows a bucket (the hashes are uniform), up to 2^16 buckets
+            // (a graph load's 3 M rows, about 50 a bucket). A comparison sort of those 3 M rows
+            // took 0.2 s, as did an 8-pass radix sort.
+            let bits = (rows.len() / 8).ilog2().clamp(3, 16);
             let bucket = |r: &(u64, u32, u32, Diff)| (r.0 >> (64 - bits)) as usize;
             let mut ends = vec![0usize; 1 << bits];
             for r in rows.iter() {
@@ -257,7 +322,7 @@ impl EncodedRows {
             let mut start = 0;
             for end in ends {
                 if end - start > 1 {
-                    sorted[start..end].sort_unstable_by(order);
+                    by_hash(&mut sorted[start..end]);
                 }
                 start = end;
             }
@@ -283,8 +348,8 @@ impl EncodedRows {
 }
 
 /// From how many rows [`EncodedRows::consolidate`] sorts in buckets of the hash's top bits
-/// (about 32 rows a bucket) rather than all at once.
-const BUCKETS_FROM: usize = 1 << 12;
+/// rather than all at once.
+const BUCKETS_FROM: usize = 64;
 
 /// The order of rows within a time: by a fixed-seed hash of the encoded row, then the row.
 /// Deterministic like lexicographic order, but sorting and merging compare integers.
@@ -302,7 +367,7 @@ mod tests {
     #[test]
     fn consolidation_of_many_rows_sums_and_orders() {
         // Both sorts: all at once below BUCKETS_FROM rows, in buckets from it.
-        for count in [100usize, 50_000, 3 * BUCKETS_FROM] {
+        for count in [10usize, 100, 50_000, 3 * BUCKETS_FROM, 1 << 20] {
             let mut pending = EncodedRows::default();
             let mut expected: std::collections::BTreeMap<(u64, Vec<u8>), Diff> = Default::default();
             let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -356,7 +421,25 @@ mod tests {
     /// Integers are written as `to_string` writes them, on both sides of the one-digit path.
     #[test]
     fn integers_at_the_edges() {
-        let values = [-10, -1, 0, 1, 9, 10, 99, 255, 256, 1_700_000_040_000, i64::MIN, i64::MAX];
+        let values = [
+            -10,
+            -1,
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            101,
+            255,
+            256,
+            9_999,
+            10_000,
+            -123_456_789,
+            1_700_000_040_000,
+            i64::MIN,
+            i64::MAX,
+        ];
         let mut out = Vec::new();
         let mut f = CsvFields::new(&mut out);
         for value in values {
