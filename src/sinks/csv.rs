@@ -145,6 +145,12 @@ pub fn csv_sink<'s, R: ViewRow>(
     }
     let resume = resume.map(|(upper, _)| upper);
     let skip = resume.unwrap_or(0);
+    // Buffers of a time that worker 0 wrote itself, cleared, for a later time's rows to start
+    // in: a single change at a hub (25 k rows) after small ones grew its buffers by doubling,
+    // copying its rows about once more into fresh memory (MUSAE DE, 1,500 single changes: 1.5 %
+    // fewer instructions).
+    let spare: Rc<RefCell<Option<EncodedRows>>> = Rc::default();
+    let recycled = Rc::clone(&spare);
 
     // Each row is encoded as it arrives (a time's typed rows are never held: a graph load's
     // millions of `reach` rows would be held twice, in the channel and in the buffer), then a
@@ -165,7 +171,14 @@ pub fn csv_sink<'s, R: ViewRow>(
             // as much).
             let room = |n: usize| n + n / 4;
             let used = (room(pending.bytes.len()), room(pending.rows.len()));
-            let mut pending = std::mem::replace(pending, EncodedRows::with_capacity(used));
+            let next = match spare.borrow_mut().take() {
+                Some(mut buffers) => {
+                    buffers.reserve(used);
+                    buffers
+                }
+                None => EncodedRows::with_capacity(used),
+            };
+            let mut pending = std::mem::replace(pending, next);
             if *time >= skip {
                 pending.consolidate();
                 let run = EncodedRun(pending);
@@ -177,7 +190,7 @@ pub fn csv_sink<'s, R: ViewRow>(
     );
 
     let handle = Rc::clone(&shared);
-    let written = write_stage(runs, files.zip(writer), shared, path);
+    let written = write_stage(runs, files.zip(writer), shared, path, recycled);
     (written, handle)
 }
 
@@ -193,6 +206,7 @@ fn write_stage<'s>(
     writer: Option<(&FileWriter, BufWriter<File>)>,
     shared: SinkHandle,
     path: std::path::PathBuf,
+    spare: Rc<RefCell<Option<EncodedRows>>>,
 ) -> Written<'s> {
     let view = shared.borrow().view;
     // Only the writer counts: a process without worker 0 writes no change file.
@@ -237,6 +251,16 @@ fn write_stage<'s>(
                     let bytes: usize = runs.iter().map(|(run, _)| run.0.bytes.len()).sum();
                     if in_flight.is_empty() && bytes < INLINE_BYTES {
                         record(time, f.write_now(time, &runs));
+                        // The largest run's buffers (under 1 MiB of rows) go back to the encoder.
+                        if let Some((EncodedRun(mut buffers), _)) =
+                            runs.into_iter().max_by_key(|(run, _)| run.0.bytes.capacity())
+                        {
+                            let mut spare = spare.borrow_mut();
+                            if spare.as_ref().is_none_or(|s| s.bytes.capacity() < buffers.bytes.capacity()) {
+                                buffers.clear();
+                                *spare = Some(buffers);
+                            }
+                        }
                     } else if f.write(time, runs, &flushed) {
                         in_flight.push_back(cap);
                     } else {

@@ -238,6 +238,12 @@ impl EncodedRows {
         self.rows.push((row_hash(&self.bytes[start..end]), start as u32, end as u32, diff));
     }
 
+    /// Room for at least `(bytes, rows)` in all.
+    pub fn reserve(&mut self, (bytes, rows): (usize, usize)) {
+        self.bytes.reserve(bytes.saturating_sub(self.bytes.len()));
+        self.rows.reserve(rows.saturating_sub(self.rows.len()));
+    }
+
     /// No rows, keeping the allocations.
     pub fn clear(&mut self) {
         self.bytes.clear();
