@@ -396,7 +396,9 @@ impl SparseRows {
         let Products { mut keys, factors } = products;
         keys.sort_unstable();
         let mut entries = Vec::with_capacity(keys.len());
-        let mut rows = HashMap::default();
+        // Sized at once: a change at a hub changes the rows of thousands of users.
+        let distinct = 1 + keys.windows(2).filter(|pair| Products::row(pair[0]) != Products::row(pair[1])).count();
+        let mut rows = HashMap::with_capacity_and_hasher(distinct, RandomState::default());
         let mut i = 0;
         while i < keys.len() {
             let (y, start) = (Products::row(keys[i]), entries.len());
@@ -753,10 +755,15 @@ impl Walks {
         changed.dedup();
         for f in changed {
             let mut rows = self.emitted.remove(&f).unwrap_or_default();
-            let mut others: Vec<u32> = delta_rows.get(&f).map_or(Vec::new(), |d| d.iter().map(|(u, _)| *u).collect());
-            let delta2: Vec<(u32, Walk)> = dw2.get(f).into_iter().flatten().filter(|(w, _)| *w != f).copied().collect();
-            let delta3: Vec<(u32, Walk)> =
-                dw3.get(&f).into_iter().flat_map(Row::iter).filter(|(w, _)| *w != f).collect();
+            // Each sized at once (collected through a filter, they grew by doubling).
+            let (changed2, changed3) = (dw2.get(f).unwrap_or_default(), dw3.get(&f));
+            let mut delta2: Vec<(u32, Walk)> = Vec::with_capacity(changed2.len());
+            delta2.extend(changed2.iter().filter(|(w, _)| *w != f));
+            let mut delta3: Vec<(u32, Walk)> = Vec::with_capacity(changed3.map_or(0, Row::len));
+            delta3.extend(changed3.into_iter().flat_map(Row::iter).filter(|(w, _)| *w != f));
+            let own = delta_rows.get(&f).map_or(&[][..], Vec::as_slice);
+            let mut others: Vec<u32> = Vec::with_capacity(own.len() + delta2.len() + delta3.len());
+            others.extend(own.iter().map(|(u, _)| *u));
             for (hops, row, delta) in [(2, &mut rows.walks2, delta2), (3, &mut rows.walks3, delta3)] {
                 others.extend(delta.iter().map(|(w, _)| *w));
                 let names = &self.names;
@@ -860,9 +867,11 @@ impl Walks {
         }
         let new_score =
             |u: u32, old: Score| changed.binary_search_by_key(&u, |(v, _)| *v).map_or(old, |i| changed[i].1);
-        let mut candidates: Vec<(u32, Score)> = kept.iter().map(|&(u, old)| (u, new_score(u, old))).collect();
-        candidates.extend(changed.iter().filter(|(u, _)| !is_kept(u)));
-        candidates.retain(before_bound);
+        // Sized at once and filtered as they come (grown, then filtered, they were copied
+        // twice at a hub).
+        let mut candidates: Vec<(u32, Score)> = Vec::with_capacity(kept.len() + changed.len());
+        candidates.extend(kept.iter().map(|&(u, old)| (u, new_score(u, old))).filter(before_bound));
+        candidates.extend(changed.iter().filter(|c| !is_kept(&c.0) && before_bound(c)));
         if candidates.len() < self.top_n && bound.is_some() {
             let top = self.top_of(strengths, walks2, walks3, self.kept());
             let complete = top.len() < self.kept();
