@@ -411,6 +411,45 @@ mod tests {
         }
     }
 
+    /// A field of every length up to 40, plain or with a special byte anywhere, is written as a
+    /// byte-by-byte encoder writes it, after what the buffer held.
+    #[test]
+    fn csv_text_at_every_length() {
+        let reference = |bytes: &[u8]| -> Vec<u8> {
+            if !bytes.is_empty() && !bytes.iter().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+                return bytes.to_vec();
+            }
+            let mut out = vec![b'"'];
+            for &b in bytes {
+                if b == b'"' {
+                    out.push(b'"');
+                }
+                out.push(b);
+            }
+            out.push(b'"');
+            out
+        };
+        for len in 0..40 {
+            let base: String = (0..len).map(|i| ['a', 'Z', '7', ' ', '_', 'é'][i % 6]).collect();
+            let mut fields = vec![base.clone()];
+            for at in 0..base.len() {
+                if base.is_char_boundary(at) {
+                    for special in [',', '"', '\n', '\r'] {
+                        let mut field = base.clone();
+                        field.insert(at, special);
+                        fields.push(field);
+                    }
+                }
+            }
+            for field in fields {
+                let mut out = b"prefix".to_vec();
+                Csv::text(&mut out, &field);
+                assert_eq!(out[6..], reference(field.as_bytes()), "{field:?}");
+                assert_eq!(&out[..6], b"prefix");
+            }
+        }
+    }
+
     #[test]
     fn csv_quoting() {
         let mut out = Vec::new();
