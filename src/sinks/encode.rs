@@ -18,8 +18,9 @@ pub struct Csv;
 
 impl Format for Csv {
     const SEPARATOR: u8 = b',';
-    /// Inlined into each row's encoder, the rare quoted field out of line: called, the test and
-    /// the copy of a short name cost as much again in the call's saving of registers.
+    /// Inlined where the compiler agrees (the `reach` rows' encoder: called, the call's saving
+    /// of registers cost about as much as the test and the copy of a short name), the rare
+    /// quoted field out of line.
     #[inline]
     fn text(out: &mut Vec<u8>, value: &str) {
         let bytes = value.as_bytes();
@@ -285,9 +286,9 @@ impl EncodedRows {
         let bytes = &self.bytes;
         let rows = &mut self.rows;
         let text = |r: &(u64, u32, u32, Diff)| &bytes[r.1 as usize..r.2 as usize];
-        // Sorted by the hash alone, then each run of equal hashes (nearly always a row with
-        // itself, or equal rows) by the bytes: a comparison that reads the bytes only on a tie
-        // was a branch per comparison.
+        // Sorted by the hash alone, then each run of equal hashes (equal rows, or rarely two
+        // rows whose hashes collide) by the bytes: a comparison that went on to the bytes on a
+        // tie was a branch more per comparison.
         let by_hash = |rows: &mut [(u64, u32, u32, Diff)]| {
             rows.sort_unstable_by_key(|r| r.0);
             let mut start = 0;
