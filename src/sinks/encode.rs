@@ -124,46 +124,8 @@ impl<F: Format> Fields for Encoder<'_, F> {
 fn put_i64(out: &mut Vec<u8>, value: i64) {
     match u8::try_from(value) {
         Ok(digit @ 0..=9) => out.push(b'0' + digit),
-        _ => {
-            if value < 0 {
-                out.push(b'-');
-            }
-            put_u64(out, value.unsigned_abs());
-        }
+        _ => out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes()),
     }
-}
-
-/// The two-digit numbers `00` to `99`, one after another.
-const PAIRS: &[u8; 200] = b"\
-    0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849\
-    5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
-
-/// Appends `value` in decimal, written in place two digits at a time from the last: a walk
-/// count's several digits went through a formatting buffer and a call to copy them out of it.
-#[inline]
-fn put_u64(out: &mut Vec<u8>, mut value: u64) {
-    let n = value.checked_ilog10().unwrap_or(0) as usize + 1;
-    out.reserve(n);
-    let digits = &mut out.spare_capacity_mut()[..n];
-    let mut i = n;
-    while value >= 100 {
-        let pair = (value % 100) as usize * 2;
-        value /= 100;
-        i -= 2;
-        digits[i].write(PAIRS[pair]);
-        digits[i + 1].write(PAIRS[pair + 1]);
-    }
-    if value >= 10 {
-        let pair = value as usize * 2;
-        digits[0].write(PAIRS[pair]);
-        digits[1].write(PAIRS[pair + 1]);
-    } else {
-        digits[0].write(b'0' + value as u8);
-    }
-    let len = out.len() + n;
-    // SAFETY: the `n` bytes after the length were reserved and are written above: the loop
-    // writes from `n - 1` down to the two or one that the last step writes.
-    unsafe { out.set_len(len) }
 }
 
 pub fn escape_tsv(out: &mut Vec<u8>, value: &str) {

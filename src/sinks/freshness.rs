@@ -199,14 +199,8 @@ fn raise(uppers: &mut HashMap<u32, u64>, reporter: u32, upper: u64) {
 
 /// Takes the produce times of the records waiting at times before `bound`.
 fn take_before(waiting: &mut BTreeMap<u64, Vec<i64>>, bound: u64) -> Vec<i64> {
-    let mut passed = Vec::new();
-    while let Some(entry) = waiting.first_entry() {
-        if *entry.key() >= bound {
-            break;
-        }
-        passed.extend(entry.remove());
-    }
-    passed
+    let later = waiting.split_off(&bound);
+    std::mem::replace(waiting, later).into_values().flatten().collect()
 }
 
 /// The least upper in `uppers` once `n` reporters have each given one.
