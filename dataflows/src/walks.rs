@@ -970,11 +970,14 @@ impl Walks {
             strengths.iter().zip(two.into_iter().zip(three)).map(|((u, s), (w2, w3))| (u, (s, w2, w3))).collect();
         if top.len() < k {
             // Each tier reads its row in user order, so whether a user is a neighbour is a
-            // cursor moving through the (sorted) neighbours, made afresh for each tier.
+            // cursor moving through the (sorted) neighbours, made afresh for each tier: stepped
+            // rather than searched forward, as a row holds far more users than neighbours.
             let not_neighbour = || {
                 let mut j = 0;
                 move |u: u32| {
-                    j = seek(users, j, u, |n| *n);
+                    while users.get(j).is_some_and(|&n| n < u) {
+                        j += 1;
+                    }
                     users.get(j) != Some(&u)
                 }
             };
