@@ -459,9 +459,9 @@ const PREFETCH_ROWS: usize = 16;
 /// Merges sorted runs, summing equal rows, and appends `row,time,diff` lines; returns the
 /// number of lines and of bytes written.
 ///
-/// There is a run per worker that had rows, so a few: one run is written in order, two are
-/// merged head to head; from three, the next row is found by a linear scan of the runs'
-/// heads, which is cheaper than a heap's pushes and pops at these sizes.
+/// There is a run per worker that had rows, so a few: one or two are merged head to head; from
+/// three, the next row is found by a linear scan of the runs' heads, which is cheaper than a
+/// heap's pushes and pops at these sizes.
 fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)]) -> std::io::Result<(u64, u64)> {
     // A line's end: `,time,diff` and the line feed, made once for diffs 1 and -1 (nearly
     // every row: one write for the row, one for its end).
@@ -487,46 +487,43 @@ fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)])
         }
         Ok(())
     };
-    if let [(run, weight)] = runs {
-        // One run (`-w 1`, or one worker had rows): its rows in order, nothing to merge.
-        for i in 0..run.len() {
+    if runs.len() <= 2 {
+        // One run (`-w 1`, or one worker had rows) or two (`-w 2`): merged head to head, one
+        // comparison per row written (a lone run against an empty one, so its rows are
+        // written in order with none), where the scan of the runs' heads below compared each
+        // head twice (as the least, then for equality) and took twice the writer's time per
+        // row of one run.
+        let empty = (EncodedRun::default(), 1);
+        let (&(ref a, wa), &(ref b, wb)) = (runs.first().unwrap_or(&empty), runs.get(1).unwrap_or(&empty));
+        // Row `i` of `run` with `diff`, a later row's bytes asked for first.
+        let mut put = |w: &mut BufWriter<File>, run: &EncodedRun, i: usize, diff: Diff| {
             if i + PREFETCH_ROWS < run.len() {
                 run.prefetch(i + PREFETCH_ROWS);
             }
-            line(w, run.row(i), run.diff(i) * weight)?;
-        }
-    } else if let [(a, wa), (b, wb)] = runs {
-        // Two runs (`-w 2`): merged by comparing their heads once per row written, where the
-        // scan of the runs' heads below compared each head twice (as the least, then for
-        // equality) and took twice the writer's time per row of one run.
+            line(w, run.row(i), diff)
+        };
         let (mut i, mut j) = (0, 0);
         while i < a.len() && j < b.len() {
-            if i + PREFETCH_ROWS < a.len() {
-                a.prefetch(i + PREFETCH_ROWS);
-            }
-            if j + PREFETCH_ROWS < b.len() {
-                b.prefetch(j + PREFETCH_ROWS);
-            }
             match a.key(i).cmp(&b.key(j)) {
                 std::cmp::Ordering::Less => {
-                    line(w, a.row(i), a.diff(i) * wa)?;
+                    put(w, a, i, a.diff(i) * wa)?;
                     i += 1;
                 }
                 std::cmp::Ordering::Greater => {
-                    line(w, b.row(j), b.diff(j) * wb)?;
+                    put(w, b, j, b.diff(j) * wb)?;
                     j += 1;
                 }
                 std::cmp::Ordering::Equal => {
-                    line(w, a.row(i), a.diff(i) * wa + b.diff(j) * wb)?;
+                    put(w, a, i, a.diff(i) * wa + b.diff(j) * wb)?;
                     (i, j) = (i + 1, j + 1);
                 }
             }
         }
         for i in i..a.len() {
-            line(w, a.row(i), a.diff(i) * wa)?;
+            put(w, a, i, a.diff(i) * wa)?;
         }
         for j in j..b.len() {
-            line(w, b.row(j), b.diff(j) * wb)?;
+            put(w, b, j, b.diff(j) * wb)?;
         }
     } else {
         // Each run's next row.
@@ -712,7 +709,7 @@ mod tests {
         });
     }
 
-    /// Merging one, two (head to head), three or four runs of different lengths writes each
+    /// Merging none, one, two (head to head), three or four runs of different lengths writes each
     /// row once with the sum of its diffs over the runs, zeros left out, in (hash, row) order.
     #[test]
     fn merged_runs_sum_equal_rows_in_order() {
@@ -721,7 +718,7 @@ mod tests {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             seed >> 33
         };
-        for count in 1..=4 {
+        for count in 0..=4 {
             let runs: Vec<(EncodedRun, Diff)> = (0..count)
                 .map(|r| {
                     let rows: Vec<(String, Diff)> =

@@ -187,7 +187,7 @@ pub struct EncodedRows {
     /// receives every row (bincode would otherwise visit each byte).
     #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
-    pub rows: Vec<(u64, u32, u32, Diff)>,
+    pub rows: Vec<Entry>,
 }
 
 impl EncodedRows {
@@ -250,11 +250,11 @@ impl EncodedRows {
     pub fn consolidate(&mut self) {
         let bytes = &self.bytes;
         let rows = &mut self.rows;
-        let text = |r: &(u64, u32, u32, Diff)| &bytes[r.1 as usize..r.2 as usize];
+        let text = |r: &Entry| &bytes[r.1 as usize..r.2 as usize];
         // Sorted by the hash alone, then each run of equal hashes (equal rows, or rarely two
         // rows whose hashes collide) by the bytes: a comparison that went on to the bytes on a
         // tie was a branch more per comparison.
-        let by_hash = |rows: &mut [(u64, u32, u32, Diff)]| {
+        let by_hash = |rows: &mut [Entry]| {
             rows.sort_unstable_by_key(|r| r.0);
             let mut start = 0;
             while start < rows.len() {
@@ -274,20 +274,23 @@ impl EncodedRows {
             // the caches hold are scattered twice, by 8 bits into 256 buckets and then each
             // of those by its next bits (in cache): stores to 2^16 places at once miss the
             // caches and the TLB (the load's consolidation was an eighth of its worker's cycles).
+            let bits_for = |n: usize| (n / 8).max(2).ilog2().clamp(1, 16);
+            // `from` scattered into `to` by the hash's bits after its first `skip`, each bucket
+            // then sorted.
+            let sort_into = |from: &[Entry], to: &mut [Entry], skip: u32| {
+                for bucket in scatter(from, to, skip, bits_for(from.len())) {
+                    if bucket.len() > 1 {
+                        by_hash(&mut to[bucket]);
+                    }
+                }
+            };
             let mut sorted = vec![(0, 0, 0, 0); rows.len()];
             if rows.len() < TWO_PASSES_FROM {
-                let bits = (rows.len() / 8).ilog2().clamp(3, 16);
-                for bucket in scatter(rows, &mut sorted, 0, bits).into_iter().filter(|b| b.len() > 1) {
-                    by_hash(&mut sorted[bucket]);
-                }
+                sort_into(rows, &mut sorted, 0);
                 *rows = sorted;
             } else {
                 for top in scatter(rows, &mut sorted, 0, 8) {
-                    let (from, to) = (&sorted[top.clone()], &mut rows[top.clone()]);
-                    let bits = (from.len() / 8).max(2).ilog2().clamp(1, 16);
-                    for bucket in scatter(from, to, 8, bits).into_iter().filter(|b| b.len() > 1) {
-                        by_hash(&mut to[bucket]);
-                    }
+                    sort_into(&sorted[top.clone()], &mut rows[top], 8);
                 }
             }
         }
@@ -320,7 +323,7 @@ const BUCKETS_FROM: usize = 64;
 const TWO_PASSES_FROM: usize = 1 << 20;
 
 /// A row's entry: (hash, start, end, diff).
-type Entry = (u64, u32, u32, Diff);
+pub type Entry = (u64, u32, u32, Diff);
 
 /// Copies `from` into `to` (as long) grouped by `bits` bits of the hash that follow its first
 /// `skip` (which all of `from` share), in order of those bits, keeping the order within a
