@@ -825,11 +825,18 @@ impl Walks {
             delta2.extend(changed2.iter().filter(|(w, _)| *w != f));
             let mut delta3: Vec<(u32, Walk)> = Vec::with_capacity(changed3.map_or(0, Row::len));
             delta3.extend(changed3.into_iter().flat_map(Row::iter).filter(|(w, _)| *w != f));
-            let own = delta_rows.get(&f).map_or(&[][..], Vec::as_slice);
-            let mut others: Vec<u32> = Vec::with_capacity(own.len() + delta2.len() + delta3.len());
-            others.extend(own.iter().map(|(u, _)| *u));
+            // The changed users in order, each once: the two deltas (each in user order) merged,
+            // then `f`'s own changed neighbours (a few) merged in; sorting them all was 1.4 %
+            // of MUSAE DE's 1,500 changes.
+            let users = |delta: &[(u32, Walk)]| delta.iter().map(|(w, _)| *w).collect::<Vec<u32>>();
+            let mut others = union_sorted(&users(&delta2), &users(&delta3));
+            if let Some(own) = delta_rows.get(&f) {
+                let mut own: Vec<u32> = own.iter().map(|(u, _)| *u).collect();
+                own.sort_unstable();
+                own.dedup();
+                others = union_sorted(&others, &own);
+            }
             for (hops, row, delta) in [(2, &mut rows.walks2, delta2), (3, &mut rows.walks3, delta3)] {
-                others.extend(delta.iter().map(|(w, _)| *w));
                 let names = &self.names;
                 row.apply_delta(&delta, |w, old, new| {
                     let row = |walks: Walk| Reach {
@@ -847,8 +854,6 @@ impl Walks {
                 });
             }
             let strengths = &self.adjacency[f as usize];
-            others.sort_unstable();
-            others.dedup();
             let mut marks = std::mem::take(&mut self.kept_marks);
             let after =
                 self.top_after(&mut marks, &rows.top, rows.complete, &others, strengths, &rows.walks2, &rows.walks3);
@@ -1169,6 +1174,22 @@ fn seek<I>(items: &[I], from: usize, u: u32, user: impl Fn(&I) -> u32) -> usize 
     }
     let hi = hi.min(items.len());
     lo + items[lo..hi].partition_point(|item| user(item) < u)
+}
+
+/// The users of `a` and of `b` (each sorted, without repeats) in order, each once.
+fn union_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
+    debug_assert!(a.is_sorted() && b.is_sorted());
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (x, y) = (a[i], b[j]);
+        out.push(x.min(y));
+        i += usize::from(x <= y);
+        j += usize::from(y <= x);
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 /// The values of `row` (sorted by user) at `users` (sorted), 0 where absent; the shorter list
@@ -1509,6 +1530,16 @@ mod tests {
             if ka != kb {
                 prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
             }
+        }
+
+        #[test]
+        fn union_sorted_is_the_set_union(
+            a in prop::collection::btree_set(0u32..400, 0..300),
+            b in prop::collection::btree_set(0u32..400, 0..300),
+        ) {
+            let expected: Vec<u32> = a.union(&b).copied().collect();
+            let (a, b): (Vec<u32>, Vec<u32>) = (a.into_iter().collect(), b.into_iter().collect());
+            prop_assert_eq!(union_sorted(&a, &b), expected);
         }
 
         #[test]
