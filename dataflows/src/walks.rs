@@ -452,7 +452,10 @@ impl SparseRows {
     /// The rows of the sums of `products`: each `a · b` added at its `(row, user)`.
     fn sum(products: Products) -> Self {
         let Products { mut keys, factors } = products;
-        keys.sort_unstable();
+        // The products come in a few runs already in order (each a row of the graph, scattered
+        // from a changed pair's end), which a stable sort finds and merges; the keys are
+        // distinct, so it orders them as any sort would.
+        keys.sort();
         let mut entries = Vec::with_capacity(keys.len());
         // Sized at once: a change at a hub changes the rows of thousands of users.
         let distinct = 1 + keys.windows(2).filter(|pair| Products::row(pair[0]) != Products::row(pair[1])).count();
