@@ -52,7 +52,7 @@ fn quoted(out: &mut Vec<u8>, bytes: &[u8]) {
 /// four. Most fields are words of a few bytes: those are read as one word from overlapping
 /// loads (only whether some byte is special matters, not which), a short one padded with its
 /// first byte.
-#[inline]
+#[inline(always)]
 fn needs_quotes(bytes: &[u8]) -> bool {
     use crate::swar::{below, equal, word_at};
     let special = |word: u64| {
