@@ -220,7 +220,7 @@ macro_rules! views {
                 };
                 // Always inlined into the sink's encoder of the view (left to the compiler, it
                 // was inlined or not as unrelated code changed: the ENGB load's instructions
-                // moved by 2 %).
+                // moved by 4 %).
                 #[inline(always)]
                 fn fields(&self, out: &mut impl Fields) {
                     $(ColumnValue::put(&self.$field, out);)*
