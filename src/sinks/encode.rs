@@ -407,29 +407,35 @@ mod tests {
         }
     }
 
-    /// Hashes crowded into few buckets (as crafted rows could make them) are sorted by
-    /// comparisons once the insertion sort has moved too far; spread ones by insertion.
+    /// Hashes far from their places (random, or crowded into few buckets as crafted rows could
+    /// make them) are sorted by comparisons once the insertion sort has moved too far; nearly
+    /// sorted ones (each a few places off, as after a scatter) by insertion alone.
     #[test]
-    fn sort_by_hash_orders_crowded_and_spread_hashes() {
+    fn sort_by_hash_orders_crowded_random_and_nearly_sorted_hashes() {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        for (count, top) in [(5_000usize, 0xffff_0000_0000_0000u64), (5_000, 0), (200, 0xffff_0000_0000_0000)] {
-            let mut rows: Vec<Entry> = (0..count as u32)
-                .map(|i| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    // With `top` set, every hash shares its top 16 bits; a few hashes repeat.
-                    let hash = if top != 0 { top | (state >> 16) % 1_000 } else { state };
-                    (hash, i, i + 1, 1)
-                })
-                .collect();
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        // Every hash with the same top 16 bits, a few of them repeated.
+        let crowded: Vec<u64> = (0..5_000).map(|_| 0xffff_0000_0000_0000 | (next() >> 16) % 1_000).collect();
+        let random: Vec<u64> = (0..5_000).map(|_| next()).collect();
+        let mut nearly: Vec<u64> = (0..5_000).map(|_| next()).collect();
+        nearly.sort_unstable();
+        for i in (0..nearly.len() - 3).step_by(4) {
+            nearly.swap(i, i + 3);
+        }
+        for (name, hashes) in [("crowded", crowded), ("random", random), ("nearly sorted", nearly)] {
+            let mut rows: Vec<Entry> = hashes.iter().zip(0..).map(|(&hash, i)| (hash, i, i + 1, 1)).collect();
             let mut expected = rows.clone();
             expected.sort_by_key(|r| (r.0, r.1));
             sort_by_hash(&mut rows);
-            assert!(rows.windows(2).all(|w| w[0].0 <= w[1].0), "{count} rows in hash order");
+            assert!(rows.windows(2).all(|w| w[0].0 <= w[1].0), "{name}: in hash order");
             // The same rows: ties may come in any order.
             rows.sort_by_key(|r| (r.0, r.1));
-            assert_eq!(rows, expected, "{count} rows");
+            assert_eq!(rows, expected, "{name}");
         }
     }
 
