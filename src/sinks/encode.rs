@@ -420,7 +420,7 @@ mod tests {
             state
         };
         // Every hash with the same top 16 bits, a few of them repeated.
-        let crowded: Vec<u64> = (0..5_000).map(|_| 0xffff_0000_0000_0000 | (next() >> 16) % 1_000).collect();
+        let crowded: Vec<u64> = (0..5_000).map(|_| 0xffff_0000_0000_0000 | ((next() >> 16) % 1_000)).collect();
         let random: Vec<u64> = (0..5_000).map(|_| next()).collect();
         let mut nearly: Vec<u64> = (0..5_000).map(|_| next()).collect();
         nearly.sort_unstable();
