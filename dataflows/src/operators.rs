@@ -177,6 +177,12 @@ impl<T: Timestamp + TotalOrder, A: Default, const N: usize> InTimeOrder<T, A, N>
         Some((time, cap, accumulated))
     }
 
+    /// Each time not complete yet, in increasing order, with its capabilities and what has
+    /// arrived for it (an operator that hands on part of a large time before it completes).
+    pub fn pending_mut(&mut self) -> impl Iterator<Item = (&T, &[Capability<T>; N], &mut A)> {
+        self.pending.iter_mut().map(|(time, (caps, accumulated))| (time, &*caps, accumulated))
+    }
+
     /// Keeps an emptied accumulator, allocations and all, for a later time.
     pub fn recycle(&mut self, accumulated: A) {
         if self.spare.len() < 2 {

@@ -28,6 +28,7 @@
 //! the recorded upper (see `progress`) and appends only the updates at or after it.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -36,9 +37,9 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
-use dataflows::operators::{accumulate_in_time_order, InTimeOrder};
+use dataflows::operators::InTimeOrder;
 use dataflows::Diff;
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -48,52 +49,62 @@ use timely::scheduling::SyncActivator;
 
 use dataflows::ViewRow;
 
-use crate::sinks::encode::{csv_header, CsvFields, EncodedRows};
+use crate::sinks::encode::{consolidate_entries, csv_header, group_of, CsvFields, EncodedRows, Entry, GROUP_BITS};
 use crate::sinks::freshness::{Freshness, Live};
 use crate::sinks::{SinkError, Written};
 
-/// One worker's updates of one time, encoded, consolidated and sorted by (hash of the row, row)
-/// (see [`EncodedRows::consolidate`]; rows consolidated away leave their bytes).
+/// One worker's updates of one time, or of part of a large time, encoded: consolidated and
+/// sorted by (hash of the row, row) (see [`EncodedRows::consolidate`]; rows consolidated away
+/// leave their bytes), or, for a part of a time larger than [`part_bytes`], as they came.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct EncodedRun(EncodedRows);
+pub struct EncodedRun {
+    rows: EncodedRows,
+    sorted: bool,
+}
 
 impl EncodedRun {
     fn row(&self, i: usize) -> &[u8] {
-        self.0.row(i)
+        self.rows.row(i)
     }
     /// The sort key of row `i`.
     fn key(&self, i: usize) -> (u64, &[u8]) {
-        (self.0.hash(i), self.row(i))
+        (self.rows.hash(i), self.row(i))
     }
-    /// Asks the CPU to fetch row `i`'s bytes into the cache. The rows are sorted by hash, so
-    /// reading them in order jumps around `bytes` (a graph load's 3 M `reach` rows: 100 MB),
-    /// and without this the writer waited on a cache miss per row.
+    /// Asks the CPU to fetch row `i`'s bytes into the cache (see [`prefetch`]).
     fn prefetch(&self, i: usize) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let start = self.0.start(i);
-            if let Some(byte) = self.0.bytes.get(start) {
-                // SAFETY: a prefetch is a hint; it never faults, and the address is in bounds.
-                unsafe {
-                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                        byte as *const u8 as *const i8,
-                    )
-                }
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = i;
+        prefetch(&self.rows.bytes, self.rows.start(i));
     }
-
     fn diff(&self, i: usize) -> Diff {
-        self.0.diff(i)
+        self.rows.diff(i)
     }
     fn len(&self) -> usize {
-        self.0.len()
+        self.rows.len()
     }
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
+}
+
+/// Asks the CPU to fetch `bytes[at]` into the cache. Rows sorted by hash are read in an order
+/// that jumps around their bytes (a graph load's 3 M `reach` rows: 100 MB), and without this
+/// the writer waited on a cache miss per row.
+fn prefetch(bytes: &[u8], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(byte) = bytes.get(at) {
+        // SAFETY: a prefetch is a hint; it never faults, and the address is in bounds.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(byte as *const u8 as *const i8) }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, at);
+}
+
+/// How many bytes of one time's rows a worker's encoder holds before it hands them on
+/// unsorted, as a part of the time (4 MiB; `CHATFLOW_PART_BYTES` sets it, so that tests send
+/// small fixtures this way too). The writer thread groups each part's rows by their hash's first
+/// bits as it comes, while the workers go on, and sorts each group once the time is complete:
+/// a graph load's 3 M `reach` rows were sorted by worker 0 after its walks, then written.
+pub fn part_bytes() -> usize {
+    static PART_BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PART_BYTES.get_or_init(|| {
+        std::env::var("CHATFLOW_PART_BYTES").ok().and_then(|v| v.parse().ok()).filter(|&b| b > 0).unwrap_or(4 << 20)
+    })
 }
 
 /// What a view's writer shares with its worker: the first error, and where it stops.
@@ -155,43 +166,78 @@ pub fn csv_sink<'s, R: ViewRow>(
     // Each row is encoded as it arrives (a time's typed rows are never held: a graph load's
     // millions of `reach` rows would be held twice, in the channel and in the buffer), then a
     // completed time's rows are sorted by their bytes and equal rows summed: consolidation on
-    // the bytes, which identify a row as well as the row itself does.
-    let absorb = move |pending: &mut EncodedRows, row: R, diff: Diff| {
-        pending.push(|bytes| row.fields(&mut CsvFields::new(bytes)), diff);
-    };
-    let runs = accumulate_in_time_order(
-        rows,
-        Pipeline,
-        &format!("CsvEncode({})", view.name),
-        absorb,
-        move |time, pending: &mut EncodedRows, emit| {
-            // The rows leave for the writer; the next time's rows start in buffers a quarter
-            // larger than this one's rows took (grown by doubling, they were copied about once
-            // more; sized by the capacity, one large time would make every later one reserve
-            // as much).
-            let room = |n: usize| n + n / 4;
-            let used = (room(pending.bytes.len()), room(pending.rows.len()));
-            let next = match spare.borrow_mut().take() {
-                Some(mut buffers) => {
-                    buffers.reserve(used);
-                    buffers
+    // the bytes, which identify a row as well as the row itself does. A time's rows beyond
+    // `part_bytes()` leave unsorted as they come, for the writer thread to sort.
+    let part_bytes = part_bytes();
+    let runs = rows
+        .inner
+        .unary_frontier::<CapacityContainerBuilder<Vec<(EncodedRun, u64, Diff)>>, _, _, _>(
+            Pipeline,
+            &format!("CsvEncode({})", view.name),
+            move |_cap, _info| {
+                let mut times = InTimeOrder::<u64, Pending>::default();
+                // Buffers a quarter larger than `n` rows took (grown by doubling, they were
+                // copied about once more; sized by the capacity, one large time would make
+                // every later one reserve as much).
+                let room = |rows: &EncodedRows| {
+                    let n = (rows.bytes.len(), rows.rows.len());
+                    (n.0 + n.0 / 4, n.1 + n.1 / 4)
+                };
+                move |(input, frontier), output| {
+                    let port = output.output_index();
+                    times.absorb(input, [port], |pending: &mut Pending, row: R, diff| {
+                        pending.rows.push(|bytes| row.fields(&mut CsvFields::new(bytes)), diff)
+                    });
+                    for (time, [cap], pending) in times.pending_mut() {
+                        if pending.rows.bytes.len() >= part_bytes {
+                            let next = EncodedRows::with_capacity(room(&pending.rows));
+                            let part = std::mem::replace(&mut pending.rows, next);
+                            pending.parted = true;
+                            if *time >= skip {
+                                output.session(cap).give((EncodedRun { rows: part, sorted: false }, *time, 1));
+                            }
+                        }
+                    }
+                    while let Some((time, [cap], mut pending)) = times.next_complete(frontier) {
+                        // The rows leave for the writer; the next time's start in buffers
+                        // sized by these (or handed back by the writer).
+                        let used = room(&pending.rows);
+                        let next = match spare.borrow_mut().take() {
+                            Some(mut buffers) => {
+                                buffers.reserve(used);
+                                buffers
+                            }
+                            None => EncodedRows::with_capacity(used),
+                        };
+                        let mut rows = std::mem::replace(&mut pending.rows, next);
+                        // The last part of a time that was handed on in parts is left unsorted
+                        // for the writer thread too.
+                        let sorted = !std::mem::take(&mut pending.parted);
+                        if time >= skip {
+                            if sorted {
+                                rows.consolidate();
+                            }
+                            if !rows.is_empty() {
+                                output.session(&cap).give((EncodedRun { rows, sorted }, time, 1));
+                            }
+                        }
+                        times.recycle(pending);
+                    }
                 }
-                None => EncodedRows::with_capacity(used),
-            };
-            let mut pending = std::mem::replace(pending, next);
-            if *time >= skip {
-                pending.consolidate();
-                let run = EncodedRun(pending);
-                if !run.is_empty() {
-                    emit(run, 1);
-                }
-            }
-        },
-    );
+            },
+        )
+        .as_collection();
 
     let handle = Rc::clone(&shared);
     let written = write_stage(runs, files.zip(writer), shared, path, recycled);
     (written, handle)
+}
+
+/// A time's rows in a worker's encoder, and whether part of them has left already.
+#[derive(Default)]
+struct Pending {
+    rows: EncodedRows,
+    parted: bool,
 }
 
 /// `CsvWrite(view)`: worker 0 receives every worker's runs; once a time is complete it hands
@@ -220,7 +266,7 @@ fn write_stage<'s>(
         move |_cap, info| {
             let flushed = Arc::new(Flushed::new(scope.worker().sync_activator_for(info.address.to_vec())));
             // Each time's runs until the time is complete, with a capability for it.
-            let mut times = InTimeOrder::<u64, Vec<(EncodedRun, Diff)>>::default();
+            let mut times = InTimeOrder::<u64, Held>::default();
             // Times handed to the writer, oldest first.
             let mut in_flight: VecDeque<Capability<u64>> = VecDeque::new();
             let limit = Rc::clone(&shared);
@@ -242,18 +288,40 @@ fn write_stage<'s>(
             };
             move |(input, frontier), output| {
                 let port = output.output_index();
-                times.absorb(input, [port], |runs, run, diff| runs.push((run, diff)));
-                while let Some((time, [cap], runs)) = times.next_complete(frontier) {
+                times.absorb(input, [port], |held: &mut Held, run, diff| held.runs.push((run, diff)));
+                // A time with a part left unsorted is sorted by the writer thread: its runs go
+                // there as they come, to be grouped while the time is still being computed.
+                if let Some(f) = file.as_ref() {
+                    let stop = limit.borrow().limit;
+                    for (&time, _, held) in times.pending_mut() {
+                        if stop.is_some_and(|stop| time >= stop) {
+                            continue;
+                        }
+                        held.streaming |= held.runs.iter().any(|(run, _)| !run.sorted);
+                        if held.streaming {
+                            for (run, weight) in held.runs.drain(..) {
+                                f.part(time, run, weight);
+                            }
+                        }
+                    }
+                }
+                while let Some((time, [cap], held)) = times.next_complete(frontier) {
                     let Some(f) = file.as_ref() else { continue };
                     if limit.borrow().limit.is_some_and(|limit| time >= limit) {
+                        if held.streaming {
+                            f.finish(time, None);
+                        }
                         continue;
                     }
-                    let bytes: usize = runs.iter().map(|(run, _)| run.0.bytes.len()).sum();
-                    if in_flight.is_empty() && bytes < INLINE_BYTES {
+                    let runs = held.runs;
+                    let bytes: usize = runs.iter().map(|(run, _)| run.rows.bytes.len()).sum();
+                    let handed = if held.streaming {
+                        f.finish(time, Some(&flushed))
+                    } else if in_flight.is_empty() && bytes < INLINE_BYTES {
                         record(time, f.write_now(time, &runs));
                         // The largest run's buffers (under 1 MiB of rows) go back to the encoder.
-                        if let Some((EncodedRun(mut buffers), _)) =
-                            runs.into_iter().max_by_key(|(run, _)| run.0.bytes.capacity())
+                        if let Some((EncodedRun { rows: mut buffers, .. }, _)) =
+                            runs.into_iter().max_by_key(|(run, _)| run.rows.bytes.capacity())
                         {
                             let mut spare = spare.borrow_mut();
                             if spare.as_ref().is_none_or(|s| s.bytes.capacity() < buffers.bytes.capacity()) {
@@ -261,7 +329,11 @@ fn write_stage<'s>(
                                 *spare = Some(buffers);
                             }
                         }
-                    } else if f.write(time, runs, &flushed) {
+                        continue;
+                    } else {
+                        f.write(time, runs, &flushed)
+                    };
+                    if handed {
                         in_flight.push_back(cap);
                     } else {
                         file = None;
@@ -276,6 +348,14 @@ fn write_stage<'s>(
             }
         },
     )
+}
+
+/// A time's runs at the writer stage until the time is complete, and whether they go to the
+/// writer thread as they come (a part of the time was left unsorted).
+#[derive(Default)]
+struct Held {
+    runs: Vec<(EncodedRun, Diff)>,
+    streaming: bool,
 }
 
 /// Below how many bytes of rows a time is written by the worker itself (see [`write_stage`]):
@@ -305,12 +385,16 @@ pub fn writing_seconds() -> f64 {
 /// `None` after a failed write.
 type SharedFile = Arc<Mutex<Option<BufWriter<File>>>>;
 
-/// Time `time`'s runs of `file`, to merge and append; then told to `flushed`.
-struct Job {
-    file: SharedFile,
-    time: u64,
-    runs: Vec<(EncodedRun, Diff)>,
-    flushed: Arc<Flushed>,
+/// What the writer thread is asked to do for a file.
+enum Job {
+    /// Merge time `time`'s sorted runs and append them; then tell `flushed`.
+    Runs { file: SharedFile, time: u64, runs: Vec<(EncodedRun, Diff)>, flushed: Arc<Flushed> },
+    /// Part of time `time`'s rows (each diff times `weight`), to group now and sort once the
+    /// time is complete.
+    Part { file: SharedFile, time: u64, run: EncodedRun, weight: Diff },
+    /// Every part of time `time` has come: sort them and append them, then tell `flushed`; or,
+    /// without `flushed` (a run that stops before `time`), drop them.
+    Finish { file: SharedFile, time: u64, flushed: Option<Arc<Flushed>> },
 }
 
 /// One file's end of the [`FileWriter`].
@@ -343,19 +427,88 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Merges `runs` into `file` at `time` (see [`write_merged`]); after a failure the file is
-/// written no more.
-fn write_shared(file: &SharedFile, time: u64, runs: &[(EncodedRun, Diff)]) -> std::io::Result<(u64, u64)> {
+/// Writes `time`'s rows into `file` with `write`; after a failure the file is written no more.
+fn write_shared(
+    file: &SharedFile,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<(u64, u64)>,
+) -> std::io::Result<(u64, u64)> {
     let mut file = lock(file);
     let Some(w) = file.as_mut() else {
         return Err(std::io::Error::other("not written after an earlier error"));
     };
-    let outcome = write_merged(w, time, runs);
+    let outcome = write(w);
     if outcome.is_err() {
         *file = None;
     }
     outcome
 }
+
+/// A large time's rows at the writer thread, as its parts come: their bytes one after another,
+/// and their entries (with offsets into those bytes) grouped by the first [`GROUP_BITS`] bits of
+/// their hashes. Once the time is complete each group is sorted (in cache) and written, groups
+/// in order, which is the order of the rows' (hash, bytes).
+#[derive(Default)]
+struct Grouped {
+    bytes: Vec<u8>,
+    groups: Vec<Vec<Entry>>,
+    /// Room for sorting a group.
+    scratch: Vec<Entry>,
+    /// The rows' bytes went beyond what 32-bit offsets reach (4 GiB in one time).
+    overflow: bool,
+}
+
+impl Grouped {
+    /// Adds the rows of `run`, each diff times `weight`.
+    fn add(&mut self, run: &EncodedRows, weight: Diff) {
+        if self.groups.is_empty() {
+            self.groups.resize_with(1 << GROUP_BITS, Vec::new);
+        }
+        // Offsets are 32 bits, as in each worker's runs.
+        if self.overflow || u32::try_from(self.bytes.len() + run.bytes.len()).is_err() {
+            self.overflow = true;
+            return;
+        }
+        let base = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(&run.bytes);
+        for &(hash, start, end, diff) in &run.rows {
+            let entry = (hash, base + start, base + end, diff * weight);
+            self.groups[group_of(&entry)].push(entry);
+        }
+    }
+
+    /// Sorts each group, sums equal rows and appends them at `time`; returns the lines and
+    /// bytes written.
+    fn write(&mut self, w: &mut BufWriter<File>, time: u64) -> std::io::Result<(u64, u64)> {
+        if self.overflow {
+            return Err(std::io::Error::other(
+                "a time's rows took more than 4 GiB, more than a change file's writer holds",
+            ));
+        }
+        let mut lines = Lines::new(time);
+        for rows in &mut self.groups {
+            consolidate_entries(&self.bytes, rows, &mut self.scratch, GROUP_BITS);
+            for (i, &(_, start, end, diff)) in rows.iter().enumerate() {
+                if let Some(ahead) = rows.get(i + PREFETCH_ROWS) {
+                    prefetch(&self.bytes, ahead.1 as usize);
+                }
+                lines.put(w, &self.bytes[start as usize..end as usize], diff)?;
+            }
+        }
+        w.flush()?;
+        Ok(lines.counts())
+    }
+
+    /// No rows, keeping the allocations.
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.groups.iter_mut().for_each(Vec::clear);
+        self.overflow = false;
+    }
+}
+
+/// At most how many bytes of rows the writer thread's spare [`Grouped`] keeps room for: a graph
+/// load's hundred megabytes are not held for the small times after it.
+const SPARE_GROUPED_BYTES: usize = 64 << 20;
 
 impl FileWriter {
     /// Starts the thread; it ends once every handle is dropped, after the files' last writes.
@@ -364,12 +517,41 @@ impl FileWriter {
         std::thread::Builder::new()
             .name("csv-writer".into())
             .spawn(move || {
-                for Job { file, time, runs, flushed } in receiver {
+                // The large times whose parts are coming, by file and time; and one emptied, for
+                // the next.
+                let mut grouped: HashMap<(usize, u64), Grouped> = HashMap::new();
+                let mut spare: Option<Grouped> = None;
+                for job in receiver {
                     let began = std::time::Instant::now();
-                    let outcome = write_shared(&file, time, &runs);
-                    drop(runs);
-                    WRITING_NANOS.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                    flushed.tell(time, outcome);
+                    match job {
+                        Job::Runs { file, time, runs, flushed } => {
+                            let outcome = write_shared(&file, |w| write_merged(w, time, &runs));
+                            drop(runs);
+                            WRITING_NANOS.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                            flushed.tell(time, outcome);
+                        }
+                        Job::Part { file, time, run, weight } => {
+                            let key = (Arc::as_ptr(&file) as usize, time);
+                            grouped
+                                .entry(key)
+                                .or_insert_with(|| spare.take().unwrap_or_default())
+                                .add(&run.rows, weight);
+                            drop(run);
+                            WRITING_NANOS.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                        }
+                        Job::Finish { file, time, flushed } => {
+                            let mut rows = grouped.remove(&(Arc::as_ptr(&file) as usize, time)).unwrap_or_default();
+                            let outcome = flushed.as_ref().map(|_| write_shared(&file, |w| rows.write(w, time)));
+                            rows.clear();
+                            if rows.bytes.capacity() <= SPARE_GROUPED_BYTES {
+                                spare = Some(rows);
+                            }
+                            WRITING_NANOS.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                            if let (Some(flushed), Some(outcome)) = (flushed, outcome) {
+                                flushed.tell(time, outcome);
+                            }
+                        }
+                    }
                 }
             })
             .expect("spawning the change files' writer");
@@ -385,13 +567,26 @@ impl FileWriter {
 impl FileHandle {
     /// Asks the thread to merge and append `time`'s runs; false if the thread is gone.
     fn write(&self, time: u64, runs: Vec<(EncodedRun, Diff)>, flushed: &Arc<Flushed>) -> bool {
-        let job = Job { file: Arc::clone(&self.file), time, runs, flushed: Arc::clone(flushed) };
+        let job = Job::Runs { file: Arc::clone(&self.file), time, runs, flushed: Arc::clone(flushed) };
+        self.jobs.send(job).is_ok()
+    }
+
+    /// Hands the thread part of `time`'s rows, each diff times `weight` ([`Job::Part`]).
+    fn part(&self, time: u64, run: EncodedRun, weight: Diff) {
+        // A thread that is gone is found by `finish`.
+        let _ = self.jobs.send(Job::Part { file: Arc::clone(&self.file), time, run, weight });
+    }
+
+    /// Tells the thread that `time`'s parts have all come: to write them and tell `flushed`, or,
+    /// without it, to drop them; false if the thread is gone.
+    fn finish(&self, time: u64, flushed: Option<&Arc<Flushed>>) -> bool {
+        let job = Job::Finish { file: Arc::clone(&self.file), time, flushed: flushed.map(Arc::clone) };
         self.jobs.send(job).is_ok()
     }
 
     /// Merges and appends `time`'s runs on this thread (none of the file's are in flight).
     fn write_now(&self, time: u64, runs: &[(EncodedRun, Diff)]) -> std::io::Result<(u64, u64)> {
-        write_shared(&self.file, time, runs)
+        write_shared(&self.file, |w| write_merged(w, time, runs))
     }
 }
 
@@ -463,30 +658,8 @@ const PREFETCH_ROWS: usize = 16;
 /// three, the next row is found by a linear scan of the runs' heads, which is cheaper than a
 /// heap's pushes and pops at these sizes.
 fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)]) -> std::io::Result<(u64, u64)> {
-    // A line's end: `,time,diff` and the line feed, made once for diffs 1 and -1 (nearly
-    // every row: one write for the row, one for its end).
-    let end_of = |diff: Diff| format!(",{time},{diff}\n").into_bytes();
-    let (insert, retract) = (end_of(1), end_of(-1));
-    let mut written = 0;
-    let mut bytes = 0u64;
-    let mut line = |w: &mut BufWriter<File>, row: &[u8], diff: Diff| -> std::io::Result<()> {
-        if diff != 0 {
-            let other;
-            let end = match diff {
-                1 => &insert,
-                -1 => &retract,
-                _ => {
-                    other = end_of(diff);
-                    &other
-                }
-            };
-            w.write_all(row)?;
-            w.write_all(end)?;
-            written += 1;
-            bytes += (row.len() + end.len()) as u64;
-        }
-        Ok(())
-    };
+    let mut lines = Lines::new(time);
+    let mut line = |w: &mut BufWriter<File>, row: &[u8], diff: Diff| lines.put(w, row, diff);
     if runs.len() <= 2 {
         // One run (`-w 1`, or one worker had rows) or two (`-w 2`): merged head to head, one
         // comparison per row written (a lone run against an empty one, so its rows are
@@ -554,7 +727,53 @@ fn write_merged(w: &mut BufWriter<File>, time: u64, runs: &[(EncodedRun, Diff)])
         }
     }
     w.flush()?;
-    Ok((written, bytes))
+    Ok(lines.counts())
+}
+
+/// A time's `row,time,diff` lines, counted as they are written (rows with diff 0 are not).
+struct Lines {
+    /// A line's end (`,time,diff` and the line feed), made once for diffs 1 and -1 (nearly
+    /// every row: one write for the row, one for its end).
+    insert: Vec<u8>,
+    retract: Vec<u8>,
+    time: u64,
+    written: u64,
+    bytes: u64,
+}
+
+impl Lines {
+    fn new(time: u64) -> Self {
+        Lines { insert: Self::end(time, 1), retract: Self::end(time, -1), time, written: 0, bytes: 0 }
+    }
+
+    fn end(time: u64, diff: Diff) -> Vec<u8> {
+        format!(",{time},{diff}\n").into_bytes()
+    }
+
+    #[inline]
+    fn put(&mut self, w: &mut BufWriter<File>, row: &[u8], diff: Diff) -> std::io::Result<()> {
+        if diff != 0 {
+            let other;
+            let end = match diff {
+                1 => &self.insert,
+                -1 => &self.retract,
+                _ => {
+                    other = Self::end(self.time, diff);
+                    &other
+                }
+            };
+            w.write_all(row)?;
+            w.write_all(end)?;
+            self.written += 1;
+            self.bytes += (row.len() + end.len()) as u64;
+        }
+        Ok(())
+    }
+
+    /// The lines and bytes written.
+    fn counts(&self) -> (u64, u64) {
+        (self.written, self.bytes)
+    }
 }
 
 /// The CSV sink of one worker: every view's change file (written by worker 0) and the
@@ -659,7 +878,7 @@ mod tests {
             pending.push(|bytes| bytes.extend_from_slice(row.as_bytes()), *diff);
         }
         pending.consolidate();
-        EncodedRun(pending)
+        EncodedRun { rows: pending, sorted: true }
     }
 
     /// The writer thread appends each file's times in the order they were handed over, beside
@@ -709,6 +928,64 @@ mod tests {
         });
     }
 
+    /// A time handed to the writer thread in unsorted parts (of one worker or several, with
+    /// weights, equal rows in different parts, some summing to zero) is written as merging the
+    /// same rows consolidated into sorted runs writes it, whether its groups hold a few rows
+    /// (sorted by comparisons) or many (scattered); a time whose run stops before it is dropped.
+    #[test]
+    fn a_time_in_unsorted_parts_is_written_as_merged_sorted_runs() {
+        let mut seed = 11u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed >> 33
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let files = FileWriter::spawn();
+        for (case, (parts, rows, distinct)) in
+            [(1, 10, 5), (3, 2_000, 700), (4, 40_000, 90_000)].into_iter().enumerate()
+        {
+            let parts: Vec<(Vec<(String, Diff)>, Diff)> = (0..parts)
+                .map(|_| {
+                    let rows = (0..rows).map(|_| (format!("r{}", next() % distinct), next() as Diff % 5 - 2)).collect();
+                    (rows, if next() % 4 == 0 { -1 } else { 1 })
+                })
+                .collect();
+            let merged_path = dir.path().join(format!("merged{case}.csv"));
+            let mut w = BufWriter::new(File::create(&merged_path).unwrap());
+            let runs: Vec<(EncodedRun, Diff)> = parts.iter().map(|(rows, weight)| (run(rows), *weight)).collect();
+            let merged_counts = write_merged(&mut w, 7, &runs).unwrap();
+            drop(w);
+
+            let path = dir.path().join(format!("parts{case}.csv"));
+            let handle = files.open(BufWriter::new(File::create(&path).unwrap()));
+            timely::execute_directly(move |worker| {
+                let flushed = Arc::new(Flushed::new(worker.sync_activator_for(vec![0])));
+                for time in [6, 7] {
+                    for (rows, weight) in &parts {
+                        let mut unsorted = EncodedRows::default();
+                        for (row, diff) in rows {
+                            unsorted.push(|bytes| bytes.extend_from_slice(row.as_bytes()), *diff);
+                        }
+                        handle.part(time, EncodedRun { rows: unsorted, sorted: false }, *weight);
+                    }
+                }
+                // Time 6 is dropped (a run that stopped before it), time 7 written.
+                assert!(handle.finish(6, None));
+                assert!(handle.finish(7, Some(&flushed)));
+                let mut told = Vec::new();
+                while told.is_empty() {
+                    told = flushed.take();
+                    std::thread::yield_now();
+                }
+                let (time, outcome) = told.pop().unwrap();
+                assert_eq!((time, outcome.unwrap()), (7, merged_counts), "case {case}: lines and bytes counted");
+            });
+            let (written, expected) = (std::fs::read(&path).unwrap(), std::fs::read(&merged_path).unwrap());
+            assert!(expected.len() > 10, "case {case}: too few rows to test");
+            assert!(written == expected, "case {case}: differs from the merged runs");
+        }
+    }
+
     /// Merging none, one, two (head to head), three or four runs of different lengths writes each
     /// row once with the sum of its diffs over the runs, zeros left out, in (hash, row) order.
     #[test]
@@ -729,7 +1006,7 @@ mod tests {
             let mut expected: BTreeMap<(u64, Vec<u8>), Diff> = BTreeMap::new();
             for (run, weight) in &runs {
                 for i in 0..run.len() {
-                    *expected.entry((run.0.hash(i), run.row(i).to_vec())).or_default() += run.diff(i) * weight;
+                    *expected.entry((run.rows.hash(i), run.row(i).to_vec())).or_default() += run.diff(i) * weight;
                 }
             }
             let want: String = expected

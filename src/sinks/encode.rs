@@ -255,64 +255,80 @@ impl EncodedRows {
     /// Sorts the rows by (hash, bytes), sums equal rows and drops zeros: the bytes stay where
     /// they are, only the rows' (hash, start, end, diff) entries move.
     pub fn consolidate(&mut self) {
-        let bytes = &self.bytes;
-        let rows = &mut self.rows;
-        let text = |r: &Entry| &bytes[r.1 as usize..r.2 as usize];
-        if rows.len() < BUCKETS_FROM {
-            rows.sort_unstable_by_key(|r| r.0);
-        } else {
-            // Scattered by the hash's top bits into about as many buckets as rows, so that the
-            // rows are in order but for neighbours sharing a bucket, which one pass of an
-            // insertion sort puts right (the hashes are uniform): a pass to count, one to
-            // scatter and one to finish. Sorting buckets of about 8 rows each took 21 ns a row
-            // for 25 k distinct rows (a single graph change's), this 14.5. Rows beyond what the
-            // caches hold are scattered twice, by 8 bits into 256 groups and then each group by
-            // its next bits (in cache): stores to 2^16 places at once miss the caches and the
-            // TLB (the load's consolidation was an eighth of its worker's cycles).
-            let bits_for = |n: usize| n.ilog2().clamp(1, 16);
-            let mut sorted = vec![(0, 0, 0, 0); rows.len()];
-            if rows.len() < TWO_PASSES_FROM {
-                scatter(rows, &mut sorted, 0, bits_for(rows.len()));
-                *rows = sorted;
-            } else {
-                let mut start = 0;
-                for end in scatter(rows, &mut sorted, 0, 8) {
-                    scatter(&sorted[start..end], &mut rows[start..end], 8, bits_for((end - start).max(2)));
-                    start = end;
-                }
-            }
-            sort_by_hash(rows);
-        }
-        // Equal hashes are equal rows, or rarely two rows whose hashes collide: each run of
-        // them is ordered by the bytes (a comparison that went on to the bytes on a tie was a
-        // branch more per comparison), then equal rows are summed.
-        let mut kept = 0;
-        let mut i = 0;
-        while i < rows.len() {
-            let hash = rows[i].0;
-            let mut end = i + 1;
-            while end < rows.len() && rows[end].0 == hash {
-                end += 1;
-            }
-            if end - i > 1 {
-                rows[i..end].sort_unstable_by(|a, b| text(a).cmp(text(b)));
-            }
-            while i < end {
-                let mut diff = rows[i].3;
-                let mut j = i + 1;
-                while j < end && text(&rows[j]) == text(&rows[i]) {
-                    diff += rows[j].3;
-                    j += 1;
-                }
-                if diff != 0 {
-                    rows[kept] = (rows[i].0, rows[i].1, rows[i].2, diff);
-                    kept += 1;
-                }
-                i = j;
-            }
-        }
-        rows.truncate(kept);
+        consolidate_entries(&self.bytes, &mut self.rows, &mut Vec::new(), 0);
     }
+}
+
+/// Sorts `rows` (entries of rows in `bytes`, whose hashes all share their first `skip` bits) by
+/// (hash, bytes), sums equal rows and drops zeros; `scratch` is room for the sort, kept by the
+/// caller for the next call.
+pub fn consolidate_entries(bytes: &[u8], rows: &mut Vec<Entry>, scratch: &mut Vec<Entry>, skip: u32) {
+    let text = |r: &Entry| &bytes[r.1 as usize..r.2 as usize];
+    if rows.len() < BUCKETS_FROM {
+        rows.sort_unstable_by_key(|r| r.0);
+    } else {
+        // Scattered by the hash's top bits into about as many buckets as rows, so that the
+        // rows are in order but for neighbours sharing a bucket, which one pass of an
+        // insertion sort puts right (the hashes are uniform): a pass to count, one to
+        // scatter and one to finish. Sorting buckets of about 8 rows each took 21 ns a row
+        // for 25 k distinct rows (a single graph change's), this 14.5. Rows beyond what the
+        // caches hold are scattered twice, by 8 bits into 256 groups and then each group by
+        // its next bits (in cache): stores to 2^16 places at once miss the caches and the
+        // TLB (the load's consolidation was an eighth of its worker's cycles).
+        let bits_for = |n: usize| n.ilog2().clamp(1, 16);
+        scratch.clear();
+        scratch.resize(rows.len(), (0, 0, 0, 0));
+        if rows.len() < TWO_PASSES_FROM || skip > 0 {
+            scatter(rows, scratch, skip, bits_for(rows.len()));
+            std::mem::swap(rows, scratch);
+        } else {
+            let mut start = 0;
+            for end in scatter(rows, scratch, 0, GROUP_BITS) {
+                scatter(&scratch[start..end], &mut rows[start..end], GROUP_BITS, bits_for((end - start).max(2)));
+                start = end;
+            }
+        }
+        sort_by_hash(rows);
+    }
+    // Equal hashes are equal rows, or rarely two rows whose hashes collide: each run of
+    // them is ordered by the bytes (a comparison that went on to the bytes on a tie was a
+    // branch more per comparison), then equal rows are summed.
+    let mut kept = 0;
+    let mut i = 0;
+    while i < rows.len() {
+        let hash = rows[i].0;
+        let mut end = i + 1;
+        while end < rows.len() && rows[end].0 == hash {
+            end += 1;
+        }
+        if end - i > 1 {
+            rows[i..end].sort_unstable_by(|a, b| text(a).cmp(text(b)));
+        }
+        while i < end {
+            let mut diff = rows[i].3;
+            let mut j = i + 1;
+            while j < end && text(&rows[j]) == text(&rows[i]) {
+                diff += rows[j].3;
+                j += 1;
+            }
+            if diff != 0 {
+                rows[kept] = (rows[i].0, rows[i].1, rows[i].2, diff);
+                kept += 1;
+            }
+            i = j;
+        }
+    }
+    rows.truncate(kept);
+}
+
+/// The hash bits of the first of two scatters (256 groups); the change files' writer thread
+/// also groups a large time's rows by them as they come ([`group_of`]).
+pub const GROUP_BITS: u32 = 8;
+
+/// The group of a row's entry by its hash's first [`GROUP_BITS`] bits: groups in increasing
+/// order hold rows in increasing (hash, bytes) order.
+pub fn group_of(entry: &Entry) -> usize {
+    (entry.0 >> (64 - GROUP_BITS)) as usize
 }
 
 /// From how many rows [`EncodedRows::consolidate`] scatters them by their hash's top bits

@@ -44,9 +44,22 @@ fn generated_fixture_matches_oracle_at_1_2_4_workers() {
     // All 30,000 messages at one time: its word_counts (1.5 MB) is more than a change file's
     // buffer, so the writer thread writes it, where the small times above are written by
     // worker 0 itself.
-    let out = dir.path().join("out-one-time");
-    let actual = run_views_of(&fixture, &out, &["-w", "2", "--batch", "30000"]);
+    let one_time = dir.path().join("out-one-time");
+    let actual = run_views_of(&fixture, &one_time, &["-w", "2", "--batch", "30000"]);
     assert_views_eq(&actual, &expected, "-w 2, one time");
+    // The encoders hand on every 4 KiB of a time's rows unsorted (as they do a graph load's
+    // millions of rows), for the writer thread to group and sort: the same files, at every
+    // worker count, for many small times and for one large one.
+    let base = first.unwrap();
+    for workers in ["1", "2", "4"] {
+        for (batch, same_as) in [("1000", &base), ("30000", &one_time)] {
+            let out = dir.path().join(format!("out-parts-w{workers}-b{batch}"));
+            let args =
+                ["run", "--replay", path_str(&fixture), "--out", path_str(&out), "-w", workers, "--batch", batch];
+            run_ok_env(&[("CHATFLOW_PART_BYTES", "4096")], &args);
+            assert_same_files(same_as, &out, &CHAT_VIEWS, &format!("in parts at -w {workers}, --batch {batch}"));
+        }
+    }
 }
 
 /// The run summary's "busiest channels": the five channels with the most messages (ties by

@@ -21,7 +21,12 @@ pub fn chatflow() -> Command {
 
 /// Runs chatflow with `args` and fails the test, showing its output, unless it exits 0.
 pub fn run_ok(args: &[&str]) -> Output {
-    let output = chatflow().args(args).output().expect("chatflow starts");
+    run_ok_env(&[], args)
+}
+
+/// [`run_ok`] with the variables `env` set.
+pub fn run_ok_env(env: &[(&str, &str)], args: &[&str]) -> Output {
+    let output = chatflow().envs(env.iter().copied()).args(args).output().expect("chatflow starts");
     assert!(
         output.status.success(),
         "chatflow {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
