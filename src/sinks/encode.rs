@@ -187,7 +187,9 @@ pub fn csv_header(view: &ViewDef) -> Vec<u8> {
 
 /// Rows encoded one after another into one buffer, as they arrived: per row a fixed-seed hash
 /// of its bytes, where it starts and ends in `bytes`, and its diff. Consolidating them sorts
-/// by (hash, bytes), which compares integers where sorting typed rows compared strings.
+/// by (hash, bytes), which compares integers where sorting typed rows compared strings. The
+/// hashes are 0 until then: rows that leave unsorted are hashed by whoever sorts them (the
+/// change files' writer thread, beside the worker).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct EncodedRows {
     /// Serialized as one byte string, not a sequence of bytes: a writer in another process
@@ -208,7 +210,7 @@ impl EncodedRows {
         let start = self.bytes.len();
         encode(&mut self.bytes);
         let end = self.bytes.len();
-        self.rows.push((row_hash(&self.bytes[start..end]), start as u32, end as u32, diff));
+        self.rows.push((0, start as u32, end as u32, diff));
     }
 
     /// Room for at least `(bytes, rows)` in all.
@@ -255,15 +257,21 @@ impl EncodedRows {
     /// Sorts the rows by (hash, bytes), sums equal rows and drops zeros: the bytes stay where
     /// they are, only the rows' (hash, start, end, diff) entries move.
     pub fn consolidate(&mut self) {
-        consolidate_entries(&self.bytes, &mut self.rows, &mut Vec::new(), 0);
+        let bytes = &self.bytes;
+        self.rows.iter_mut().for_each(|r| r.0 = row_hash(&bytes[r.1 as usize..r.2 as usize]));
+        consolidate_entries(|r| &bytes[r.1 as usize..r.2 as usize], &mut self.rows, &mut Vec::new(), 0);
     }
 }
 
-/// Sorts `rows` (entries of rows in `bytes`, whose hashes all share their first `skip` bits) by
-/// (hash, bytes), sums equal rows and drops zeros; `scratch` is room for the sort, kept by the
-/// caller for the next call.
-pub fn consolidate_entries(bytes: &[u8], rows: &mut Vec<Entry>, scratch: &mut Vec<Entry>, skip: u32) {
-    let text = |r: &Entry| &bytes[r.1 as usize..r.2 as usize];
+/// Sorts `rows` (entries of rows whose bytes `text` gives, whose hashes all share their first
+/// `skip` bits) by (hash, bytes), sums equal rows and drops zeros; `scratch` is room for the
+/// sort, kept by the caller for the next call.
+pub fn consolidate_entries<'b>(
+    text: impl Fn(&Entry) -> &'b [u8],
+    rows: &mut Vec<Entry>,
+    scratch: &mut Vec<Entry>,
+    skip: u32,
+) {
     if rows.len() < BUCKETS_FROM {
         rows.sort_unstable_by_key(|r| r.0);
     } else {
