@@ -166,6 +166,40 @@ impl<T: Timestamp + TotalOrder, A: Default, const N: usize> InTimeOrder<T, A, N>
         });
     }
 
+    /// [`Self::absorb`] for an accumulator that only reads each update: the updates are read
+    /// where they arrived rather than moved out one by one (a graph load's `reach` rows are 96
+    /// bytes each, millions of them, and the change files' encoder reads them once).
+    pub fn absorb_ref<D, R, P>(
+        &mut self,
+        input: &mut InputHandleCore<T, Vec<(D, T, R)>, P>,
+        ports: [usize; N],
+        mut absorb: impl FnMut(&mut A, &D, &R),
+    ) where
+        P: Pull<Message<T, Vec<(D, T, R)>>>,
+    {
+        let (pending, spare) = (&mut self.pending, &mut self.spare);
+        input.for_each_stamp(|cap, containers| {
+            for container in containers {
+                let mut slot: Option<&mut ([Capability<T>; N], A)> = None;
+                for (data, time, diff) in container.iter() {
+                    let current = match slot.take() {
+                        Some(s) if s.0[0].time() == time => s,
+                        _ => match pending.entry(time.clone()) {
+                            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::btree_map::Entry::Vacant(e) => {
+                                let caps = ports.map(|port| cap.delayed(e.key(), port));
+                                e.insert((caps, spare.pop().unwrap_or_default()))
+                            }
+                        },
+                    };
+                    absorb(&mut current.1, data, diff);
+                    slot = Some(current);
+                }
+                container.clear();
+            }
+        });
+    }
+
     /// The earliest time that `frontier` has passed, with its capabilities and what arrived
     /// for it.
     pub fn next_complete(&mut self, frontier: &MutableAntichain<T>) -> Option<(T, [Capability<T>; N], A)> {

@@ -187,8 +187,8 @@ pub fn csv_sink<'s, R: ViewRow>(
                 };
                 move |(input, frontier), output| {
                     let port = output.output_index();
-                    times.absorb(input, [port], |pending: &mut Pending, row: R, diff| {
-                        pending.rows.push(|bytes| row.fields(&mut CsvFields::new(bytes)), diff)
+                    times.absorb_ref(input, [port], |pending: &mut Pending, row: &R, diff: &Diff| {
+                        pending.rows.push(|bytes| row.fields(&mut CsvFields::new(bytes)), *diff)
                     });
                     for (time, [cap], pending) in times.pending_mut() {
                         if pending.rows.bytes.len() >= part_bytes {
@@ -500,12 +500,14 @@ impl Grouped {
             }
         };
         let (mut lines, mut out) = (Lines::new(time), Vec::new());
+        // A group's lines go to the file at once, not copied into the writer's buffer first.
+        w.flush()?;
+        let w = w.get_mut();
         if self.groups.iter().map(Vec::len).sum::<usize>() < TWO_THREADS_FROM {
             for rows in &mut self.groups {
                 render(rows, &mut self.scratch, &mut lines, &mut out);
                 w.write_all(&out)?;
             }
-            w.flush()?;
             return Ok(lines.counts());
         }
         // A time of many rows: this thread sorts and renders the even groups, a helper the odd
@@ -535,7 +537,7 @@ impl Grouped {
                 }
                 lines.counts()
             });
-            let written = (|| {
+            let written: std::io::Result<()> = (|| {
                 for rows in evens {
                     render(rows, scratch, &mut lines, &mut out);
                     w.write_all(&out)?;
@@ -544,7 +546,7 @@ impl Grouped {
                         let _ = give_back.send(theirs);
                     }
                 }
-                w.flush()
+                Ok(())
             })();
             // A failed write: the helper stops at its next group.
             drop(from_helper);
