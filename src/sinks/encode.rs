@@ -333,10 +333,10 @@ pub fn consolidate_entries<'b>(
 /// also groups a large time's rows by them as they come ([`group_of`]).
 pub const GROUP_BITS: u32 = 8;
 
-/// The group of a row's entry by its hash's first [`GROUP_BITS`] bits: groups in increasing
-/// order hold rows in increasing (hash, bytes) order.
-pub fn group_of(entry: &Entry) -> usize {
-    (entry.0 >> (64 - GROUP_BITS)) as usize
+/// The group of a row by its hash's first [`GROUP_BITS`] bits: groups in increasing order
+/// hold rows in increasing (hash, bytes) order.
+pub fn group_of(hash: u64) -> usize {
+    (hash >> (64 - GROUP_BITS)) as usize
 }
 
 /// From how many rows [`EncodedRows::consolidate`] scatters them by their hash's top bits
