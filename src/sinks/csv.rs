@@ -21,6 +21,13 @@
 //! until the thread says the time is flushed): a probe on the writer passes a time once that
 //! time is in the file.
 //!
+//! A large time (a graph load: millions of `reach` rows) goes another way: once a worker holds
+//! [`part_bytes`] of its rows it hands them on unsorted as a part, and so on until the time is
+//! complete; `CsvWrite` passes a time's parts to the thread as they come, which hashes their
+//! rows and groups them by the hash's first 8 bits while the workers go on computing, and once
+//! the time is complete sorts each group (two threads from 2^18 rows) and appends the groups in
+//! order. The bytes are the same either way: rows in (hash, row) order, equal rows summed.
+//!
 //! Delivery: exactly once. A new run rewrites the files from the start; a run that finishes
 //! leaves exactly the view's changes. A stopped or crashed run leaves a prefix of whole times
 //! (plus perhaps part of one after a crash); `--resume` recomputes from the latest checkpoint
