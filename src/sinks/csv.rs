@@ -832,8 +832,9 @@ impl Lines {
         format!(",{time},{diff}\n").into_bytes()
     }
 
+    /// Hands the line of `row` with `diff` (none for 0) to `put`, its row and then its end.
     #[inline]
-    fn put(&mut self, w: &mut BufWriter<File>, row: &[u8], diff: Diff) -> std::io::Result<()> {
+    fn line<E>(&mut self, row: &[u8], diff: Diff, mut put: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
         if diff != 0 {
             let other;
             let end = match diff {
@@ -844,32 +845,27 @@ impl Lines {
                     &other
                 }
             };
-            w.write_all(row)?;
-            w.write_all(end)?;
+            put(row)?;
+            put(end)?;
             self.written += 1;
             self.bytes += (row.len() + end.len()) as u64;
         }
         Ok(())
     }
 
+    /// Writes the line of `row` with `diff` (none for 0) to `w`.
+    #[inline]
+    fn put(&mut self, w: &mut BufWriter<File>, row: &[u8], diff: Diff) -> std::io::Result<()> {
+        self.line(row, diff, |bytes| w.write_all(bytes))
+    }
+
     /// Appends the line of `row` with `diff` (none for 0) to `out`.
     #[inline]
     fn render(&mut self, out: &mut Vec<u8>, row: &[u8], diff: Diff) {
-        if diff != 0 {
-            let other;
-            let end = match diff {
-                1 => &self.insert,
-                -1 => &self.retract,
-                _ => {
-                    other = Self::end(self.time, diff);
-                    &other
-                }
-            };
-            out.extend_from_slice(row);
-            out.extend_from_slice(end);
-            self.written += 1;
-            self.bytes += (row.len() + end.len()) as u64;
-        }
+        let _ = self.line(row, diff, |bytes| -> Result<(), std::convert::Infallible> {
+            out.extend_from_slice(bytes);
+            Ok(())
+        });
     }
 
     /// The lines and bytes written.
