@@ -967,6 +967,14 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    /// A repeatable sequence of pseudo-random numbers (31 bits each) from `seed`.
+    fn numbers(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed >> 33
+        }
+    }
+
     /// A run of `rows` (encoded as their text), consolidated as CsvEncode leaves it.
     fn run(rows: &[(String, Diff)]) -> EncodedRun {
         let mut pending = EncodedRows::default();
@@ -1031,11 +1039,7 @@ mod tests {
     /// rows) two; a time whose run stops before it is dropped.
     #[test]
     fn a_time_in_unsorted_parts_is_written_as_merged_sorted_runs() {
-        let mut seed = 11u64;
-        let mut next = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            seed >> 33
-        };
+        let mut next = numbers(11);
         let dir = tempfile::tempdir().unwrap();
         let files = FileWriter::spawn();
         for (case, (parts, rows, distinct)) in
@@ -1089,11 +1093,7 @@ mod tests {
     /// row once with the sum of its diffs over the runs, zeros left out, in (hash, row) order.
     #[test]
     fn merged_runs_sum_equal_rows_in_order() {
-        let mut seed = 7u64;
-        let mut next = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            seed >> 33
-        };
+        let mut next = numbers(7);
         for count in 0..=4 {
             let runs: Vec<(EncodedRun, Diff)> = (0..count)
                 .map(|r| {
