@@ -1050,7 +1050,7 @@ mod tests {
             let parts: Vec<(Vec<(String, Diff)>, Diff)> = (0..parts)
                 .map(|_| {
                     let rows = (0..rows).map(|_| (format!("r{}", next() % distinct), next() as Diff % 5 - 2)).collect();
-                    (rows, if next() % 4 == 0 { -1 } else { 1 })
+                    (rows, if next().is_multiple_of(4) { -1 } else { 1 })
                 })
                 .collect();
             let merged_path = dir.path().join(format!("merged{case}.csv"));
@@ -1099,7 +1099,7 @@ mod tests {
                 .map(|r| {
                     let rows: Vec<(String, Diff)> =
                         (0..50 + 1500 * r).map(|_| (format!("r{}", next() % 500), next() as Diff % 5 - 2)).collect();
-                    (run(&rows), if next() % 4 == 0 { -1 } else { 1 })
+                    (run(&rows), if next().is_multiple_of(4) { -1 } else { 1 })
                 })
                 .collect();
             let mut expected: BTreeMap<(u64, Vec<u8>), Diff> = BTreeMap::new();
